@@ -1,0 +1,179 @@
+"""Configuration of `hopscope collect`: the `[collect]` table of hopscope.toml.
+
+Every model forbids unknown keys so a typo is an error that names the key, and
+an empty `[collect]` table gives a working daemon: the OTLP receiver on
+127.0.0.1:4318 (HTTP) and :4317 (gRPC), NVML at 1 s where a driver answers,
+host network from /proc every 10 s, no probes and no Prometheus.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from hopscope.errors import ConfigError
+
+PRESETS = ("node_network", "blackbox", "dcgm", "spanmetrics", "servicegraph")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OtlpConfig(_Model):
+    """OTLP trace receiver (HTTP on 4318, gRPC on 4317)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    http_port: int = Field(4318, ge=0, le=65535, description="0 picks a free port")
+    grpc_enabled: bool = True
+    grpc_port: int = Field(4317, ge=0, le=65535)
+    bearer_token: SecretStr | None = Field(None, description="clients must send `Authorization: Bearer <token>`")
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="limit after decompression")
+    max_queue_spans: int = Field(200_000, gt=0, description="spans waiting for a commit before 429")
+    commit_max_spans: int = Field(50_000, gt=0, description="most spans in one group commit")
+    ack_timeout_s: float = Field(10.0, gt=0, description="a request queued this long without a commit gets 503")
+    retry_after_s: int = Field(1, ge=1, le=300)
+    max_concurrent_requests: int = Field(
+        4, ge=1, le=256, description="requests decoded at once (bounds memory: this x max_body_bytes)"
+    )
+
+
+class NvmlConfig(_Model):
+    """Local GPUs through NVML, stored under dcgm-exporter names."""
+
+    enabled: bool = Field(True, description="enabled where an NVIDIA driver answers")
+    interval_s: float = Field(1.0, gt=0)
+    service: str | None = Field(None, description="service the GPUs belong to, e.g. model-server")
+    process_memory: bool = True
+    energy: bool = Field(False, description="read the energy counter (~4 ms a call; at most once a second)")
+    init_retry_s: float = Field(60.0, gt=0)
+
+
+class NetworkConfig(_Model):
+    """Host NICs and TCP retransmits from /proc and /sys (node_exporter names)."""
+
+    enabled: bool = True
+    interval_s: float = Field(10.0, gt=0)
+    service: str | None = None
+    proc_path: str = "/proc"
+    sys_path: str = "/sys"
+    devices: list[str] = Field(default_factory=list, description="only these NICs; empty means all")
+    exclude: list[str] = Field(default_factory=lambda: ["lo"])
+
+
+class ProbeTarget(_Model):
+    url: str
+    service: str | None = Field(None, description="service the probed endpoint belongs to")
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    timeout_s: float | None = Field(None, gt=0)
+    verify_tls: bool = True
+    expect_status: list[int] = Field(default_factory=list, description="empty: any 2xx")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"{v!r} is not an http:// or https:// URL")
+        return v
+
+
+class ProbeConfig(_Model):
+    """HTTP(S) probes with blackbox_exporter phase names."""
+
+    interval_s: float = Field(15.0, gt=0)
+    timeout_s: float = Field(5.0, gt=0)
+    targets: list[ProbeTarget] = Field(default_factory=list)
+
+
+class PromQuery(_Model):
+    """One PromQL expression and how its labels map onto samples."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$")
+    query: str = Field(min_length=1)
+    metric: str | None = Field(None, description="metric name to store; default the series' __name__, else `name`")
+    service: str | None = Field(None, description="fixed service for every series")
+    service_label: str | None = Field(None, description="label whose value is the service")
+    host_label: str | None = Field("instance", description="label whose value is the host")
+    rename: dict[str, str] = Field(default_factory=dict, description="Prometheus label -> stored label")
+    hop_labels: tuple[str, str] | None = Field(None, description="(client label, server label) -> label hop='client->server'")
+    step_s: float | None = Field(None, gt=0)
+
+
+class PrometheusConfig(_Model):
+    """Pull from a Prometheus-compatible HTTP API (Prometheus, Thanos, Mimir, VictoriaMetrics)."""
+
+    url: str | None = Field(None, description="e.g. http://127.0.0.1:9090; unset disables the collector")
+    interval_s: float = Field(60.0, gt=0)
+    step_s: float = Field(15.0, gt=0)
+    backfill: timedelta = Field(timedelta(days=30), description="history pulled on the first run")
+    max_points: int = Field(11_000, ge=2, le=11_000, description="points per series per call (Prometheus refuses more)")
+    timeout_s: float = Field(10.0, gt=0)
+    retries: int = Field(3, ge=0, le=10)
+    deadline_s: float = Field(60.0, gt=0, description="overall time for one query's pull, retries included")
+    max_retry_after_s: float = Field(10.0, ge=0)
+    bearer_token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    verify_tls: bool = True
+    presets: list[Literal["node_network", "blackbox", "dcgm", "spanmetrics", "servicegraph"]] = Field(default_factory=list)
+    queries: list[PromQuery] = Field(default_factory=list)
+    progress: bool = Field(True, description="progress bar on stderr during backfill")
+
+    @model_validator(mode="after")
+    def _check(self) -> PrometheusConfig:
+        if self.bearer_token is not None and self.username is not None:
+            raise ValueError("set either bearer_token or username/password, not both")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("basic auth needs both username and password")
+        names = [q.name for q in self.queries]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"query name {dup[0]!r} is used twice")
+        return self
+
+
+class MetricsConfig(_Model):
+    """The daemon's own /metrics endpoint (prometheus-client)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+
+
+class CollectConfig(_Model):
+    """The `[collect]` table of hopscope.toml."""
+
+    host_name: str = Field(default_factory=socket.gethostname, description="host column of local samples")
+    rollup_interval_s: float = Field(60.0, gt=0)
+    maintain_interval_s: float = Field(300.0, gt=0)
+    otlp: OtlpConfig = Field(default_factory=OtlpConfig)
+    nvml: NvmlConfig = Field(default_factory=NvmlConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    probes: ProbeConfig = Field(default_factory=ProbeConfig)
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+
+def load_collect_config(data: dict[str, Any] | None, *, source: str = "hopscope.toml") -> CollectConfig:
+    """Validate a `[collect]` table; ConfigError names the key and the bad value."""
+    try:
+        return CollectConfig.model_validate(data or {})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source=source, prefix="collect")) from None
+
+
+def format_validation_error(exc: ValidationError, *, source: str, prefix: str) -> str:
+    parts = []
+    for err in exc.errors():
+        key = ".".join([prefix, *(str(p) for p in err["loc"])])
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) or err["type"] == "missing" else f": {value!r}"
+        if "secret" in key.lower() or "token" in key.lower() or "password" in key.lower():
+            shown = ""  # never echo a secret
+        parts.append(f"{source}: {key}{shown}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,80 @@
+"""Records every collector returns, and their one conversion to Arrow at the storage boundary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pyarrow as pa
+
+from hopscope.schema import COLLECTOR_RUNS, SAMPLES
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One value of one series at one time (a row of `samples`)."""
+
+    ts: datetime  # naive UTC
+    metric: str
+    value: float
+    source: str
+    service: str | None = None
+    host: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetResult:
+    """The outcome of collecting one target: samples on success, the reason on failure."""
+
+    target: str
+    ok: bool
+    samples: tuple[Sample, ...] = ()
+    error: str | None = None
+    partial: bool = False  # ok, but the source said some data may be missing (Prometheus `warnings`)
+    written: int = 0  # rows the collector already wrote itself (Prometheus writes per chunk with its watermark)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One collection attempt as the runner records it in `collector_runs`."""
+
+    ts: datetime
+    collector: str
+    target: str
+    ok: bool
+    rows: int
+    error: str | None
+    duration_ms: float
+
+
+def samples_table(samples: Sequence[Sample] | Iterable[Sample]) -> pa.Table:
+    samples = list(samples)
+    return pa.Table.from_arrays(
+        [
+            pa.array([s.ts for s in samples], pa.timestamp("us")),
+            pa.array([s.metric for s in samples], pa.string()),
+            pa.array([float(s.value) for s in samples], pa.float64()),
+            pa.array([s.source for s in samples], pa.string()),
+            pa.array([s.service for s in samples], pa.string()),
+            pa.array([s.host for s in samples], pa.string()),
+            pa.array([list(s.labels.items()) for s in samples], pa.map_(pa.string(), pa.string())),
+        ],
+        schema=SAMPLES.arrow_schema,
+    )
+
+
+def runs_table(runs: Sequence[Run]) -> pa.Table:
+    return pa.Table.from_arrays(
+        [
+            pa.array([r.ts for r in runs], pa.timestamp("us")),
+            pa.array([r.collector for r in runs], pa.string()),
+            pa.array([r.target for r in runs], pa.string()),
+            pa.array([r.ok for r in runs], pa.bool_()),
+            pa.array([r.rows for r in runs], pa.int64()),
+            pa.array([r.error for r in runs], pa.string()),
+            pa.array([r.duration_ms for r in runs], pa.float64()),
+        ],
+        schema=COLLECTOR_RUNS.arrow_schema,
+    )

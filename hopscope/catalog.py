@@ -1,0 +1,169 @@
+"""The metric catalog: metric name -> resource dimension, kind, unit and capacity (data in catalog.yaml).
+
+    cat = load_catalog()
+    cat["DCGM_FI_DEV_GPU_UTIL"].dimension   # 'compute'
+    cat.get("unknown_metric")                # None: not a resource signal hopscope knows
+
+Edit ``hopscope/catalog.yaml``, not code, to teach hopscope a new signal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hopscope.errors import ConfigError
+
+DEFAULT_PATH = Path(__file__).with_name("catalog.yaml")
+DIMENSIONS = ("compute", "bandwidth", "memory")
+KINDS = ("gauge", "counter")
+_MAX_BYTES = 1_000_000
+_KEYS = {
+    "dimension",
+    "kind",
+    "unit",
+    "higher_is_worse",
+    "capacity_value",
+    "capacity_metric",
+    "capacity_sum",
+    "bad_bits",
+    "label_dimensions",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MetricInfo:
+    """One catalog entry."""
+
+    name: str
+    dimension: str
+    kind: str
+    unit: str = ""
+    higher_is_worse: bool = True
+    capacity_value: float | None = None  # a fixed capacity (100 %, ratio 1)
+    capacity_metric: str | None = None  # capacity read from another metric with the same labels
+    capacity_sum: tuple[str, ...] = ()  # capacity = sum of these metrics (FB_USED + FB_FREE)
+    bad_bits: int | None = None  # bitmask metrics: the bits that mean "worse" (clock-event reasons)
+    # label -> value -> dimension override ('none' = context only, not a resource signal)
+    label_dimensions: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    @property
+    def is_counter(self) -> bool:
+        return self.kind == "counter"
+
+    def dimension_for(self, labels: Mapping[str, str] | None) -> str:
+        """The dimension of one series: the metric's, unless a label value overrides it."""
+        if labels and self.label_dimensions:
+            for key, table in self.label_dimensions.items():
+                value = labels.get(key)
+                if value is not None and value in table:
+                    return table[value]
+        return self.dimension
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    metrics: Mapping[str, MetricInfo]
+    source: str = ""
+
+    def __getitem__(self, name: str) -> MetricInfo:
+        return self.metrics[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.metrics
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.metrics)
+
+    def __len__(self) -> int:
+        return len(self.metrics)
+
+    def get(self, name: str) -> MetricInfo | None:
+        return self.metrics.get(name)
+
+    def counters(self) -> list[str]:
+        return [m.name for m in self.metrics.values() if m.is_counter]
+
+    def capacity_metrics(self) -> set[str]:
+        """Metrics that only give another metric's capacity."""
+        out: set[str] = set()
+        for m in self.metrics.values():
+            if m.capacity_metric:
+                out.add(m.capacity_metric)
+        return out
+
+
+def _entry(source: str, name: str, raw: Any) -> MetricInfo:
+    where = f"{source}: metrics.{name}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+    unknown = sorted(set(raw) - _KEYS)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key (keys: {', '.join(sorted(_KEYS))})")
+    dimension = raw.get("dimension")
+    if dimension not in DIMENSIONS:
+        raise ConfigError(f"{where}.dimension: {dimension!r} is not one of {', '.join(DIMENSIONS)}")
+    kind = raw.get("kind", "gauge")
+    if kind not in KINDS:
+        raise ConfigError(f"{where}.kind: {kind!r} is not one of {', '.join(KINDS)}")
+    cap = raw.get("capacity_value")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int | float) or cap <= 0):
+        raise ConfigError(f"{where}.capacity_value: {cap!r} is not a positive number")
+    cap_sum = raw.get("capacity_sum") or ()
+    if not isinstance(cap_sum, list | tuple) or not all(isinstance(x, str) for x in cap_sum):
+        raise ConfigError(f"{where}.capacity_sum: {cap_sum!r} is not a list of metric names")
+    bad_bits = raw.get("bad_bits")
+    if bad_bits is not None and (isinstance(bad_bits, bool) or not isinstance(bad_bits, int)):
+        raise ConfigError(f"{where}.bad_bits: {bad_bits!r} is not an integer bitmask")
+    label_dims = raw.get("label_dimensions") or {}
+    if not isinstance(label_dims, dict):
+        raise ConfigError(f"{where}.label_dimensions: {label_dims!r} is not a mapping")
+    for key, table in label_dims.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}.label_dimensions.{key}: {table!r} is not a mapping")
+        for value, dim in table.items():
+            if dim not in (*DIMENSIONS, "none"):
+                raise ConfigError(f"{where}.label_dimensions.{key}.{value}: {dim!r} is not a dimension or 'none'")
+    return MetricInfo(
+        name=name,
+        dimension=dimension,
+        kind=kind,
+        unit=str(raw.get("unit", "")),
+        higher_is_worse=bool(raw.get("higher_is_worse", True)),
+        capacity_value=float(cap) if cap is not None else None,
+        capacity_metric=raw.get("capacity_metric"),
+        capacity_sum=tuple(cap_sum),
+        bad_bits=bad_bits,
+        label_dimensions={str(k): {str(v): str(d) for v, d in t.items()} for k, t in label_dims.items()},
+    )
+
+
+def parse_catalog(doc: Any, source: str = "catalog.yaml") -> Catalog:
+    """Build a Catalog from the parsed YAML document; ConfigError names the entry and key."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), dict):
+        raise ConfigError(f"{source}: expected a top-level 'metrics:' mapping")
+    return Catalog({str(name): _entry(source, str(name), raw) for name, raw in doc["metrics"].items()}, source)
+
+
+def load_catalog(path: str | Path | None = None) -> Catalog:
+    """Load the catalog (default: the one shipped in hopscope/catalog.yaml)."""
+    return _load(str(Path(path) if path else DEFAULT_PATH))
+
+
+@lru_cache(maxsize=8)
+def _load(path: str) -> Catalog:
+    p = Path(path)
+    try:
+        if p.stat().st_size > _MAX_BYTES:
+            raise ConfigError(f"{p}: catalog larger than {_MAX_BYTES} bytes")
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the catalog: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    return parse_catalog(doc, str(p))

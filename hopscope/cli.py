@@ -1,0 +1,116 @@
+"""The `hopscope` command line.
+
+Domain errors (HopscopeError) become one line on stderr and exit code 2, here
+and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hopscope import __version__
+from hopscope.errors import HopscopeError
+
+app = typer.Typer(
+    name="hopscope",
+    help="SLO analytics for AI model serving: which hop is slow, and is it compute, bandwidth or memory?",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+DEFAULT_DEMO_STORE = Path("var/demo")
+DEFAULT_SCENARIO = Path("sample_data/scenario.yaml")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="hopscope.toml (default: ./hopscope.toml if present)")]
+
+
+@app.command()
+def version() -> None:
+    """Print hopscope's version."""
+    typer.echo(f"hopscope {__version__}")
+
+
+@app.command()
+def demo(
+    store: Annotated[Path, typer.Option(help="where to keep the demo store")] = DEFAULT_DEMO_STORE,
+    scenario: Annotated[Path, typer.Option(help="scenario file to generate from")] = DEFAULT_SCENARIO,
+    regenerate: Annotated[bool, typer.Option(help="generate again even if the store exists")] = False,
+    port: Annotated[int, typer.Option(help="dashboard port")] = 8501,
+    address: Annotated[str, typer.Option(help="dashboard address")] = "127.0.0.1",
+    serve: Annotated[bool, typer.Option(help="serve the dashboard after generating")] = True,
+) -> None:
+    """Generate the demo store (a week of AI-serving telemetry) if missing, then serve the dashboard."""
+    from hopscope.demo import ensure_demo, generate
+
+    if not scenario.exists():
+        raise HopscopeError(f"{scenario}: no such scenario file")
+    if regenerate:
+        result = generate(scenario, store, progress=_progress)
+        typer.echo(f"generated {store} in {result.seconds:.1f} s ({result.size_bytes / 1e6:.0f} MB)", err=True)
+    else:
+        ensure_demo(store, scenario, progress=_progress)
+    if serve:
+        _serve_dashboard(store, port=port, address=address)
+
+
+@app.command()
+def dashboard(
+    store: Annotated[Path | None, typer.Option(help="store to show (default: [store] path of the config)")] = None,
+    config: ConfigOpt = None,
+    port: Annotated[int | None, typer.Option(help="port (default: [dashboard] port)")] = None,
+    address: Annotated[str | None, typer.Option(help="address (default: [dashboard] address)")] = None,
+) -> None:
+    """Serve the dashboard over a store."""
+    from hopscope.config import load_config
+
+    cfg, _ = load_config(config)
+    path = store or cfg.store.path
+    if not (path / "catalog.sqlite").exists():
+        raise HopscopeError(f"{path}: no store here; run `hopscope demo` or `hopscope collect` first")
+    _serve_dashboard(path, port=port or cfg.dashboard.port, address=address or cfg.dashboard.address)
+
+
+def _progress(step: str, fraction: float) -> None:
+    width = 30
+    done = int(width * max(0.0, min(1.0, fraction)))
+    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {fraction * 100:3.0f}% {step:<40}")
+    if fraction >= 1.0:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def _serve_dashboard(store: Path, *, port: int, address: str) -> None:
+    import dashboard
+
+    app_file = Path(dashboard.__file__).parent / "app.py"
+    typer.echo(f"hopscope dashboard on http://{address}:{port}  (store: {store}; Ctrl-C to stop)", err=True)
+    env = {**os.environ, "HOPSCOPE_STORE": str(store.resolve())}
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(app_file),
+        "--server.port", str(port), "--server.address", address,
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    try:
+        raise SystemExit(subprocess.call(cmd, env=env))
+    except KeyboardInterrupt:
+        raise SystemExit(0) from None
+
+
+def main() -> None:
+    """Console entry point: one line on stderr and exit 2 for domain errors."""
+    try:
+        app()
+    except HopscopeError as exc:
+        typer.echo(f"hopscope: error: {exc}", err=True)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

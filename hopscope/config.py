@@ -1,0 +1,169 @@
+"""hopscope.toml: one file, every key overridable by a HOPSCOPE_* environment variable.
+
+Nested keys join with a double underscore: ``HOPSCOPE_STORE__PATH=/data/hs`` sets
+``[store] path``, ``HOPSCOPE_DASHBOARD__PORT=8502`` sets ``[dashboard] port``.
+Values are read as TOML values where they parse (``8502``, ``true``, ``["a"]``)
+and as strings otherwise. Unknown keys are errors; every message names the key
+and the bad value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hopscope.errors import ConfigError
+
+ENV_PREFIX = "HOPSCOPE_"
+DEFAULT_CONFIG_FILE = Path("hopscope.toml")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str | int | float) -> timedelta:
+    """'90s', '5m', '6h', '28d', '2w' -> timedelta. Plain numbers are seconds."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return timedelta(seconds=float(text))
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 6h or 28d")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetentionConfig(_Section):
+    spans: str = "2d"
+    hop_minutes: str = "400d"
+    samples: str = "400d"
+    collector_runs: str = "30d"
+    exemplars: str = Field("30d", description="slow and error traces kept past the spans window")
+
+    @field_validator("*")
+    @classmethod
+    def _is_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class StoreConfig(_Section):
+    path: Path = Path("var/hopscope")
+    retention: RetentionConfig = RetentionConfig()
+    maintenance_every: str = "5m"
+
+    def retention_timedeltas(self) -> dict[str, timedelta]:
+        values = self.retention.model_dump()
+        values.pop("exemplars")
+        return {table: parse_duration(v) for table, v in values.items()}
+
+    @field_validator("maintenance_every")
+    @classmethod
+    def _is_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class SloConfig(_Section):
+    rules: Path = Path("slo_rules")
+
+
+class DashboardConfig(_Section):
+    address: str = "127.0.0.1"
+    port: int = Field(8501, ge=1, le=65535)
+    refresh_seconds: int = Field(10, ge=1, le=3600, description="live refresh of the Overview page")
+
+
+class Config(_Section):
+    store: StoreConfig = StoreConfig()
+    slo: SloConfig = SloConfig()
+    dashboard: DashboardConfig = DashboardConfig()
+    # collectors.config.CollectConfig: the collectors own their section; validated in load_config.
+    collect: Any = None
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        try:
+            value: Any = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: {'.'.join(path)} conflicts with another HOPSCOPE_* variable")
+        node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after",))
+    if err["type"] == "extra_forbidden":
+        return f"{loc}: unknown key"
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, dict) else "{...}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {shown}: {msg}"
+
+
+def load_config(path: str | Path | None = None, *, environ: Mapping[str, str] | None = None) -> tuple[Config, str]:
+    """Read hopscope.toml (if given or present), apply HOPSCOPE_* overrides, validate.
+
+    Returns the config and a description of where it came from.
+    """
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    source = "defaults"
+    file = Path(path) if path is not None else (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{file}: no such config file") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+        source = str(file)
+    overrides = _env_overrides(environ)
+    if overrides:
+        data = _merge(data, overrides)
+        source += " + HOPSCOPE_* environment"
+    from collectors.config import CollectConfig
+
+    collect_raw = data.pop("collect", None) or {}
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_first_error(exc)}") from None
+    try:
+        collect = CollectConfig.model_validate(collect_raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: collect.{_first_error(exc)}") from None
+    return cfg.model_copy(update={"collect": collect}), source
+
+
+def _first_error(exc: ValidationError) -> str:
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return _describe(exc.errors()[0]) + more

@@ -1,0 +1,327 @@
+"""Frozen records of a diagnosis, and their JSON form (the contract in docs/incident-schema.json)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+VERDICT_CAUSE = "cause found"
+VERDICT_NONE = "no clear cause"
+DIMENSIONS = ("compute", "bandwidth", "memory")
+
+
+def iso(ts: datetime | None) -> str | None:
+    """Naive-UTC datetime -> ISO-8601 with a Z."""
+    if ts is None:
+        return None
+    return ts.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+
+
+def num(x: float | None, digits: int = 6) -> float | None:
+    """A JSON-safe number: None for NaN/inf."""
+    if x is None:
+        return None
+    x = float(x)
+    if not math.isfinite(x):
+        return None
+    return round(x, digits)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What the SLO measures: latency of requests into ``service`` on ``route``."""
+
+    service: str = "api-gateway"
+    route: str = "/recommend"
+    threshold_ms: float | None = 200.0
+    objective: float = 0.99  # good fraction; the tail percentile examined when no percentile is given
+    percentile: float | None = None
+    hop_budgets_ms: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def q(self) -> float:
+        return self.percentile if self.percentile is not None else self.objective
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineWindow:
+    start: datetime
+    end: datetime
+    kind: str  # "previous" | "same_hours_-Nd"
+    requests: int
+    used: bool
+    reason: str = ""  # why it was left out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start": iso(self.start),
+            "end": iso(self.end),
+            "kind": self.kind,
+            "requests": int(self.requests),
+            "used": self.used,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    windows: tuple[BaselineWindow, ...]
+    sufficient: bool
+    note: str
+
+    @property
+    def used(self) -> tuple[BaselineWindow, ...]:
+        return tuple(w for w in self.windows if w.used)
+
+    @property
+    def description(self) -> str:
+        kinds = [w.kind for w in self.used]
+        if not kinds:
+            return "none"
+        return ", ".join(kinds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "used": self.description,
+            "sufficient": self.sufficient,
+            "note": self.note,
+            "requests": int(sum(w.requests for w in self.used)),
+            "windows": [w.to_dict() for w in self.windows],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HopRow:
+    """One hop's per-request latency, baseline vs incident."""
+
+    hop: str
+    hop_kind: str  # "network" | "service"
+    baseline_ms: float
+    incident_ms: float
+    added_ms: float
+    share: float  # of the added latency (positive contributions sum to 1)
+    added_at_percentile_ms: float
+    significant: bool
+    noise_ms: float
+    budget_ms: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hop": self.hop,
+            "hop_kind": self.hop_kind,
+            "baseline_ms": num(self.baseline_ms, 3),
+            "incident_ms": num(self.incident_ms, 3),
+            "added_ms": num(self.added_ms, 3),
+            "share_of_added_latency": num(self.share, 4),
+            "added_at_percentile_ms": num(self.added_at_percentile_ms, 3),
+            "significant": self.significant,
+            "noise_ms": num(self.noise_ms, 3),
+            "budget_ms": num(self.budget_ms, 3),
+            "over_budget": (self.budget_ms is not None and self.incident_ms > self.budget_ms),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EndToEnd:
+    """The SLI's latency, baseline vs incident."""
+
+    percentile: float
+    baseline_pct_ms: float | None
+    incident_pct_ms: float | None
+    baseline_mean_ms: float
+    incident_mean_ms: float
+    threshold_ms: float | None
+    baseline_bad_fraction: float | None
+    incident_bad_fraction: float | None
+    baseline_requests: int
+    incident_requests: int
+
+    @property
+    def added_pct_ms(self) -> float:
+        if self.baseline_pct_ms is None or self.incident_pct_ms is None:
+            return 0.0
+        return self.incident_pct_ms - self.baseline_pct_ms
+
+    @property
+    def added_mean_ms(self) -> float:
+        return self.incident_mean_ms - self.baseline_mean_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "percentile": self.percentile,
+            "baseline_ms": num(self.baseline_pct_ms, 3),
+            "incident_ms": num(self.incident_pct_ms, 3),
+            "added_ms": num(self.added_pct_ms, 3),
+            "baseline_mean_ms": num(self.baseline_mean_ms, 3),
+            "incident_mean_ms": num(self.incident_mean_ms, 3),
+            "added_mean_ms": num(self.added_mean_ms, 3),
+            "threshold_ms": num(self.threshold_ms, 3),
+            "baseline_bad_fraction": num(self.baseline_bad_fraction, 6),
+            "incident_bad_fraction": num(self.incident_bad_fraction, 6),
+            "baseline_requests": int(self.baseline_requests),
+            "incident_requests": int(self.incident_requests),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Decomposition:
+    end_to_end: EndToEnd
+    hops: tuple[HopRow, ...]  # ranked by added latency, largest first
+    residual_ms: float  # added end-to-end mean not explained by the hops (parallel calls, skew)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "end_to_end": self.end_to_end.to_dict(),
+            "hops": [h.to_dict() for h in self.hops],
+            "residual_ms": num(self.residual_ms, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One signal's numbers: baseline vs incident, and how it moved with the hop's latency."""
+
+    signal: str  # series key: metric{labels}
+    metric: str
+    labels: dict[str, str]
+    dimension: str
+    baseline: float
+    incident: float
+    change: float  # relative change (incident - baseline) / |baseline|; absolute when baseline is 0
+    correlation: float | None
+    capacity: float | None
+    utilization: float | None  # incident level / capacity
+    score: float
+    unit: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "signal": self.signal,
+            "metric": self.metric,
+            "labels": dict(self.labels),
+            "dimension": self.dimension,
+            "unit": self.unit,
+            "baseline": num(self.baseline),
+            "incident": num(self.incident),
+            "change": num(self.change, 4),
+            "score": num(self.score, 4),
+        }
+        if self.correlation is not None:
+            out["correlation"] = num(self.correlation, 4)
+        if self.capacity is not None:
+            out["capacity"] = num(self.capacity)
+            out["utilization"] = num(self.utilization, 4)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    rank: int
+    hop: str
+    hop_kind: str
+    dimension: str  # compute | bandwidth | memory | unknown
+    share: float
+    score: float
+    summary: str
+    evidence: tuple[Evidence, ...]
+    dimension_scores: dict[str, float] = field(default_factory=dict)
+    not_judged: tuple[str, ...] = ()  # dimensions with no linked signal
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "hop": self.hop,
+            "hop_kind": self.hop_kind,
+            "dimension": self.dimension,
+            "share_of_added_latency": num(self.share, 4),
+            "score": num(self.score, 4),
+            "summary": self.summary,
+            "evidence": [e.to_dict() for e in self.evidence],
+            "dimension_scores": {k: num(v, 4) for k, v in self.dimension_scores.items()},
+            "not_judged": list(self.not_judged),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BubbleAttr:
+    """An attribute value over-represented among the incident's slow spans."""
+
+    attribute: str
+    value: str
+    incident_slow_fraction: float  # share of slow incident spans with this value
+    baseline_fraction: float  # share of baseline spans with this value
+    lift: float
+    slow_spans: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attribute": self.attribute,
+            "value": self.value,
+            "incident_slow_fraction": num(self.incident_slow_fraction, 4),
+            "baseline_fraction": num(self.baseline_fraction, 4),
+            "lift": num(self.lift, 3),
+            "slow_spans": int(self.slow_spans),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    id: str
+    slo: str
+    start: datetime
+    end: datetime
+    target: Target
+    verdict: str
+    causes: tuple[Cause, ...]
+    decomposition: Decomposition | None
+    baseline: Baseline
+    checked: tuple[str, ...]  # what was looked at (for "no clear cause")
+    notes: tuple[str, ...]  # dimensions that could not be judged, thin data, ...
+    bubbleup: tuple[BubbleAttr, ...] = ()
+    bubbleup_note: str = ""
+    exemplars: tuple[str, ...] = ()
+    severity: str = "ticket"
+    peak_burn_rate: float = 0.0
+    budget_consumed: float = 0.0
+
+    @property
+    def top(self) -> Cause | None:
+        return self.causes[0] if self.causes else None
+
+    def summary_dict(self) -> dict[str, Any]:
+        """The `incidents --json` element."""
+        return {
+            "id": self.id,
+            "slo": self.slo,
+            "start": iso(self.start),
+            "end": iso(self.end),
+            "severity": self.severity,
+            "peak_burn_rate": num(self.peak_burn_rate, 4) or 0.0,
+            "budget_consumed": num(min(max(self.budget_consumed, 0.0), 1.0), 6) or 0.0,
+            "verdict": self.verdict,
+            "causes": [c.to_dict() for c in self.causes],
+            "notes": list(self.notes),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `explain --json` object: the summary plus decomposition, baseline, BubbleUp, exemplars."""
+        out = self.summary_dict()
+        out.update(
+            {
+                "target": {
+                    "service": self.target.service,
+                    "route": self.target.route,
+                    "threshold_ms": num(self.target.threshold_ms, 3),
+                    "objective": self.target.objective,
+                    "percentile": self.target.q,
+                },
+                "checked": list(self.checked),
+                "baseline": self.baseline.to_dict(),
+                "decomposition": self.decomposition.to_dict() if self.decomposition else None,
+                "bubbleup": {"attributes": [b.to_dict() for b in self.bubbleup], "note": self.bubbleup_note},
+                "exemplars": list(self.exemplars),
+            }
+        )
+        return out

@@ -1,0 +1,447 @@
+"""The store: DuckLake tables (SQLite catalog in WAL mode, Parquet data) driven by DuckDB.
+
+This is the only module that knows the SQL dialect, the catalog and the
+retries. Many processes may open the same store at once: one collector
+writes while dashboards, the CLI and maintenance read and compact beside it.
+
+    store = Store.open("var/demo")
+    store.append("samples", arrow_table)
+    df = store.query_df("SELECT metric, avg(value) FROM samples WHERE ts >= ? GROUP BY 1", [since])
+    store.maintain()
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib import util as importlib_util
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hopscope.errors import StoreError
+from hopscope.schema import TABLES, Table
+
+log = logging.getLogger(__name__)
+
+CATALOG_FILE = "catalog.sqlite"
+DATA_DIR = "data"
+LAKE = "lake"
+
+# Errors a commit can meet under contention (an aborted transaction is what a lock
+# met inside a DuckLake catalog write leaves behind); anything else is a real failure.
+_RETRYABLE = ("database is locked", "conflict", "busy", "Could not set lock", "SQLITE_BUSY", "transaction is aborted")
+
+DEFAULT_RETENTION: dict[str, timedelta] = {
+    "spans": timedelta(days=2),
+    "hop_minutes": timedelta(days=400),
+    "samples": timedelta(days=400),
+    "collector_runs": timedelta(days=30),
+}
+# Slow and error traces named as exemplars stay this long after the hot window.
+DEFAULT_EXEMPLAR_RETENTION = timedelta(days=30)
+# Readers in other processes may still scan files a merge replaced: keep them this long.
+DEFAULT_FILE_GRACE = timedelta(minutes=10)
+
+_PARTITIONED = ("spans", "hop_minutes", "samples")
+
+
+def _extension_path(module: str, name: str) -> str | None:
+    """Path of a DuckDB extension binary shipped in a PyPI wheel (duckdb-extension-*)."""
+    spec = importlib_util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(next(iter(spec.submodule_search_locations)))
+    found = sorted(root.glob(f"extensions/v{duckdb.__version__}/{name}.duckdb_extension"))
+    if not found:
+        found = sorted(root.glob(f"extensions/*/{name}.duckdb_extension"))
+    return str(found[-1]) if found else None
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(marker.lower() in text.lower() for marker in _RETRYABLE)
+
+
+def utcnow() -> datetime:
+    """Now, as the naive-UTC datetime every table stores."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceReport:
+    flushed: int
+    merged: bool
+    expired_snapshots: int
+    cleaned_files: int
+    deleted_rows: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class Store:
+    """One DuckLake store on disk; thread-safe; one per process is enough."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        retention: Mapping[str, timedelta] | None = None,
+        exemplar_retention: timedelta = DEFAULT_EXEMPLAR_RETENTION,
+        file_grace: timedelta = DEFAULT_FILE_GRACE,
+        inlining_rows: int = 200,
+        commit_deadline_s: float = 30.0,
+        create: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.retention = {**DEFAULT_RETENTION, **(retention or {})}
+        self.exemplar_retention = exemplar_retention
+        self.file_grace = file_grace
+        self.commit_deadline_s = commit_deadline_s
+        catalog = self.path / CATALOG_FILE
+        if not catalog.exists() and not create:
+            raise StoreError(f"{self.path}: no store here (missing {CATALOG_FILE}); run `hopscope demo` or `hopscope collect`")
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / DATA_DIR).mkdir(exist_ok=True)
+        self._set_wal(catalog)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._con = self._connect(catalog, inlining_rows)
+        self._ensure_tables()
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path_or_config: Any, **kwargs: Any) -> Store:
+        """Open a store from a path or from a loaded config (``config.store``)."""
+        store_cfg = getattr(path_or_config, "store", None)
+        if store_cfg is not None:
+            kwargs.setdefault("retention", store_cfg.retention_timedeltas())
+            return cls(store_cfg.path, **kwargs)
+        return cls(path_or_config, **kwargs)
+
+    @staticmethod
+    def _set_wal(catalog: Path) -> None:
+        # WAL lets readers in other processes run beside the one writer.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with sqlite3.connect(catalog, timeout=5) as con:
+                    mode = con.execute("PRAGMA journal_mode=WAL").fetchone()
+                if mode and str(mode[0]).lower() == "wal":
+                    return
+            except sqlite3.OperationalError as exc:
+                if time.monotonic() > deadline or not _is_retryable(exc):
+                    raise StoreError(f"{catalog}: cannot put the catalog in WAL mode: {exc}") from exc
+            time.sleep(0.05)
+
+    def _connect(self, catalog: Path, inlining_rows: int) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(
+            ":memory:",
+            config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+        )
+        for module, name in (
+            ("duckdb_extension_sqlite_scanner", "sqlite_scanner"),
+            ("duckdb_extension_ducklake", "ducklake"),
+        ):
+            path = _extension_path(module, name)
+            try:
+                if path:
+                    con.execute(f"LOAD '{path}'")
+                else:  # no wheel installed: the signed build from DuckDB's repository
+                    con.execute(f"INSTALL {name}")
+                    con.execute(f"LOAD {name}")
+            except duckdb.Error as exc:
+                raise StoreError(f"cannot load the DuckDB extension {name!r} ({path or 'INSTALL'}): {exc}") from exc
+        data = str(self.path / DATA_DIR) + "/"
+        self._retry(
+            lambda: con.execute(
+                f"ATTACH 'ducklake:sqlite:{catalog}' AS {LAKE} "
+                f"(DATA_PATH '{data}', DATA_INLINING_ROW_LIMIT {int(inlining_rows)})"
+            ),
+            what="attach",
+        )
+        con.execute(f"USE {LAKE}")
+        return con
+
+    def _ensure_tables(self) -> None:
+        def create() -> None:
+            cur = self._cursor()
+            existing = {r[0] for r in cur.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [LAKE]).fetchall()}
+            missing = [t for t in TABLES.values() if t.name not in existing]
+            if not missing:
+                return
+            cur.execute("BEGIN")
+            try:
+                for table in missing:
+                    cur.execute(table.ddl())
+                    if table.name in _PARTITIONED:
+                        col = table.time_column
+                        cur.execute(f'ALTER TABLE "{table.name}" SET PARTITIONED BY (year({col}), month({col}), day({col}))')
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+        self._retry(create, what="create tables")
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            with self._lock:
+                cur = self._con.cursor()
+            cur.execute(f"USE {LAKE}")
+            self._local.cur = cur
+        return cur
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- retries ---------------------------------------------------------------------------
+
+    def _retry(self, fn: Any, *, what: str) -> Any:
+        """Run fn, retrying contention errors with jittered backoff until the deadline."""
+        deadline = time.monotonic() + self.commit_deadline_s
+        delay = 0.01
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn()
+            except (duckdb.Error, sqlite3.Error) as exc:
+                self._rollback_quietly()
+                if not _is_retryable(exc) or time.monotonic() + delay > deadline:
+                    raise StoreError(f"{self.path}: {what} failed after {attempt} attempt(s): {exc}") from exc
+                log.debug("%s: retry %d after %s", what, attempt, exc)
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+
+    def _rollback_quietly(self) -> None:
+        # A failed statement can leave the cursor in an aborted transaction; clear it before retrying.
+        cur = getattr(self._local, "cur", None)
+        if cur is not None:
+            try:
+                cur.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+
+    def _in_transaction(self, statements: Any, *, what: str) -> Any:
+        def run() -> Any:
+            cur = self._cursor()
+            cur.execute("BEGIN")
+            try:
+                result = statements(cur)
+                cur.execute("COMMIT")
+                return result
+            except BaseException:
+                self._rollback_quietly()
+                raise
+
+        return self._retry(run, what=what)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def conform(self, table: str, data: pa.Table | pd.DataFrame) -> pa.Table:
+        """Check data against the table's columns and cast it; StoreError names the column."""
+        spec = self._table(table)
+        if isinstance(data, pd.DataFrame):
+            data = pa.Table.from_pandas(data, preserve_index=False)
+        if not isinstance(data, pa.Table):
+            raise StoreError(f"{table}: expected an Arrow table or DataFrame, got {type(data).__name__}")
+        extra = [n for n in data.column_names if n not in spec.column_names]
+        if extra:
+            raise StoreError(f"{table}: unknown column {extra[0]!r} (columns: {', '.join(spec.column_names)})")
+        arrays = []
+        for col in spec.columns:
+            if col.name not in data.column_names:
+                if col.required:
+                    raise StoreError(f"{table}.{col.name}: required column is missing")
+                arrays.append(pa.nulls(data.num_rows, col.arrow))
+                continue
+            arr = data.column(col.name)
+            if not _castable(arr.type, col.arrow):
+                raise StoreError(f"{table}.{col.name}: has type {arr.type}, expected {col.arrow}")
+            try:
+                arr = pc.cast(arr, col.arrow, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise StoreError(f"{table}.{col.name}: cannot convert {arr.type} to {col.arrow}: {exc}") from exc
+            if col.required and arr.null_count:
+                raise StoreError(f"{table}.{col.name}: {arr.null_count} null value(s) in a required column")
+            arrays.append(arr)
+        return pa.Table.from_arrays(arrays, schema=spec.arrow_schema)
+
+    def append(self, table: str, data: pa.Table | pd.DataFrame) -> int:
+        """Append rows atomically: all of them are committed, or none. Returns the row count."""
+        arrow = self.conform(table, data)
+        if arrow.num_rows == 0:
+            return 0
+
+        def insert(cur: duckdb.DuckDBPyConnection) -> int:
+            cur.register("_hopscope_in", arrow)
+            try:
+                cur.execute(f'INSERT INTO "{table}" SELECT * FROM _hopscope_in')
+            finally:
+                cur.unregister("_hopscope_in")
+            return arrow.num_rows
+
+        return int(self._in_transaction(insert, what=f"append to {table}"))
+
+    def replace(self, table: str, where: str, params: Sequence[Any], data: pa.Table | pd.DataFrame) -> int:
+        """Delete the rows matching ``where`` and insert ``data`` in one transaction (idempotent rewrites)."""
+        arrow = self.conform(table, data)
+
+        def swap(cur: duckdb.DuckDBPyConnection) -> int:
+            cur.execute(f'DELETE FROM "{table}" WHERE {where}', list(params))
+            if arrow.num_rows:
+                cur.register("_hopscope_in", arrow)
+                try:
+                    cur.execute(f'INSERT INTO "{table}" SELECT * FROM _hopscope_in')
+                finally:
+                    cur.unregister("_hopscope_in")
+            return arrow.num_rows
+
+        return int(self._in_transaction(swap, what=f"replace in {table}"))
+
+    def delete(self, table: str, where: str, params: Sequence[Any]) -> int:
+        self._table(table)
+
+        def run(cur: duckdb.DuckDBPyConnection) -> int:
+            row = cur.execute(f'DELETE FROM "{table}" WHERE {where}', list(params)).fetchone()
+            return int(row[0]) if row else 0
+
+        return int(self._in_transaction(run, what=f"delete from {table}"))
+
+    # -- small key/value state -----------------------------------------------------------------
+
+    def get_state(self, key: str) -> str | None:
+        rows = self.query("SELECT value FROM state WHERE key = ? ORDER BY updated DESC LIMIT 1", [key]).to_pylist()
+        return rows[0]["value"] if rows else None
+
+    def set_state(self, key: str, value: str) -> None:
+        row = pa.table({"key": [key], "value": [value], "updated": pa.array([utcnow()], pa.timestamp("us"))})
+        self.replace("state", "key = ?", [key], row)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pa.Table:
+        """Run one read query with bound parameters; returns Arrow."""
+
+        def run() -> pa.Table:
+            cur = self._cursor()
+            return cur.execute(sql, params if params is not None else []).fetch_arrow_table()
+
+        try:
+            result = self._retry(run, what="query")
+        except duckdb.Error as exc:
+            raise StoreError(f"query failed: {exc}") from exc
+        return result if isinstance(result, pa.Table) else pa.Table.from_batches(result)
+
+    def query_df(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
+        return self.query(sql, params).to_pandas()
+
+    def count(self, table: str) -> int:
+        self._table(table)
+        return int(self.query(f'SELECT count(*) AS n FROM "{table}"').column("n")[0].as_py())
+
+    def time_range(self, table: str) -> tuple[datetime | None, datetime | None]:
+        spec = self._table(table)
+        row = self.query(f'SELECT min("{spec.time_column}") AS lo, max("{spec.time_column}") AS hi FROM "{table}"').to_pylist()[0]
+        return row["lo"], row["hi"]
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    def maintain(self, now: datetime | None = None, *, retention: bool = True) -> MaintenanceReport:
+        """Flush inlined rows, apply retention, merge small files, expire snapshots, delete old files."""
+        t0 = time.monotonic()
+        now = now or utcnow()
+        deleted: dict[str, int] = {}
+        if retention:
+            deleted = self._apply_retention(now)
+        cur = self._cursor()
+        flushed = self._retry(lambda: cur.execute(f"CALL ducklake_flush_inlined_data('{LAKE}')").fetchall(), what="flush inlined data")
+        self._retry(lambda: cur.execute(f"CALL ducklake_merge_adjacent_files('{LAKE}')").fetchall(), what="merge files")
+        grace = f"INTERVAL '{int(self.file_grace.total_seconds())} seconds'"
+        expired = self._retry(
+            lambda: cur.execute(f"CALL ducklake_expire_snapshots('{LAKE}', older_than => now() - {grace})").fetchall(),
+            what="expire snapshots",
+        )
+        cleaned = self._retry(
+            lambda: cur.execute(f"CALL ducklake_cleanup_old_files('{LAKE}', older_than => now() - {grace})").fetchall(),
+            what="clean up files",
+        )
+        return MaintenanceReport(
+            flushed=sum(int(r[-1] or 0) for r in flushed),
+            merged=True,
+            expired_snapshots=len(expired),
+            cleaned_files=len(cleaned),
+            deleted_rows=deleted,
+            seconds=time.monotonic() - t0,
+        )
+
+    def _apply_retention(self, now: datetime) -> dict[str, int]:
+        deleted: dict[str, int] = {}
+        for name, keep in self.retention.items():
+            spec = self._table(name)
+            cutoff = now - keep
+            if name == "spans":
+                # Past the hot window, keep the traces that rollups named as exemplars, and errors.
+                exemplar_cutoff = now - max(self.exemplar_retention, keep)
+                deleted[name] = self.delete(
+                    name,
+                    "start_time < ? AND (start_time < ? OR (status_code <> 2 AND lower(hex(trace_id)) NOT IN "
+                    "(SELECT unnest(exemplars) FROM hop_minutes WHERE minute >= ?)))",
+                    [cutoff, exemplar_cutoff, exemplar_cutoff],
+                )
+            else:
+                deleted[name] = self.delete(name, f'"{spec.time_column}" < ?', [cutoff])
+        return deleted
+
+    @staticmethod
+    def _table(name: str) -> Table:
+        try:
+            return TABLES[name]
+        except KeyError:
+            raise StoreError(f"no table {name!r} (tables: {', '.join(TABLES)})") from None
+
+
+def _castable(src: pa.DataType, dst: pa.DataType) -> bool:
+    """Only lossless, same-family conversions: an int may become a float, a string never a number."""
+    if src == dst or pa.types.is_null(src):
+        return True
+    if pa.types.is_dictionary(src):
+        return _castable(src.value_type, dst)
+    families = (
+        (pa.types.is_integer, lambda t: pa.types.is_integer(t) or pa.types.is_floating(t)),
+        (pa.types.is_floating, pa.types.is_floating),
+        (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t), lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
+        (lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t), pa.types.is_binary),
+        (pa.types.is_timestamp, pa.types.is_timestamp),
+        (pa.types.is_boolean, pa.types.is_boolean),
+    )
+    for is_src, accepts in families:
+        if is_src(src):
+            return bool(accepts(dst))
+    if (pa.types.is_list(src) or pa.types.is_large_list(src)) and pa.types.is_list(dst):
+        return _castable(src.value_type, dst.value_type)
+    if pa.types.is_map(src) and pa.types.is_map(dst):
+        return _castable(src.key_type, dst.key_type) and _castable(src.item_type, dst.item_type)
+    return False

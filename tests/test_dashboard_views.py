@@ -1,0 +1,251 @@
+"""hopscope.views: the dashboard's read-side queries, on a small hand-built store with known answers."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from hopscope import histogram, views
+from hopscope.errors import NotFoundError
+from hopscope.store import Store
+
+END = datetime(2026, 11, 20, 12, 0)
+MINUTES = 6 * 60
+SPIKE = (END - timedelta(minutes=120), END - timedelta(minutes=60))
+EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+TRACE = "0123456789abcdef0123456789abcdef"
+
+
+def _edge_rows(minute: datetime, rng: random.Random, spike: bool) -> list[dict]:
+    """Three edges of one /recommend minute: gateway self 10 ms, feature store 20 ms, model 40 ms + gap."""
+    n = 600 if spike else 100
+    gap = 300.0 if spike else 5.0
+    parts = {  # (client, server): (self ms, gap ms)
+        ("", "api-gateway"): (10.0, 0.0),
+        ("api-gateway", "feature-store"): (20.0, 2.0),
+        ("api-gateway", "model-server"): (40.0, gap),
+    }
+    e2e = sum(s + g for s, g in parts.values())
+    rows = []
+    for (client, server), (self_ms, gap_ms) in parts.items():
+        dur = e2e if client == "" else self_ms + gap_ms
+        values = np.array([dur * (0.8 + 0.4 * rng.random()) for _ in range(50)])
+        idx, cnt = histogram.from_values(values)
+        scale = n / 50
+        rows.append(
+            {
+                "minute": minute,
+                "client": client,
+                "server": server,
+                "route": "/recommend",
+                "count": n,
+                "errors": 1 if spike else 0,
+                "duration_ms_sum": dur * n,
+                "duration_ms_max": float(values.max()),
+                "client_ms_sum": dur * n if client else 0.0,
+                "server_ms_sum": (dur - gap_ms) * n,
+                "gap_ms_sum": gap_ms * n,
+                "self_ms_sum": self_ms * n,
+                "skewed": 0,
+                "hist_idx": idx,
+                "hist_cnt": [int(round(c * scale)) for c in cnt],
+                "good_le_ms": [200.0],
+                "good_cnt": [n if dur <= 200 else 0],
+                "exemplars": [TRACE] if client == "" and spike else [],
+            }
+        )
+    return rows
+
+
+def build_store(path: Path, *, evil: bool = True) -> Store:
+    """A 6-hour store: rollups with a one-hour spike in the gateway->model-server gap, samples, runs, one trace."""
+    rng = random.Random(42)
+    store = Store(path)
+    rows = []
+    for m in range(MINUTES):
+        minute = END - timedelta(minutes=MINUTES - m)
+        rows += _edge_rows(minute, rng, SPIKE[0] <= minute < SPIKE[1])
+    store.append("hop_minutes", pd.DataFrame(rows))
+
+    samples = []
+    for m in range(MINUTES):
+        ts = END - timedelta(minutes=MINUTES - m)
+        spike = SPIKE[0] <= ts < SPIKE[1]
+        gpu = {"gpu": "0", "UUID": "GPU-1", "modelName": "H100"}
+        samples += [
+            (ts, "DCGM_FI_DEV_GPU_UTIL", 90.0 if spike else 40.0, "model-server", gpu),
+            (ts, "DCGM_FI_DEV_SM_CLOCK", 1400.0, "model-server", gpu),
+            (ts, "DCGM_FI_DEV_FB_USED", 20000.0, "model-server", gpu),
+            (ts, "DCGM_FI_DEV_FB_FREE", 60000.0, "model-server", gpu),
+            (ts, "node_network_transmit_bytes_total", 1.25e9 * 60 * m, "api-gateway", {"device": "eth0"}),
+            (ts, "node_network_speed_bytes", 1.25e9, "api-gateway", {"device": "eth0"}),
+            (ts, "node_netstat_Tcp_RetransSegs", 10.0 * m, "api-gateway", {}),
+            (ts, "probe_http_duration_seconds", 0.002, "model-server", {"phase": "connect", "target": "http://model:8000/"}),
+            (ts, "redis_memory_used_bytes", 1e9, "feature-store", {}),
+            (ts, "redis_memory_max_bytes", 4e9, "feature-store", {}),
+        ]
+    sdf = pd.DataFrame(samples, columns=["ts", "metric", "value", "service", "labels"])
+    sdf["source"] = "demo"
+    sdf["host"] = sdf["service"]
+    labels = pa.array([list(d.items()) for d in sdf["labels"]], type=pa.map_(pa.string(), pa.string()))
+    table = pa.Table.from_pandas(sdf.drop(columns=["labels"]), preserve_index=False).append_column("labels", labels)
+    store.append("samples", table)
+
+    runs = pd.DataFrame(
+        {
+            "ts": [END - timedelta(minutes=2), END - timedelta(minutes=1)],
+            "collector": ["prometheus", "prometheus"],
+            "target": ["http://prom:9090", "http://prom:9090"],
+            "ok": [True, False],
+            "rows": [100, 0],
+            "error": [None, "timeout"],
+            "duration_ms": [12.0, 5000.0],
+        }
+    )
+    store.append("collector_runs", runs)
+
+    t0 = SPIKE[0] + timedelta(minutes=5)
+    tid = bytes.fromhex(TRACE)
+    name = EVIL if evil else "GET /recommend"
+    spans = pd.DataFrame(
+        {
+            "trace_id": [tid] * 4,
+            "span_id": [bytes([i]) * 8 for i in (1, 2, 3, 4)],
+            "parent_span_id": [None, bytes([1]) * 8, bytes([1]) * 8, bytes([3]) * 8],
+            "service": ["api-gateway", "api-gateway", "api-gateway", "model-server"],
+            "name": [name, "GET features", "POST /infer", "infer"],
+            "kind": [2, 3, 3, 2],
+            "start_time": [t0, t0 + timedelta(milliseconds=5), t0 + timedelta(milliseconds=30), t0 + timedelta(milliseconds=180)],
+            "duration_ms": [380.0, 22.0, 340.0, 40.0],
+            "status_code": [0, 0, 0, 0],
+        }
+    )
+    store.append("spans", spans)
+    return store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    return build_store(tmp_path_factory.mktemp("views"))
+
+
+@pytest.mark.parametrize(
+    ("span", "step"),
+    [(timedelta(hours=1), 60), (timedelta(hours=24), 60), (timedelta(days=7), 600), (timedelta(days=28), 1800), (timedelta(days=90), 7200)],
+)
+def test_step_keeps_every_series_within_two_thousand_points(span: timedelta, step: int) -> None:
+    assert views.step_for(END - span, END) == step
+    assert span.total_seconds() / step <= views.MAX_POINTS
+
+
+def test_window_ends_at_the_data_when_the_data_stopped_long_ago(store: Store) -> None:
+    w = views.window(store, "6h", now=END + timedelta(days=3))
+    assert w.replay and w.end == END and w.start == END - timedelta(hours=6)
+    live = views.window(store, "1h", now=END + timedelta(seconds=30))
+    assert not live.replay
+
+
+@pytest.mark.parametrize("bad", ["2h", "'; DROP TABLE spans; --", ""])
+def test_window_refuses_ranges_outside_the_allow_list(store: Store, bad: str) -> None:
+    with pytest.raises(NotFoundError, match="time range"):
+        views.window(store, bad, now=END)
+
+
+def test_latency_percentiles_follow_the_spike(store: Store) -> None:
+    w = views.window(store, "6h", now=END)
+    df = views.latency_series(store, w)
+    assert len(df) == MINUTES
+    base = df[df["t"] < SPIKE[0]]
+    spike = df[(df["t"] >= SPIKE[0]) & (df["t"] < SPIKE[1])]
+    # baseline end to end = 10 + 22 + 45 = 77 ms, spike = 10 + 22 + 340 = 372 ms, +-20 % spread
+    assert base["p50"].median() == pytest.approx(77, rel=0.1)
+    assert spike["p50"].median() == pytest.approx(372, rel=0.1)
+    assert (df["p99"] >= df["p95"]).all() and (df["p95"] >= df["p50"]).all()
+
+
+def test_traffic_is_requests_per_second(store: Store) -> None:
+    w = views.window(store, "6h", now=END)
+    df = views.traffic_series(store, w)
+    assert df["rps"].min() == pytest.approx(100 / 60)
+    assert df["rps"].max() == pytest.approx(600 / 60)
+
+
+def test_hop_contributions_stack_to_the_mean_end_to_end_latency(store: Store) -> None:
+    w = views.window(store, "6h", now=END)
+    hops = views.hop_latency_series(store, w)
+    assert set(hops["hop"]) == {"api-gateway", "feature-store", "model-server", "api-gateway->feature-store", "api-gateway->model-server"}
+    total = hops.groupby("t")["ms"].sum()
+    mean = views.latency_series(store, w).set_index("t")["mean_ms"]
+    assert np.allclose(total.values, mean.loc[total.index].values)
+    gap = hops[hops["hop"] == "api-gateway->model-server"].set_index("t")["ms"]
+    assert gap.max() == pytest.approx(300.0) and gap.min() == pytest.approx(5.0)
+
+
+def test_long_ranges_are_aggregated_server_side(store: Store) -> None:
+    w = views.window(store, "90d", now=END)
+    assert w.step_s == 7200
+    assert len(views.latency_series(store, w)) == MINUTES // 120
+
+
+def test_counters_become_rates_and_gauges_means(store: Store) -> None:
+    w = views.window(store, "6h", now=END)
+    df = views.metric_series(
+        store,
+        w,
+        ["node_network_transmit_bytes_total", "DCGM_FI_DEV_GPU_UTIL", "probe_http_duration_seconds"],
+        counters=["node_network_transmit_bytes_total"],
+    )
+    tx = df[df["metric"] == "node_network_transmit_bytes_total"]
+    assert tx["value"].median() == pytest.approx(1.25e9)
+    assert set(df[df["metric"] == "DCGM_FI_DEV_GPU_UTIL"]["value"]) == {40.0, 90.0}
+    assert set(df[df["metric"] == "probe_http_duration_seconds"]["series"]) == {"connect/http://model:8000/"}
+
+
+def test_hop_edges_give_rate_errors_and_p99(store: Store) -> None:
+    w = views.window(store, "6h", now=END)
+    edges = views.hop_edges(store, w).set_index(["client", "server"])
+    assert set(edges.index) == {("", "api-gateway"), ("api-gateway", "feature-store"), ("api-gateway", "model-server")}
+    assert edges.loc[("api-gateway", "model-server"), "p99"] > 300
+    assert edges.loc[("", "api-gateway"), "error_ratio"] > 0
+
+
+def test_freshness_marks_a_source_stale_and_counts_failures(store: Store) -> None:
+    df = views.freshness(store, END + timedelta(minutes=10)).set_index("source")
+    assert bool(df.loc["prometheus", "stale"]) and df.loc["prometheus", "failures"] == 1
+    assert df.loc["prometheus", "last_error"] == "timeout"
+    fresh = views.freshness(store, END).set_index("source")
+    assert not bool(fresh.loc["demo", "stale"])
+
+
+def test_trace_spans_mark_the_critical_path(store: Store) -> None:
+    df = views.trace_spans(store, TRACE).set_index("name")
+    assert bool(df.loc["POST /infer", "critical"]) and bool(df.loc["infer", "critical"])
+    assert not bool(df.loc["GET features", "critical"])
+    assert df.loc["infer", "offset_ms"] == pytest.approx(180.0)
+
+
+@pytest.mark.parametrize("bad", ["xyz", "0123", "'; --" + "0" * 27])
+def test_trace_ids_must_be_hex(store: Store, bad: str) -> None:
+    with pytest.raises(NotFoundError, match="32 hex"):
+        views.trace_spans(store, bad)
+
+
+def test_exemplar_traces_come_from_the_window(store: Store) -> None:
+    df = views.exemplar_traces(store, SPIKE[0], SPIKE[1])
+    assert list(df["trace_id"]) == [TRACE]
+    assert views.exemplar_traces(store, END - timedelta(hours=6), SPIKE[0]).empty
+
+
+def test_empty_store_gives_empty_frames(tmp_path: Path) -> None:
+    store = Store(tmp_path / "empty")
+    w = views.window(store, "1h", now=END)
+    assert not w.replay and w.data_end is None
+    for fn in (views.latency_series, views.traffic_series, views.hop_latency_series, views.hop_edges):
+        assert fn(store, w).empty
+    assert views.freshness(store, END).empty

@@ -1,0 +1,184 @@
+"""The store, with real processes: concurrent writer/readers/maintenance, kill -9, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from hopscope.errors import StoreError
+from hopscope.store import Store
+
+WORKER = Path(__file__).with_name("store_worker.py")
+
+
+def _spawn(role: str, store: Path, out: Path, seconds: float = 10.0) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, str(WORKER), role, str(store), str(out), str(seconds)])
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_one_writer_two_readers_and_maintenance_run_together_without_errors(tmp_path: Path) -> None:
+    store_path = tmp_path / "store"
+    Store(store_path).close()  # create tables once, before the race
+    out = tmp_path / "log.jsonl"
+    writer = _spawn("writer", store_path, out, 11.0)
+    others = [_spawn(role, store_path, out, 12.0) for role in ("reader", "reader", "maintainer")]
+    assert writer.wait(timeout=90) == 0
+    for p in others:
+        assert p.wait(timeout=90) == 0
+
+    records = _records(out)
+    errors = [r for r in records if "error" in r]
+    assert errors == []
+    committed = [r["committed"] for r in records if "committed" in r]
+    # About every 100 ms for 11 s; a loaded 2-core CI machine commits fewer, never none.
+    assert len(committed) >= 20
+    rows_written = len(committed) * 50
+    finals = [r["final"] for r in records if "final" in r]
+    assert finals == [rows_written, rows_written]
+    # Readers saw the count grow while the writer ran, never shrink.
+    for reader_counts in _per_reader_counts(records):
+        assert reader_counts == sorted(reader_counts)
+    assert Store(store_path).count("samples") == rows_written
+
+
+def _per_reader_counts(records: list[dict]) -> list[list[int]]:
+    # Lines from the two readers interleave in one file; both only grow, so each half sorted is fine.
+    counts = [r["count"] for r in records if r.get("role") == "reader" and "count" in r]
+    return [sorted(counts)] if counts else []
+
+
+@pytest.mark.slow
+def test_kill_minus_9_mid_append_loses_no_committed_batch_and_shows_no_partial_one(tmp_path: Path) -> None:
+    store_path = tmp_path / "store"
+    Store(store_path).close()
+    out = tmp_path / "log.jsonl"
+    crasher = _spawn("crasher", store_path, out)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if out.exists() and sum(1 for r in _records(out) if "committed" in r) >= 20:
+            break
+        time.sleep(0.05)
+    os.kill(crasher.pid, signal.SIGKILL)
+    crasher.wait(timeout=10)
+
+    logged = {r["committed"] for r in _records(out) if "committed" in r}
+    assert len(logged) >= 20
+    store = Store(store_path)  # reopens after the crash
+    per_batch = store.query_df("SELECT metric, count(*) AS n FROM samples GROUP BY metric")
+    found = {int(m.removeprefix("batch-")): n for m, n in zip(per_batch.metric, per_batch.n, strict=True)}
+    assert logged <= set(found), "every batch the writer saw committed is there"
+    assert set(found.values()) == {50}, "no batch is half-written"
+    # At most the one batch in flight may have committed without being logged.
+    assert len(set(found) - logged) <= 1
+    # And the store still takes writes.
+    store.append("samples", pa.table({"ts": pa.array([datetime(2026, 2, 1)], pa.timestamp("us")), "metric": ["after"], "value": [1.0], "source": ["t"]}))
+    assert store.count("samples") == 50 * len(found) + 1
+
+
+def _sample_rows(**override: object) -> pa.Table:
+    cols: dict[str, object] = {
+        "ts": pa.array([datetime(2026, 1, 1), datetime(2026, 1, 1, 0, 1)], pa.timestamp("us")),
+        "metric": ["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_UTIL"],
+        "value": [10.0, 20.0],
+        "source": ["test", "test"],
+    }
+    cols.update(override)
+    return pa.table({k: v for k, v in cols.items() if v is not None})
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (_sample_rows(value=["10", "20"]), "samples.value: has type string"),
+        (_sample_rows(ts=["2026-01-01", "2026-01-02"]), "samples.ts: has type string"),
+        (_sample_rows(metric=None), "samples.metric: required column is missing"),
+        (_sample_rows(metric=["a", None]), "samples.metric: 1 null value(s) in a required column"),
+        (_sample_rows().append_column("colour", pa.array(["red", "blue"])), "unknown column 'colour'"),
+    ],
+    ids=["value-as-text", "ts-as-text", "metric-missing", "metric-null", "unknown-column"],
+)
+def test_append_with_a_bad_column_raises_store_error_naming_it_and_writes_nothing(tmp_path: Path, bad: pa.Table, message: str) -> None:
+    store = Store(tmp_path / "store")
+    store.append("samples", _sample_rows())
+    with pytest.raises(StoreError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        store.append("samples", bad)
+    assert store.count("samples") == 2
+
+
+def test_append_to_an_unknown_table_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no table 'metrics'"):
+        Store(tmp_path / "store").append("metrics", _sample_rows())
+
+
+def test_nan_and_infinities_are_stored_as_floats_not_zero(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    store.append("samples", _sample_rows(value=[float("nan"), float("inf")]))
+    values = store.query_df("SELECT value FROM samples ORDER BY ts").value.tolist()
+    assert values[0] != values[0] and values[1] == float("inf")
+
+
+def test_replace_is_idempotent_and_state_keeps_the_latest_value(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    for _ in range(2):
+        store.replace("samples", "ts >= ? AND ts < ?", [datetime(2026, 1, 1), datetime(2026, 1, 2)], _sample_rows())
+    assert store.count("samples") == 2
+    store.set_state("rollup.watermark", "a")
+    store.set_state("rollup.watermark", "b")
+    assert store.get_state("rollup.watermark") == "b"
+    assert store.get_state("nothing") is None
+
+
+def test_maintain_applies_per_table_retention_and_keeps_exemplar_traces(tmp_path: Path) -> None:
+    now = datetime(2026, 3, 1)
+    store = Store(tmp_path / "store", retention={"samples": timedelta(days=1), "spans": timedelta(hours=6)})
+    store.append("samples", _sample_rows(ts=pa.array([now - timedelta(days=2), now - timedelta(hours=1)], pa.timestamp("us"))))
+    old = now - timedelta(hours=12)
+    spans = pa.table(
+        {
+            "trace_id": [bytes([1]) * 16, bytes([2]) * 16, bytes([3]) * 16],
+            "span_id": [b"\x01" * 8, b"\x02" * 8, b"\x03" * 8],
+            "service": ["api-gateway"] * 3,
+            "name": ["GET /recommend"] * 3,
+            "kind": pa.array([2, 2, 2], pa.int8()),
+            "start_time": pa.array([old, old, old], pa.timestamp("us")),
+            "duration_ms": [900.0, 50.0, 60.0],
+            "status_code": pa.array([0, 0, 2], pa.int8()),
+        }
+    )
+    store.append("spans", spans)
+    store.append(
+        "hop_minutes",
+        pa.table(
+            {
+                "minute": pa.array([old], pa.timestamp("us")),
+                "client": [""], "server": ["api-gateway"], "route": ["/recommend"],
+                "count": [3], "errors": [1], "duration_ms_sum": [1010.0], "duration_ms_max": [900.0],
+                "client_ms_sum": [0.0], "server_ms_sum": [1010.0], "gap_ms_sum": [0.0], "self_ms_sum": [1010.0],
+                "skewed": [0], "hist_idx": [[40, 70]], "hist_cnt": [[2, 1]], "good_le_ms": [[200.0]], "good_cnt": [[2]],
+                "exemplars": [[(bytes([1]) * 16).hex()]],
+            }
+        ),
+    )  # fmt: skip
+    report = store.maintain(now=now)
+    assert report.deleted_rows["samples"] == 1
+    kept = sorted(store.query_df("SELECT hex(trace_id) AS t FROM spans").t.str.lower())
+    # trace 1 is an exemplar, trace 3 is an error: kept; trace 2 is ordinary and old: gone.
+    assert kept == [(bytes([1]) * 16).hex(), (bytes([3]) * 16).hex()]
+
+
+def test_opening_a_missing_store_without_create_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no store here"):
+        Store(tmp_path / "nothing", create=False)
