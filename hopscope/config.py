@@ -150,17 +150,14 @@ def load_config(path: str | Path | None = None, *, environ: Mapping[str, str] | 
     if overrides:
         data = _merge(data, overrides)
         source += " + HOPSCOPE_* environment"
-    from collectors.config import CollectConfig
+    from collectors.config import load_collect_config
 
     collect_raw = data.pop("collect", None) or {}
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_first_error(exc)}") from None
-    try:
-        collect = CollectConfig.model_validate(collect_raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: collect.{_first_error(exc)}") from None
+    collect = load_collect_config(collect_raw, source=source)  # redacts secrets in its messages
     return cfg.model_copy(update={"collect": collect}), source
 
 

@@ -1,0 +1,45 @@
+"""Shared fixtures: the demo store (generated once per session) and real system binaries.
+
+A test that needs a Debian package (prometheus, prometheus-node-exporter, chromium) calls
+`require_binary`: it skips with a reason naming the package, except under CI=true, where a
+missing component fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO = ROOT / "sample_data" / "scenario.yaml"
+# A fixed end keeps the demo store, and every figure read from it, the same in every run.
+DEMO_END = datetime(2026, 11, 20, 12, 0)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_binary(path: str, package: str) -> str:
+    """The binary's path, or skip (fail under CI=true) naming the Debian package that provides it."""
+    found = path if os.path.isabs(path) and os.access(path, os.X_OK) else shutil.which(path)
+    if found:
+        return found
+    message = f"{path} not found: install the Debian package {package!r} (make test does so as root)"
+    if in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo scenario's store, generated once per session with a fixed end."""
+    from hopscope.demo import generate
+
+    path = tmp_path_factory.mktemp("demo") / "store"
+    generate(SCENARIO, path, end=DEMO_END)
+    return path

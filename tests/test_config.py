@@ -1,0 +1,86 @@
+"""hopscope.toml: defaults, the shipped example, HOPSCOPE_* overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from hopscope.config import load_config, parse_duration
+from hopscope.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_shipped_example_config_loads_with_its_documented_values() -> None:
+    cfg, source = load_config(ROOT / "hopscope.example.toml", environ={})
+    assert source.endswith("hopscope.example.toml")
+    assert cfg.store.path == Path("var/hopscope")
+    assert cfg.store.retention_timedeltas()["spans"] == timedelta(days=2)
+    assert cfg.dashboard.port == 8501
+    assert cfg.collect.otlp.http_port == 4318
+    assert cfg.collect.otlp.host == "127.0.0.1"
+
+
+def test_an_empty_file_gives_working_defaults(tmp_path: Path) -> None:
+    (tmp_path / "h.toml").write_text("")
+    cfg, _ = load_config(tmp_path / "h.toml", environ={})
+    assert cfg.slo.rules == Path("slo_rules")
+    assert cfg.collect.otlp.enabled
+
+
+def test_environment_variables_override_file_values_with_typed_values(tmp_path: Path) -> None:
+    (tmp_path / "h.toml").write_text('[dashboard]\nport = 8501\n[store]\npath = "a"\n')
+    env = {
+        "HOPSCOPE_DASHBOARD__PORT": "9000",
+        "HOPSCOPE_STORE__PATH": "/data/hs",
+        "HOPSCOPE_STORE__RETENTION__SPANS": "6h",
+        "HOPSCOPE_COLLECT__OTLP__HTTP_PORT": "14318",
+        "UNRELATED": "x",
+    }
+    cfg, source = load_config(tmp_path / "h.toml", environ=env)
+    assert cfg.dashboard.port == 9000
+    assert cfg.store.path == Path("/data/hs")
+    assert cfg.store.retention_timedeltas()["spans"] == timedelta(hours=6)
+    assert cfg.collect.otlp.http_port == 14318
+    assert "HOPSCOPE_" in source
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        ("[dashboard]\nport = 70000\n", {}, r"dashboard\.port: 70000"),
+        ("[dashbord]\nport = 1\n", {}, r"dashbord: unknown key"),
+        ("[store.retention]\nspans = 'forever'\n", {}, r"store\.retention\.spans: 'forever': 'forever' is not a duration"),
+        ("[store]\npath = \n", {}, r"not valid TOML"),
+        ("", {"HOPSCOPE_DASHBOARD__REFRESH_SECONDS": "0"}, r"dashboard\.refresh_seconds: 0"),
+        ("[collect.otlp]\nhttp_port = 'x'\n", {}, r"collect\.otlp\.http_port: 'x'"),
+        ("[collect]\nnope = 1\n", {}, r"collect\.nope"),
+    ],
+    ids=["port-out-of-range", "misspelt-section", "bad-duration", "broken-toml", "env-bad-value", "collect-bad-type", "collect-unknown-key"],
+)
+def test_bad_config_is_refused_with_the_key_and_the_bad_value(tmp_path: Path, toml: str, env: dict[str, str], message: str) -> None:
+    (tmp_path / "h.toml").write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "h.toml", environ=env)
+
+
+def test_a_missing_config_file_is_named() -> None:
+    with pytest.raises(ConfigError, match="nope.toml: no such config file"):
+        load_config("nope.toml", environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("30s", timedelta(seconds=30)), ("5m", timedelta(minutes=5)), ("6h", timedelta(hours=6)), ("28d", timedelta(days=28)), ("2w", timedelta(days=14)), (90, timedelta(seconds=90))],
+)
+def test_durations_read_like_prometheus_ones(text: str | int, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+def test_a_secret_never_appears_in_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "h.toml").write_text("[collect.prometheus]\nbearer_token = 's3cr3t-token'\nusername = 'u'\npassword = 'p'\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "h.toml", environ={})
+    assert "s3cr3t-token" not in str(info.value)
