@@ -14,8 +14,11 @@ from typing import Annotated
 
 import typer
 
+from collectors.cli import collect
 from hopscope import __version__
+from hopscope.diagnosis.cli import explain, incidents
 from hopscope.errors import HopscopeError
+from hopscope.slo.cli import app as slo_app
 
 app = typer.Typer(
     name="hopscope",
@@ -24,6 +27,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+app.command(help="Run every configured collector and the OTLP receiver; the store's only writer.")(collect)
+app.add_typer(slo_app, name="slo")
+app.command()(incidents)
+app.command()(explain)
 
 DEFAULT_DEMO_STORE = Path("var/demo")
 DEFAULT_SCENARIO = Path("sample_data/scenario.yaml")

@@ -162,11 +162,13 @@ class Store:
                     con.execute(f"LOAD {name}")
             except duckdb.Error as exc:
                 raise StoreError(f"cannot load the DuckDB extension {name!r} ({path or 'INSTALL'}): {exc}") from exc
-        data = str(self.path / DATA_DIR) + "/"
+        # The data always lives beside the catalog; overriding the recorded path makes a store
+        # movable (built in a temporary folder and renamed, copied to another machine).
+        data = str(self.path.resolve() / DATA_DIR) + "/"
         self._retry(
             lambda: con.execute(
                 f"ATTACH 'ducklake:sqlite:{catalog}' AS {LAKE} "
-                f"(DATA_PATH '{data}', DATA_INLINING_ROW_LIMIT {int(inlining_rows)})"
+                f"(DATA_PATH '{data}', OVERRIDE_DATA_PATH true, DATA_INLINING_ROW_LIMIT {int(inlining_rows)})"
             ),
             what="attach",
         )

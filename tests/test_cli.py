@@ -1,0 +1,64 @@
+"""The command line: --help everywhere, and domain errors as one line with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hopscope.cli import app
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+
+COMMANDS = [
+    [], ["demo"], ["dashboard"], ["collect"], ["version"], ["incidents"], ["explain"], ["report"],
+    ["slo"], ["slo", "check"], ["slo", "status"], ["slo", "import"], ["slo", "export"], ["slo", "backtest"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "hopscope")
+def test_every_command_has_help(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_version_prints_the_package_version() -> None:
+    from hopscope import __version__
+
+    result = runner.invoke(app, ["version"])
+    assert result.output.strip() == f"hopscope {__version__}"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["dashboard", "--store", "/nonexistent/store"],
+        ["slo", "status", "--store", "/nonexistent/store"],
+        ["incidents", "--store", "/nonexistent/store"],
+    ],
+    ids=["dashboard", "slo-status", "incidents"],
+)
+def test_a_missing_store_is_one_line_on_stderr_and_exit_code_2(argv: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "hopscope.cli", *argv], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hopscope: error:"), proc.stderr
+    assert "/nonexistent/store" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_bad_config_value_is_named_on_one_line(tmp_path: Path) -> None:
+    (tmp_path / "hopscope.toml").write_text("[dashboard]\nport = 'eighty'\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "hopscope.cli", "dashboard"], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert proc.returncode == 2
+    assert "dashboard.port: 'eighty'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
