@@ -13,9 +13,29 @@ import socket
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hopscope.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90s', '5m', '6h', '30d', '2w' -> timedelta (the same spelling as the rest of hopscope.toml)."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 6h or 30d")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+
 
 PRESETS = ("node_network", "blackbox", "dcgm", "spanmetrics", "servicegraph")
 
@@ -29,36 +49,42 @@ class OtlpConfig(_Model):
 
     enabled: bool = True
     host: str = "127.0.0.1"
-    http_port: int = Field(4318, ge=0, le=65535, description="0 picks a free port")
+    http_port: int = Field(default=4318, ge=0, le=65535, description="0 picks a free port")
     grpc_enabled: bool = True
-    grpc_port: int = Field(4317, ge=0, le=65535)
-    bearer_token: SecretStr | None = Field(None, description="clients must send `Authorization: Bearer <token>`")
-    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="limit after decompression")
-    max_queue_spans: int = Field(200_000, gt=0, description="spans waiting for a commit before 429")
-    commit_max_spans: int = Field(50_000, gt=0, description="most spans in one group commit")
-    ack_timeout_s: float = Field(10.0, gt=0, description="a request queued this long without a commit gets 503")
-    retry_after_s: int = Field(1, ge=1, le=300)
+    grpc_port: int = Field(default=4317, ge=0, le=65535)
+    bearer_token: SecretStr | None = Field(
+        default=None, description="clients must send `Authorization: Bearer <token>`"
+    )
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="limit after decompression")
+    max_queue_spans: int = Field(default=200_000, gt=0, description="spans waiting for a commit before 429")
+    commit_max_spans: int = Field(default=50_000, gt=0, description="most spans in one group commit")
+    ack_timeout_s: float = Field(
+        default=10.0, gt=0, description="a request queued this long without a commit gets 503"
+    )
+    retry_after_s: int = Field(default=1, ge=1, le=300)
     max_concurrent_requests: int = Field(
-        4, ge=1, le=256, description="requests decoded at once (bounds memory: this x max_body_bytes)"
+        default=4, ge=1, le=256, description="requests decoded at once (bounds memory: this x max_body_bytes)"
     )
 
 
 class NvmlConfig(_Model):
     """Local GPUs through NVML, stored under dcgm-exporter names."""
 
-    enabled: bool = Field(True, description="enabled where an NVIDIA driver answers")
-    interval_s: float = Field(1.0, gt=0)
-    service: str | None = Field(None, description="service the GPUs belong to, e.g. model-server")
+    enabled: bool = Field(default=True, description="enabled where an NVIDIA driver answers")
+    interval_s: float = Field(default=1.0, gt=0)
+    service: str | None = Field(default=None, description="service the GPUs belong to, e.g. model-server")
     process_memory: bool = True
-    energy: bool = Field(False, description="read the energy counter (~4 ms a call; at most once a second)")
-    init_retry_s: float = Field(60.0, gt=0)
+    energy: bool = Field(
+        default=False, description="read the energy counter (~4 ms a call; at most once a second)"
+    )
+    init_retry_s: float = Field(default=60.0, gt=0)
 
 
 class NetworkConfig(_Model):
     """Host NICs and TCP retransmits from /proc and /sys (node_exporter names)."""
 
     enabled: bool = True
-    interval_s: float = Field(10.0, gt=0)
+    interval_s: float = Field(default=10.0, gt=0)
     service: str | None = None
     proc_path: str = "/proc"
     sys_path: str = "/sys"
@@ -68,9 +94,9 @@ class NetworkConfig(_Model):
 
 class ProbeTarget(_Model):
     url: str
-    service: str | None = Field(None, description="service the probed endpoint belongs to")
+    service: str | None = Field(default=None, description="service the probed endpoint belongs to")
     method: Literal["GET", "HEAD", "POST"] = "GET"
-    timeout_s: float | None = Field(None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)
     verify_tls: bool = True
     expect_status: list[int] = Field(default_factory=list, description="empty: any 2xx")
 
@@ -85,8 +111,8 @@ class ProbeTarget(_Model):
 class ProbeConfig(_Model):
     """HTTP(S) probes with blackbox_exporter phase names."""
 
-    interval_s: float = Field(15.0, gt=0)
-    timeout_s: float = Field(5.0, gt=0)
+    interval_s: float = Field(default=15.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0)
     targets: list[ProbeTarget] = Field(default_factory=list)
 
 
@@ -95,34 +121,58 @@ class PromQuery(_Model):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$")
     query: str = Field(min_length=1)
-    metric: str | None = Field(None, description="metric name to store; default the series' __name__, else `name`")
-    service: str | None = Field(None, description="fixed service for every series")
-    service_label: str | None = Field(None, description="label whose value is the service")
-    host_label: str | None = Field("instance", description="label whose value is the host")
+    metric: str | None = Field(
+        default=None, description="metric name to store; default the series' __name__, else `name`"
+    )
+    service: str | None = Field(default=None, description="fixed service for every series")
+    service_label: str | None = Field(default=None, description="label whose value is the service")
+    host_label: str | None = Field(default="instance", description="label whose value is the host")
     rename: dict[str, str] = Field(default_factory=dict, description="Prometheus label -> stored label")
-    hop_labels: tuple[str, str] | None = Field(None, description="(client label, server label) -> label hop='client->server'")
-    step_s: float | None = Field(None, gt=0)
+    hop_labels: tuple[str, str] | None = Field(
+        default=None, description="(client label, server label) -> label hop='client->server'"
+    )
+    step_s: float | None = Field(default=None, ge=1)
 
 
 class PrometheusConfig(_Model):
     """Pull from a Prometheus-compatible HTTP API (Prometheus, Thanos, Mimir, VictoriaMetrics)."""
 
-    url: str | None = Field(None, description="e.g. http://127.0.0.1:9090; unset disables the collector")
-    interval_s: float = Field(60.0, gt=0)
-    step_s: float = Field(15.0, gt=0)
-    backfill: timedelta = Field(timedelta(days=30), description="history pulled on the first run")
-    max_points: int = Field(11_000, ge=2, le=11_000, description="points per series per call (Prometheus refuses more)")
-    timeout_s: float = Field(10.0, gt=0)
-    retries: int = Field(3, ge=0, le=10)
-    deadline_s: float = Field(60.0, gt=0, description="overall time for one query's pull, retries included")
-    max_retry_after_s: float = Field(10.0, ge=0)
+    url: str | None = Field(
+        default=None, description="e.g. http://127.0.0.1:9090; unset disables the collector"
+    )
+    interval_s: float = Field(default=60.0, gt=0)
+    step_s: float = Field(
+        default=15.0, ge=1, description="seconds; whole seconds (the API rounds times to seconds)"
+    )
+    lag_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="pull up to now minus this, so late scrapes do not change stored points",
+    )
+    backfill: timedelta = Field(default=timedelta(days=30), description="history pulled on the first run")
+    max_points: int = Field(
+        default=11_000, ge=2, le=11_000, description="points per series per call (Prometheus refuses more)"
+    )
+    timeout_s: float = Field(default=10.0, gt=0)
+    retries: int = Field(default=3, ge=0, le=10)
+    deadline_s: float = Field(
+        default=60.0, gt=0, description="overall time for one query's pull, retries included"
+    )
+    max_retry_after_s: float = Field(default=10.0, ge=0)
     bearer_token: SecretStr | None = None
     username: str | None = None
     password: SecretStr | None = None
     verify_tls: bool = True
-    presets: list[Literal["node_network", "blackbox", "dcgm", "spanmetrics", "servicegraph"]] = Field(default_factory=list)
+    presets: list[Literal["node_network", "blackbox", "dcgm", "spanmetrics", "servicegraph"]] = Field(
+        default_factory=list
+    )
     queries: list[PromQuery] = Field(default_factory=list)
-    progress: bool = Field(True, description="progress bar on stderr during backfill")
+    progress: bool = Field(default=True, description="progress bar on stderr during backfill")
+
+    @field_validator("backfill", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return parse_duration(v) if isinstance(v, str) and _DURATION.match(v) else v
 
     @model_validator(mode="after")
     def _check(self) -> PrometheusConfig:
@@ -142,15 +192,15 @@ class MetricsConfig(_Model):
 
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = Field(9464, ge=0, le=65535)
+    port: int = Field(default=9464, ge=0, le=65535)
 
 
 class CollectConfig(_Model):
     """The `[collect]` table of hopscope.toml."""
 
     host_name: str = Field(default_factory=socket.gethostname, description="host column of local samples")
-    rollup_interval_s: float = Field(60.0, gt=0)
-    maintain_interval_s: float = Field(300.0, gt=0)
+    rollup_interval_s: float = Field(default=60.0, gt=0)
+    maintain_interval_s: float = Field(default=300.0, gt=0)
     otlp: OtlpConfig = Field(default_factory=OtlpConfig)
     nvml: NvmlConfig = Field(default_factory=NvmlConfig)
     network: NetworkConfig = Field(default_factory=NetworkConfig)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-from hopscope.schema import COLLECTOR_RUNS, SAMPLES
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,9 @@ class TargetResult:
     samples: tuple[Sample, ...] = ()
     error: str | None = None
     partial: bool = False  # ok, but the source said some data may be missing (Prometheus `warnings`)
-    written: int = 0  # rows the collector already wrote itself (Prometheus writes per chunk with its watermark)
+    written: int = (
+        0  # rows the collector already wrote itself (Prometheus writes per chunk with its watermark)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,10 @@ class Run:
 
 
 def samples_table(samples: Sequence[Sample] | Iterable[Sample]) -> pa.Table:
+    import pyarrow as pa  # noqa: PLC0415  (records stay importable without pyarrow: scripts/gpu_check.py)
+
+    from hopscope.schema import SAMPLES  # noqa: PLC0415
+
     samples = list(samples)
     return pa.Table.from_arrays(
         [
@@ -66,6 +72,10 @@ def samples_table(samples: Sequence[Sample] | Iterable[Sample]) -> pa.Table:
 
 
 def runs_table(runs: Sequence[Run]) -> pa.Table:
+    import pyarrow as pa  # noqa: PLC0415
+
+    from hopscope.schema import COLLECTOR_RUNS  # noqa: PLC0415
+
     return pa.Table.from_arrays(
         [
             pa.array([r.ts for r in runs], pa.timestamp("us")),

@@ -96,7 +96,15 @@ def run_once(collector: Collector, sink: RecordSink, metrics: SelfMetrics) -> li
             runs.append(run)
     except Exception as exc:  # a collector bug must not stop the others
         log.exception("collector %s crashed", collector.name)
-        run = Run(utcnow(), collector.name, "*", False, 0, f"{type(exc).__name__}: {exc}"[:500], (time.perf_counter() - t0) * 1000)
+        run = Run(
+            utcnow(),
+            collector.name,
+            "*",
+            False,
+            0,
+            f"{type(exc).__name__}: {exc}"[:500],
+            (time.perf_counter() - t0) * 1000,
+        )
         sink.add(collector.name, (), run)
         runs.append(run)
     for run in runs:
@@ -150,7 +158,9 @@ class Daemon:
         if self.cfg.metrics.enabled:
             from prometheus_client import start_http_server  # noqa: PLC0415
 
-            server, _thread = start_http_server(self.cfg.metrics.port, self.cfg.metrics.host, registry=self.metrics.registry)
+            server, _thread = start_http_server(
+                self.cfg.metrics.port, self.cfg.metrics.host, registry=self.metrics.registry
+            )
             self._metrics_server = server
             self.metrics_port = server.server_address[1]
             lines.append(f"  listening: /metrics http://{self.cfg.metrics.host}:{self.metrics_port}/metrics")
@@ -159,7 +169,8 @@ class Daemon:
         for c in enabled:
             self.metrics.collector_enabled.labels(c.name).set(1)
             self._spawn(f"collector-{c.name}", self._loop, c)
-            lines.append(f"  enabled: {c.name} every {c.interval_s:g} s{_describe(c)}")
+            if c.name not in self.disabled:  # scheduled but disabled for now (NVML retrying its init)
+                lines.append(f"  enabled: {c.name} every {c.interval_s:g} s{_describe(c)}")
         for name, reason in sorted(self.disabled.items()):
             self.metrics.collector_enabled.labels(name).set(0)
             lines.append(f"  disabled: {name}: {reason}")
@@ -201,7 +212,9 @@ class Daemon:
             run = Run(utcnow(), "rollup", "hop_minutes", True, rows, None, (time.perf_counter() - t0) * 1000)
         except Exception as exc:
             log.warning("rollup failed: %s", exc)
-            run = Run(utcnow(), "rollup", "hop_minutes", False, 0, str(exc)[:500], (time.perf_counter() - t0) * 1000)
+            run = Run(
+                utcnow(), "rollup", "hop_minutes", False, 0, str(exc)[:500], (time.perf_counter() - t0) * 1000
+            )
         self.sink.add("rollup", (), run)
 
     def _maintain(self) -> None:
@@ -213,7 +226,9 @@ class Daemon:
             run = Run(utcnow(), "maintain", "store", True, rows, None, (time.perf_counter() - t0) * 1000)
         except Exception as exc:
             log.warning("store maintenance failed: %s", exc)
-            run = Run(utcnow(), "maintain", "store", False, 0, str(exc)[:500], (time.perf_counter() - t0) * 1000)
+            run = Run(
+                utcnow(), "maintain", "store", False, 0, str(exc)[:500], (time.perf_counter() - t0) * 1000
+            )
         self.sink.add("maintain", (), run)
 
     # -- stop ----------------------------------------------------------------------------------
@@ -253,7 +268,7 @@ def run_collect(
         print(f"hopscope collect: {exc}", file=sys.stderr)
         return 2
     daemon = Daemon(store, cfg, thresholds_ms, out=out)
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())

@@ -12,7 +12,10 @@ class SelfMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.spans_received = Counter(
-            "hopscope_otlp_spans_received", "Spans committed to the store after an OTLP export", ["transport"], registry=r
+            "hopscope_otlp_spans_received",
+            "Spans committed to the store after an OTLP export",
+            ["transport"],
+            registry=r,
         )
         self.spans_refused = Counter(
             "hopscope_otlp_spans_refused",
@@ -20,7 +23,9 @@ class SelfMetrics:
             ["transport", "reason"],
             registry=r,
         )
-        self.requests = Counter("hopscope_otlp_requests", "OTLP export requests by answer", ["transport", "code"], registry=r)
+        self.requests = Counter(
+            "hopscope_otlp_requests", "OTLP export requests by answer", ["transport", "code"], registry=r
+        )
         self.queue_spans = Gauge("hopscope_write_queue_spans", "Spans waiting for a group commit", registry=r)
         self.commit_seconds = Histogram(
             "hopscope_commit_seconds",
@@ -29,10 +34,23 @@ class SelfMetrics:
             registry=r,
         )
         self.commit_spans = Histogram(
-            "hopscope_commit_spans", "Spans per group commit", buckets=(1, 10, 100, 1000, 10_000, 100_000), registry=r
+            "hopscope_commit_spans",
+            "Spans per group commit",
+            buckets=(1, 10, 100, 1000, 10_000, 100_000),
+            registry=r,
         )
-        self.samples_written = Counter("hopscope_samples_written", "Samples written to the store", ["collector"], registry=r)
-        self.collector_runs = Counter("hopscope_collector_runs", "Collection attempts", ["collector", "ok"], registry=r)
-        self.collector_errors = Counter("hopscope_collector_errors", "Failed collection attempts", ["collector"], registry=r)
-        self.store_errors = Counter("hopscope_store_errors", "Writes the store refused", ["table"], registry=r)
-        self.collector_enabled = Gauge("hopscope_collector_enabled", "1 if the collector runs", ["collector"], registry=r)
+        self.samples_written = Counter(
+            "hopscope_samples_written", "Samples written to the store", ["collector"], registry=r
+        )
+        self.collector_runs = Counter(
+            "hopscope_collector_runs", "Collection attempts", ["collector", "ok"], registry=r
+        )
+        self.collector_errors = Counter(
+            "hopscope_collector_errors", "Failed collection attempts", ["collector"], registry=r
+        )
+        self.store_errors = Counter(
+            "hopscope_store_errors", "Writes the store refused", ["table"], registry=r
+        )
+        self.collector_enabled = Gauge(
+            "hopscope_collector_enabled", "1 if the collector runs", ["collector"], registry=r
+        )

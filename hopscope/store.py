@@ -320,6 +320,37 @@ class Store:
 
         return int(self._in_transaction(swap, what=f"replace in {table}"))
 
+    def replace_range(
+        self,
+        table: str,
+        start: datetime,
+        end: datetime,
+        data: pa.Table | pd.DataFrame,
+        *,
+        columns: Mapping[str, Any] | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> int:
+        """Rewrite one source's rows in [start, end] (inclusive) of the table's time column.
+
+        ``columns`` and ``labels`` (map keys of a ``labels`` column) select whose rows: a
+        re-pulled chunk replaces exactly what the same pull wrote before, nothing else.
+        """
+        spec = self._table(table)
+        clauses = [f'"{spec.time_column}" >= ?', f'"{spec.time_column}" <= ?']
+        params: list[Any] = [start, end]
+        for name, value in (columns or {}).items():
+            if name not in spec.column_names:
+                raise StoreError(f"{table}: no column {name!r} to match on")
+            clauses.append(f'"{name}" = ?')
+            params.append(value)
+        if labels:
+            if "labels" not in spec.column_names:
+                raise StoreError(f"{table}: has no labels to match on")
+            for key, value in labels.items():
+                clauses.append("labels[?] = ?")
+                params.extend([key, value])
+        return self.replace(table, " AND ".join(clauses), params, data)
+
     def delete(self, table: str, where: str, params: Sequence[Any]) -> int:
         self._table(table)
 
