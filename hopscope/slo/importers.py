@@ -18,8 +18,8 @@ from hopscope.slo.spec import (
     API_VERSION,
     SLI,
     SLO,
-    AlertTier,
     Alerting,
+    AlertTier,
     Budgeting,
     Window,
     WindowTable,
@@ -48,7 +48,11 @@ def import_documents(
     # OpenSLO v1 documents refer to each other by name (indicatorRef, alertPolicies, conditionRef).
     named: dict[tuple[str, str], dict[str, Any]] = {}
     for d in docs:
-        if isinstance(d, dict) and d.get("apiVersion") == "openslo/v1" and isinstance(d.get("metadata"), dict):
+        if (
+            isinstance(d, dict)
+            and d.get("apiVersion") == "openslo/v1"
+            and isinstance(d.get("metadata"), dict)
+        ):
             named[(str(d.get("kind")), str(d["metadata"].get("name")))] = d
     for i, doc in enumerate(docs):
         if doc is None:
@@ -69,7 +73,14 @@ def import_documents(
                     raise (at / "kind").fail(f"{kind!r} is not supported in openslo/v1alpha (only SLO)")
                 got, errs = _openslo_v1alpha(doc, at, tables)
             elif api == "openslo/v1":
-                if kind in ("SLI", "AlertPolicy", "AlertCondition", "AlertNotificationTarget", "Service", "DataSource"):
+                if kind in (
+                    "SLI",
+                    "AlertPolicy",
+                    "AlertCondition",
+                    "AlertNotificationTarget",
+                    "Service",
+                    "DataSource",
+                ):
                     continue  # read through the SLOs that refer to them
                 if kind != "SLO":
                     raise (at / "kind").fail(f"{kind!r} is not an OpenSLO v1 kind hopscope reads")
@@ -193,12 +204,18 @@ def _sloth_slo(
 # -- OpenSLO ----------------------------------------------------------------------------------
 
 
-def _openslo_v1alpha(doc: dict[str, Any], at: _At, tables: Mapping[str, WindowTable]) -> tuple[list[SLO], list[SpecError]]:
+def _openslo_v1alpha(
+    doc: dict[str, Any], at: _At, tables: Mapping[str, WindowTable]
+) -> tuple[list[SLO], list[SpecError]]:
     _mapping(doc, at, ("apiVersion", "kind", "metadata", "spec"))
     meta = _mapping(doc.get("metadata"), at / "metadata", ("name", "displayName", "labels", "annotations"))
     name = _str(meta.get("name"), at / "metadata" / "name", required=True)
     sa = at / "spec"
-    spec = _mapping(doc.get("spec"), sa, ("service", "description", "budgetingMethod", "objectives", "timeWindows", "indicator"))
+    spec = _mapping(
+        doc.get("spec"),
+        sa,
+        ("service", "description", "budgetingMethod", "objectives", "timeWindows", "indicator"),
+    )
     if "indicator" in spec:
         raise (sa / "indicator").fail("v1alpha indicators are not supported; use objectives[].ratioMetrics")
     service = _str(spec.get("service"), sa / "service", required=True)
@@ -223,7 +240,9 @@ def _openslo_v1alpha(doc: dict[str, Any], at: _At, tables: Mapping[str, WindowTa
                 pm = _mapping(rm.get(part), rm_at / part, ("source", "queryType", "query", "metadata"))
                 src = str(pm.get("source", "")).lower()
                 if src != "prometheus":
-                    raise (rm_at / part / "source").fail(f"{pm.get('source')!r} is not supported (only prometheus)")
+                    raise (rm_at / part / "source").fail(
+                        f"{pm.get('source')!r} is not supported (only prometheus)"
+                    )
                 queries[part] = _str(pm.get("query"), rm_at / part / "query", required=True)
             target = _target(om.get("target"), oa / "target")
             sli = SLI("prometheus_ratio", good_query=queries["good"], total_query=queries["total"])
@@ -234,7 +253,9 @@ def _openslo_v1alpha(doc: dict[str, Any], at: _At, tables: Mapping[str, WindowTa
                     objective=target,
                     window=window,
                     sli=sli,
-                    alerting=Alerting(policy=SLOTH_POLICY, tiers=tables[SLOTH_POLICY].resolve(window.nominal)),
+                    alerting=Alerting(
+                        policy=SLOTH_POLICY, tiers=tables[SLOTH_POLICY].resolve(window.nominal)
+                    ),
                     service=service,
                     source_file=Path(at.file),
                 )
@@ -257,7 +278,9 @@ def _v1alpha_window(v: Any, at: _At) -> Window:
         raise at.fail(f"{_short(v)} is not a list of one time window")
     w = _mapping(v[0], at / 0, ("count", "unit", "isRolling", "calendar"))
     if w.get("isRolling") is False or "calendar" in w:
-        raise (at / 0 / "calendar").fail("calendar windows are not supported in openslo/v1alpha; use openslo/v1")
+        raise (at / 0 / "calendar").fail(
+            "calendar windows are not supported in openslo/v1alpha; use openslo/v1"
+        )
     unit = {"Second": "s", "Minute": "m", "Hour": "h", "Day": "d", "Week": "w"}.get(str(w.get("unit")))
     if unit is None:
         raise (at / 0 / "unit").fail(f"{w.get('unit')!r} is not one of Second, Minute, Hour, Day, Week")
@@ -287,11 +310,15 @@ def _openslo_v1_window(v: Any, at: _At) -> tuple[Window, list[str]]:
     cal = _mapping(w.get("calendar"), wa / "calendar", ("startTime", "timeZone"))
     tz = _tz(cal.get("timeZone"), wa / "calendar" / "timeZone")
     if "startTime" in cal:
-        notes.append(f"{(wa / 'calendar' / 'startTime').where()}: periods start on {cal_unit} boundaries in {tz}")
+        notes.append(
+            f"{(wa / 'calendar' / 'startTime').where()}: periods start on {cal_unit} boundaries in {tz}"
+        )
     return Window("calendar", None, cal_unit, tz), notes
 
 
-def _resolve(v: Any, at: _At, kind: str, ref_key: str, named: Mapping[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+def _resolve(
+    v: Any, at: _At, kind: str, ref_key: str, named: Mapping[tuple[str, str], dict[str, Any]]
+) -> dict[str, Any]:
     """An inline OpenSLO object, or the one its ``*Ref`` names in the same file."""
     if isinstance(v, dict) and ref_key in v:
         ref = str(v[ref_key])
@@ -302,7 +329,10 @@ def _resolve(v: Any, at: _At, kind: str, ref_key: str, named: Mapping[tuple[str,
 
 
 def _openslo_v1(
-    doc: dict[str, Any], at: _At, tables: Mapping[str, WindowTable], named: Mapping[tuple[str, str], dict[str, Any]]
+    doc: dict[str, Any],
+    at: _At,
+    tables: Mapping[str, WindowTable],
+    named: Mapping[tuple[str, str], dict[str, Any]],
 ) -> tuple[list[SLO], list[SpecError]]:
     _mapping(doc, at, ("apiVersion", "kind", "metadata", "spec"))
     meta = _mapping(doc.get("metadata"), at / "metadata", ("name", "displayName", "labels", "annotations"))
@@ -311,12 +341,25 @@ def _openslo_v1(
     spec = _mapping(
         doc.get("spec"),
         sa,
-        ("description", "service", "indicator", "indicatorRef", "timeWindow", "budgetingMethod", "objectives", "alertPolicies"),
+        (
+            "description",
+            "service",
+            "indicator",
+            "indicatorRef",
+            "timeWindow",
+            "budgetingMethod",
+            "objectives",
+            "alertPolicies",
+        ),
     )
     service = _str(spec.get("service"), sa / "service", required=True)
     window, notes = _openslo_v1_window(spec.get("timeWindow"), sa / "timeWindow")
     bm = spec.get("budgetingMethod", "Occurrences")
-    method = {"Occurrences": "occurrences", "Timeslices": "timeslices", "RatioTimeslices": "ratio_timeslices"}.get(str(bm))
+    method = {
+        "Occurrences": "occurrences",
+        "Timeslices": "timeslices",
+        "RatioTimeslices": "ratio_timeslices",
+    }.get(str(bm))
     if method is None:
         raise (sa / "budgetingMethod").fail(f"{bm!r} is not one of Occurrences, Timeslices, RatioTimeslices")
     if "indicatorRef" in spec:
@@ -339,7 +382,18 @@ def _openslo_v1(
             om = _mapping(
                 o,
                 oa,
-                ("displayName", "op", "value", "target", "targetPercent", "timeSliceTarget", "timeSliceWindow", "indicator", "indicatorRef", "compositeWeight"),
+                (
+                    "displayName",
+                    "op",
+                    "value",
+                    "target",
+                    "targetPercent",
+                    "timeSliceTarget",
+                    "timeSliceWindow",
+                    "indicator",
+                    "indicatorRef",
+                    "compositeWeight",
+                ),
             )
             for k in ("indicator", "indicatorRef", "compositeWeight", "value", "op"):
                 if k in om:
@@ -352,13 +406,17 @@ def _openslo_v1(
             if method != "occurrences":
                 sl = _duration(om.get("timeSliceWindow", "1m"), oa / "timeSliceWindow")
                 if sl < timedelta(minutes=1) or sl.total_seconds() % 60:
-                    raise (oa / "timeSliceWindow").fail(f"{om.get('timeSliceWindow')!r} is not a whole number of minutes")
+                    raise (oa / "timeSliceWindow").fail(
+                        f"{om.get('timeSliceWindow')!r} is not a whole number of minutes"
+                    )
                 so = None
                 if method == "timeslices":
                     so = _target(om.get("timeSliceTarget"), oa / "timeSliceTarget")
                 budgeting = Budgeting(method, sl, so)
             elif "timeSliceTarget" in om or "timeSliceWindow" in om:
-                raise (oa / "timeSliceWindow").fail("time slices need budgetingMethod Timeslices or RatioTimeslices")
+                raise (oa / "timeSliceWindow").fail(
+                    "time slices need budgetingMethod Timeslices or RatioTimeslices"
+                )
             suffix = f"-{i}" if len(objs) > 1 else ""
             slos.append(
                 SLO(
@@ -370,7 +428,9 @@ def _openslo_v1(
                     budgeting=budgeting,
                     alerting=alerting,
                     service=service,
-                    labels=_labels(meta.get("labels"), at / "metadata" / "labels") if isinstance(meta.get("labels"), dict) else {},
+                    labels=_labels(meta.get("labels"), at / "metadata" / "labels")
+                    if isinstance(meta.get("labels"), dict)
+                    else {},
                     source_file=Path(at.file),
                     notes=tuple(notes),
                 )
@@ -416,7 +476,11 @@ def _openslo_sli(v: Any, at: _At) -> SLI:
 
 
 def _openslo_alerting(
-    v: Any, at: _At, window: Window, tables: Mapping[str, WindowTable], named: Mapping[tuple[str, str], dict[str, Any]]
+    v: Any,
+    at: _At,
+    window: Window,
+    tables: Mapping[str, WindowTable],
+    named: Mapping[tuple[str, str], dict[str, Any]],
 ) -> Alerting:
     from hopscope.slo.spec import DEFAULT_POLICY
 
@@ -438,13 +502,21 @@ def _openslo_alerting(
             ca = pa / "spec" / "conditions" / j
             cond = _resolve(c, ca, "AlertCondition", "conditionRef", named)
             cs = _mapping(cond.get("spec", cond), ca / "spec")
-            cm = _mapping(cs.get("condition"), ca / "spec" / "condition", ("kind", "op", "threshold", "lookbackWindow", "alertAfter"))
+            cm = _mapping(
+                cs.get("condition"),
+                ca / "spec" / "condition",
+                ("kind", "op", "threshold", "lookbackWindow", "alertAfter"),
+            )
             if cm.get("kind") != "burnrate":
-                raise (ca / "spec" / "condition" / "kind").fail(f"{cm.get('kind')!r} is not supported (only burnrate)")
+                raise (ca / "spec" / "condition" / "kind").fail(
+                    f"{cm.get('kind')!r} is not supported (only burnrate)"
+                )
             long = _duration(cm.get("lookbackWindow"), ca / "spec" / "condition" / "lookbackWindow")
             thr = cm.get("threshold")
             if isinstance(thr, bool) or not isinstance(thr, (int, float)) or thr <= 0:
-                raise (ca / "spec" / "condition" / "threshold").fail(f"{_short(thr)} is not a positive burn rate")
+                raise (ca / "spec" / "condition" / "threshold").fail(
+                    f"{_short(thr)} is not a positive burn rate"
+                )
             sev = str(cs.get("severity", "page")).lower()
             severity = "page" if sev in ("page", "critical", "high", "p1") else "ticket"
             # OpenSLO has one lookback window per condition; the short window follows the SRE Workbook's 1/12.
@@ -478,7 +550,10 @@ def to_document(slo: SLO) -> dict[str, Any]:
         window = {"calendar": slo.window.unit, "timeZone": slo.window.tz}
     budgeting: Any = slo.budgeting.method
     if slo.budgeting.method != "occurrences":
-        budgeting = {"method": slo.budgeting.method, "slice": format_duration(slo.budgeting.slice or timedelta(minutes=1))}
+        budgeting = {
+            "method": slo.budgeting.method,
+            "slice": format_duration(slo.budgeting.slice or timedelta(minutes=1)),
+        }
         if slo.budgeting.slice_objective is not None:
             budgeting["sliceObjective"] = slo.budgeting.slice_objective
     a = slo.alerting

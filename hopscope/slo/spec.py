@@ -101,7 +101,9 @@ class Window:
         zone = ZoneInfo(self.tz)
         local = now.replace(tzinfo=ZoneInfo("UTC")).astimezone(zone)
         if self.unit == "week":
-            start_local = (local - timedelta(days=local.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
+            start_local = (local - timedelta(days=local.weekday())).replace(
+                hour=0, minute=0, second=0, microsecond=0
+            )
             start_local = start_local.replace(tzinfo=None)
             end_local = start_local + timedelta(days=7)
         else:
@@ -167,7 +169,9 @@ class AlertTier:
 class WindowTable:
     name: str
     period: timedelta
-    tiers: tuple[tuple[str, timedelta, timedelta, float | None, float | None], ...]  # sev, long, short, factor, budget%
+    tiers: tuple[
+        tuple[str, timedelta, timedelta, float | None, float | None], ...
+    ]  # sev, long, short, factor, budget%
     scale: str = "factors"  # factors: recompute factors from budget%; windows: scale windows by period
     source_file: Path | None = None
 
@@ -203,7 +207,9 @@ class Alerting:
 
     @property
     def active_tiers(self) -> tuple[AlertTier, ...]:
-        return tuple(t for t in self.tiers if t.severity not in self.disabled and t.label not in self.disabled)
+        return tuple(
+            t for t in self.tiers if t.severity not in self.disabled and t.label not in self.disabled
+        )
 
     @property
     def windows(self) -> tuple[timedelta, ...]:
@@ -342,7 +348,9 @@ def parse_window_table(doc: Any, file: str, name: str | None = None) -> WindowTa
         return WindowTable(name or Path(file).stem, period, tuple(tiers), "factors", Path(file))
     d = _mapping(doc, at, ("apiVersion", "kind", "name", "period", "scale", "tiers"))
     if d.get("apiVersion") != API_VERSION or d.get("kind") != "AlertWindows":
-        raise at.fail(f"apiVersion/kind {d.get('apiVersion')!r}/{d.get('kind')!r} is not {API_VERSION}/AlertWindows")
+        raise at.fail(
+            f"apiVersion/kind {d.get('apiVersion')!r}/{d.get('kind')!r} is not {API_VERSION}/AlertWindows"
+        )
     tname = _str(d.get("name"), at / "name") or name or Path(file).stem
     period = _duration(d.get("period"), at / "period")
     scale = d.get("scale", "factors")
@@ -361,7 +369,9 @@ def parse_window_table(doc: Any, file: str, name: str | None = None) -> WindowTa
         long = _duration(tm.get("long"), t_at / "long")
         short = _duration(tm.get("short"), t_at / "short")
         if short >= long:
-            raise (t_at / "short").fail(f"{tm.get('short')!r} is not shorter than the long window {tm.get('long')!r}")
+            raise (t_at / "short").fail(
+                f"{tm.get('short')!r} is not shorter than the long window {tm.get('long')!r}"
+            )
         factor = _positive(tm["factor"], t_at / "factor") if "factor" in tm else None
         pct = _positive(tm["budget_percent"], t_at / "budget_percent") if "budget_percent" in tm else None
         if factor is None and pct is None:
@@ -471,7 +481,9 @@ def parse_slo(
         hop_budgets[str(hop)] = _positive(ms, sa / "hopBudgetsMs" / str(hop))
     if hop_budgets:
         if sli.kind not in ("latency", "prometheus_histogram") or sli.threshold_ms is None:
-            raise (sa / "hopBudgetsMs").fail(f"hop budgets need a latency SLI with a threshold; sli.kind is {sli.kind!r}")
+            raise (sa / "hopBudgetsMs").fail(
+                f"hop budgets need a latency SLI with a threshold; sli.kind is {sli.kind!r}"
+            )
         total = sum(hop_budgets.values())
         if total > sli.threshold_ms + 1e-9:
             notes.append(
@@ -528,7 +540,9 @@ def _parse_budgeting(v: Any, at: _At) -> Budgeting:
         return Budgeting()
     sl = _duration(m.get("slice", "1m"), at / "slice")
     if sl < timedelta(minutes=1) or sl.total_seconds() % 60:
-        raise (at / "slice").fail(f"{m.get('slice')!r} is not a whole number of minutes (hop_minutes is per minute)")
+        raise (at / "slice").fail(
+            f"{m.get('slice')!r} is not a whole number of minutes (hop_minutes is per minute)"
+        )
     so = None
     if method == "timeslices":
         if "sliceObjective" not in m:
@@ -612,7 +626,9 @@ def _parse_alerting(v: Any, at: _At, window: Window, tables: Mapping[str, Window
     policy = _str(m.get("policy"), at / "policy") or DEFAULT_POLICY
     tables = tables if tables is not None else default_window_tables()
     if policy not in tables:
-        raise (at / "policy").fail(f"{policy!r} is not a window table; known: {', '.join(sorted(tables)) or 'none'}")
+        raise (at / "policy").fail(
+            f"{policy!r} is not a window table; known: {', '.join(sorted(tables)) or 'none'}"
+        )
     tiers = tables[policy].resolve(window.nominal)
     raw_dis = m.get("disable", [])
     if isinstance(raw_dis, str):
@@ -622,7 +638,9 @@ def _parse_alerting(v: Any, at: _At, window: Window, tables: Mapping[str, Window
     labels = {t.label for t in tiers}
     for i, x in enumerate(raw_dis):
         if x not in SEVERITIES and x not in labels:
-            raise (at / "disable" / i).fail(f"{x!r} is not page, ticket or a tier of {policy} ({', '.join(sorted(labels))})")
+            raise (at / "disable" / i).fail(
+                f"{x!r} is not page, ticket or a tier of {policy} ({', '.join(sorted(labels))})"
+            )
     me = m.get("minEvents", 0)
     if isinstance(me, bool) or not isinstance(me, int) or me < 0:
         raise (at / "minEvents").fail(f"{_short(me)} is not a whole number >= 0")
@@ -722,7 +740,9 @@ def load_slos(path: Path | str = DEFAULT_RULES) -> tuple[list[SLO], list[SpecErr
         errors.extend(errs)
         for s in got:
             if s.name in seen:
-                errors.append(SpecError(f"{f}: metadata.name: {s.name!r} is already defined in {seen[s.name]}"))
+                errors.append(
+                    SpecError(f"{f}: metadata.name: {s.name!r} is already defined in {seen[s.name]}")
+                )
                 continue
             seen[s.name] = f
             slos.append(s)

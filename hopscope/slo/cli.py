@@ -1,0 +1,288 @@
+"""``hopscope slo``: check, status, import, export, backtest.
+
+Mounted by the main app as ``app.add_typer(slo_cli.app, name="slo")``. Domain
+errors are raised as HopscopeError subclasses; the main CLI prints them as one line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from hopscope.errors import HopscopeError, NotFoundError, SpecError
+
+app = typer.Typer(
+    help="SLOs: validate specs, status now, import OpenSLO/Sloth, export Prometheus rules, backtest alert policies."
+)
+
+StoreOpt = Annotated[Path, typer.Option("--store", help="store folder")]
+RulesOpt = Annotated[Path, typer.Option("--rules", help="SLO rules folder or file")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+NowOpt = Annotated[
+    str | None,
+    typer.Option("--now", help="evaluate at this naive-UTC time (ISO); default: now, or the end of the data"),
+]
+SloOpt = Annotated[list[str] | None, typer.Option("--slo", help="only these SLOs (repeatable)")]
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, timedelta):
+        return v.total_seconds()
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and v != v:
+        return None
+    if hasattr(v, "item"):
+        return v.item()
+    return v
+
+
+def _load(rules: Path, names: list[str] | None = None, *, strict: bool = False) -> list[Any]:
+    from hopscope.slo.spec import load_slos
+
+    slos, errors = load_slos(rules)
+    for e in errors:
+        typer.echo(f"refused: {e}", err=True)
+    if strict and errors:
+        raise SpecError(f"{rules}: {len(errors)} spec error(s); see above")
+    if names:
+        known = {s.name for s in slos}
+        for n in names:
+            if n not in known:
+                raise NotFoundError(
+                    f"--slo: {n!r} is not an SLO in {rules} (known: {', '.join(sorted(known))})"
+                )
+        slos = [s for s in slos if s.name in names]
+    return slos
+
+
+def _open_store(path: Path) -> Any:
+    from hopscope.store import Store
+
+    return Store(path, create=False)
+
+
+def _parse_now(now: str | None) -> datetime | None:
+    if now is None:
+        return None
+    try:
+        t = datetime.fromisoformat(now)
+    except ValueError:
+        raise HopscopeError(f"--now: {now!r} is not an ISO time like 2025-03-01T12:00") from None
+    if t.tzinfo is not None:
+        from datetime import UTC
+
+        t = t.astimezone(UTC).replace(tzinfo=None)
+    return t
+
+
+@app.command()
+def check(rules: RulesOpt = Path("slo_rules")) -> None:
+    """Validate SLO specs and alert window tables; exit 2 if any is refused."""
+    from hopscope.slo.spec import load_slos
+
+    slos, errors = load_slos(rules)
+    for s in slos:
+        tiers = (
+            ", ".join(f"{t.severity} {t.label} x{t.factor:g}" for t in s.alerting.active_tiers) or "no alerts"
+        )
+        typer.echo(
+            f"ok  {s.name}: {s.sli.kind}, objective {s.objective:g}, window {s.window.label}, {s.alerting.policy}: {tiers}"
+        )
+        for n in s.notes:
+            typer.echo(f"    note: {n}")
+    for e in errors:
+        typer.echo(f"bad {e}", err=True)
+    if errors:
+        raise SpecError(f"{rules}: {len(errors)} of {len(slos) + len(errors)} spec(s) refused")
+    typer.echo(f"{len(slos)} SLO(s) valid")
+
+
+def _fmt(v: float | None, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{v * 100:.3f}%" if pct else f"{v:.2f}"
+
+
+@app.command()
+def status(
+    store: StoreOpt = Path("var/demo"),
+    rules: RulesOpt = Path("slo_rules"),
+    json_out: JsonOpt = False,
+    now: NowOpt = None,
+    slo: SloOpt = None,
+) -> None:
+    """Every SLO now: SLI, objective, budget remaining, burn rates, alert state, time to exhaustion."""
+    from hopscope.slo.source import evaluate_many, store_now
+    from hopscope.store import utcnow
+
+    slos = _load(rules, slo)
+    st = _open_store(store)
+    at = _parse_now(now)
+    if at is None:
+        at = utcnow()
+        end = store_now(st)
+        if end is not None and end < at - timedelta(minutes=5):
+            typer.echo(f"data ends at {end:%Y-%m-%d %H:%M} UTC; evaluating there", err=True)
+            at = end
+    statuses = evaluate_many(st, slos, now=at)
+    if json_out:
+        typer.echo(json.dumps([_jsonable(asdict(s)) for s in statuses], indent=2))
+        return
+    labels = sorted({k for s in statuses for k in s.burn_rates}, key=lambda x: _duration_key(x))
+    head = ["SLO", "SLI", "objective", "budget left", *[f"burn {k}" for k in labels], "state", "exhausted in"]
+    rows = []
+    for s in statuses:
+        tte = "-" if s.time_to_exhaustion is None else _fmt_td(s.time_to_exhaustion)
+        rows.append(
+            [s.slo, _fmt(s.sli, True), f"{s.objective * 100:g}%", _fmt(s.budget_remaining, True)]
+            + [_fmt(s.burn_rates.get(k)) for k in labels]
+            + [s.alert_state, tte]
+        )
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for s in statuses:
+        if s.gaps:
+            typer.echo(
+                f"{s.slo}: {len(s.gaps)} data gap(s), {s.gap_minutes} min without data in the period (not counted as good)"
+            )
+        for n in s.notes:
+            typer.echo(f"{s.slo}: note: {n}")
+    typer.echo(f"at {at:%Y-%m-%d %H:%M} UTC")
+
+
+def _duration_key(label: str) -> float:
+    from hopscope.slo.spec import parse_duration
+
+    try:
+        return parse_duration(label).total_seconds()
+    except ValueError:
+        return 0.0
+
+
+def _fmt_td(td: timedelta) -> str:
+    h = td.total_seconds() / 3600
+    return f"{h / 24:.1f}d" if h >= 48 else f"{h:.1f}h"
+
+
+@app.command("import")
+def import_(
+    source: Annotated[Path, typer.Argument(help="OpenSLO or Sloth YAML file")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="write hopscope/v1 YAML here (default: stdout)")
+    ] = None,
+    rules: RulesOpt = Path("slo_rules"),
+) -> None:
+    """Convert an OpenSLO (v1, v1alpha) or Sloth (prometheus/v1, PrometheusServiceLevel) file to hopscope/v1 YAML."""
+    from hopscope.slo.importers import to_document
+    from hopscope.slo.spec import _read_yaml_docs, load_window_tables, parse_documents
+
+    tables, _ = load_window_tables(rules)
+    docs = _read_yaml_docs(source)
+    slos, errors = parse_documents(docs, str(source), tables or None)
+    for e in errors:
+        typer.echo(f"refused: {e}", err=True)
+    if not slos:
+        raise SpecError(f"{source}: nothing to import ({len(errors)} refused)")
+    text = yaml.safe_dump_all([to_document(s) for s in slos], sort_keys=False, allow_unicode=True)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {len(slos)} SLO(s) to {out}", err=True)
+
+
+@app.command()
+def export(
+    fmt: Annotated[str, typer.Option("--format", help="output format")] = "prometheus",
+    rules: RulesOpt = Path("slo_rules"),
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write here (default: stdout)")] = None,
+    slo: SloOpt = None,
+) -> None:
+    """Prometheus recording and alerting rules (Sloth-compatible) for the Prometheus-sourced SLOs."""
+    from hopscope.slo.export import prometheus_rules_yaml
+
+    if fmt != "prometheus":
+        raise HopscopeError(f"--format: {fmt!r} is not supported (prometheus)")
+    slos = _load(rules, slo)
+    text = prometheus_rules_yaml(slos)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {out}", err=True)
+
+
+@app.command()
+def backtest(
+    store: StoreOpt = Path("var/demo"),
+    rules: RulesOpt = Path("slo_rules"),
+    truth: Annotated[
+        Path | None,
+        typer.Option(
+            "--truth",
+            help="ground truth: scenario.json or a YAML/JSON list of {start, end[, slo]} windows (default: <store>/scenario.json)",
+        ),
+    ] = None,
+    policy: Annotated[
+        list[str] | None, typer.Option("--policy", help="what-if: another window table by name (repeatable)")
+    ] = None,
+    objective: Annotated[
+        list[float] | None, typer.Option("--objective", help="what-if: another objective (repeatable)")
+    ] = None,
+    min_events: Annotated[
+        list[int] | None,
+        typer.Option("--min-events", help="what-if: another minimum-events guard (repeatable)"),
+    ] = None,
+    slo: SloOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Replay alert policies over stored history; precision, recall, detection and reset time vs ground truth."""
+    from hopscope.slo.backtest import backtest as run_backtest
+    from hopscope.slo.backtest import load_truth, variants
+
+    slos = _load(rules, slo)
+    st = _open_store(store)
+    windows = load_truth(truth or store / "scenario.json")
+    results = run_backtest(
+        st, variants(slos, rules, policy or [], objective or [], min_events or []), windows
+    )
+    if json_out:
+        typer.echo(json.dumps(_jsonable([asdict(r) for r in results]), indent=2))
+        return
+    head = [
+        "variant",
+        "SLO",
+        "alerts",
+        "TP",
+        "FP",
+        "FN",
+        "precision",
+        "recall",
+        "detect (med)",
+        "reset (med)",
+    ]
+    rows = []
+    for r in results:
+        rows.append(
+            [
+                r.variant, r.slo, r.alerts, r.true_positives, r.false_positives, r.missed,
+                _fmt(r.precision), _fmt(r.recall),
+                "-" if r.detection_median is None else _fmt_td(r.detection_median),
+                "-" if r.reset_median is None else _fmt_td(r.reset_median),
+            ]
+        )  # fmt: skip
+    widths = [max(len(str(x[i])) for x in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
