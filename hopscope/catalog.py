@@ -128,7 +128,9 @@ def _entry(source: str, name: str, raw: Any) -> MetricInfo:
             raise ConfigError(f"{where}.label_dimensions.{key}: {table!r} is not a mapping")
         for value, dim in table.items():
             if dim not in (*DIMENSIONS, "none"):
-                raise ConfigError(f"{where}.label_dimensions.{key}.{value}: {dim!r} is not a dimension or 'none'")
+                raise ConfigError(
+                    f"{where}.label_dimensions.{key}.{value}: {dim!r} is not a dimension or 'none'"
+                )
     return MetricInfo(
         name=name,
         dimension=dimension,
@@ -147,7 +149,9 @@ def parse_catalog(doc: Any, source: str = "catalog.yaml") -> Catalog:
     """Build a Catalog from the parsed YAML document; ConfigError names the entry and key."""
     if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), dict):
         raise ConfigError(f"{source}: expected a top-level 'metrics:' mapping")
-    return Catalog({str(name): _entry(source, str(name), raw) for name, raw in doc["metrics"].items()}, source)
+    return Catalog(
+        {str(name): _entry(source, str(name), raw) for name, raw in doc["metrics"].items()}, source
+    )
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:

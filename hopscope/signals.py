@@ -134,33 +134,41 @@ def load_series(
     sql = f"""
     WITH s AS (
         SELECT ts, metric, coalesce(service, '') AS service, coalesce(host, '') AS host,
-               CAST(to_json(list_sort(map_entries(coalesce(labels, MAP {{}})))) AS VARCHAR) AS lab,
+               CAST(labels AS VARCHAR) AS raw, labels,
                {value_sql} AS value,
                CASE {" ".join(win_cases)} END AS win
         FROM samples WHERE {where}
     ), d AS (
-        SELECT *, value - lag(value) OVER w AS dv, epoch(ts) - epoch(lag(ts) OVER w) AS dt
-        FROM s WINDOW w AS (PARTITION BY win, metric, service, host, lab ORDER BY ts)
+        SELECT *, CASE WHEN {counter_sql} THEN value - lag(value) OVER w END AS dv,
+               CASE WHEN {counter_sql} THEN epoch(ts) - epoch(lag(ts) OVER w) END AS dt
+        FROM s WINDOW w AS (PARTITION BY win, metric, service, host, raw ORDER BY ts)
+    ), g AS (
+        SELECT time_bucket(to_seconds(?), ts) AS ts, win AS "window", metric, service, host, raw,
+               any_value(labels) AS labels,
+               CASE WHEN {counter_sql}
+                    THEN sum(CASE WHEN dv < 0 THEN value ELSE dv END) / nullif(sum(dt), 0)
+                    ELSE avg(value) END AS value,
+               count(*) AS n
+        FROM d GROUP BY 1, 2, 3, 4, 5, 6
+    ), k AS (
+        SELECT DISTINCT ON (metric, service, host, raw) metric, service, host, raw,
+               CAST(to_json(list_sort(map_entries(coalesce(labels, MAP {{}})))) AS VARCHAR) AS lab,
+               metric || '{{' || concat_ws(',',
+                   CASE WHEN service <> '' THEN 'service="' || service || '"' END,
+                   CASE WHEN host <> '' THEN 'host="' || host || '"' END,
+                   nullif(array_to_string(list_transform(list_sort(map_entries(coalesce(labels, MAP {{}}))),
+                          x -> x.key || '="' || x.value || '"'), ','), '')) || '}}' AS series
+        FROM g
     )
-    SELECT time_bucket(to_seconds(?), ts) AS ts, win AS "window", metric, service, host, lab,
-           CASE WHEN {counter_sql}
-                THEN sum(CASE WHEN dv < 0 THEN value ELSE dv END) / nullif(sum(dt), 0)
-                ELSE avg(value) END AS value,
-           count(*) AS n
-    FROM d GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY metric, service, host, lab, ts
+    SELECT g.ts, g."window", k.series, g.metric, g.service, g.host, k.lab, g.value, g.n
+    FROM g JOIN k USING (metric, service, host, raw) ORDER BY k.series, g.ts
     """
-    all_params = params + where_params + [step_s] + counter_params
+    all_params = params + where_params + counter_params * 2 + [step_s] + counter_params
     df = store.query_df(sql, all_params)
     if df.empty:
         return pd.DataFrame(columns=COLUMNS)
     df = df[df["value"].notna()]
     labels_of = {lab: _parse_labels(lab) for lab in df["lab"].unique()}
-    keys = df[["metric", "service", "host", "lab"]].drop_duplicates()
-    key_of = {
-        (m, s, h, lab): series_key(m, s, h, labels_of[lab])
-        for m, s, h, lab in keys.itertuples(index=False, name=None)
-    }
-    df["series"] = [key_of[k] for k in zip(df["metric"], df["service"], df["host"], df["lab"], strict=True)]
     df["labels"] = df["lab"].map(labels_of)
     return df[COLUMNS].reset_index(drop=True)
 

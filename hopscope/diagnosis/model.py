@@ -35,6 +35,7 @@ class Target:
 
     service: str = "api-gateway"
     route: str = "/recommend"
+    client: str | None = None  # only the edge from this client into service (an SLI on one hop)
     threshold_ms: float | None = 200.0
     objective: float = 0.99  # good fraction; the tail percentile examined when no percentile is given
     percentile: float | None = None

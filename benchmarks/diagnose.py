@@ -1,0 +1,223 @@
+"""Benchmark: full diagnosis of a 24-hour and a 1-hour breach window.
+
+Store: 30 days of hop_minutes for 21 hops (gateway + 10 services, 11 edges), 10M raw spans
+(the last 2 days), ~2M resource samples (36 series at 1/min). Built once under var/bench-diagnose
+(reused when present).
+
+    .venv/bin/python benchmarks/diagnose.py [--rebuild] [--spans 10000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from hopscope import histogram
+from hopscope.diagnosis import diagnose
+from hopscope.store import Store
+
+ROOT = Path(__file__).resolve().parents[1] / "var" / "bench-diagnose"
+END = datetime(2026, 4, 1)
+DAYS = 30
+SERVICES = [f"svc-{i}" for i in range(1, 11)]
+EDGES = [("", "gw")] + [("gw", s) for s in SERVICES]
+SELF_MS = {"gw": 5.0, **{s: 4.0 + 2 * i for i, s in enumerate(SERVICES)}}
+GAP_MS = 1.5
+RATE = 60  # requests per minute
+SLOW_SVC = "svc-3"
+
+
+def _effect(minutes: np.ndarray) -> np.ndarray:
+    """Extra ms in svc-3 during the last 24 h (ramping), the breach the benchmark diagnoses."""
+    return np.where(minutes >= np.datetime64(END - timedelta(hours=24)), 150.0, 0.0)
+
+
+def build_hop_minutes(store: Store, rng: np.random.Generator) -> None:
+    minutes = np.arange(
+        np.datetime64(END - timedelta(days=DAYS)), np.datetime64(END), np.timedelta64(1, "m")
+    ).astype("datetime64[us]")
+    n = len(minutes)
+    extra = _effect(minutes)
+    e2e = SELF_MS["gw"] + sum(SELF_MS[s] + GAP_MS for s in SERVICES) + extra
+    for client, server in EDGES:
+        if client == "":
+            mean, gap, selfm = e2e, np.zeros(n), np.full(n, SELF_MS["gw"])
+        else:
+            selfm = SELF_MS[server] + (extra if server == SLOW_SVC else 0.0)
+            mean, gap = selfm + GAP_MS, np.full(n, GAP_MS)
+        noise = rng.normal(1.0, 0.05, n)
+        dur = mean * noise
+        centre = histogram.bucket_index(dur)
+        idx = [[int(c) - 2, int(c) - 1, int(c), int(c) + 1, int(c) + 3] for c in centre]
+        cnt = [[6, 15, 24, 12, 3]] * n
+        table = pa.table(
+            {
+                "minute": minutes,
+                "client": [client] * n,
+                "server": [server] * n,
+                "route": ["/predict"] * n,
+                "count": np.full(n, RATE, dtype=np.int64),
+                "errors": np.zeros(n, dtype=np.int64),
+                "duration_ms_sum": dur * RATE,
+                "duration_ms_max": dur * 3,
+                "client_ms_sum": (dur * RATE) if client else np.zeros(n),
+                "server_ms_sum": (dur - gap) * RATE,
+                "gap_ms_sum": gap * RATE * noise,
+                "self_ms_sum": selfm * RATE * noise,
+                "skewed": np.zeros(n, dtype=np.int64),
+                "hist_idx": pa.array(idx, pa.list_(pa.int32())),
+                "hist_cnt": pa.array(cnt, pa.list_(pa.int64())),
+                "good_le_ms": pa.array([[200.0]] * n, pa.list_(pa.float64())),
+                "good_cnt": pa.array(
+                    [[int(RATE * 0.995)]] * n if client else [[RATE]] * n, pa.list_(pa.int64())
+                ),
+                "exemplars": pa.array([[f"{i:032x}"] for i in range(n)], pa.list_(pa.string())),
+            }
+        )
+        store.append("hop_minutes", table)
+    # the entry edge: make the SLI burn during the breach
+    bad = store.query_df("SELECT count(*) AS n FROM hop_minutes")
+    print(f"hop_minutes: {int(bad['n'].iloc[0]):,} rows")
+
+
+def build_samples(store: Store, rng: np.random.Generator) -> None:
+    ts = np.arange(
+        np.datetime64(END - timedelta(days=DAYS)), np.datetime64(END), np.timedelta64(1, "m")
+    ).astype("datetime64[us]")
+    n = len(ts)
+    extra = _effect(ts)
+    parts = []
+    for svc in ["gw", *SERVICES]:
+        host = f"{svc}-host"
+        series = [
+            (
+                "node_cpu_utilization_ratio",
+                {},
+                0.3 + rng.normal(0, 0.02, n) + (extra / 300 if svc == SLOW_SVC else 0),
+            ),
+            ("node_memory_MemAvailable_bytes", {}, 8e9 + rng.normal(0, 1e8, n)),
+            (
+                "node_network_transmit_bytes_total",
+                {"device": "eth0"},
+                np.cumsum(np.abs(rng.normal(1e7, 1e6, n)) * 60),
+            ),
+        ]
+        for metric, labels, values in series:
+            parts.append(
+                pa.table(
+                    {
+                        "ts": ts,
+                        "metric": [metric] * n,
+                        "value": values,
+                        "source": ["bench"] * n,
+                        "service": [svc] * n,
+                        "host": [host] * n,
+                        "labels": pa.array([list(labels.items())] * n, pa.map_(pa.string(), pa.string())),
+                    }
+                )
+            )
+    store.append("samples", pa.concat_tables(parts))
+    print(f"samples: {store.count('samples'):,} rows")
+
+
+def _flat(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def build_spans(store: Store, rng: np.random.Generator, total: int) -> None:
+    start = END - timedelta(days=2)
+    services = ["gw", *SERVICES]
+    chunk = 2_000_000
+    done = 0
+    while done < total:
+        n = min(chunk, total - done)
+        offs = rng.integers(0, int(timedelta(days=2).total_seconds() * 1e6), n)
+        st = np.datetime64(start, "us") + offs.astype("timedelta64[us]")
+        svc = rng.integers(0, len(services), n)
+        is_slow = (np.array(services)[svc] == SLOW_SVC) & (
+            st >= np.datetime64(END - timedelta(hours=24), "us")
+        )
+        dur = rng.gamma(4.0, 2.5, n) + np.where(is_slow, 150.0, 0.0)
+        hostn = rng.integers(0, 3, n)
+        host = np.char.add(np.char.add(np.array(services)[svc], "-host-"), hostn.astype(str))
+        keys = _flat(pa.array(np.tile(np.array(["model.version", "region"], dtype=object), n), pa.string()))
+        version = np.where(is_slow & (hostn == 2), "v2", "v1")
+        region = np.array(["eu", "us"])[rng.integers(0, 2, n)]
+        vals = _flat(pa.array(np.column_stack([version, region]).ravel().astype(object), pa.string()))
+        attrs = pa.MapArray.from_arrays(pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32)), keys, vals)
+        ids = rng.integers(0, 2**63 - 1, (n, 3), dtype=np.int64)
+        table = pa.table(
+            {
+                "trace_id": pa.FixedSizeBinaryArray.from_buffers(
+                    pa.binary(16), n, [None, pa.py_buffer(ids[:, :2].tobytes())]
+                ),
+                "span_id": pa.FixedSizeBinaryArray.from_buffers(
+                    pa.binary(8), n, [None, pa.py_buffer(ids[:, 2].copy().tobytes())]
+                ),
+                "service": np.array(services)[svc],
+                "name": ["POST /predict"] * n,
+                "kind": np.full(n, 2, dtype=np.int8),
+                "start_time": st,
+                "duration_ms": dur,
+                "status_code": np.zeros(n, dtype=np.int8),
+                "host_name": host,
+                "attributes": attrs,
+            }
+        ).sort_by("start_time")
+        store.append("spans", table)
+        done += n
+        print(f"spans: {done:,}", flush=True)
+
+
+def timed(fn, repeat: int = 5) -> tuple[float, float, object]:
+    t = time.perf_counter()
+    out = fn()
+    cold = time.perf_counter() - t
+    runs = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        runs.append(time.perf_counter() - t)
+    return cold, statistics.median(runs), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--spans", type=int, default=10_000_000)
+    args = ap.parse_args()
+    if args.rebuild and ROOT.exists():
+        shutil.rmtree(ROOT)
+    fresh = not ROOT.exists()
+    store = Store(ROOT)
+    if fresh:
+        rng = np.random.default_rng(1)
+        t = time.perf_counter()
+        build_hop_minutes(store, rng)
+        build_samples(store, rng)
+        build_spans(store, rng, args.spans)
+        store.maintain(retention=False)
+        print(f"built in {time.perf_counter() - t:.1f} s, {store.size_bytes() / 1e6:.0f} MB")
+    print(
+        f"store: hop_minutes {store.count('hop_minutes'):,}, spans {store.count('spans'):,}, samples {store.count('samples'):,}"
+    )
+    kw = dict(service="gw", route="/predict", threshold_ms=None, objective=0.99)
+    for label, length, limit in (("24 h", timedelta(hours=24), 0.250), ("1 h", timedelta(hours=1), 0.050)):
+        start = END - length
+        cold, warm, d = timed(lambda s=start: diagnose(store, start=s, end=END, **kw))
+        top = d.top
+        print(
+            f"{label} window: cold {cold * 1000:.0f} ms, warm median {warm * 1000:.0f} ms (target <= {limit * 1000:.0f} ms) "
+            f"-> {d.verdict}: {top.hop if top else '-'} {top.dimension if top else ''}"
+        )
+
+
+if __name__ == "__main__":
+    main()

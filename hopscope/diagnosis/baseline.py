@@ -1,0 +1,84 @@
+"""The baseline: the same-length window just before the incident, and the same hours on earlier days.
+
+Candidates that are empty, thin, or themselves degraded (burning the SLO's budget, or far slower
+than the other candidates) are left out, each with its reason; too little left is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from hopscope.diagnosis.hops import E2E, REQUESTS
+from hopscope.diagnosis.model import Baseline, BaselineWindow, Target
+from hopscope.signals import Window
+
+MIN_WINDOW_REQUESTS = 20
+MIN_BASELINE_REQUESTS = 200
+SLOW_FACTOR = 1.5  # a candidate this much slower than the candidates' median is contaminated
+
+
+def candidate_windows(start: datetime, end: datetime, days: int = 7) -> list[tuple[Window, str]]:
+    """The previous same-length window, then the same hours on each of ``days`` earlier days."""
+    length = end - start
+    prev = Window(start - length, start)
+    out = [(prev, "previous")]
+    for k in range(1, days + 1):
+        w = Window(start - timedelta(days=k), end - timedelta(days=k))
+        if w.end <= prev.start or w.start >= prev.end:  # no overlap with the previous window or incident
+            out.append((w, f"same_hours_-{k}d"))
+    return out
+
+
+def choose_baseline(
+    candidates: Sequence[tuple[Window, str]],
+    ids: Sequence[int],
+    wide: pd.DataFrame,
+    bad: pd.DataFrame,
+    target: Target,
+) -> tuple[Baseline, list[int]]:
+    """Keep the candidate windows fit to compare with; say why each other one was left out."""
+    win = wide.index.get_level_values("window") if not wide.empty else pd.Index([])
+    stats = []
+    for (w, kind), i in zip(candidates, ids, strict=True):
+        part = wide[win == i] if not wide.empty else wide
+        n = float(part[REQUESTS].sum()) if not part.empty else 0.0
+        mean = float(part[E2E].sum()) / n if n else float("nan")
+        bad_frac = None
+        if target.threshold_ms is not None and not bad.empty:
+            b = bad[bad["window"] == i]
+            tot = float(b["total"].sum())
+            if tot > 0 and b["bad"].notna().all():
+                bad_frac = float(b["bad"].sum()) / tot
+        stats.append((w, kind, i, int(n), mean, bad_frac))
+    ok_means = [s[4] for s in stats if s[3] >= MIN_WINDOW_REQUESTS]
+    median = float(np.median(ok_means)) if ok_means else float("nan")
+    windows = []
+    used_ids = []
+    for w, kind, i, n, mean, bad_frac in stats:
+        reason = ""
+        if n == 0:
+            reason = "no requests"
+        elif n < MIN_WINDOW_REQUESTS:
+            reason = f"only {n} requests"
+        elif bad_frac is not None and bad_frac > 1 - target.objective:
+            reason = f"degraded itself: {bad_frac:.2%} of requests over {target.threshold_ms:g} ms"
+        elif len(ok_means) >= 3 and mean > SLOW_FACTOR * median:
+            reason = f"degraded itself: mean {mean:.1f} ms vs {median:.1f} ms in the other windows"
+        windows.append(BaselineWindow(w.start, w.end, kind, n, used=not reason, reason=reason))
+        if not reason:
+            used_ids.append(i)
+    total = sum(bw.requests for bw in windows if bw.used)
+    sufficient = total >= MIN_BASELINE_REQUESTS
+    if not used_ids:
+        note = "no baseline window had usable data: nothing to compare the incident with"
+    elif not sufficient:
+        note = (
+            f"too little baseline data: {total} requests in the usable windows (need {MIN_BASELINE_REQUESTS})"
+        )
+    else:
+        note = f"{len(used_ids)} window(s), {total} requests"
+    return Baseline(tuple(windows), sufficient, note), used_ids

@@ -1,0 +1,191 @@
+"""`hopscope incidents` and `hopscope explain`: plain functions with typer annotations.
+
+Mount them on the main app:  app.command()(incidents); app.command()(explain)
+Domain errors (HopscopeError) propagate to the main app's single error handler.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hopscope.diagnosis import Diagnosis, diagnose_breach
+from hopscope.errors import ConfigError, NotFoundError
+
+SPAN_SLI_KINDS = ("latency", "availability")
+EXPLAIN_LOOKBACK = timedelta(days=400)
+
+
+def _open(store: Path) -> Any:
+    from hopscope.store import Store
+
+    return Store(store, create=False)
+
+
+def _slos(rules: Path, name: str | None) -> list[Any]:
+    from hopscope.slo import load_slos
+
+    slos, errors = load_slos(rules)
+    for err in errors:
+        typer.echo(f"warning: {err}", err=True)
+    slos = [s for s in slos if s.sli.kind in SPAN_SLI_KINDS]
+    if name is not None:
+        slos = [s for s in slos if s.name == name]
+        if not slos:
+            raise NotFoundError(f"{rules}: no SLO named {name!r} with a span-based SLI")
+    return slos
+
+
+def _now(store: Any) -> datetime:
+    from hopscope.slo import store_now
+    from hopscope.store import utcnow
+
+    return store_now(store) or utcnow()
+
+
+def _since(text: str) -> timedelta:
+    from hopscope.slo import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"--since: {exc}") from exc
+
+
+def _breaches(store: Any, slos: list[Any], start: datetime, end: datetime) -> list[tuple[Any, Any]]:
+    from hopscope.slo import find_breaches
+
+    out = []
+    for slo in slos:
+        for b in find_breaches(store, slo, start=start, end=end):
+            out.append((b, slo))
+    out.sort(key=lambda t: (t[0].start, t[0].slo))
+    return out
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join([line, "  ".join("-" * w for w in widths), *body])
+
+
+def _top(d: Diagnosis) -> str:
+    c = d.top
+    if c is None:
+        return d.verdict
+    return f"{c.hop} ({c.hop_kind}, {c.dimension}) {c.share:.0%}"
+
+
+def incidents(
+    since: Annotated[
+        str, typer.Option("--since", help="How far back from the store's latest data, e.g. 7d, 24h.")
+    ] = "7d",
+    slo: Annotated[str | None, typer.Option("--slo", help="Only this SLO (by name).")] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print a JSON array (docs/incident-schema.json).")
+    ] = False,
+    store: Annotated[Path, typer.Option("--store", help="Store directory.")] = Path("var/demo"),
+    rules: Annotated[Path, typer.Option("--rules", help="SLO rules folder or file.")] = Path("slo_rules"),
+) -> None:
+    """List SLO breaches with their top cause (hop and resource)."""
+    st = _open(store)
+    end = _now(st)
+    found = _breaches(st, _slos(rules, slo), end - _since(since), end)
+    results = [diagnose_breach(st, b, s, with_bubbleup=False) for b, s in found]
+    if json_out:
+        typer.echo(json.dumps([d.summary_dict() for d in results], indent=2))
+        return
+    if not results:
+        typer.echo(f"no breaches in the last {since}")
+        return
+    rows = [
+        [d.id, d.slo, d.start.strftime("%Y-%m-%d %H:%M"), f"{(d.end - d.start).total_seconds() / 60:.0f}m",
+         d.severity, f"{d.budget_consumed:.1%}", _top(d)]
+        for d in results
+    ]  # fmt: skip
+    typer.echo(_table(["ID", "SLO", "START (UTC)", "LENGTH", "SEVERITY", "BUDGET", "TOP CAUSE"], rows))
+
+
+def render(d: Diagnosis) -> str:
+    """A readable diagnosis: a few summary lines, the evidence table, the hop table."""
+    lines = [
+        f"incident {d.id}  SLO {d.slo or '-'}  {d.severity}  {d.start:%Y-%m-%d %H:%M}..{d.end:%H:%M} UTC",
+        f"verdict: {d.verdict}",
+    ]
+    if d.decomposition:
+        e = d.decomposition.end_to_end
+        lines.append(
+            f"end to end: p{e.percentile * 100:g} {e.baseline_pct_ms or 0:.0f} -> {e.incident_pct_ms or 0:.0f} ms, "
+            f"mean {e.baseline_mean_ms:.1f} -> {e.incident_mean_ms:.1f} ms"
+            + (
+                f", over {e.threshold_ms:g} ms: {e.baseline_bad_fraction or 0:.2%} -> {e.incident_bad_fraction or 0:.2%}"
+                if e.threshold_ms
+                else ""
+            )
+        )
+    lines.append(f"baseline: {d.baseline.description} ({d.baseline.note})")
+    for c in d.causes:
+        lines.append(f"#{c.rank} {c.hop} [{c.hop_kind}, {c.dimension}, score {c.score:.2f}]: {c.summary}")
+    for n in d.notes:
+        lines.append(f"note: {n}")
+    ev = [(c.rank, e) for c in d.causes for e in c.evidence]
+    if ev:
+        lines += ["", "evidence:"]
+        lines.append(
+            _table(
+                ["#", "SIGNAL", "DIM", "BASELINE", "INCIDENT", "CHANGE", "UTIL", "CORR", "SCORE"],
+                [
+                    [str(r), e.signal, e.dimension, f"{e.baseline:.4g}", f"{e.incident:.4g}", f"{e.change:+.0%}",
+                     f"{e.utilization:.0%}" if e.utilization is not None else "-",
+                     f"{e.correlation:+.2f}" if e.correlation is not None else "-", f"{e.score:.2f}"]
+                    for r, e in ev
+                ],
+            )
+        )  # fmt: skip
+    if d.decomposition:
+        lines += ["", "hops (per-request mean, ms):"]
+        lines.append(
+            _table(
+                ["HOP", "KIND", "BASELINE", "INCIDENT", "ADDED", "SHARE", "BUDGET"],
+                [
+                    [h.hop, h.hop_kind, f"{h.baseline_ms:.1f}", f"{h.incident_ms:.1f}", f"{h.added_ms:+.1f}",
+                     f"{h.share:.0%}" + ("" if h.significant else " (noise)"), f"{h.budget_ms:g}" if h.budget_ms else "-"]
+                    for h in d.decomposition.hops
+                ],
+            )
+        )  # fmt: skip
+    if d.bubbleup:
+        lines += ["", "over-represented among slow spans: " + ", ".join(
+            f"{b.attribute}={b.value} ({b.incident_slow_fraction:.0%} vs {b.baseline_fraction:.0%})" for b in d.bubbleup)]  # fmt: skip
+    if d.exemplars:
+        lines += ["", "exemplar traces: " + " ".join(d.exemplars[:5])]
+    return "\n".join(lines)
+
+
+def find_incident(st: Any, slos: list[Any], incident_id: str) -> tuple[Any, Any]:
+    """The breach with this id (and its SLO), searched over the stored history."""
+    end = _now(st)
+    for b, s in _breaches(st, slos, end - EXPLAIN_LOOKBACK, end):
+        if b.id == incident_id:
+            return b, s
+    raise NotFoundError(
+        f"no incident with id {incident_id!r}; list them with `hopscope incidents --since 90d`"
+    )
+
+
+def explain(
+    incident_id: Annotated[str, typer.Argument(help="Incident id from `hopscope incidents`.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the full diagnosis as JSON.")] = False,
+    store: Annotated[Path, typer.Option("--store", help="Store directory.")] = Path("var/demo"),
+    rules: Annotated[Path, typer.Option("--rules", help="SLO rules folder or file.")] = Path("slo_rules"),
+) -> None:
+    """Explain one incident: which hop, which resource, and the evidence."""
+    st = _open(store)
+    breach, slo = find_incident(st, _slos(rules, None), incident_id)
+    d = diagnose_breach(st, breach, slo)
+    typer.echo(json.dumps(d.to_dict(), indent=2) if json_out else render(d))

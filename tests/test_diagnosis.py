@@ -1,0 +1,412 @@
+"""Diagnosis on small hand-built stores whose answers are known by construction."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from hopscope import histogram
+from hopscope.catalog import load_catalog, parse_catalog
+from hopscope.diagnosis import VERDICT_CAUSE, VERDICT_NONE, diagnose
+from hopscope.diagnosis.baseline import candidate_windows
+from hopscope.diagnosis.bubbleup import bubbleup
+from hopscope.diagnosis.hops import decompose_hops, end_to_end, hop_matrix
+from hopscope.diagnosis.model import Target
+from hopscope.errors import ConfigError, NotFoundError
+from hopscope.signals import Window, load_series
+from hopscope.store import Store
+
+SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "incident-schema.json").read_text())
+T0 = datetime(2026, 3, 1)
+# per-request mean ms of each hop in the baseline
+HOPS = {
+    "api-gateway": 8.0,
+    "api-gateway->feature-store": 2.0,
+    "feature-store": 20.0,
+    "api-gateway->model-server": 4.0,
+    "model-server": 60.0,
+}
+
+
+@dataclass
+class Effect:
+    start: datetime
+    end: datetime
+    hop_ms: dict[str, float] = field(default_factory=dict)  # added per-request ms
+    signals: dict[str, float] = field(default_factory=dict)  # metric -> value during the effect
+    traffic: float = 1.0
+
+
+def _requests(
+    rng: np.random.Generator, minutes: pd.DatetimeIndex, effects: list[Effect], rate: int
+) -> pd.DataFrame:
+    n_per = np.full(len(minutes), rate)
+    for e in effects:
+        m = (minutes >= e.start) & (minutes < e.end)
+        n_per[m] = int(rate * e.traffic)
+    minute = np.repeat(minutes.to_numpy(), n_per)
+    df = pd.DataFrame({"minute": minute})
+    for h, mean in HOPS.items():
+        df[h] = rng.gamma(4.0, mean / 4.0, len(df))
+    for e in effects:
+        m = (df["minute"] >= e.start) & (df["minute"] < e.end)
+        for h, add in e.hop_ms.items():
+            df.loc[m, h] += rng.gamma(4.0, add / 4.0, int(m.sum()))
+    return df
+
+
+def _rows(
+    df: pd.DataFrame, client: str, server: str, gap: str | None, self_col: str, below: list[str]
+) -> pd.DataFrame:
+    dur = df[self_col] + (df[gap] if gap else 0.0) + sum((df[b] for b in below), 0.0)
+    tmp = pd.DataFrame(
+        {"minute": df["minute"], "dur": dur, "gap": df[gap] if gap else 0.0, "self": df[self_col]}
+    )
+    tmp["idx"] = histogram.bucket_index(tmp["dur"].to_numpy())
+    tmp["good"] = (tmp["dur"] <= 200.0).astype(int)
+    g = tmp.groupby("minute")
+    out = pd.DataFrame(
+        {
+            "count": g.size(),
+            "duration_ms_sum": g["dur"].sum(),
+            "duration_ms_max": g["dur"].max(),
+            "gap_ms_sum": g["gap"].sum(),
+            "self_ms_sum": g["self"].sum(),
+            "good": g["good"].sum(),
+        }
+    ).reset_index()
+    hist = tmp.groupby(["minute", "idx"]).size().rename("cnt").reset_index()
+    lists = hist.groupby("minute").agg(hist_idx=("idx", list), hist_cnt=("cnt", list))
+    out = out.join(lists, on="minute")
+    out["client"], out["server"], out["route"] = client, server, "/recommend"
+    out["errors"] = 0
+    out["client_ms_sum"] = out["duration_ms_sum"] if gap else 0.0
+    out["server_ms_sum"] = out["duration_ms_sum"] - out["gap_ms_sum"]
+    out["skewed"] = 0
+    out["good_le_ms"] = [[200.0]] * len(out)
+    out["good_cnt"] = [[int(x)] for x in out.pop("good")]
+    out["exemplars"] = [[f"{random.Random(str(m) + server).getrandbits(128):032x}"] for m in out["minute"]]
+    return out
+
+
+SIGNALS = [
+    # metric, service, host, labels, baseline, noise
+    ("node_network_transmit_bytes_total", "api-gateway", "gw-1", {"device": "eth0"}, 40e6, 4e6),
+    ("node_network_speed_bytes", "api-gateway", "gw-1", {"device": "eth0"}, 125e6, 0.0),
+    ("node_netstat_Tcp_RetransSegs", "api-gateway", "gw-1", {}, 1.0, 0.3),
+    ("DCGM_FI_DEV_GPU_UTIL", "model-server", "gpu-1", {"gpu": "0", "UUID": "GPU-a"}, 45.0, 5.0),
+    ("DCGM_FI_DEV_SM_CLOCK", "model-server", "gpu-1", {"gpu": "0", "UUID": "GPU-a"}, 1980.0, 10.0),
+    ("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", "model-server", "gpu-1", {"gpu": "0", "UUID": "GPU-a"}, 0.0, 0.0),
+    ("DCGM_FI_DEV_FB_USED", "model-server", "gpu-1", {"gpu": "0", "UUID": "GPU-a"}, 40000.0, 300.0),
+    ("DCGM_FI_DEV_FB_FREE", "model-server", "gpu-1", {"gpu": "0", "UUID": "GPU-a"}, 40000.0, 300.0),
+    ("redis_memory_used_bytes", "feature-store", "fs-1", {}, 5e9, 1e8),
+    ("redis_memory_max_bytes", "feature-store", "fs-1", {}, 8e9, 0.0),
+    ("redis_keyspace_misses_total", "feature-store", "fs-1", {}, 5.0, 1.0),
+    ("node_cpu_utilization_ratio", "feature-store", "fs-1", {}, 0.3, 0.03),
+]
+
+
+def _samples(
+    rng: np.random.Generator, start: datetime, end: datetime, effects: list[Effect], drop: set[str]
+) -> pa.Table:
+    ts = pd.date_range(start, end, freq="30s", inclusive="left")
+    cat = load_catalog()
+    parts = []
+    for metric, svc, host, labels, base, noise in SIGNALS:
+        if any(metric.startswith(d) for d in drop):
+            continue
+        v = base + rng.normal(0, noise, len(ts)) if noise else np.full(len(ts), base)
+        for e in effects:
+            if metric in e.signals:
+                m = (ts >= e.start) & (ts < e.end)
+                v[m] = e.signals[metric] + (rng.normal(0, noise, int(m.sum())) if noise else 0)
+        if cat[metric].is_counter:
+            v = np.cumsum(np.maximum(v, 0) * 30.0)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "ts": ts,
+                    "metric": metric,
+                    "value": v,
+                    "source": "test",
+                    "service": svc,
+                    "host": host,
+                    "labels": [list(labels.items())] * len(ts),
+                }
+            )
+        )
+    df = pd.concat(parts, ignore_index=True)
+    labels = pa.array(df.pop("labels").tolist(), pa.map_(pa.string(), pa.string()))
+    return pa.Table.from_pandas(df, preserve_index=False).append_column("labels", labels)
+
+
+def build_store(
+    path: Path,
+    effects: list[Effect],
+    *,
+    days: int = 3,
+    rate: int = 20,
+    seed: int = 7,
+    drop: set[str] = frozenset(),
+) -> Store:
+    rng = np.random.default_rng(seed)
+    end = T0 + timedelta(days=days)
+    minutes = pd.date_range(T0, end, freq="1min", inclusive="left")
+    req = _requests(rng, minutes, effects, rate)
+    edges = pd.concat(
+        [
+            _rows(
+                req,
+                "",
+                "api-gateway",
+                None,
+                "api-gateway",
+                ["api-gateway->feature-store", "feature-store", "api-gateway->model-server", "model-server"],
+            ),
+            _rows(req, "api-gateway", "feature-store", "api-gateway->feature-store", "feature-store", []),
+            _rows(req, "api-gateway", "model-server", "api-gateway->model-server", "model-server", []),
+        ],
+        ignore_index=True,
+    )
+    store = Store(path)
+    store.append("hop_minutes", edges)
+    store.append("samples", _samples(rng, T0, end, effects, set(drop)))
+    return store
+
+
+INC = (T0 + timedelta(days=2, hours=14), T0 + timedelta(days=2, hours=15))
+
+CASES = [
+    # name, effect, expected (hop, dimension)
+    (
+        "network_bandwidth",
+        Effect(
+            *INC,
+            hop_ms={"api-gateway->model-server": 200.0},
+            signals={"node_network_transmit_bytes_total": 123e6, "node_netstat_Tcp_RetransSegs": 60.0},
+        ),
+        ("api-gateway->model-server", "bandwidth"),
+    ),
+    (
+        "gpu_thermal",
+        Effect(
+            *INC,
+            hop_ms={"model-server": 250.0},
+            signals={"DCGM_FI_DEV_SM_CLOCK": 900.0, "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS": 0x40},
+        ),
+        ("model-server", "compute"),
+    ),
+    (
+        "feature_store_memory",
+        Effect(
+            *INC,
+            hop_ms={"feature-store": 220.0},
+            signals={"redis_memory_used_bytes": 7.9e9, "redis_keyspace_misses_total": 400.0},
+        ),
+        ("feature-store", "memory"),
+    ),
+    ("no_signal", Effect(*INC, hop_ms={"api-gateway": 230.0}), ("api-gateway", "unknown")),
+]
+
+
+@pytest.mark.parametrize("name,effect,expected", CASES, ids=[c[0] for c in CASES])
+def test_diagnose_names_the_hop_and_resource_that_was_degraded(
+    tmp_path: Path, name: str, effect: Effect, expected: tuple[str, str]
+) -> None:
+    store = build_store(tmp_path / "s", [effect])
+    d = diagnose(store, start=effect.start, end=effect.end)
+    assert d.verdict == VERDICT_CAUSE, d.notes
+    top = d.causes[0]
+    assert (top.hop, top.dimension) == expected, [(c.hop, c.dimension, c.score) for c in d.causes]
+    assert top.share > 0.6
+    doc = d.to_dict()
+    jsonschema.validate(doc, SCHEMA)
+    # shares of the ranked hops add up to the total added latency
+    rows = doc["decomposition"]["hops"]
+    assert sum(r["share_of_added_latency"] for r in rows) == pytest.approx(1.0, abs=1e-3)
+    added = sum(r["added_ms"] for r in rows)
+    assert added + doc["decomposition"]["residual_ms"] == pytest.approx(
+        doc["decomposition"]["end_to_end"]["added_mean_ms"], abs=0.01
+    )
+    if expected[1] != "unknown":
+        assert top.evidence and top.evidence[0].dimension == expected[1]
+    assert d.exemplars and all(len(t) == 32 for t in d.exemplars)
+
+
+def test_healthy_window_gives_no_clear_cause(tmp_path: Path) -> None:
+    busy = Effect(
+        *INC,
+        traffic=3.0,
+        signals={"DCGM_FI_DEV_GPU_UTIL": 85.0, "node_network_transmit_bytes_total": 90e6},
+        hop_ms={"model-server": 5.0},
+    )
+    store = build_store(tmp_path / "s", [busy])
+    d = diagnose(store, start=busy.start, end=busy.end)
+    assert d.verdict == VERDICT_NONE
+    assert d.causes == ()
+    assert any("SLI" in n for n in d.notes)
+    jsonschema.validate(d.to_dict(), SCHEMA)
+
+
+def test_missing_gpu_data_is_reported_as_not_judged(tmp_path: Path) -> None:
+    effect = Effect(*INC, hop_ms={"model-server": 250.0})
+    store = build_store(tmp_path / "s", [effect], drop={"DCGM_"})
+    d = diagnose(store, start=effect.start, end=effect.end)
+    top = d.causes[0]
+    assert (top.hop, top.dimension) == ("model-server", "unknown")
+    assert set(top.not_judged) == {"compute", "bandwidth", "memory"}
+    assert any("model-server: no compute signal" in n for n in d.notes)
+
+
+def test_two_simultaneous_causes_are_both_ranked(tmp_path: Path) -> None:
+    effect = Effect(
+        *INC,
+        hop_ms={"model-server": 200.0, "feature-store": 150.0},
+        signals={
+            "DCGM_FI_DEV_SM_CLOCK": 900.0,
+            "redis_memory_used_bytes": 7.9e9,
+            "redis_keyspace_misses_total": 400.0,
+        },
+    )
+    store = build_store(tmp_path / "s", [effect])
+    d = diagnose(store, start=effect.start, end=effect.end)
+    got = [(c.hop, c.dimension) for c in d.causes[:2]]
+    assert got == [("model-server", "compute"), ("feature-store", "memory")]
+    assert d.causes[0].share + d.causes[1].share == pytest.approx(1.0, abs=0.1)
+
+
+def test_too_little_baseline_is_reported_not_guessed(tmp_path: Path) -> None:
+    effect = Effect(T0 + timedelta(minutes=1), T0 + timedelta(minutes=31), hop_ms={"model-server": 300.0})
+    store = build_store(tmp_path / "s", [effect], days=1)
+    d = diagnose(store, start=effect.start, end=effect.end)
+    assert d.verdict == VERDICT_NONE
+    assert not d.baseline.sufficient
+    assert "baseline" in d.notes[0]
+
+
+def test_degraded_baseline_windows_are_left_out_with_a_reason(tmp_path: Path) -> None:
+    earlier = Effect(INC[0] - timedelta(days=1), INC[1] - timedelta(days=1), hop_ms={"feature-store": 300.0})
+    now = Effect(*INC, hop_ms={"model-server": 250.0}, signals={"DCGM_FI_DEV_SM_CLOCK": 900.0})
+    store = build_store(tmp_path / "s", [earlier, now])
+    d = diagnose(store, start=now.start, end=now.end)
+    left_out = [w for w in d.baseline.windows if not w.used and w.requests]
+    assert [w.kind for w in left_out] == ["same_hours_-1d"]
+    assert "degraded" in left_out[0].reason
+    assert (d.causes[0].hop, d.causes[0].dimension) == ("model-server", "compute")
+
+
+def test_unknown_route_raises_not_found(tmp_path: Path) -> None:
+    store = build_store(tmp_path / "s", [], days=1)
+    with pytest.raises(NotFoundError, match="/nope"):
+        diagnose(store, start=T0 + timedelta(hours=20), end=T0 + timedelta(hours=21), route="/nope")
+
+
+# -- pure parts -----------------------------------------------------------------------------------
+
+
+def test_candidate_windows_are_previous_then_same_hours_without_overlap() -> None:
+    start, end = datetime(2026, 3, 10, 14), datetime(2026, 3, 10, 15)
+    kinds = [k for _, k in candidate_windows(start, end, days=3)]
+    assert kinds == ["previous", "same_hours_-1d", "same_hours_-2d", "same_hours_-3d"]
+    long = [k for _, k in candidate_windows(datetime(2026, 3, 10), datetime(2026, 3, 11), days=3)]
+    assert long == ["previous", "same_hours_-2d", "same_hours_-3d"]
+
+
+def test_decompose_hops_splits_added_latency_exactly_for_hand_built_frame() -> None:
+    rows = []
+    for w, (fs, ms) in enumerate([(20.0, 100.0), (20.0, 60.0), (20.0, 60.0), (20.0, 60.0)]):
+        for k in range(10):
+            ts = datetime(2026, 1, 1, 0, k)
+            n = 10
+            rows += [
+                (w, ts, "", "api-gateway", n, (5 + 2 + fs + 3 + ms) * n, 0.0, 5.0 * n),
+                (w, ts, "api-gateway", "feature-store", n, (2 + fs) * n, 2.0 * n, fs * n),
+                (w, ts, "api-gateway", "model-server", n, (3 + ms) * n, 3.0 * n, ms * n),
+            ]
+    frame = pd.DataFrame(
+        rows,
+        columns=["window", "ts", "client", "server", "count", "duration_ms_sum", "gap_ms_sum", "self_ms_sum"],
+    )
+    target = Target()
+    wide, kinds = hop_matrix(frame, target)
+    assert kinds == {
+        "api-gateway": "service", "feature-store": "service", "model-server": "service",
+        "api-gateway->feature-store": "network", "api-gateway->model-server": "network",
+    }  # fmt: skip
+    empty_hist = pd.DataFrame(columns=["window", "idx", "cnt"])
+    empty_bad = pd.DataFrame(columns=["window", "ts", "total", "bad"])
+    e2e = end_to_end(empty_hist, empty_bad, wide, [1, 2, 3], 0, Target(threshold_ms=None))
+    assert e2e.added_mean_ms == pytest.approx(40.0)
+    dec = decompose_hops(wide, kinds, [1, 2, 3], 0, e2e, target)
+    top = dec.hops[0]
+    assert (top.hop, top.added_ms, top.share, top.significant) == (
+        "model-server",
+        pytest.approx(40.0),
+        pytest.approx(1.0),
+        True,
+    )
+    assert dec.residual_ms == pytest.approx(0.0)
+
+
+def test_bubbleup_finds_the_over_represented_value_and_buckets_numbers() -> None:
+    counts = pd.DataFrame(
+        [("host.name", "gpu-2", 80, 100), ("host.name", "gpu-1", 20, 100)]
+        + [("payload.bytes", str(1000 + i), 1, 5) for i in range(30)]
+        + [("request.id", f"id{i}", 1, 1) for i in range(30)],
+        columns=["attribute", "value", "slow_n", "base_n"],
+    )
+    attrs, note = bubbleup(counts, slow_total=100, base_total=200)
+    assert attrs[0].attribute == "host.name" and attrs[0].value == "gpu-2"
+    assert attrs[0].incident_slow_fraction == pytest.approx(0.8)
+    assert all(a.attribute != "request.id" for a in attrs)
+    empty, why = bubbleup(counts, slow_total=3, base_total=200)
+    assert empty == [] and "too few" in why
+
+
+def test_load_series_turns_counters_into_rates_across_a_reset(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    ts = [T0 + timedelta(seconds=15 * i) for i in range(8)]
+    values = [0.0, 150.0, 300.0, 450.0, 150.0, 300.0, 450.0, 600.0]  # restarted from 0 before the 5th sample
+    store.append(
+        "samples",
+        pa.table(
+            {
+                "ts": pa.array(ts, pa.timestamp("us")),
+                "metric": ["node_network_receive_bytes_total"] * 8,
+                "value": values,
+                "source": ["test"] * 8,
+                "service": ["api-gateway"] * 8,
+                "host": ["gw-1"] * 8,
+                "labels": pa.array([[("device", "eth0")]] * 8, pa.map_(pa.string(), pa.string())),
+            }
+        ),
+    )
+    df = load_series(store, [Window(T0, T0 + timedelta(minutes=2))], step_s=60)
+    assert df["value"].tolist() == pytest.approx([10.0, 10.0])
+    assert (
+        df["series"].iloc[0]
+        == 'node_network_receive_bytes_total{service="api-gateway",host="gw-1",device="eth0"}'
+    )
+
+
+@pytest.mark.parametrize(
+    "doc,message",
+    [
+        ({"metrics": {"x": {"dimension": "disk", "kind": "gauge"}}}, "metrics.x.dimension: 'disk'"),
+        ({"metrics": {"x": {"dimension": "memory", "kind": "histogram"}}}, "metrics.x.kind: 'histogram'"),
+        ({"metrics": {"x": {"dimension": "memory", "colour": 1}}}, "metrics.x.colour: unknown key"),
+        ({"nope": 1}, "top-level 'metrics:'"),
+    ],
+)
+def test_bad_catalog_entries_are_refused_with_the_key_named(doc: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        parse_catalog(doc, "cat.yaml")
