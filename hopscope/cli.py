@@ -18,6 +18,7 @@ from collectors.cli import collect
 from hopscope import __version__
 from hopscope.diagnosis.cli import explain, incidents
 from hopscope.errors import HopscopeError
+from hopscope.report import report
 from hopscope.slo.cli import app as slo_app
 
 app = typer.Typer(
@@ -28,21 +29,10 @@ app = typer.Typer(
     add_completion=False,
 )
 
-app.command(help="Run every configured collector and the OTLP receiver; the store's only writer.")(collect)
-app.add_typer(slo_app, name="slo")
-app.command()(incidents)
-app.command()(explain)
-
 DEFAULT_DEMO_STORE = Path("var/demo")
 DEFAULT_SCENARIO = Path("sample_data/scenario.yaml")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="hopscope.toml (default: ./hopscope.toml if present)")]
-
-
-@app.command()
-def version() -> None:
-    """Print hopscope's version."""
-    typer.echo(f"hopscope {__version__}")
 
 
 @app.command()
@@ -83,6 +73,19 @@ def dashboard(
     if not (path / "catalog.sqlite").exists():
         raise HopscopeError(f"{path}: no store here; run `hopscope demo` or `hopscope collect` first")
     _serve_dashboard(path, port=port or cfg.dashboard.port, address=address or cfg.dashboard.address)
+
+
+app.command(help="Run every configured collector and the OTLP receiver; the store's only writer.")(collect)
+app.add_typer(slo_app, name="slo")
+app.command()(incidents)
+app.command()(explain)
+app.command()(report)
+
+
+@app.command()
+def version() -> None:
+    """Print hopscope's version."""
+    typer.echo(f"hopscope {__version__}")
 
 
 def _progress(step: str, fraction: float) -> None:

@@ -61,8 +61,11 @@ def main() -> None:
             record(error=f"{type(exc).__name__}: {exc}")
             time.sleep(0.05)
     if role == "reader":
-        # The writer is done by now (the test starts readers after it and waits for it).
-        time.sleep(1.0)
+        # The test creates OUT.writer-done once the writer has exited; count after that.
+        done = out.with_suffix(".writer-done")
+        wait_until = time.monotonic() + 120
+        while not done.exists() and time.monotonic() < wait_until:
+            time.sleep(0.05)
         n = store.query("SELECT count(*) AS n FROM samples").to_pylist()[0]
         record(final=n["n"])
     record(done=True)

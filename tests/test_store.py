@@ -36,6 +36,7 @@ def test_one_writer_two_readers_and_maintenance_run_together_without_errors(tmp_
     writer = _spawn("writer", store_path, out, 11.0)
     others = [_spawn(role, store_path, out, 12.0) for role in ("reader", "reader", "maintainer")]
     assert writer.wait(timeout=90) == 0
+    out.with_suffix(".writer-done").touch()
     for p in others:
         assert p.wait(timeout=90) == 0
 
