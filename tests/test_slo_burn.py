@@ -300,3 +300,59 @@ def test_disabled_tiers_never_fire() -> None:
     st = status_from_minutes(slo, df, T0 + timedelta(days=30))
     assert st.alert_state == "ticket" and st.firing == ("ticket 3d/6h",)
     assert isinstance(slo.alerting, Alerting)
+
+
+def _gap_frame() -> pd.DataFrame:
+    """A clean day, four days without data, then a day whose first minute burns 1.15x."""
+    back = T0 + timedelta(days=5)
+    return pd.concat([frame(1440), frame(1440, start=back, bad={(0, 1): 0.00115})], ignore_index=True)
+
+
+@pytest.mark.parametrize(
+    ("case", "df", "min_coverage", "expected"),
+    [
+        # One minute of data at 1.15x: with the guard off the 3d/6h pair (both windows = that minute)
+        # fires at factor 1; with it on, the 3d window needs 6h of minutes with data first.
+        ("first minute of data burns 1.15x", frame(1440, bad={(0, 1): 0.00115}), 1.0, []),
+        ("first minute of data burns 1.15x", frame(1440, bad={(0, 1): 0.00115}), 0.0, [(0, 1, "ticket")]),
+        # The same after a collection gap longer than the 3d window: the window holds one minute again.
+        ("first minute after a 4-day gap", _gap_frame(), 1.0, []),
+        ("first minute after a 4-day gap", _gap_frame(), 0.0, [(5 * 1440, 5 * 1440 + 1, "ticket")]),
+        # 100% errors from the first minute: the 1h/5m page waits for 5 minutes of data (fires at the
+        # end of minute 4), holds until the 30m window of the 6h/30m pair drops the bad hour
+        # (minute 89); the 3d/6h ticket may fire only once 6h of data exist (minute 359): the 6h
+        # window then holds 60 of 360 minutes at 1000x = 167x > 1, until the bad hour leaves it.
+        (
+            "an outage from the first minute",
+            frame(1440, bad={(0, 60): 1.0}),
+            1.0,
+            [(4, 89, "page"), (359, 419, "ticket")],
+        ),
+        ("an outage from the first minute", frame(1440, bad={(0, 60): 1.0}), 0.0, [(0, 419, "page")]),
+        # Half coverage: the 1h/5m pair needs 2.5 minutes of data, so it fires at the end of minute 2.
+        (
+            "an outage from the first minute",
+            frame(1440, bad={(0, 60): 1.0}),
+            0.5,
+            [(2, 89, "page"), (179, 419, "ticket")],
+        ),
+    ],
+)
+def test_tiers_do_not_fire_until_their_long_window_holds_the_short_windows_length_of_data(
+    case: str, df: pd.DataFrame, min_coverage: float, expected: list[tuple[int, int, str]]
+) -> None:
+    slo = make_slo(0.999)
+    slo = replace(slo, alerting=replace(slo.alerting, min_coverage=min_coverage))
+    got = [(b.start, b.end, b.severity) for b in breaches_from_minutes(slo, df)]
+    t0 = df["minute"].iloc[0]
+    assert got == [(t0 + timedelta(minutes=a), t0 + timedelta(minutes=b), s) for a, b, s in expected], case
+
+
+def test_time_slices_count_their_length_towards_window_coverage() -> None:
+    # 5-minute slices: the first slice (minutes 0-4) is all errors; its event lands on its last minute.
+    # One slice of data = 5 minutes: enough for the 1h/5m pair, not for 6h/30m (needs 30) or 3d/6h.
+    slo = make_slo(0.999, budgeting=Budgeting("timeslices", timedelta(minutes=5), 0.99))
+    st = status_from_minutes(slo, frame(5, bad={(0, 5): 1.0}), T0 + timedelta(minutes=5))
+    assert st.firing == ("page 1h/5m",)
+    st = status_from_minutes(slo, frame(30, bad={(0, 30): 1.0}), T0 + timedelta(minutes=30))
+    assert st.firing == ("page 1h/5m", "page 6h/30m")

@@ -305,3 +305,28 @@ def test_bad_durations_are_refused(text: str) -> None:
 def test_missing_rules_path_is_an_error_not_a_crash(tmp_path: Path) -> None:
     slos, errors = load_slos(tmp_path / "nope")
     assert slos == [] and isinstance(errors[0], SpecError) and "no such file or folder" in str(errors[0])
+
+
+@pytest.mark.parametrize(
+    ("alerting", "coverage", "message"),
+    [
+        ("{}", 1.0, None),
+        ("{minCoverage: 0}", 0.0, None),
+        ("{minCoverage: 0.5}", 0.5, None),
+        ("{minCoverage: -1}", None, "spec.alerting.minCoverage: -1 is not a number in [0, 12]"),
+        ("{minCoverage: yes}", None, "spec.alerting.minCoverage: True is not a number in [0, 12]"),
+    ],
+)
+def test_the_warm_up_guard_is_read_from_min_coverage(
+    tmp_path: Path, alerting: str, coverage: float | None, message: str | None
+) -> None:
+    from hopscope.slo import to_document
+
+    text = GOOD.replace("NAME", "c") + f"  alerting: {alerting}\n"
+    slos, errors = load_slos(_rules(tmp_path, {"c.yaml": text}))
+    if message is None:
+        assert errors == [] and slos[0].alerting.min_coverage == coverage
+        doc = to_document(slos[0])
+        assert doc["spec"]["alerting"].get("minCoverage", 1.0) == coverage
+    else:
+        assert slos == [] and message in str(errors[0])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
@@ -155,3 +157,147 @@ def test_cli_status_json_shows_budget_and_alert_state(store: Store) -> None:
     assert 0 < rows["recommend-latency"]["budget_consumed"] < 1
     table = runner.invoke(app, ["status", "--store", str(store.path), "--rules", str(RULES), "--now", now])
     assert "recommend-latency" in table.output and "page" in table.output and "burn 1h" in table.output
+
+
+def _events(demo_store: Path) -> tuple[list[dict], list[dict]]:
+    truth = json.loads((demo_store / "scenario.json").read_text())
+    events = [
+        {**e, "start": datetime.fromisoformat(e["start"]), "end": datetime.fromisoformat(e["end"])}
+        for e in truth["events"]
+    ]
+    return [e for e in events if e["expect_breach"]], [e for e in events if not e["expect_breach"]]
+
+
+@pytest.mark.slow
+def test_cli_status_on_the_demo_store_lists_the_incidents_that_burned_budget(demo_store: Path) -> None:
+    incidents, harmless = _events(demo_store)
+    assert incidents and harmless, "the scenario has incidents and events that must not breach"
+    args = ["status", "--store", str(demo_store), "--rules", str(RULES)]
+    r = runner.invoke(app, [*args, "--json", "--slo", "recommend-latency", "--slo", "recommend-availability"])
+    assert r.exit_code == 0, r.output
+    by = {x["slo"]: x for x in json.loads(r.stdout)}
+    breaches = [
+        {**b, "start": datetime.fromisoformat(b["start"]), "end": datetime.fromisoformat(b["end"])}
+        for b in by["recommend-latency"]["breaches"]
+    ]
+    for e in incidents:
+        hits = [b for b in breaches if b["start"] < e["end"] and b["end"] > e["start"]]
+        assert hits, f"{e['name']} ({e['start']} - {e['end']}) is not among {breaches}"
+        assert all(b["budget_consumed"] > 0 and b["minutes"] > 0 for b in hits)
+        assert {b["severity"] for b in hits} <= {"page", "ticket"}
+    for e in harmless:
+        assert not [b for b in breaches if b["start"] < e["end"] and b["end"] > e["start"]], e["name"]
+    # every breach overlaps an incident (no false alarm), and budget was burned
+    assert all(any(b["start"] < e["end"] and b["end"] > e["start"] for e in incidents) for b in breaches)
+    assert by["recommend-latency"]["budget_consumed"] > 0
+    # nothing before the first incident, in particular no 1-minute ticket at the first minute of data
+    # (the 3d/6h pair used to fire there on one minute of data): the windows warm up first
+    data_start = datetime.fromisoformat(json.loads((demo_store / "scenario.json").read_text())["start"])
+    first_incident = min(e["start"] for e in incidents)
+    for name in ("recommend-latency", "recommend-availability"):
+        starts = [datetime.fromisoformat(b["start"]) for b in by[name]["breaches"]]
+        assert all(s >= first_incident for s in starts), (name, data_start, starts)
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0, table.output
+    lines = [ln for ln in table.output.splitlines() if ln.startswith("recommend-latency ")]
+    for e in incidents:
+        hit = next(b for b in breaches if b["start"] < e["end"] and b["end"] > e["start"])
+        assert any(f"{hit['start']:%Y-%m-%d %H:%M}" in ln for ln in lines), (e["name"], table.output)
+
+
+def _hour_of_rows(start: datetime, minutes: int, slow_from: int | None = None) -> pd.DataFrame:
+    rows = []
+    for m in range(minutes):
+        d = np.full(20, 50.0)
+        if slow_from is not None and m >= slow_from:
+            d[:5] = 400.0
+        rows.append(_row(start + timedelta(minutes=m), "", "api-gateway", d, 0, [200.0]))
+    return pd.DataFrame(rows)
+
+
+def test_the_minute_cache_reads_only_what_changed_and_follows_every_write(tmp_path: Path, slos: dict) -> None:
+    from hopscope.slo import MinuteCache, minute_arrays_many
+
+    slo = slos["recommend-latency"]
+    s = Store(tmp_path / "store", file_grace=timedelta(0))
+    try:
+        s.append("hop_minutes", _hour_of_rows(T0, 60))
+        cache = MinuteCache()
+        end = T0 + timedelta(hours=2)
+
+        def good_total() -> tuple[float, float]:
+            a = minute_arrays_many(s, [slo], T0, end, cache=cache)[slo.name]
+            return float(a.good.sum()), float(a.total.sum())
+
+        assert good_total() == (1200.0, 1200.0) and cache.reads == 1
+        assert good_total() == (1200.0, 1200.0) and cache.reads == 1, "unchanged store: no scan"
+        # a new minute: only the minutes from it on are read again
+        s.append("hop_minutes", _hour_of_rows(T0 + timedelta(minutes=60), 1, slow_from=0))
+        assert good_total() == (1215.0, 1220.0) and cache.reads == 2
+        # an old minute rewritten (a late rollup): seen too
+        s.replace("hop_minutes", "minute = ?", [T0], _hour_of_rows(T0, 1, slow_from=0))
+        assert good_total() == (1210.0, 1220.0) and cache.reads == 3
+        # merging files changes no rows: nothing to read
+        s.maintain(retention=False)
+        before = cache.reads
+        assert good_total() == (1210.0, 1220.0)
+        assert cache.reads <= before + 1, "after snapshots expired, at most one full read"
+        assert good_total() == (1210.0, 1220.0) and cache.reads <= before + 1
+    finally:
+        s.close()
+
+
+def _spans(n_traces: int, seed: int = 11) -> pa.Table:
+    """Root SERVER spans of api-gateway (some errors, some slow) over two hours, each with a child
+    CLIENT span and the model-server's SERVER span under it (which the raw path must not count)."""
+    rng = np.random.default_rng(seed)
+    start = np.datetime64(T0, "us") + rng.integers(0, 2 * 3600 * 1_000_000, n_traces).astype(
+        "timedelta64[us]"
+    )
+    root_ms = np.where(rng.random(n_traces) < 0.1, 450.0, rng.uniform(10, 190, n_traces))
+    status = np.where(rng.random(n_traces) < 0.05, 2, 0).astype(np.int8)
+    http = np.where(rng.random(n_traces) < 0.03, 503, 200).astype(np.int32)
+    route = np.where(rng.random(n_traces) < 0.8, "/recommend", "/health")
+    trace = [int(i).to_bytes(16, "big") for i in range(n_traces)]
+    ids = [[int(3 * i + k).to_bytes(8, "big") for i in range(n_traces)] for k in range(3)]
+    rows = {
+        "trace_id": trace * 3,
+        "span_id": ids[0] + ids[1] + ids[2],
+        "parent_span_id": [None] * n_traces + ids[0] + ids[1],
+        "service": ["api-gateway"] * (2 * n_traces) + ["model-server"] * n_traces,
+        "name": ["POST"] * (3 * n_traces),
+        "kind": [2] * n_traces + [3] * n_traces + [2] * n_traces,
+        "start_time": list(start) * 3,
+        "duration_ms": list(root_ms) + list(root_ms * 0.8) + list(root_ms * 0.7),
+        "status_code": list(status) + [0] * (2 * n_traces),
+        "http_route": list(route) * 3,
+        "http_status_code": list(http) + [200] * (2 * n_traces),
+    }
+    return pa.table(rows)
+
+
+def test_the_raw_span_path_counts_what_the_rollup_counts(tmp_path: Path, slos: dict) -> None:
+    from hopscope.errors import SpecError
+    from hopscope.rollup import rollup_spans
+    from hopscope.slo import SLI, minute_arrays_from_spans
+
+    spans = _spans(3000)
+    s = Store(tmp_path / "store")
+    try:
+        s.append("spans", spans)
+        s.append("hop_minutes", rollup_spans(s.query("SELECT * FROM spans"), [200.0]))
+        entry = [slos["recommend-latency"], slos["recommend-availability"]]
+        anyroute = replace(
+            slos["recommend-availability"], name="all-routes", sli=SLI("availability", service="api-gateway")
+        )
+        now = T0 + timedelta(hours=2)
+        from_spans = evaluate_many(s, [*entry, anyroute], now=now, source="spans")
+        from_rollup = evaluate_many(s, [*entry, anyroute], now=now)
+        assert from_spans == from_rollup
+        by = {x.slo: x for x in from_spans}
+        assert by["all-routes"].total == 3000 and 0.8 * 3000 * 0.9 < by["recommend-latency"].total < 3000
+        assert 0 < by["recommend-availability"].sli < 1 and 0 < by["recommend-latency"].sli < 1
+        with pytest.raises(SpecError, match="hop SLIs are read from hop_minutes"):
+            minute_arrays_from_spans(s, [slos["model-server-latency"]], T0, now)
+    finally:
+        s.close()

@@ -6,27 +6,37 @@
 
 The math is pure: ``status_from_minutes`` / ``breaches_from_minutes`` /
 ``burn_rate_series`` / ``budget_burndown`` take a minute frame (minute, good, total)
-that ``minute_series`` reads from ``hop_minutes``.
+that ``minute_series`` reads from ``hop_minutes``; ``status_from_arrays`` /
+``breaches_from_arrays`` take the same as dense ``MinuteArrays`` (what ``evaluate_many``
+reads through the per-process ``CACHE``, or ``minute_arrays_from_spans`` from raw spans).
+A status carries the breaches of its period (``SloStatus.breaches``).
 """
 
 from hopscope.errors import SpecError
 from hopscope.slo.burn import (
     Breach,
+    MinuteArrays,
     MinuteFrameError,
     SloStatus,
     alert_series,
     breach_id,
+    breaches_from_arrays,
     breaches_from_minutes,
     budget_burndown,
     burn_rate_series,
+    status_from_arrays,
     status_from_minutes,
     window_labels,
 )
 from hopscope.slo.importers import import_documents, to_document
 from hopscope.slo.source import (
+    CACHE,
+    MinuteCache,
     evaluate,
     evaluate_many,
     find_breaches,
+    minute_arrays_from_spans,
+    minute_arrays_many,
     minute_series,
     minute_series_many,
     store_now,
@@ -49,12 +59,15 @@ from hopscope.slo.spec import (
 )
 
 __all__ = [
+    "CACHE",
     "SLI",
     "SLO",
     "AlertTier",
     "Alerting",
     "Breach",
     "Budgeting",
+    "MinuteArrays",
+    "MinuteCache",
     "MinuteFrameError",
     "SloStatus",
     "SpecError",
@@ -62,6 +75,7 @@ __all__ = [
     "WindowTable",
     "alert_series",
     "breach_id",
+    "breaches_from_arrays",
     "breaches_from_minutes",
     "budget_burndown",
     "burn_rate_series",
@@ -72,11 +86,14 @@ __all__ = [
     "import_documents",
     "load_slos",
     "load_window_tables",
+    "minute_arrays_from_spans",
+    "minute_arrays_many",
     "minute_series",
     "minute_series_many",
     "parse_duration",
     "parse_slo",
     "slo_thresholds_ms",
+    "status_from_arrays",
     "status_from_minutes",
     "store_now",
     "to_document",

@@ -9,7 +9,6 @@ history with another objective, window table or minimum-events guard.
 from __future__ import annotations
 
 import json
-import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -64,6 +63,7 @@ def _time(v: Any, where: str) -> datetime:
 def parse_truth(doc: Any, file: str) -> list[Incident]:
     """Incidents from a demo scenario.json (``events`` with ``expect_breach: true``; the others are
     periods that must not alert), ``incidents: [...]``, or a plain list of {start, end[, name, slos]}."""
+    items: Any
     if isinstance(doc, dict) and isinstance(doc.get("events"), list):
         items = [e for e in doc["events"] if isinstance(e, Mapping) and e.get("expect_breach", True)]
     else:
@@ -83,6 +83,15 @@ def parse_truth(doc: Any, file: str) -> list[Incident]:
             Incident(str(it.get("name", it.get("id", f"incident-{i}"))), start, end, tuple(map(str, slos)))
         )
     return out
+
+
+def _median(values: Sequence[timedelta]) -> timedelta | None:
+    """The median of durations (the mean of the middle two for an even count)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def load_truth(path: Path) -> list[Incident]:
@@ -122,8 +131,8 @@ def score(
         missed=len(incidents) - detected,
         precision=len(tp) / len(breaches) if breaches else None,
         recall=detected / len(incidents) if incidents else None,
-        detection_median=statistics.median(detect) if detect else None,
-        reset_median=statistics.median(reset) if reset else None,
+        detection_median=_median(detect),
+        reset_median=_median(reset),
         detection_times=tuple(detect),
         reset_times=tuple(reset),
     )

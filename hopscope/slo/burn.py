@@ -1,17 +1,21 @@
 """Error budgets, burn rates, alert states and breaches: pure math over a minute frame.
 
 The input is a frame with columns ``minute`` (naive UTC), ``good`` and
-``total`` — one row per minute that had data. A minute without a row is a
+``total`` — one row per minute that had data — or the same as :class:`MinuteArrays`
+(a dense minute grid; the ``*_from_arrays`` functions). A minute without data is a
 *gap*: it is reported, and never counted as good. Nothing here reads the store.
 
 Definitions (Google SRE Workbook, "Alerting on SLOs"):
 
 - error ratio over a window = (total - good) / total; burn rate = error ratio / (1 - objective);
 - a tier fires when both its long and its short window burn faster than its factor
-  (and the long window holds at least ``min_events`` events);
+  (and the long window holds at least ``min_events`` events, and at least ``min_coverage`` x
+  the short window's length of minutes with data: no firing while the windows warm up);
 - budget consumed = bad events / allowed bad events in the period (time slices: bad slices /
   allowed bad slices of the whole period);
-- time to exhaustion = budget remaining x period / current burn rate.
+- time to exhaustion = budget remaining x period / current burn rate;
+- a breach's budget consumed = its bad events / the error budget of one nominal period at the
+  traffic of the period ending with it (not capped at 1).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,6 +76,7 @@ class SloStatus:
     firing: tuple[str, ...] = ()  # "page 1h/5m", ...
     gap_minutes: int = 0
     notes: tuple[str, ...] = field(default=())
+    breaches: tuple[Breach, ...] = ()  # breaches overlapping [period_start, now), oldest first
 
 
 # -- frames -> dense arrays -------------------------------------------------------------------
@@ -81,8 +87,9 @@ def _minute_ints(values: pd.Series | np.ndarray) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _to_dt(m: int) -> datetime:
-    return pd.Timestamp(np.datetime64(int(m), "m")).to_pydatetime()
+def _to_dt(m: int | np.integer[Any]) -> datetime:
+    out: datetime = pd.Timestamp(np.datetime64(int(m), "m")).to_pydatetime()
+    return out
 
 
 def _dt_int(t: datetime) -> int:
@@ -91,6 +98,60 @@ def _dt_int(t: datetime) -> int:
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
     return int(ts.value // 60_000_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteArrays:
+    """Events on a dense minute grid: ``good[i]``/``total[i]`` of minute ``t0 + i`` (minutes since the epoch).
+
+    The array form of a minute frame, for callers that keep per-minute series (the source's cache):
+    a minute with ``total == 0`` had no data (a gap).
+    """
+
+    t0: int
+    good: np.ndarray
+    total: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.total)
+
+    @property
+    def start(self) -> datetime:
+        return _to_dt(self.t0)
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame, start: int | None = None, end: int | None = None) -> MinuteArrays:
+        """A minute frame (minute, good, total) on the grid [start, end) (default: its own minutes); validated."""
+        df = _validate(df)
+        mins = _minute_ints(df["minute"]) if len(df) else np.empty(0, np.int64)
+        lo = start if start is not None else (int(mins.min()) if len(mins) else 0)
+        hi = end if end is not None else (int(mins.max()) + 1 if len(mins) else lo)
+        n = max(hi - lo, 0)
+        good: np.ndarray = np.zeros(n)
+        total: np.ndarray = np.zeros(n)
+        if len(mins) and n:
+            keep = (mins >= lo) & (mins < hi)
+            idx = mins[keep] - lo
+            good = np.bincount(idx, weights=df["good"].to_numpy(dtype=np.float64)[keep], minlength=n)[:n]
+            total = np.bincount(idx, weights=df["total"].to_numpy(dtype=np.float64)[keep], minlength=n)[:n]
+        return cls(lo, good, total)
+
+    def window(self, start: int, end: int) -> MinuteArrays:
+        """The grid [start, end), zeros where this one has no minutes."""
+        n = max(end - start, 0)
+        good, total = np.zeros(n), np.zeros(n)
+        a, b = max(start, self.t0), min(end, self.t0 + self.n)
+        if b > a:
+            good[a - start : b - start] = self.good[a - self.t0 : b - self.t0]
+            total[a - start : b - start] = self.total[a - self.t0 : b - self.t0]
+        return MinuteArrays(start, good, total)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Columns minute (naive UTC), good, total: one row per minute with data."""
+        idx = np.flatnonzero(self.total > 0)
+        minute = (idx + self.t0).astype("datetime64[m]").astype("datetime64[us]")
+        return pd.DataFrame({"minute": minute, "good": self.good[idx], "total": self.total[idx]})
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,16 +165,51 @@ class _Dense:
     cg: np.ndarray  # len n + 1
     ct: np.ndarray
     cd: np.ndarray
+    step: int = 1  # minutes per data flag: 1, or the slice length under time-slice budgeting
+    memo: dict[tuple[str, int, int], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n(self) -> int:
         return len(self.good)
+
+    def _ranged(self, name: str, first: int, minutes: int) -> np.ndarray:
+        """Sum of column ``name`` (cg, ct, cd) over the ``minutes`` minutes ending at each grid index
+        ``first .. n`` (exclusive ends), by slicing the cumulative sums; memoized per grid."""
+        key = (name, first, minutes)
+        hit = self.memo.get(key)
+        if hit is not None:
+            return hit
+        c = getattr(self, name)
+        n = self.n
+        length = n + 1 - first
+        pad = min(max(minutes - first, 0), length)  # ends before `minutes`: the window starts at 0
+        starts = c[first + pad - minutes : n + 1 - minutes] if pad < length else c[:0]
+        if pad:
+            starts = np.concatenate([np.full(pad, c[0]), starts])
+        hit = np.asarray(c[first : n + 1] - starts)
+        self.memo[key] = hit
+        return hit
+
+    def burn(self, first: int, minutes: int, budget: float) -> np.ndarray:
+        """Burn rate over ``minutes`` at each end ``first .. n`` (NaN where the window has no events)."""
+        key = ("burn", first, minutes)
+        hit = self.memo.get(key)
+        if hit is None:
+            hit = _burn(self._ranged("cg", first, minutes), self._ranged("ct", first, minutes), budget)
+            self.memo[key] = hit
+        return hit
 
     def window(self, end: np.ndarray | int, minutes: int) -> tuple[np.ndarray, np.ndarray]:
         """(good, total) summed over the ``minutes`` minutes ending at grid index ``end`` (exclusive)."""
         e = np.clip(np.asarray(end), 0, self.n)
         s = np.clip(e - minutes, 0, self.n)
         return self.cg[e] - self.cg[s], self.ct[e] - self.ct[s]
+
+    def covered(self, end: np.ndarray | int, minutes: int) -> np.ndarray:
+        """Minutes with data among the ``minutes`` minutes ending at grid index ``end`` (exclusive)."""
+        e = np.clip(np.asarray(end), 0, self.n)
+        s = np.clip(e - minutes, 0, self.n)
+        return np.asarray((self.cd[e] - self.cd[s]) * self.step)
 
 
 def _validate(df: pd.DataFrame) -> pd.DataFrame:
@@ -136,20 +232,17 @@ def _validate(df: pd.DataFrame) -> pd.DataFrame:
 
 def _dense(slo: SLO, df: pd.DataFrame, start: int | None = None, end: int | None = None) -> _Dense:
     """Dense per-minute (or per-slice) events from a minute frame, after the SLO's budgeting method."""
-    df = _validate(df)
-    mins = _minute_ints(df["minute"]) if len(df) else np.empty(0, np.int64)
-    lo = int(mins.min()) if start is None and len(mins) else (start if start is not None else 0)
-    hi = int(mins.max()) + 1 if end is None and len(mins) else (end if end is not None else lo)
-    n = max(hi - lo, 0)
-    good = np.zeros(n)
-    total = np.zeros(n)
-    if len(mins):
-        keep = (mins >= lo) & (mins < hi)
-        idx = mins[keep] - lo
-        good = np.bincount(idx, weights=df["good"].to_numpy(dtype=np.float64)[keep], minlength=n)[:n]
-        total = np.bincount(idx, weights=df["total"].to_numpy(dtype=np.float64)[keep], minlength=n)[:n]
+    return _dense_arrays(slo, MinuteArrays.from_frame(df, start, end))
+
+
+def _dense_arrays(slo: SLO, arr: MinuteArrays) -> _Dense:
+    """Dense per-minute (or per-slice) events from minute arrays, after the SLO's budgeting method."""
+    lo, n = arr.t0, arr.n
+    hi = lo + n
+    good, total = arr.good, arr.total
     data = total > 0
     b = slo.budgeting
+    k = 1
     if b.method != "occurrences" and n:
         k = int((b.slice or timedelta(minutes=1)).total_seconds() // 60)
         # Slices aligned to the epoch; each slice's event sits on its last minute, so an
@@ -179,7 +272,7 @@ def _dense(slo: SLO, df: pd.DataFrame, start: int | None = None, end: int | None
     cg = np.concatenate([[0.0], np.cumsum(good)])
     ct = np.concatenate([[0.0], np.cumsum(total)])
     cd = np.concatenate([[0], np.cumsum(data.astype(np.int64))])
-    return _Dense(lo, good, total, data, cg, ct, cd)
+    return _Dense(lo, good, total, data, cg, ct, cd, k)
 
 
 def _minutes(td: timedelta) -> int:
@@ -187,8 +280,12 @@ def _minutes(td: timedelta) -> int:
 
 
 def _burn(good: np.ndarray, total: np.ndarray, budget: float) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(total > 0, (total - good) / np.where(total > 0, total, 1) / budget, np.nan)
+    """(total - good) / total / budget; NaN where total is 0."""
+    good, total = np.asarray(good, dtype=np.float64), np.asarray(total, dtype=np.float64)
+    out = np.full(total.shape, np.nan)
+    np.divide(total - good, total, out=out, where=total > 0)
+    out /= budget
+    return out
 
 
 def _opt(x: float) -> float | None:
@@ -243,12 +340,32 @@ def _period_budget_units(slo: SLO, period_minutes: int) -> float | None:
     return slo.error_budget * (period_minutes // k)
 
 
-def status_from_minutes(slo: SLO, minutes_df: pd.DataFrame, now: datetime) -> SloStatus:
-    """The SLO's state at ``now``: SLI over its period, budget, burn rate per window, alert state."""
+def status_grid_start(slo: SLO, now: datetime, *, breaches: bool = True) -> datetime:
+    """The earliest minute :func:`status_from_arrays` reads: the period and the longest alert window
+    before ``now``; with ``breaches``, also one nominal period before the period's start (what a
+    breach's budget share is measured against)."""
+    p_start, _ = slo.window.period(now)
+    now_i, ps_i = _dt_int(now), _dt_int(p_start)
+    longest = max([_minutes(w) for w in slo.alerting.windows] + [now_i - ps_i])
+    if not breaches:
+        return _to_dt(now_i - longest)
+    return _to_dt(min(now_i - longest, ps_i - _minutes(slo.window.nominal)))
+
+
+def status_from_minutes(
+    slo: SLO, minutes_df: pd.DataFrame, now: datetime, *, breaches: bool = True
+) -> SloStatus:
+    """The SLO's state at ``now``: SLI over its period, budget, burn rate per window, alert state,
+    and (``breaches``) the breaches that overlap the period."""
+    arr = MinuteArrays.from_frame(minutes_df, _dt_int(status_grid_start(slo, now)), _dt_int(now))
+    return status_from_arrays(slo, arr, now, breaches=breaches)
+
+
+def status_from_arrays(slo: SLO, arrays: MinuteArrays, now: datetime, *, breaches: bool = True) -> SloStatus:
+    """:func:`status_from_minutes` on minute arrays (minutes outside them count as no data)."""
     p_start, p_end = slo.window.period(now)
     now_i, ps_i, pe_i = _dt_int(now), _dt_int(p_start), _dt_int(p_end)
-    longest = max([_minutes(w) for w in slo.alerting.windows] + [now_i - ps_i])
-    d = _dense(slo, minutes_df, start=now_i - longest, end=now_i)
+    d = _dense_arrays(slo, arrays.window(_dt_int(status_grid_start(slo, now, breaches=breaches)), now_i))
     end = d.n  # grid index of `now` (exclusive)
     g, t = d.window(end, now_i - ps_i)
     good, total = float(g), float(t)
@@ -260,10 +377,11 @@ def status_from_minutes(slo: SLO, minutes_df: pd.DataFrame, now: datetime) -> Sl
     for w in slo.alerting.windows:
         wg, wt = d.window(end, _minutes(w))
         burn_rates[format_duration(w)] = _opt(float(_burn(np.array([wg]), np.array([wt]), budget)[0]))
+    found = tuple(_breaches(slo, d, first_end=max(end - (now_i - ps_i), 1))) if breaches else ()
     if total <= 0:
         return SloStatus(
             slo.name, slo.objective, None, good, total, None, None, burn_rates, "no data", None,
-            tuple(gaps), p_start, p_end, now, (), gap_minutes, slo.notes,
+            tuple(gaps), p_start, p_end, now, (), gap_minutes, slo.notes, found,
         )  # fmt: skip
     sli = good / total
     period_units = _period_budget_units(slo, pe_i - ps_i)
@@ -274,7 +392,7 @@ def status_from_minutes(slo: SLO, minutes_df: pd.DataFrame, now: datetime) -> Sl
     remaining = 1.0 - consumed
     firing = []
     for tier in slo.alerting.active_tiers:
-        if _tier_fires(d, tier, budget, slo.alerting.min_events, np.array([end]))[0]:
+        if _fires(d, slo, tier, end)[0]:
             firing.append(f"{tier.severity} {tier.label}")
     state = "page" if any(f.startswith("page") for f in firing) else ("ticket" if firing else "ok")
     current = _current_burn(slo, burn_rates)
@@ -285,7 +403,7 @@ def status_from_minutes(slo: SLO, minutes_df: pd.DataFrame, now: datetime) -> Sl
         tte = (p_end - p_start) * (remaining / current)
     return SloStatus(
         slo.name, slo.objective, sli, good, total, remaining, consumed, burn_rates, state, tte,
-        tuple(gaps), p_start, p_end, now, tuple(firing), gap_minutes, slo.notes,
+        tuple(gaps), p_start, p_end, now, tuple(firing), gap_minutes, slo.notes, found,
     )  # fmt: skip
 
 
@@ -297,13 +415,24 @@ def _current_burn(slo: SLO, burn_rates: dict[str, float | None]) -> float | None
     return burn_rates.get(format_duration(min(t.long for t in tiers)))
 
 
-def _tier_fires(d: _Dense, tier: AlertTier, budget: float, min_events: int, ends: np.ndarray) -> np.ndarray:
-    lg, lt = d.window(ends, _minutes(tier.long))
-    sg, st = d.window(ends, _minutes(tier.short))
-    bl = _burn(lg, lt, budget)
-    bs = _burn(sg, st, budget)
+def _tier_fires(
+    d: _Dense, tier: AlertTier, budget: float, min_events: int, first: int, min_coverage: float = 1.0
+) -> np.ndarray:
+    """Per evaluation end ``first .. d.n`` (grid indexes, exclusive): both windows burn faster than the
+    factor, the long window holds at least ``min_events`` events and ``min_coverage`` x the short
+    window's length of minutes with data."""
+    long_m, short_m = _minutes(tier.long), _minutes(tier.short)
+    bl = d.burn(first, long_m, budget)
+    bs = d.burn(first, short_m, budget)
+    lt = d._ranged("ct", first, long_m)
+    warm = d._ranged("cd", first, long_m) * d.step >= min_coverage * short_m - 1e-9
     with np.errstate(invalid="ignore"):
-        return (bl > tier.factor) & (bs > tier.factor) & (lt >= max(min_events, 1))
+        return (bl > tier.factor) & (bs > tier.factor) & (lt >= max(min_events, 1)) & warm
+
+
+def _fires(d: _Dense, slo: SLO, tier: AlertTier, first: int) -> np.ndarray:
+    a = slo.alerting
+    return _tier_fires(d, tier, slo.error_budget, a.min_events, first, a.min_coverage)
 
 
 # -- timelines --------------------------------------------------------------------------------
@@ -329,11 +458,7 @@ def burn_rate_series(slo: SLO, minutes_df: pd.DataFrame) -> pd.DataFrame:
 def alert_series(slo: SLO, minutes_df: pd.DataFrame) -> pd.DataFrame:
     """Per minute, whether each active tier fires (columns ``page 1h/5m`` ...)."""
     d = _dense(slo, minutes_df)
-    ends = np.arange(1, d.n + 1)
-    out = {
-        f"{t.severity} {t.label}": _tier_fires(d, t, slo.error_budget, slo.alerting.min_events, ends)
-        for t in slo.alerting.active_tiers
-    }
+    out = {f"{t.severity} {t.label}": _fires(d, slo, t, 1) for t in slo.alerting.active_tiers}
     idx = pd.DatetimeIndex(
         np.arange(d.t0, d.t0 + d.n).astype("datetime64[m]").astype("datetime64[ns]"), name="minute"
     )
@@ -381,28 +506,49 @@ def breach_id(slo_name: str, start: datetime) -> str:
 def breaches_from_minutes(
     slo: SLO, minutes_df: pd.DataFrame, *, merge_gap: timedelta = timedelta(0)
 ) -> list[Breach]:
-    """Intervals during which any active tier fired; severity is the highest that fired in it."""
-    d = _dense(slo, minutes_df)
+    """Intervals during which any active tier fired; severity is the highest that fired in it.
+
+    A breach's ``budget_consumed`` is its bad events (bad slices) over the error budget of one
+    nominal SLO period at the traffic of the period that ends with the breach (minutes with data
+    stand for the gaps). It is not capped: 1.3 means the breach alone spent 1.3 periods' budgets.
+    """
+    return breaches_from_arrays(slo, MinuteArrays.from_frame(minutes_df), merge_gap=merge_gap)
+
+
+def breaches_from_arrays(
+    slo: SLO, arrays: MinuteArrays, *, merge_gap: timedelta = timedelta(0)
+) -> list[Breach]:
+    """:func:`breaches_from_minutes` on minute arrays."""
+    return _breaches(slo, _dense_arrays(slo, arrays), merge_gap=merge_gap)
+
+
+def _breaches(
+    slo: SLO, d: _Dense, *, first_end: int = 1, merge_gap: timedelta = timedelta(0)
+) -> list[Breach]:
+    """Breaches on a dense grid whose minutes end at grid index ``first_end`` or later (evaluation at the
+    end of each minute); a breach already firing there is followed back to its true start."""
     tiers = slo.alerting.active_tiers
     if d.n == 0 or not tiers:
         return []
-    ends = np.arange(1, d.n + 1)  # evaluation at the end of each minute
     budget = slo.error_budget
-    fires = []
-    burns = []
-    for t in tiers:
-        f = _tier_fires(d, t, budget, slo.alerting.min_events, ends)
-        lg, lt = d.window(ends, _minutes(t.long))
-        fires.append(f)
-        burns.append(np.where(f, _burn(lg, lt, budget), 0.0))
-    fire_m = np.vstack(fires)
-    burn_m = np.vstack(burns)
+    first = min(max(first_end, 1), d.n)
+    while True:
+        fire_m = np.vstack([_fires(d, slo, t, first) for t in tiers])
+        if first == 1 or not fire_m[:, 0].any():
+            break
+        first = max(1, first - 1440)  # firing at the first end: its start lies earlier
     anyf = fire_m.any(axis=0)
     if not anyf.any():
         return []
+    burn_m = np.vstack(
+        [
+            np.where(f, d.burn(first, _minutes(t.long), budget), 0.0)
+            for f, t in zip(fire_m, tiers, strict=True)
+        ]
+    )
     edges = np.diff(np.concatenate([[0], anyf.astype(np.int8), [0]]))
-    starts = list(np.flatnonzero(edges == 1))
-    stops = list(np.flatnonzero(edges == -1))
+    starts = [int(x) for x in np.flatnonzero(edges == 1)]
+    stops = [int(x) for x in np.flatnonzero(edges == -1)]
     gap = _minutes(merge_gap) if merge_gap > timedelta(0) else 0
     runs: list[tuple[int, int]] = []
     for s, e in zip(starts, stops, strict=True):
@@ -412,29 +558,31 @@ def breaches_from_minutes(
             runs.append((s, e))
     period_m = _minutes(slo.window.nominal)
     units = _period_budget_units(slo, period_m)
+    off = first - 1  # grid index of the minute evaluated at the first end
     out = []
     for s, e in runs:
-        fired = fire_m[:, s:e].any(axis=1)
+        fired = [bool(x) for x in np.asarray(fire_m[:, s:e].any(axis=1))]
         sev = (
             "page" if any(f and t.severity == "page" for f, t in zip(fired, tiers, strict=True)) else "ticket"
         )
         peak = float(np.nanmax(burn_m[:, s:e]))
-        bad = float((d.total[s:e] - d.good[s:e]).sum())
+        gs, ge = s + off, e + off  # grid minutes [gs, ge)
+        bad = float((d.total[gs:ge] - d.good[gs:ge]).sum())
         if units is None:
-            lo = max(e - period_m, 0)
-            covered = int(d.cd[e] - d.cd[lo])
-            per_minute = (d.ct[e] - d.ct[lo]) / covered if covered else 0.0
+            lo = max(ge - period_m, 0)
+            covered = int(d.cd[ge] - d.cd[lo])
+            per_minute = (d.ct[ge] - d.ct[lo]) / covered if covered else 0.0
             allowed = budget * per_minute * period_m
         else:
             allowed = units
-        consumed = float(min(bad / allowed, 1.0)) if allowed > 0 else 1.0
-        start = _to_dt(d.t0 + s)
+        consumed = float(bad / allowed) if allowed > 0 else 1.0
+        start = _to_dt(d.t0 + gs)
         out.append(
             Breach(
                 id=breach_id(slo.name, start),
                 slo=slo.name,
                 start=start,
-                end=_to_dt(d.t0 + e),
+                end=_to_dt(d.t0 + ge),
                 severity=sev,
                 peak_burn_rate=peak,
                 budget_consumed=consumed,

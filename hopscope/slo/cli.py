@@ -122,7 +122,8 @@ def status(
     now: NowOpt = None,
     slo: SloOpt = None,
 ) -> None:
-    """Every SLO now: SLI, objective, budget remaining, burn rates, alert state, time to exhaustion."""
+    """Every SLO now: SLI, objective, budget remaining, burn rates, alert state, time to exhaustion,
+    and the breaches that burned budget in its period."""
     from hopscope.slo.source import evaluate_many, store_now
     from hopscope.store import utcnow
 
@@ -137,7 +138,7 @@ def status(
             at = end
     statuses = evaluate_many(st, slos, now=at)
     if json_out:
-        typer.echo(json.dumps([_jsonable(asdict(s)) for s in statuses], indent=2))
+        typer.echo(json.dumps([_status_json(s) for s in statuses], indent=2))
         return
     labels = sorted({k for s in statuses for k in s.burn_rates}, key=lambda x: _duration_key(x))
     head = ["SLO", "SLI", "objective", "budget left", *[f"burn {k}" for k in labels], "state", "exhausted in"]
@@ -152,6 +153,7 @@ def status(
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, *rows]:
         typer.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    _print_breaches(statuses)
     for s in statuses:
         if s.gaps:
             typer.echo(
@@ -160,6 +162,44 @@ def status(
         for n in s.notes:
             typer.echo(f"{s.slo}: note: {n}")
     typer.echo(f"at {at:%Y-%m-%d %H:%M} UTC")
+
+
+def _status_json(s: Any) -> dict[str, Any]:
+    """A status as JSON; each breach also gets its length in minutes and whether it is still open."""
+    out: dict[str, Any] = _jsonable(asdict(s))
+    for b, js in zip(s.breaches, out["breaches"], strict=True):
+        js["minutes"] = int(b.duration.total_seconds() // 60)
+        js["ongoing"] = s.now is not None and b.end >= s.now
+    return out
+
+
+def _fmt_minutes(td: timedelta) -> str:
+    m = int(td.total_seconds() // 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m"
+
+
+def _print_breaches(statuses: list[Any]) -> None:
+    """The breaches that burned each SLO's budget in its period, oldest first."""
+    rows = []
+    for s in statuses:
+        for b in s.breaches:
+            ongoing = s.now is not None and b.end >= s.now
+            rows.append(
+                [
+                    s.slo, f"{b.start:%Y-%m-%d %H:%M}", _fmt_minutes(b.duration) + (" (open)" if ongoing else ""),
+                    b.severity, f"{b.peak_burn_rate:.3g}", f"{b.budget_consumed * 100:.1f}%", ", ".join(b.windows),
+                ]
+            )  # fmt: skip
+    if not rows:
+        typer.echo("no breaches in the SLOs' periods")
+        return
+    typer.echo("")
+    typer.echo("breaches in each SLO's period (budget: share of one period's error budget)")
+    head = ["SLO", "start (UTC)", "length", "severity", "peak burn", "budget", "windows"]
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    typer.echo("")
 
 
 def _duration_key(label: str) -> float:
@@ -273,7 +313,7 @@ def backtest(
         "detect (med)",
         "reset (med)",
     ]
-    rows = []
+    rows: list[list[object]] = []
     for r in results:
         rows.append(
             [
@@ -283,6 +323,7 @@ def backtest(
                 "-" if r.reset_median is None else _fmt_td(r.reset_median),
             ]
         )  # fmt: skip
-    widths = [max(len(str(x[i])) for x in [head, *rows]) for i in range(len(head))]
-    for r in [head, *rows]:
-        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    lines: list[list[object]] = [list(head), *rows]
+    widths = [max(len(str(x[i])) for x in lines) for i in range(len(head))]
+    for line in lines:
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())

@@ -9,9 +9,10 @@ like Sloth's own generated rules with ``promtool test rules``.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import yaml
 
 from hopscope.slo.spec import SLO, AlertTier, format_duration
@@ -161,6 +162,41 @@ def rule_groups(slo: SLO) -> list[dict[str, Any]]:
     if alerts:
         groups.append({"name": f"sloth-slo-alerts-{ids['sloth_id']}", "rules": alerts})
     return groups
+
+
+def _label_text(labels: Mapping[str, str]) -> str:
+    def esc(v: str) -> str:
+        return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+    return "{" + ",".join(f'{k}="{esc(str(v))}"' for k, v in sorted(labels.items())) + "}" if labels else ""
+
+
+def openmetrics_lines(
+    series: Sequence[tuple[str, Mapping[str, str], int, np.ndarray]], *, chunk: int = 100_000
+) -> Iterator[str]:
+    """OpenMetrics text for ``promtool tsdb create-blocks-from openmetrics`` (backfilling Prometheus).
+
+    Each series is (metric name, labels, first minute since the epoch, events per minute): it becomes
+    a counter sampled at every minute boundary from the first minute's start (value 0) to the last
+    minute's end, so that ``increase(x[w])`` at a minute boundary counts exactly the events of the
+    ``w`` minutes before it, as hopscope's windows do. Families are typed ``unknown`` (the names keep
+    their ``_total``/``_bucket``/``_count`` suffixes as PromQL sees them). Yields chunks of lines.
+    """
+    by_name: dict[str, list[tuple[Mapping[str, str], int, np.ndarray]]] = {}
+    for name, labels, t0, per_minute in series:
+        if not re.match(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$", name):
+            raise ValueError(f"{name!r} is not a Prometheus metric name")
+        by_name.setdefault(name, []).append((labels, t0, per_minute))
+    for name, members in by_name.items():
+        yield f"# TYPE {name} unknown\n"
+        for labels, t0, per_minute in members:
+            prefix = name + _label_text(labels) + " "
+            values = np.concatenate([[0.0], np.cumsum(np.asarray(per_minute, dtype=np.float64))])
+            stamps = (np.arange(len(values), dtype=np.int64) + int(t0)) * 60
+            for i in range(0, len(values), chunk):
+                v, ts = values[i : i + chunk], stamps[i : i + chunk]
+                yield "".join(f"{prefix}{x:.17g} {t}\n" for x, t in zip(v.tolist(), ts.tolist(), strict=True))
+    yield "# EOF\n"
 
 
 class _Literal(str):

@@ -562,6 +562,8 @@ def to_document(slo: SLO) -> dict[str, Any]:
         alerting["disable"] = list(a.disabled)
     if a.min_events:
         alerting["minEvents"] = a.min_events
+    if a.min_coverage != 1.0:
+        alerting["minCoverage"] = a.min_coverage
     for key, val in (
         ("name", a.name),
         ("labels", dict(a.labels)),

@@ -1,31 +1,52 @@
-"""Fetch the minute frames the SLO math takes, from the store's ``hop_minutes`` (the only SQL of the SLO engine).
+"""Fetch the minute series the SLO math takes, from the store (the only SQL of the SLO engine).
 
 Span SLIs read one edge of ``hop_minutes``: the entry edge (``client = ''``,
 ``server = <service>``) for end-to-end SLIs, or the ``client->server`` edge named
 by ``hop``. Latency "good" is the exact ``good_cnt`` where ``good_le_ms`` holds the
 threshold, else the histogram's buckets at or below it (``histogram.count_at_most``).
+
+One scan per read gives, per minute and per series (edge x route x good measure), good and
+total events; the series land in dense per-minute arrays (:class:`MinuteArrays`)
+that a per-process :class:`MinuteCache` keeps per store. The cache is keyed by the store's
+DuckLake snapshot: when the snapshot moves it asks DuckLake which minutes of ``hop_minutes``
+changed (``ducklake_table_changes``) and re-reads from the earliest of them only, so a
+dashboard refreshing every few seconds reads only the new minutes.
+
+:func:`minute_arrays_from_spans` is the raw path: the same series straight from ``spans``
+(entry edges only), for stores without rollups and for the benchmark.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from hopscope import histogram
+from hopscope.errors import SpecError
 from hopscope.slo.burn import (
     Breach,
+    MinuteArrays,
     SloStatus,
-    breaches_from_minutes,
-    status_from_minutes,
+    _dt_int,
+    _to_dt,
+    breaches_from_arrays,
+    status_from_arrays,
+    status_grid_start,
 )
 from hopscope.slo.spec import SLO, SPAN_KINDS
 
 
 class _Queryable(Protocol):
-    def query_df(self, sql: str, params: Any = None) -> pd.DataFrame: ...
+    def query(self, sql: str, params: Any = None) -> pa.Table: ...
 
 
 EMPTY = pd.DataFrame({"minute": pd.Series([], dtype="datetime64[us]"), "good": [], "total": []})
@@ -35,50 +56,337 @@ def _floor_minute(t: datetime) -> datetime:
     return t.replace(second=0, microsecond=0)
 
 
-def _condition(slo: SLO) -> tuple[str, list[Any]]:
+# -- series: what a span SLO reads ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One per-minute good/total series of ``hop_minutes``: an edge, a route (None: every route) and
+    what counts as good (``threshold_ms``: latency at or under it; None: requests without error)."""
+
+    client: str
+    server: str
+    route: str | None
+    threshold_ms: float | None
+
+
+def series_of(slo: SLO) -> Series | None:
+    """The series a span SLO reads (None for Prometheus-sourced SLIs)."""
+    if slo.sli.kind not in SPAN_KINDS:
+        return None
     client, server = slo.sli.edge
-    sql, params = "(client = ? AND server = ?", [client, server]
-    if slo.sli.route is not None:
-        sql += " AND route = ?"
-        params.append(slo.sli.route)
-    return sql + ")", params
+    thr = float(slo.sli.threshold_ms) if slo.sli.kind == "latency" and slo.sli.threshold_ms else None
+    return Series(client, server, slo.sli.route, thr)
 
 
-def _fetch(store: _Queryable, span: Sequence[SLO], start: datetime, end: datetime) -> pd.DataFrame:
-    """One row per minute x edge x route that any of the SLOs reads: count, errors, exact good counts."""
-    thresholds = sorted(
-        {float(s.sli.threshold_ms) for s in span if s.sli.kind == "latency" and s.sli.threshold_ms}
+def _codes(series: Sequence[Series]) -> tuple[list[tuple[str, str]], list[str], list[float]]:
+    edges = sorted({(s.client, s.server) for s in series})
+    routes = sorted({s.route for s in series if s.route is not None})
+    thresholds = sorted({s.threshold_ms for s in series if s.threshold_ms is not None})
+    return edges, routes, thresholds
+
+
+def _case(columns: tuple[str, ...], values: Sequence[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+    """``CASE WHEN a = ? AND b = ? THEN 0 ... ELSE -1 END``: fixed column names, values bound."""
+    if not values:
+        return "-1", []
+    parts, params = [], []
+    for i, v in enumerate(values):
+        parts.append("WHEN " + " AND ".join(f"{c} = ?" for c in columns) + f" THEN {i}")
+        params += list(v)
+    return "CASE " + " ".join(parts) + " ELSE -1 END", params
+
+
+def _read_hop_minutes(
+    store: _Queryable, series: Sequence[Series], lo: int, hi: int
+) -> dict[Series, MinuteArrays]:
+    """Dense arrays of the series over minutes [lo, hi), from one scan of hop_minutes.
+
+    Rows are already one per minute x edge x route, so the scan only projects (grouping them in SQL
+    cost more than it saved); edges and routes come back as small integer codes, and numpy sums
+    the rows of each series per minute. Where the rollup did not count a threshold exactly, a
+    second scan reads the histogram for those rows only.
+    """
+    edges, routes, thresholds = _codes(series)
+    edge_sql, edge_params = _case(("client", "server"), edges)
+    route_sql, route_params = _case(("route",), [(r,) for r in routes])
+    goods = "".join(
+        f", good_cnt[list_position(good_le_ms, ?::DOUBLE)] AS g{i}" for i in range(len(thresholds))
     )
-    conds, cond_params = [], []
-    for s in span:
-        c, cp = _condition(s)
-        conds.append(c)
-        cond_params += cp
-    cols = ", ".join(
-        f"list_extract(good_cnt, list_position(good_le_ms, ?::DOUBLE)) AS g{i}"
-        for i in range(len(thresholds))
+    where = (
+        "minute >= ? AND minute < ? AND (" + " OR ".join("(client = ? AND server = ?)" for _ in edges) + ")"
     )
+    where_params = [_to_dt(lo), _to_dt(hi), *[x for e in edges for x in e]]
     sql = (
-        f"SELECT minute, client, server, route, count, errors{', ' + cols if cols else ''} FROM hop_minutes "
-        f"WHERE minute >= ? AND minute < ? AND ({' OR '.join(conds)})"
+        "SELECT CAST(epoch_us(minute) // 60000000 AS BIGINT) AS m, "
+        f"{edge_sql} AS e, {route_sql} AS r, count AS total, errors{goods} FROM hop_minutes WHERE {where}"
     )
-    df = store.query_df(sql, [*thresholds, _floor_minute(start), _floor_minute(end), *cond_params])
+    table = store.query(sql, [*edge_params, *route_params, *thresholds, *where_params])
+    extra: dict[float, pa.Table] = {}
     for i, thr in enumerate(thresholds):
-        col = f"g{i}"
-        if df[col].isna().any():
-            # the rollup did not count this threshold exactly here: buckets wholly at or below it
-            bucket = int(histogram.bucket_index(thr))
-            fb = store.query_df(
-                "SELECT minute, client, server, route, list_sum(list_transform(range(1, len(hist_idx) + 1), "
-                "k -> CASE WHEN hist_idx[k] <= ? THEN hist_cnt[k] ELSE 0 END)) AS fb FROM hop_minutes "
-                f"WHERE minute >= ? AND minute < ? AND list_position(good_le_ms, ?::DOUBLE) IS NULL AND ({' OR '.join(conds)})",
-                [bucket, _floor_minute(start), _floor_minute(end), thr, *cond_params],
+        if table.column(f"g{i}").null_count:
+            # the rollup did not count this threshold exactly there: buckets at or below it
+            extra[thr] = store.query(
+                "SELECT CAST(epoch_us(minute) // 60000000 AS BIGINT) AS m, "
+                f"{edge_sql} AS e, {route_sql} AS r, coalesce(list_sum(list_transform(range(1, len(hist_idx) + 1), "
+                "k -> CASE WHEN hist_idx[k] <= ? THEN hist_cnt[k] ELSE 0 END)), 0) AS g "
+                f"FROM hop_minutes WHERE {where} AND list_position(good_le_ms, ?::DOUBLE) IS NULL",
+                [*edge_params, *route_params, int(histogram.bucket_index(thr)), *where_params, thr],
             )
-            df = df.merge(fb, on=["minute", "client", "server", "route"], how="left")
-            df[col] = df[col].fillna(df["fb"]).fillna(0)
-            df = df.drop(columns="fb")
-        df = df.rename(columns={col: f"good@{thr!r}"})
-    return df
+    return _to_arrays(table, series, edges, routes, thresholds, lo, hi, extra)
+
+
+def _to_arrays(
+    table: pa.Table,
+    series: Sequence[Series],
+    edges: Sequence[tuple[str, str]],
+    routes: Sequence[str],
+    thresholds: Sequence[float],
+    lo: int,
+    hi: int,
+    extra: dict[float, pa.Table] | None = None,
+) -> dict[Series, MinuteArrays]:
+    """Per series, sum the rows of a scan (columns m, e, r, total, errors, g<i>) onto a minute grid."""
+    n = max(hi - lo, 0)
+
+    columns: dict[tuple[int, str], np.ndarray] = {}
+
+    def col(t: pa.Table, name: str) -> np.ndarray:
+        key = (id(t), name)
+        if key not in columns:
+            c = t.column(name)
+            if pa.types.is_decimal(c.type):
+                c = c.cast(pa.float64())
+            columns[key] = np.asarray(np.nan_to_num(c.to_numpy(zero_copy_only=False).astype(np.float64)))
+        return columns[key]
+
+    def codes(t: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (
+            t.column("m").to_numpy().astype(np.int64) - lo,
+            t.column("e").to_numpy().astype(np.int64),
+            t.column("r").to_numpy().astype(np.int64),
+        )
+
+    def sums(idx: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        return np.asarray(np.bincount(idx, weights=weights, minlength=n)[:n]) if len(idx) else np.zeros(n)
+
+    def select(e: np.ndarray, r: np.ndarray, s: Series) -> np.ndarray:
+        mask = np.asarray(e == edges.index((s.client, s.server)))
+        if s.route is not None:
+            mask &= r == routes.index(s.route)
+        return mask
+
+    m, e, r = codes(table)
+    total = col(table, "total")
+    out = {}
+    for s in series:
+        mask = select(e, r, s)
+        if s.threshold_ms is None:
+            good_w = total[mask] - col(table, "errors")[mask]
+        else:
+            good_w = col(table, f"g{thresholds.index(s.threshold_ms)}")[mask]
+        good = sums(m[mask], good_w)
+        fb = (extra or {}).get(s.threshold_ms) if s.threshold_ms is not None else None
+        if fb is not None and fb.num_rows:
+            fm, fe, fr = codes(fb)
+            fmask = select(fe, fr, s)
+            good = good + sums(fm[fmask], col(fb, "g")[fmask])
+        out[s] = MinuteArrays(lo, good, sums(m[mask], total[mask]))
+    return out
+
+
+# -- the per-process cache ----------------------------------------------------------------------
+
+# Snapshot changes that leave the rows of a table as they were (file merges, flushing inlined rows).
+_NO_ROW_CHANGES = ("merge_adjacent", "flushed_inlined", "compacted")
+
+
+@dataclass(slots=True)
+class _StoreState:
+    snapshot: int | None = None
+    table_id: int | None = None
+    series: dict[Series, MinuteArrays] = field(default_factory=dict)
+
+
+class MinuteCache:
+    """Per-minute series of each store this process reads, kept until the store's data changes.
+
+    Keyed by the store's folder and catalog file (a store regenerated in place starts afresh) and
+    checked against the DuckLake snapshot on every read: unchanged, nothing is read; changed, only
+    the minutes from the earliest changed one on (``ducklake_table_changes``); where DuckLake cannot
+    say (the snapshot expired), everything is read again. ``max_minutes`` bounds each series,
+    ``max_stores`` the stores kept (least recently used dropped first).
+    """
+
+    def __init__(self, max_minutes: int = 400 * 1440, max_stores: int = 8) -> None:
+        self.max_minutes = max_minutes
+        self.max_stores = max_stores
+        self._lock = threading.Lock()
+        self._stores: dict[tuple[str, int, int], _StoreState] = {}
+        self.reads = 0  # SQL scans of hop_minutes (for tests and the benchmark)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._stores.clear()
+
+    @staticmethod
+    def _identity(store: Any) -> tuple[str, int, int] | None:
+        from hopscope.store import CATALOG_FILE
+
+        path = getattr(store, "path", None)
+        if path is None:
+            return None
+        try:
+            st = os.stat(os.path.join(path, CATALOG_FILE))
+        except OSError:
+            return None
+        return (os.path.realpath(path), st.st_dev, st.st_ino)
+
+    def arrays(
+        self, store: _Queryable, series: Sequence[Series], lo: int, hi: int
+    ) -> dict[Series, MinuteArrays]:
+        """Dense arrays of the series over minutes [lo, hi)."""
+        series = list(dict.fromkeys(series))
+        if not series or hi <= lo:
+            return {s: MinuteArrays(lo, np.zeros(max(hi - lo, 0)), np.zeros(max(hi - lo, 0))) for s in series}
+        ident = self._identity(store)
+        if ident is None:
+            self.reads += 1
+            return _read_hop_minutes(store, series, lo, hi)
+        with self._lock:
+            state = self._stores.pop(ident, None) or _StoreState()
+            self._stores[ident] = state  # most recently used last
+            while len(self._stores) > self.max_stores:
+                del self._stores[next(iter(self._stores))]
+            self._sync(store, state)
+            # per series, what it lacks of [lo, hi) while staying one contiguous range: before and after
+            # what it holds; series lacking the same segments are read together
+            todo: dict[tuple[int, int], list[Series]] = {}
+            for s in series:
+                have = state.series.get(s)
+                if have is None or have.n == 0:
+                    todo.setdefault((lo, hi), []).append(s)
+                    continue
+                ka, kb = have.t0, have.t0 + have.n
+                if lo < ka:
+                    todo.setdefault((lo, ka), []).append(s)
+                if hi > kb:
+                    todo.setdefault((kb, hi), []).append(s)
+            for (sa, sb), need in sorted(todo.items()):
+                self.reads += 1
+                for s, arr in _read_hop_minutes(store, need, sa, sb).items():
+                    state.series[s] = self._merge(state.series.get(s), arr)
+            return {s: state.series[s].window(lo, hi) for s in series}
+
+    def _merge(self, old: MinuteArrays | None, new: MinuteArrays) -> MinuteArrays:
+        if old is None or old.n == 0:
+            merged = new
+        else:
+            a, b = min(old.t0, new.t0), max(old.t0 + old.n, new.t0 + new.n)
+            merged = old.window(a, b)
+            merged.good[new.t0 - a : new.t0 - a + new.n] = new.good
+            merged.total[new.t0 - a : new.t0 - a + new.n] = new.total
+        if merged.n > self.max_minutes:
+            merged = merged.window(merged.t0 + merged.n - self.max_minutes, merged.t0 + merged.n)
+        return merged
+
+    def _sync(self, store: _Queryable, state: _StoreState) -> None:
+        """Bring the cached series in line with the store's current snapshot."""
+        snap = _current_snapshot(store)
+        if snap is None or state.snapshot is None or snap < state.snapshot:
+            state.series.clear()
+        elif snap != state.snapshot and state.series:
+            changed_from = self._changed_from(store, state, snap)
+            if changed_from is not None:
+                for s, arr in list(state.series.items()):
+                    if changed_from <= arr.t0:
+                        del state.series[s]
+                    elif changed_from < arr.t0 + arr.n:
+                        state.series[s] = arr.window(arr.t0, changed_from)
+        state.snapshot = snap
+
+    def _changed_from(self, store: _Queryable, state: _StoreState, snap: int) -> int | None:
+        """Earliest minute of hop_minutes changed after the cached snapshot (-inf: unknown, read all)."""
+        everything = -(2**62)
+        try:
+            if state.table_id is None:
+                t = store.query(
+                    "SELECT table_id FROM ducklake_table_info(?) WHERE table_name = 'hop_minutes'", [_lake()]
+                ).column(0)
+                state.table_id = int(t[0].as_py()) if len(t) else None
+            rows = store.query(
+                "SELECT snapshot_id, changes FROM ducklake_snapshots(?) WHERE snapshot_id > ? AND snapshot_id <= ?",
+                [_lake(), state.snapshot, snap],
+            ).to_pylist()
+            if sorted(int(r["snapshot_id"]) for r in rows) != list(
+                range((state.snapshot or 0) + 1, snap + 1)
+            ):
+                return everything  # some snapshots expired: what they changed is no longer known
+            if not _touches(rows, state.table_id):
+                return None
+            t = store.query(
+                "SELECT min(minute) AS m FROM ducklake_table_changes(?, 'main', 'hop_minutes', ?, ?)",
+                [_lake(), (state.snapshot or 0) + 1, snap],
+            ).column(0)
+        except Exception:  # an expired snapshot, a catalog without these functions: read everything again
+            return everything
+        first = t[0].as_py() if len(t) else None
+        return None if first is None else _dt_int(first)
+
+
+def _touches(rows: Iterable[dict[str, Any]], table_id: int | None) -> bool:
+    """Whether any of these snapshots changed rows of the table (unknown shapes count as yes)."""
+    for row in rows:
+        changes = row.get("changes")
+        items = changes.items() if isinstance(changes, dict) else (changes or [])
+        for item in items:
+            key, ids = item if isinstance(item, tuple) else (item.get("key"), item.get("value"))
+            if str(key) in _NO_ROW_CHANGES:
+                continue
+            if (
+                table_id is None
+                or ids is None
+                or table_id in [int(x) for x in ids if str(x).isdigit()]
+                or not ids
+            ):
+                return True
+    return False
+
+
+def _lake() -> str:
+    from hopscope.store import LAKE
+
+    return LAKE
+
+
+def _current_snapshot(store: _Queryable) -> int | None:
+    try:
+        t = store.query("SELECT id FROM current_snapshot()").column(0)
+    except Exception:  # not a DuckLake store (a plain DuckDB connection in a notebook): never cache
+        return None
+    return int(t[0].as_py()) if len(t) else None
+
+
+CACHE = MinuteCache()
+
+
+# -- minute series -------------------------------------------------------------------------------
+
+
+def minute_arrays_many(
+    store: _Queryable,
+    slos: Sequence[SLO],
+    start: datetime,
+    end: datetime,
+    *,
+    cache: MinuteCache | None = None,
+) -> dict[str, MinuteArrays]:
+    """Dense minute arrays of many SLOs over [start, end) from hop_minutes (Prometheus SLIs: all zeros)."""
+    lo, hi = _dt_int(start), _dt_int(end)
+    wanted = {s.name: series_of(s) for s in slos}
+    got = (cache or CACHE).arrays(store, [x for x in wanted.values() if x is not None], lo, hi)
+    zeros = MinuteArrays(lo, np.zeros(max(hi - lo, 0)), np.zeros(max(hi - lo, 0)))
+    return {name: (got[x] if x is not None else zeros) for name, x in wanted.items()}
 
 
 def minute_series_many(
@@ -88,27 +396,8 @@ def minute_series_many(
 
     SLOs whose SLI is not read from spans (Prometheus kinds) get an empty frame.
     """
-    span = [s for s in slos if s.sli.kind in SPAN_KINDS]
-    out = {s.name: EMPTY.copy() for s in slos}
-    if not span:
-        return out
-    df = _fetch(store, span, start, end)
-    for s in span:
-        client, server = s.sli.edge
-        mask = (df["client"] == client) & (df["server"] == server)
-        if s.sli.route is not None:
-            mask &= df["route"] == s.sli.route
-        sub = df[mask]
-        if s.sli.kind == "availability":
-            good = sub["count"] - sub["errors"]
-        else:
-            good = sub[f"good@{float(s.sli.threshold_ms or 0)!r}"]
-        frame = pd.DataFrame(
-            {"minute": sub["minute"], "good": good.astype("float64"), "total": sub["count"].astype("float64")}
-        )
-        frame = frame.groupby("minute", sort=True, as_index=False).sum()
-        out[s.name] = frame[frame["total"] > 0].reset_index(drop=True)
-    return out
+    arrays = minute_arrays_many(store, slos, _floor_minute(start), _floor_minute(end))
+    return {s.name: (arrays[s.name].to_frame() if series_of(s) else EMPTY.copy()) for s in slos}
 
 
 def minute_series(store: _Queryable, slo: SLO, start: datetime, end: datetime) -> pd.DataFrame:
@@ -116,42 +405,121 @@ def minute_series(store: _Queryable, slo: SLO, start: datetime, end: datetime) -
     return minute_series_many(store, [slo], start, end)[slo.name]
 
 
-def lookback(slo: SLO) -> timedelta:
-    """How much history before an instant its status needs: the period or the longest alert window."""
-    windows = [t.long for t in slo.alerting.tiers] + [slo.window.nominal + timedelta(days=1)]
-    return max(windows)
+def minute_arrays_from_spans(
+    store: _Queryable, slos: Sequence[SLO], start: datetime, end: datetime
+) -> dict[str, MinuteArrays]:
+    """The raw path: the SLOs' minute arrays over [start, end) from ``spans``, in one grouped scan.
+
+    Entry-edge SLIs only (the trace's root SERVER span of the service, with its route; errors:
+    status_code 2 or an HTTP status >= 500), counted as the rollup counts them. A hop SLI needs the
+    client/server pairing of the rollup: read it from hop_minutes.
+    """
+    lo, hi = _dt_int(start), _dt_int(end)
+    wanted = {s.name: series_of(s) for s in slos}
+    for s in slos:
+        x = wanted[s.name]
+        if x is not None and x.client != "":
+            raise SpecError(
+                f"{s.source_file or s.name}: spec.sli.hop: {s.sli.hop!r}: the raw-span path reads entry edges "
+                "only; hop SLIs are read from hop_minutes"
+            )
+    series = [x for x in dict.fromkeys(wanted.values()) if x is not None]
+    zeros = MinuteArrays(lo, np.zeros(max(hi - lo, 0)), np.zeros(max(hi - lo, 0)))
+    if not series:
+        return {name: zeros for name in wanted}
+    edges, routes, thresholds = _codes(series)
+    # Group on the raw columns and code the few result rows in Arrow: a CASE per span costs more.
+    goods = "".join(f", count_if(duration_ms <= ?) AS g{i}" for i in range(len(thresholds)))
+    one_service = len(edges) == 1  # the usual case: no service column to group on
+    sql = (
+        "SELECT CAST(epoch_us(start_time) // 60000000 AS BIGINT) AS m, "
+        + ("" if one_service else "service, ")
+        + "http_route AS route, count(*) AS total, "
+        "count_if(status_code = 2 OR http_status_code >= 500) AS errors"
+        + goods
+        + " FROM spans WHERE start_time >= ? AND start_time < ? AND parent_span_id IS NULL AND kind = 2 "
+        "AND service IN (" + ", ".join("?" for _ in edges) + ") GROUP BY ALL"
+    )
+    table = store.query(sql, [*thresholds, _to_dt(lo), _to_dt(hi), *[e[1] for e in edges]])
+
+    def code(column: pa.ChunkedArray, values: Sequence[str]) -> pa.Array:
+        # a trace without a route rolls up under route '' (as the rollup does)
+        found = pc.index_in(pc.fill_null(column, ""), value_set=pa.array(list(values), pa.string()))
+        return pc.fill_null(found, -1)
+
+    n = table.num_rows
+    coded = pa.table(
+        {
+            "m": table.column("m"),
+            "e": pa.array(np.zeros(n, np.int64))
+            if one_service
+            else code(table.column("service"), [e[1] for e in edges]),
+            "r": code(table.column("route"), routes),
+            "total": table.column("total"),
+            "errors": table.column("errors"),
+            **{f"g{i}": table.column(f"g{i}") for i in range(len(thresholds))},
+        }
+    )
+    got = _to_arrays(coded, series, edges, routes, thresholds, lo, hi)
+    return {name: (got[x] if x is not None else zeros) for name, x in wanted.items()}
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+
+
+def lookback(slo: SLO, now: datetime | None = None) -> timedelta:
+    """How much history before ``now`` its status needs: the longest alert window, and one nominal
+    period before the period's start (the breaches of the period and their budget share)."""
+    if now is None:
+        windows = [t.long for t in slo.alerting.tiers] + [slo.window.nominal + timedelta(days=1)]
+        return max(windows)
+    return now - status_grid_start(slo, now)
 
 
 def store_now(store: _Queryable) -> datetime | None:
     """One minute after the last minute of hop_minutes (None for an empty store)."""
-    df = store.query_df("SELECT max(minute) AS m FROM hop_minutes")
-    m = df["m"].iloc[0] if len(df) else None
-    if m is None or pd.isna(m):
+    t = store.query("SELECT max(minute) AS m FROM hop_minutes").column(0)
+    m = t[0].as_py() if len(t) else None
+    if m is None:
         return None
-    return pd.Timestamp(m).to_pydatetime() + timedelta(minutes=1)
+    last: datetime = pd.Timestamp(m).to_pydatetime()
+    return last + timedelta(minutes=1)
 
 
 def _note_unsourced(slo: SLO, status: SloStatus) -> SloStatus:
     if slo.sli.kind in SPAN_KINDS:
         return status
-    from dataclasses import replace
-
     note = (
         f"{slo.name}: {slo.sli.kind} SLI is evaluated by Prometheus; export its rules (hopscope slo export)"
     )
     return replace(status, notes=(*status.notes, note))
 
 
-def evaluate_many(store: _Queryable, slos: Sequence[SLO], *, now: datetime | None = None) -> list[SloStatus]:
-    """Status of every SLO at ``now`` (default: now, UTC), from one scan of hop_minutes."""
+def evaluate_many(
+    store: _Queryable,
+    slos: Sequence[SLO],
+    *,
+    now: datetime | None = None,
+    breaches: bool = True,
+    source: str = "hop_minutes",
+) -> list[SloStatus]:
+    """Status of every SLO at ``now`` (default: now, UTC), with the breaches of its period.
+
+    ``source``: ``hop_minutes`` (cached, see :class:`MinuteCache`) or ``spans`` (the raw path, uncached).
+    """
     from hopscope.store import utcnow
 
     now = _floor_minute(now or utcnow())
     if not slos:
         return []
-    start = now - max(lookback(s) for s in slos)
-    frames = minute_series_many(store, slos, start, now)
-    return [_note_unsourced(s, status_from_minutes(s, frames[s.name], now)) for s in slos]
+    start = min(status_grid_start(s, now, breaches=breaches) for s in slos)
+    if source == "spans":
+        arrays = minute_arrays_from_spans(store, slos, start, now)
+    elif source == "hop_minutes":
+        arrays = minute_arrays_many(store, slos, start, now)
+    else:
+        raise ValueError(f"source: {source!r} is not one of hop_minutes, spans")
+    return [_note_unsourced(s, status_from_arrays(s, arrays[s.name], now, breaches=breaches)) for s in slos]
 
 
 def evaluate(store: _Queryable, slo: SLO, *, now: datetime | None = None) -> SloStatus:
@@ -163,12 +531,12 @@ def find_breaches(
 ) -> list[Breach]:
     """Breaches of one SLO over stored history (default: all of it); windows look back before ``start``."""
     if start is None or end is None:
-        rng = store.query_df("SELECT min(minute) AS lo, max(minute) AS hi FROM hop_minutes")
-        lo, hi = rng["lo"].iloc[0], rng["hi"].iloc[0]
-        if lo is None or pd.isna(lo):
+        row = store.query("SELECT min(minute) AS lo, max(minute) AS hi FROM hop_minutes").to_pylist()[0]
+        if row["lo"] is None:
             return []
-        start = start or pd.Timestamp(lo).to_pydatetime()
-        end = end or pd.Timestamp(hi).to_pydatetime() + timedelta(minutes=1)
-    windows = [t.long for t in slo.alerting.tiers] or [timedelta(0)]
-    frame = minute_series(store, slo, start - max(windows), end)
-    return [b for b in breaches_from_minutes(slo, frame) if b.end > start and b.start < end]
+        start = start or row["lo"]
+        end = end or row["hi"] + timedelta(minutes=1)
+    # windows warm up over the longest long window; a breach's budget share needs one period before it
+    back = max([t.long for t in slo.alerting.tiers] + [slo.window.nominal])
+    arrays = minute_arrays_many(store, [slo], _floor_minute(start - back), _floor_minute(end))[slo.name]
+    return [b for b in breaches_from_arrays(slo, arrays) if b.end > start and b.start < end]

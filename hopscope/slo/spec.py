@@ -197,6 +197,11 @@ class Alerting:
     tiers: tuple[AlertTier, ...] = ()
     disabled: tuple[str, ...] = ()
     min_events: int = 0
+    # Warm-up guard: a tier fires only once its long window holds at least min_coverage x its short
+    # window's length of minutes with data. At the start of data (or after a long collection gap) a
+    # 3d window holding one minute sees no more than that minute: the pair degenerates into a
+    # one-minute alert at factor 1. 0 turns the guard off (what Prometheus/Sloth rules do).
+    min_coverage: float = 1.0
     name: str | None = None  # alert name for exported rules
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
@@ -335,7 +340,7 @@ def parse_window_table(doc: Any, file: str, name: str | None = None) -> WindowTa
     if d.get("apiVersion") == "sloth.slok.dev/v1":
         spec = _mapping(d.get("spec"), at / "spec", ("sloPeriod", "page", "ticket"))
         period = _duration(spec.get("sloPeriod"), at / "spec" / "sloPeriod")
-        tiers = []
+        tiers: list[tuple[str, timedelta, timedelta, float | None, float | None]] = []
         for sev in SEVERITIES:
             sev_map = _mapping(spec.get(sev), at / "spec" / sev, ("quick", "slow"))
             for speed in ("quick", "slow"):
@@ -363,9 +368,9 @@ def parse_window_table(doc: Any, file: str, name: str | None = None) -> WindowTa
     for i, t in enumerate(raw):
         t_at = at / "tiers" / i
         tm = _mapping(t, t_at, ("severity", "long", "short", "factor", "budget_percent"))
-        sev = tm.get("severity")
+        sev = str(tm.get("severity"))
         if sev not in SEVERITIES:
-            raise (t_at / "severity").fail(f"{sev!r} is not one of {', '.join(SEVERITIES)}")
+            raise (t_at / "severity").fail(f"{tm.get('severity')!r} is not one of {', '.join(SEVERITIES)}")
         long = _duration(tm.get("long"), t_at / "long")
         short = _duration(tm.get("short"), t_at / "short")
         if short >= long:
@@ -373,10 +378,10 @@ def parse_window_table(doc: Any, file: str, name: str | None = None) -> WindowTa
                 f"{tm.get('short')!r} is not shorter than the long window {tm.get('long')!r}"
             )
         factor = _positive(tm["factor"], t_at / "factor") if "factor" in tm else None
-        pct = _positive(tm["budget_percent"], t_at / "budget_percent") if "budget_percent" in tm else None
-        if factor is None and pct is None:
+        percent = _positive(tm["budget_percent"], t_at / "budget_percent") if "budget_percent" in tm else None
+        if factor is None and percent is None:
             raise t_at.fail("needs factor or budget_percent")
-        tiers.append((sev, long, short, factor, pct))
+        tiers.append((sev, long, short, factor, percent))
     return WindowTable(tname, period, tuple(tiers), scale, Path(file))
 
 
@@ -441,6 +446,7 @@ _ALERT_KEYS = (
     "policy",
     "disable",
     "minEvents",
+    "minCoverage",
     "name",
     "labels",
     "annotations",
@@ -644,11 +650,18 @@ def _parse_alerting(v: Any, at: _At, window: Window, tables: Mapping[str, Window
     me = m.get("minEvents", 0)
     if isinstance(me, bool) or not isinstance(me, int) or me < 0:
         raise (at / "minEvents").fail(f"{_short(me)} is not a whole number >= 0")
+    mc = m.get("minCoverage", 1.0)
+    if isinstance(mc, bool) or not isinstance(mc, (int, float)) or not 0 <= float(mc) <= 12:
+        raise (at / "minCoverage").fail(
+            f"{_short(mc)} is not a number in [0, 12] (share of the short window's length that the "
+            "long window must hold with data before a tier may fire; 0 turns the guard off)"
+        )
     return Alerting(
         policy=policy,
         tiers=tiers,
         disabled=tuple(str(x) for x in raw_dis),
         min_events=me,
+        min_coverage=float(mc),
         name=_str(m.get("name"), at / "name"),
         labels=_labels(m.get("labels"), at / "labels"),
         annotations=_labels(m.get("annotations"), at / "annotations"),
