@@ -300,7 +300,7 @@ class Store:
                 cur.execute(f'INSERT INTO "{table}" SELECT * FROM _hopscope_in')
             finally:
                 cur.unregister("_hopscope_in")
-            return arrow.num_rows
+            return int(arrow.num_rows)
 
         return int(self._in_transaction(insert, what=f"append to {table}"))
 
@@ -316,7 +316,7 @@ class Store:
                     cur.execute(f'INSERT INTO "{table}" SELECT * FROM _hopscope_in')
                 finally:
                     cur.unregister("_hopscope_in")
-            return arrow.num_rows
+            return int(arrow.num_rows)
 
         return int(self._in_transaction(swap, what=f"replace in {table}"))
 
