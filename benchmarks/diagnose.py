@@ -4,12 +4,17 @@ Store: 30 days of hop_minutes for 21 hops (gateway + 10 services, 11 edges), 10M
 (the last 2 days), ~2M resource samples (36 series at 1/min). Built once under var/bench-diagnose
 (reused when present).
 
-    .venv/bin/python benchmarks/diagnose.py [--rebuild] [--spans 10000000]
+    .venv/bin/python benchmarks/diagnose.py [--rebuild] [--spans 10000000] [--demo var/demo]
+
+Prints cold and warm (median) wall time and CPU time per diagnosis, the median time of each step
+(hop_minutes query, decomposition, samples queries, scoring, bubbleup query), the load average,
+and with --demo the time of `hopscope incidents --since 7d` over a demo store.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import time
@@ -176,22 +181,63 @@ def build_spans(store: Store, rng: np.random.Generator, total: int) -> None:
         print(f"spans: {done:,}", flush=True)
 
 
-def timed(fn, repeat: int = 5) -> tuple[float, float, object]:
+def timed(fn, repeat: int = 5) -> tuple[float, float, float, object, list[object]]:
+    """(cold wall s, warm median wall s, warm median CPU s, last result, all warm results)."""
     t = time.perf_counter()
     out = fn()
     cold = time.perf_counter() - t
-    runs = []
+    walls, cpus, outs = [], [], []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = fn()
-        runs.append(time.perf_counter() - t)
-    return cold, statistics.median(runs), out
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+        outs.append(out)
+    return cold, statistics.median(walls), statistics.median(cpus), out, outs
+
+
+def steps(results: list[object]) -> str:
+    """Median wall ms per step of the diagnosis (Diagnosis.timings_ms)."""
+    per: dict[str, list[float]] = {}
+    for d in results:
+        for name, ms in d.timings_ms:  # type: ignore[attr-defined]
+            per.setdefault(name, []).append(ms)
+    return ", ".join(f"{k} {statistics.median(v):.0f}" for k, v in per.items())
+
+
+def bench_incidents(path: Path, since: timedelta) -> None:
+    """`hopscope incidents --since` in process: breaches of every SLO, each diagnosed without BubbleUp."""
+    from hopscope.slo import find_breaches, load_slos, store_now
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    store = Store(path, create=False)
+    t1 = time.perf_counter()
+    slos = [
+        s
+        for s in load_slos(Path(__file__).resolve().parents[1] / "slo_rules")[0]
+        if s.sli.kind in ("latency", "availability")
+    ]
+    end = store_now(store)
+    found = [(b, s) for s in slos for b in find_breaches(store, s, start=end - since, end=end)]
+    t2 = time.perf_counter()
+    from hopscope.diagnosis import diagnose_breach
+
+    ds = [diagnose_breach(store, b, s, with_bubbleup=False) for b, s in found]
+    t3 = time.perf_counter()
+    print(
+        f"incidents --since {since.days}d on {path}: {len(found)} breaches; open {t1 - t0:.2f} s, "
+        f"find breaches {t2 - t1:.2f} s, diagnoses {t3 - t2:.2f} s ({(t3 - t2) / max(1, len(ds)) * 1000:.0f} ms each), "
+        f"total {t3 - t0:.2f} s wall, {time.process_time() - c0:.2f} s CPU"
+    )
+    print("  per diagnosis, ms: " + steps(ds))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--spans", type=int, default=10_000_000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--demo", type=Path, help="also time `incidents --since 7d` over this demo store")
     args = ap.parse_args()
     if args.rebuild and ROOT.exists():
         shutil.rmtree(ROOT)
@@ -208,15 +254,25 @@ def main() -> None:
     print(
         f"store: hop_minutes {store.count('hop_minutes'):,}, spans {store.count('spans'):,}, samples {store.count('samples'):,}"
     )
+    print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     kw = dict(service="gw", route="/predict", threshold_ms=None, objective=0.99)
     for label, length, limit in (("24 h", timedelta(hours=24), 0.250), ("1 h", timedelta(hours=1), 0.050)):
         start = END - length
-        cold, warm, d = timed(lambda s=start: diagnose(store, start=s, end=END, **kw))
-        top = d.top
-        print(
-            f"{label} window: cold {cold * 1000:.0f} ms, warm median {warm * 1000:.0f} ms (target <= {limit * 1000:.0f} ms) "
-            f"-> {d.verdict}: {top.hop if top else '-'} {top.dimension if top else ''}"
-        )
+        for bubble in (True, False):
+            cold, warm, cpu, d, outs = timed(
+                lambda s=start, b=bubble: diagnose(store, start=s, end=END, with_bubbleup=b, **kw),
+                args.repeat,
+            )
+            top = d.top
+            print(
+                f"{label} window{'' if bubble else ' (no BubbleUp)'}: cold {cold * 1000:.0f} ms, warm median {warm * 1000:.0f} ms "
+                f"wall / {cpu * 1000:.0f} ms CPU (target <= {limit * 1000:.0f} ms) -> {d.verdict}: "
+                f"{top.hop if top else '-'} {top.dimension if top else ''}"
+            )
+            print("  steps, ms: " + steps(outs))
+    if args.demo:
+        bench_incidents(args.demo, timedelta(days=7))
+    print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

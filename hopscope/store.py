@@ -173,6 +173,8 @@ class Store:
             what="attach",
         )
         con.execute(f"USE {LAKE}")
+        # Footers of immutable Parquet files are worth keeping: each query re-reads them otherwise.
+        con.execute("SET parquet_metadata_cache = true")
         return con
 
     def _ensure_tables(self) -> None:

@@ -18,11 +18,11 @@ from hopscope import histogram
 from hopscope.catalog import load_catalog, parse_catalog
 from hopscope.diagnosis import VERDICT_CAUSE, VERDICT_NONE, diagnose
 from hopscope.diagnosis.baseline import candidate_windows
-from hopscope.diagnosis.bubbleup import bubbleup
-from hopscope.diagnosis.hops import decompose_hops, end_to_end, hop_matrix
+from hopscope.diagnosis.bubbleup import bubbleup, focus_offsets
+from hopscope.diagnosis.hops import decompose_hops, end_to_end, end_to_end_errors, error_matrix, hop_matrix
 from hopscope.diagnosis.model import Target
-from hopscope.errors import ConfigError, NotFoundError
-from hopscope.signals import Window, load_series
+from hopscope.errors import ConfigError, NotFoundError, StoreError
+from hopscope.signals import Window, load_series, load_series_grid
 from hopscope.store import Store
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "incident-schema.json").read_text())
@@ -44,6 +44,7 @@ class Effect:
     hop_ms: dict[str, float] = field(default_factory=dict)  # added per-request ms
     signals: dict[str, float] = field(default_factory=dict)  # metric -> value during the effect
     traffic: float = 1.0
+    errors: dict[str, float] = field(default_factory=dict)  # server of an edge -> error rate of its calls
 
 
 def _requests(
@@ -57,10 +58,15 @@ def _requests(
     df = pd.DataFrame({"minute": minute})
     for h, mean in HOPS.items():
         df[h] = rng.gamma(4.0, mean / 4.0, len(df))
+    for server in ("feature-store", "model-server"):
+        df[f"err:{server}"] = rng.random(len(df)) < 0.0005
     for e in effects:
         m = (df["minute"] >= e.start) & (df["minute"] < e.end)
         for h, add in e.hop_ms.items():
             df.loc[m, h] += rng.gamma(4.0, add / 4.0, int(m.sum()))
+        for server, p in e.errors.items():
+            df.loc[m, f"err:{server}"] |= rng.random(int(m.sum())) < p
+    df["err:api-gateway"] = df["err:feature-store"] | df["err:model-server"]
     return df
 
 
@@ -69,14 +75,16 @@ def _rows(
 ) -> pd.DataFrame:
     dur = df[self_col] + (df[gap] if gap else 0.0) + sum((df[b] for b in below), 0.0)
     tmp = pd.DataFrame(
-        {"minute": df["minute"], "dur": dur, "gap": df[gap] if gap else 0.0, "self": df[self_col]}
-    )
+        {"minute": df["minute"], "dur": dur, "gap": df[gap] if gap else 0.0, "self": df[self_col],
+         "err": df[f"err:{server}"].astype(int)}
+    )  # fmt: skip
     tmp["idx"] = histogram.bucket_index(tmp["dur"].to_numpy())
     tmp["good"] = (tmp["dur"] <= 200.0).astype(int)
     g = tmp.groupby("minute")
     out = pd.DataFrame(
         {
             "count": g.size(),
+            "errors": g["err"].sum(),
             "duration_ms_sum": g["dur"].sum(),
             "duration_ms_max": g["dur"].max(),
             "gap_ms_sum": g["gap"].sum(),
@@ -88,7 +96,6 @@ def _rows(
     lists = hist.groupby("minute").agg(hist_idx=("idx", list), hist_cnt=("cnt", list))
     out = out.join(lists, on="minute")
     out["client"], out["server"], out["route"] = client, server, "/recommend"
-    out["errors"] = 0
     out["client_ms_sum"] = out["duration_ms_sum"] if gap else 0.0
     out["server_ms_sum"] = out["duration_ms_sum"] - out["gap_ms_sum"]
     out["skewed"] = 0
@@ -183,14 +190,19 @@ def build_store(
     return store
 
 
-INC = (T0 + timedelta(days=2, hours=14), T0 + timedelta(days=2, hours=15))
+def _at(day: int, hour: int, minutes: int = 60) -> tuple[datetime, datetime]:
+    start = T0 + timedelta(days=day, hours=hour)
+    return start, start + timedelta(minutes=minutes)
 
+
+# One store holds every case, each at its own hour of day 3 (3 h apart, so no case lies in another's
+# baseline: the previous hour and the same hours of days 0-2 stay clean unless a case says otherwise).
 CASES = [
     # name, effect, expected (hop, dimension)
     (
         "network_bandwidth",
         Effect(
-            *INC,
+            *_at(3, 1),
             hop_ms={"api-gateway->model-server": 200.0},
             signals={"node_network_transmit_bytes_total": 123e6, "node_netstat_Tcp_RetransSegs": 60.0},
         ),
@@ -199,7 +211,7 @@ CASES = [
     (
         "gpu_thermal",
         Effect(
-            *INC,
+            *_at(3, 4),
             hop_ms={"model-server": 250.0},
             signals={"DCGM_FI_DEV_SM_CLOCK": 900.0, "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS": 0x40},
         ),
@@ -208,21 +220,47 @@ CASES = [
     (
         "feature_store_memory",
         Effect(
-            *INC,
+            *_at(3, 7),
             hop_ms={"feature-store": 220.0},
             signals={"redis_memory_used_bytes": 7.9e9, "redis_keyspace_misses_total": 400.0},
         ),
         ("feature-store", "memory"),
     ),
-    ("no_signal", Effect(*INC, hop_ms={"api-gateway": 230.0}), ("api-gateway", "unknown")),
+    ("no_signal", Effect(*_at(3, 10), hop_ms={"api-gateway": 230.0}), ("api-gateway", "unknown")),
 ]
+TWO_CAUSES = Effect(
+    *_at(3, 13),
+    hop_ms={"model-server": 200.0, "feature-store": 150.0},
+    signals={
+        "DCGM_FI_DEV_SM_CLOCK": 900.0,
+        "redis_memory_used_bytes": 7.9e9,
+        "redis_keyspace_misses_total": 400.0,
+    },
+)
+BUSY = Effect(
+    *_at(3, 16),
+    traffic=3.0,
+    signals={"DCGM_FI_DEV_GPU_UTIL": 85.0, "node_network_transmit_bytes_total": 90e6},
+    hop_ms={"model-server": 5.0},
+)
+EARLIER = Effect(*_at(2, 19), hop_ms={"feature-store": 300.0})  # degrades the -1d baseline of NOW
+NOW = Effect(*_at(3, 19), hop_ms={"model-server": 250.0}, signals={"DCGM_FI_DEV_SM_CLOCK": 900.0})
+FAILING = Effect(
+    *_at(3, 22), errors={"model-server": 0.05}
+)  # an availability breach: calls into model-server fail
+EARLY = Effect(T0 + timedelta(minutes=1), T0 + timedelta(minutes=31), hop_ms={"model-server": 300.0})
+ALL = [c[1] for c in CASES] + [TWO_CAUSES, BUSY, EARLIER, NOW, FAILING, EARLY]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    return build_store(tmp_path_factory.mktemp("diag") / "s", ALL, days=4)
 
 
 @pytest.mark.parametrize("name,effect,expected", CASES, ids=[c[0] for c in CASES])
 def test_diagnose_names_the_hop_and_resource_that_was_degraded(
-    tmp_path: Path, name: str, effect: Effect, expected: tuple[str, str]
+    store: Store, name: str, effect: Effect, expected: tuple[str, str]
 ) -> None:
-    store = build_store(tmp_path / "s", [effect])
     d = diagnose(store, start=effect.start, end=effect.end)
     assert d.verdict == VERDICT_CAUSE, d.notes
     top = d.causes[0]
@@ -232,6 +270,7 @@ def test_diagnose_names_the_hop_and_resource_that_was_degraded(
     jsonschema.validate(doc, SCHEMA)
     # shares of the ranked hops add up to the total added latency
     rows = doc["decomposition"]["hops"]
+    assert doc["decomposition"]["measure"] == "latency"
     assert sum(r["share_of_added_latency"] for r in rows) == pytest.approx(1.0, abs=1e-3)
     added = sum(r["added_ms"] for r in rows)
     assert added + doc["decomposition"]["residual_ms"] == pytest.approx(
@@ -240,17 +279,11 @@ def test_diagnose_names_the_hop_and_resource_that_was_degraded(
     if expected[1] != "unknown":
         assert top.evidence and top.evidence[0].dimension == expected[1]
     assert d.exemplars and all(len(t) == 32 for t in d.exemplars)
+    assert [name for name, _ in d.timings_ms][0] == "hop_minutes query"
 
 
-def test_healthy_window_gives_no_clear_cause(tmp_path: Path) -> None:
-    busy = Effect(
-        *INC,
-        traffic=3.0,
-        signals={"DCGM_FI_DEV_GPU_UTIL": 85.0, "node_network_transmit_bytes_total": 90e6},
-        hop_ms={"model-server": 5.0},
-    )
-    store = build_store(tmp_path / "s", [busy])
-    d = diagnose(store, start=busy.start, end=busy.end)
+def test_healthy_window_gives_no_clear_cause(store: Store) -> None:
+    d = diagnose(store, start=BUSY.start, end=BUSY.end)
     assert d.verdict == VERDICT_NONE
     assert d.causes == ()
     assert any("SLI" in n for n in d.notes)
@@ -258,54 +291,54 @@ def test_healthy_window_gives_no_clear_cause(tmp_path: Path) -> None:
 
 
 def test_missing_gpu_data_is_reported_as_not_judged(tmp_path: Path) -> None:
-    effect = Effect(*INC, hop_ms={"model-server": 250.0})
-    store = build_store(tmp_path / "s", [effect], drop={"DCGM_"})
-    d = diagnose(store, start=effect.start, end=effect.end)
+    effect = Effect(*_at(1, 10), hop_ms={"model-server": 250.0})
+    small = build_store(tmp_path / "s", [effect], days=2, rate=10, drop={"DCGM_"})
+    d = diagnose(small, start=effect.start, end=effect.end)
     top = d.causes[0]
     assert (top.hop, top.dimension) == ("model-server", "unknown")
     assert set(top.not_judged) == {"compute", "bandwidth", "memory"}
     assert any("model-server: no compute signal" in n for n in d.notes)
 
 
-def test_two_simultaneous_causes_are_both_ranked(tmp_path: Path) -> None:
-    effect = Effect(
-        *INC,
-        hop_ms={"model-server": 200.0, "feature-store": 150.0},
-        signals={
-            "DCGM_FI_DEV_SM_CLOCK": 900.0,
-            "redis_memory_used_bytes": 7.9e9,
-            "redis_keyspace_misses_total": 400.0,
-        },
-    )
-    store = build_store(tmp_path / "s", [effect])
-    d = diagnose(store, start=effect.start, end=effect.end)
+def test_two_simultaneous_causes_are_both_ranked(store: Store) -> None:
+    d = diagnose(store, start=TWO_CAUSES.start, end=TWO_CAUSES.end)
     got = [(c.hop, c.dimension) for c in d.causes[:2]]
     assert got == [("model-server", "compute"), ("feature-store", "memory")]
     assert d.causes[0].share + d.causes[1].share == pytest.approx(1.0, abs=0.1)
 
 
-def test_too_little_baseline_is_reported_not_guessed(tmp_path: Path) -> None:
-    effect = Effect(T0 + timedelta(minutes=1), T0 + timedelta(minutes=31), hop_ms={"model-server": 300.0})
-    store = build_store(tmp_path / "s", [effect], days=1)
-    d = diagnose(store, start=effect.start, end=effect.end)
+def test_too_little_baseline_is_reported_not_guessed(store: Store) -> None:
+    d = diagnose(store, start=EARLY.start, end=EARLY.end)
     assert d.verdict == VERDICT_NONE
     assert not d.baseline.sufficient
     assert "baseline" in d.notes[0]
 
 
-def test_degraded_baseline_windows_are_left_out_with_a_reason(tmp_path: Path) -> None:
-    earlier = Effect(INC[0] - timedelta(days=1), INC[1] - timedelta(days=1), hop_ms={"feature-store": 300.0})
-    now = Effect(*INC, hop_ms={"model-server": 250.0}, signals={"DCGM_FI_DEV_SM_CLOCK": 900.0})
-    store = build_store(tmp_path / "s", [earlier, now])
-    d = diagnose(store, start=now.start, end=now.end)
+def test_degraded_baseline_windows_are_left_out_with_a_reason(store: Store) -> None:
+    d = diagnose(store, start=NOW.start, end=NOW.end)
     left_out = [w for w in d.baseline.windows if not w.used and w.requests]
     assert [w.kind for w in left_out] == ["same_hours_-1d"]
     assert "degraded" in left_out[0].reason
     assert (d.causes[0].hop, d.causes[0].dimension) == ("model-server", "compute")
 
 
-def test_unknown_route_raises_not_found(tmp_path: Path) -> None:
-    store = build_store(tmp_path / "s", [], days=1)
+def test_availability_breach_is_decomposed_into_errors_by_the_service_they_start_in(store: Store) -> None:
+    d = diagnose(store, start=FAILING.start, end=FAILING.end, sli_kind="availability", objective=0.999)
+    assert d.verdict == VERDICT_CAUSE, d.notes
+    top = d.causes[0]
+    assert (top.hop, top.hop_kind, top.share_of) == ("model-server", "service", "errors")
+    assert top.share > 0.9 and "added errors" in top.summary
+    doc = d.to_dict()
+    jsonschema.validate(doc, SCHEMA)
+    dec = doc["decomposition"]
+    assert dec["measure"] == "errors" and dec["end_to_end"]["incident_error_fraction"] > 0.04
+    assert {r["unit"] for r in dec["hops"]} == {"errors per request"}
+    assert any("decomposition is of the added errors" in n for n in d.notes)
+    # the same window judged on latency: nothing is slower, so no cause is invented
+    assert diagnose(store, start=FAILING.start, end=FAILING.end, with_bubbleup=False).verdict == VERDICT_NONE
+
+
+def test_unknown_route_raises_not_found(store: Store) -> None:
     with pytest.raises(NotFoundError, match="/nope"):
         diagnose(store, start=T0 + timedelta(hours=20), end=T0 + timedelta(hours=21), route="/nope")
 
@@ -396,6 +429,113 @@ def test_load_series_turns_counters_into_rates_across_a_reset(tmp_path: Path) ->
         df["series"].iloc[0]
         == 'node_network_receive_bytes_total{service="api-gateway",host="gw-1",device="eth0"}'
     )
+
+
+def _sample_rows(rows: list[tuple[datetime, str, float, str | None, str | None, dict[str, str]]]) -> pa.Table:
+    return pa.table(
+        {
+            "ts": pa.array([r[0] for r in rows], pa.timestamp("us")),
+            "metric": [r[1] for r in rows],
+            "value": [r[2] for r in rows],
+            "source": ["test"] * len(rows),
+            "service": [r[3] for r in rows],
+            "host": [r[4] for r in rows],
+            "labels": pa.array([list(r[5].items()) for r in rows], pa.map_(pa.string(), pa.string())),
+        }
+    )
+
+
+def test_load_series_grid_reads_linked_series_of_aligned_windows_into_one_array(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    w0 = Window(T0 + timedelta(days=1), T0 + timedelta(days=1, minutes=3))
+    w1 = Window(T0, T0 + timedelta(minutes=3))
+    rows = []
+    for w, level in ((w0, 90.0), (w1, 40.0)):
+        for k in range(6):  # every 30 s: two samples per 1-minute bucket
+            ts = w.start + timedelta(seconds=30 * k)
+            gpu = {"gpu": "0", "UUID": "GPU-a"}
+            rows += [
+                (ts, "DCGM_FI_DEV_GPU_UTIL", level + k % 2, "model-server", "gpu-1", gpu),
+                (
+                    ts,
+                    "node_network_receive_bytes_total",
+                    600.0 * k,
+                    None,
+                    "gpu-1",
+                    {"device": "eth0"},
+                ),  # no service
+                (ts, "probe_success", 1.0, None, "prober", {"target": "http://gpu-1:8000/healthz"}),
+                (ts, "probe_success", 1.0, None, "prober", {"target": "http://fs-1:6566/healthz"}),
+                (ts, "DCGM_FI_DEV_GPU_UTIL", 5.0, "other", "gpu-9", gpu),
+            ]
+    store.append("samples", _sample_rows(rows))
+    grid = load_series_grid(
+        store,
+        [w0, w1],
+        step_s=60,
+        services=["model-server"],
+        hosts_of=["model-server"],
+        probe_targets=["gpu-1"],
+    )
+    assert grid.values.shape == (3, 2, 3)  # series x windows x buckets
+    meta = grid.meta.set_index("series")
+    util = grid.values[
+        meta.index.get_loc('DCGM_FI_DEV_GPU_UTIL{service="model-server",host="gpu-1",UUID="GPU-a",gpu="0"}')
+    ]
+    assert util[0] == pytest.approx([90.5] * 3) and util[1] == pytest.approx([40.5] * 3)
+    rx = grid.values[meta.index.get_loc('node_network_receive_bytes_total{host="gpu-1",device="eth0"}')]
+    assert rx[0][1:] == pytest.approx([20.0, 20.0])  # 600 per 30 s; a rate needs a previous sample
+    assert meta.loc['probe_success{host="prober",target="http://gpu-1:8000/healthz"}', "labels"] == {
+        "target": "http://gpu-1:8000/healthz"
+    }
+    with pytest.raises(StoreError, match="step_s"):
+        load_series_grid(store, [w0], step_s=0)
+    with pytest.raises(StoreError, match="not after its start"):
+        Window(w0.end, w0.start)
+
+
+def test_error_matrix_counts_an_error_where_it_started() -> None:
+    rows = []
+    for w, (ms_err, fs_err) in enumerate([(30, 2), (1, 1), (1, 1), (1, 1)]):
+        rows += [
+            (w, 0, "", "api-gateway", 1000, ms_err + fs_err + 3),  # 3 of the gateway's own
+            (w, 0, "api-gateway", "model-server", 1000, ms_err),
+            (w, 0, "api-gateway", "feature-store", 1000, fs_err),
+        ]
+    frame = pd.DataFrame(rows, columns=["window", "ts", "client", "server", "count", "errors"])
+    wide, kinds = error_matrix(frame, Target())
+    assert kinds == {"api-gateway": "service", "feature-store": "service", "model-server": "service"}
+    assert wide.loc[(0, 0), ["__e2e", "api-gateway", "model-server", "feature-store"]].tolist() == [
+        35,
+        3,
+        30,
+        2,
+    ]
+    e2e = end_to_end_errors(wide, [1, 2, 3], 0)
+    assert (e2e.baseline_bad_fraction, e2e.incident_bad_fraction) == (
+        pytest.approx(0.005),
+        pytest.approx(0.035),
+    )
+    dec = decompose_hops(wide, kinds, [1, 2, 3], 0, e2e, Target(kind="availability"), floor=0.0001)
+    assert (dec.hops[0].hop, dec.hops[0].share, dec.measure) == (
+        "model-server",
+        pytest.approx(29 / 30),
+        "errors",
+    )
+
+
+@pytest.mark.parametrize(
+    "values,step,expected",
+    [
+        ([1, 1, 9, 9, 1, 1], 1800, (2, 4)),  # 1 h of 30-minute buckets: the worst two
+        ([1, 2, 3], 3600, (2, 3)),
+        ([5.0, float("nan")], 60, (0, 2)),  # shorter than an hour: all of it
+    ],
+)
+def test_bubbleup_reads_the_worst_hour_of_the_incident(
+    values: list[float], step: int, expected: tuple[int, int]
+) -> None:
+    assert focus_offsets(np.array(values, dtype=float), step) == expected
 
 
 @pytest.mark.parametrize(

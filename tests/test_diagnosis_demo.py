@@ -1,148 +1,162 @@
-"""Diagnosis on the generated demo store, checked against the ground truth the generator writes."""
+"""Diagnosis on the generated demo store (conftest's session ``demo_store``), checked against the
+ground truth the generator writes next to it (scenario.json), never against literals."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import jsonschema
 import pytest
-import typer
 from typer.testing import CliRunner
 
+from hopscope.cli import app
 from hopscope.diagnosis import VERDICT_CAUSE, VERDICT_NONE, diagnose, diagnose_breach
-from hopscope.diagnosis.cli import explain, incidents
+from hopscope.slo import find_breaches, load_slos
 from hopscope.store import Store
 
 ROOT = Path(__file__).parents[1]
+RULES = ROOT / "slo_rules"
 SCHEMA = json.loads((ROOT / "docs" / "incident-schema.json").read_text())
-HOP_KIND = {"edge": "network", "network": "network", "service": "service"}
+
+
+def _sweep_module() -> ModuleType:
+    """benchmarks/diagnosis_sweep.py (a script, not a package), loaded once."""
+    if "diagnosis_sweep" in sys.modules:
+        return sys.modules["diagnosis_sweep"]
+    spec = importlib.util.spec_from_file_location(
+        "diagnosis_sweep", ROOT / "benchmarks" / "diagnosis_sweep.py"
+    )
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["diagnosis_sweep"] = mod  # dataclasses look their module up while it loads
+    spec.loader.exec_module(mod)
+    return mod
+
+
+truth_events = _sweep_module().truth_events  # scenario.json events, normalised (one reader for both)
 
 
 def _ts(x: Any) -> datetime:
     return datetime.fromisoformat(str(x).replace("Z", "")).replace(tzinfo=None)
 
 
-def truth_events(truth: dict[str, Any]) -> list[dict[str, Any]]:
-    """Normalise scenario.json events: name, start, end, expect_breach, hop, hop_kind, dimension."""
-    out = []
-    for ev in truth.get("events") or truth.get("incidents") or []:
-        t = {**ev, **(ev.get("truth") or {})}
-        out.append(
-            {
-                "name": t.get("name", ""),
-                "start": _ts(t["start"]),
-                "end": _ts(t["end"]),
-                "expect_breach": bool(t.get("expect_breach", "hop" in t)),
-                "hop": t.get("hop"),
-                "hop_kind": HOP_KIND.get(str(t.get("hop_kind")), t.get("hop_kind")),
-                "dimension": t.get("dimension") or ("unknown" if t.get("hop") else None),
-            }
-        )
-    return out
+@pytest.fixture(scope="module")
+def demo(demo_store: Path) -> tuple[Store, list[dict[str, Any]]]:
+    truth = json.loads((demo_store / "scenario.json").read_text())
+    return Store(demo_store, create=False), truth_events(truth)
 
 
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, list[dict[str, Any]], Path]:
-    gen = pytest.importorskip(
-        "hopscope.demo", reason="the demo generator (hopscope/demo.py) is not there yet"
-    )
-    path = tmp_path_factory.mktemp("demo") / "store"
-    gen.generate(ROOT / "sample_data" / "scenario.yaml", path)
-    truth = json.loads((path / "scenario.json").read_text())
-    return Store(path), truth_events(truth), path
+def _overlapping(items: list[dict[str, Any]], ev: dict[str, Any]) -> list[dict[str, Any]]:
+    return [i for i in items if _ts(i["start"]) < ev["end"] and _ts(i["end"]) > ev["start"]]
 
 
 def test_demo_incidents_are_diagnosed_as_the_ground_truth_says(
-    demo: tuple[Store, list[dict[str, Any]], Path],
+    demo: tuple[Store, list[dict[str, Any]]],
 ) -> None:
-    store, events, _ = demo
+    store, events = demo
     expected = [e for e in events if e["expect_breach"]]
     assert len(expected) >= 3
     for ev in expected:
-        d = diagnose(store, start=ev["start"], end=ev["end"])
+        d = diagnose(store, start=ev["start"], end=ev["end"], with_bubbleup=False)
         assert d.verdict == VERDICT_CAUSE, (ev["name"], d.notes)
         top = d.causes[0]
         assert (top.hop, top.hop_kind, top.dimension) == (ev["hop"], ev["hop_kind"], ev["dimension"]), (
             ev["name"],
             [(c.hop, c.dimension, round(c.score, 2)) for c in d.causes],
         )
-        jsonschema.validate(d.to_dict(), SCHEMA)
 
 
-def test_demo_high_traffic_window_has_no_clear_cause(demo: tuple[Store, list[dict[str, Any]], Path]) -> None:
-    store, events, _ = demo
+def test_demo_high_traffic_window_has_no_clear_cause(demo: tuple[Store, list[dict[str, Any]]]) -> None:
+    store, events = demo
     healthy = [e for e in events if not e["expect_breach"]]
     assert healthy
     for ev in healthy:
-        d = diagnose(store, start=ev["start"], end=ev["end"])
+        d = diagnose(store, start=ev["start"], end=ev["end"], with_bubbleup=False)
         assert d.verdict == VERDICT_NONE and d.causes == (), (
             ev["name"],
             [(c.hop, c.dimension) for c in d.causes],
         )
 
 
-def test_demo_breaches_from_the_slo_engine_carry_the_right_top_cause(
-    demo: tuple[Store, list[dict[str, Any]], Path],
+def test_demo_breach_with_bubbleup_finds_the_attribute_the_scenario_planted(
+    demo: tuple[Store, list[dict[str, Any]]], demo_store: Path
 ) -> None:
-    slo_mod = pytest.importorskip("hopscope.slo")
-    store, events, _ = demo
-    slos, _errors = slo_mod.load_slos(ROOT / "slo_rules")
-    slo = next(s for s in slos if s.name == "recommend-latency")
-    breaches = slo_mod.find_breaches(store, slo)
+    store, _ = demo
+    raw = json.loads((demo_store / "scenario.json").read_text())["events"]
+    planted = [e for e in raw if (e.get("bubbleup") or (e.get("truth") or {}).get("bubbleup"))]
+    assert planted
+    ev = planted[0]
+    want = ev.get("bubbleup") or ev["truth"]["bubbleup"]
+    d = diagnose(store, start=_ts(ev["start"]), end=_ts(ev["end"]))
+    doc = d.to_dict()
+    jsonschema.validate(doc, SCHEMA)
+    assert (want["attribute"], want["value"]) in {(b.attribute, b.value) for b in d.bubbleup}, d.bubbleup_note
+    assert doc["exemplars"] and doc["decomposition"]["hops"] and doc["baseline"]["windows"]
+
+
+def test_incidents_cli_json_lists_the_ground_truth_incidents_with_their_top_causes(
+    demo: tuple[Store, list[dict[str, Any]]], demo_store: Path
+) -> None:
+    _, events = demo
+    runner = CliRunner()
+    args = ["--store", str(demo_store), "--rules", str(RULES)]
+    res = runner.invoke(app, ["incidents", "--since", "7d", "--slo", "recommend-latency", "--json", *args])
+    assert res.exit_code == 0, res.output
+    items = json.loads(res.stdout)
+    assert isinstance(items, list) and items
+    for item in items:
+        jsonschema.validate(item, SCHEMA)
+        assert item["slo"] == "recommend-latency"
     for ev in events:
-        hits = [b for b in breaches if b.start < ev["end"] and b.end > ev["start"]]
+        hits = _overlapping(items, ev)
         if not ev["expect_breach"]:
             assert hits == [], ev["name"]
             continue
         assert hits, ev["name"]
-        d = diagnose_breach(store, hits[0], slo, with_bubbleup=False)
-        assert (d.causes[0].hop, d.causes[0].dimension) == (ev["hop"], ev["dimension"]), ev["name"]
+        top = hits[0]["causes"][0]
+        assert hits[0]["verdict"] == VERDICT_CAUSE
+        assert (top["hop"], top["hop_kind"], top["dimension"]) == (
+            ev["hop"],
+            ev["hop_kind"],
+            ev["dimension"],
+        ), ev["name"]
 
-
-def test_incidents_and_explain_cli_print_the_contract(demo: tuple[Store, list[dict[str, Any]], Path]) -> None:
-    pytest.importorskip("hopscope.slo")
-    _, _, path = demo
-    app = typer.Typer()
-    app.command()(incidents)
-    app.command()(explain)
-    runner = CliRunner()
-    res = runner.invoke(
-        app,
-        [
-            "incidents",
-            "--since",
-            "30d",
-            "--slo",
-            "recommend-latency",
-            "--json",
-            "--store",
-            str(path),
-            "--rules",
-            str(ROOT / "slo_rules"),
-        ],
-    )
-    assert res.exit_code == 0, res.output
-    items = json.loads(res.stdout)
-    assert items
-    for item in items:
-        jsonschema.validate(item, SCHEMA)
-    found = [i for i in items if i["verdict"] == "cause found"]
-    assert len(found) >= 3
-    text = runner.invoke(
-        app, ["explain", found[0]["id"], "--store", str(path), "--rules", str(ROOT / "slo_rules")]
-    )
+    text = runner.invoke(app, ["explain", items[0]["id"], "--slo", "recommend-latency", *args])
     assert text.exit_code == 0, text.output
-    assert "verdict:" in text.stdout and "hops (per-request mean, ms):" in text.stdout
-    full = runner.invoke(
-        app, ["explain", found[0]["id"], "--json", "--store", str(path), "--rules", str(ROOT / "slo_rules")]
-    )
-    doc = json.loads(full.stdout)
-    jsonschema.validate(doc, SCHEMA)
-    assert doc["decomposition"]["hops"] and doc["baseline"]["windows"]
-    missing = runner.invoke(
-        app, ["explain", "nope", "--store", str(path), "--rules", str(ROOT / "slo_rules")]
-    )
-    assert missing.exit_code != 0
+    assert "verdict: cause found" in text.stdout and "hops (per-request mean, ms):" in text.stdout
+    missing = runner.invoke(app, ["explain", "nope", "--slo", "recommend-latency", *args])
+    assert missing.exit_code != 0 and "nope" in str(missing.exception or missing.output)
+
+
+def test_availability_slo_diagnoses_the_demo_incidents_on_errors_and_never_on_latency(
+    demo: tuple[Store, list[dict[str, Any]]],
+) -> None:
+    store, events = demo
+    slo = next(s for s in load_slos(RULES)[0] if s.sli.kind == "availability")
+    judged = []
+    for ev in events:
+        d = diagnose(
+            store, start=ev["start"], end=ev["end"], service=slo.sli.service, route=slo.sli.route,
+            sli_kind="availability", objective=slo.objective, slo=slo.name, with_bubbleup=False,
+        )  # fmt: skip
+        doc = d.to_dict()
+        jsonschema.validate(doc, SCHEMA)
+        if d.decomposition is None:
+            continue
+        judged.append(d)
+        assert doc["decomposition"]["measure"] == "errors"
+        assert all(r["unit"] == "errors per request" for r in doc["decomposition"]["hops"])
+        assert all(c["share_of"] == "errors" and c["hop_kind"] == "service" for c in doc["causes"])
+        e = d.decomposition.end_to_end
+        if d.causes:  # named only when the error SLI burned beyond what the objective allows
+            assert (e.incident_bad_fraction or 0) > 1 - slo.objective
+    assert judged
+    # breaches the SLO engine finds for it carry the same contract
+    for b in find_breaches(store, slo):
+        jsonschema.validate(diagnose_breach(store, b, slo, with_bubbleup=False).summary_dict(), SCHEMA)

@@ -28,7 +28,11 @@ from hopscope.diagnosis.model import (
 
 
 def target_kwargs(slo: Any) -> dict[str, Any]:
-    """diagnose() keyword arguments for an SLO of hopscope.slo (latency or availability, span SLIs)."""
+    """diagnose() keyword arguments for an SLO of hopscope.slo (latency or availability, span SLIs).
+
+    An availability SLO is diagnosed on its errors (which hop they start in), a latency SLO on
+    its latency at the threshold.
+    """
     sli = slo.sli
     client = None
     service = sli.service or slo.service or "api-gateway"
@@ -39,8 +43,9 @@ def target_kwargs(slo: Any) -> dict[str, Any]:
         "route": sli.route or "/recommend",
         "client": client,
         "threshold_ms": sli.threshold_ms if sli.kind == "latency" else None,
-        "objective": slo.objective if sli.kind == "latency" else 0.99,
+        "objective": slo.objective,
         "hop_budgets_ms": dict(slo.hop_budgets_ms or {}),
+        "sli_kind": "availability" if sli.kind == "availability" else "latency",
         "slo": slo.name,
     }
 

@@ -1,7 +1,8 @@
 """The baseline: the same-length window just before the incident, and the same hours on earlier days.
 
-Candidates that are empty, thin, or themselves degraded (burning the SLO's budget, or far slower
-than the other candidates) are left out, each with its reason; too little left is reported.
+Candidates that are empty, thin, or themselves degraded (burning the SLO's budget faster than it
+allows and 1.5x the other candidates, or far slower than them) are left out, each with its
+reason; too little left is reported.
 """
 
 from __future__ import annotations
@@ -40,15 +41,27 @@ def choose_baseline(
     bad: pd.DataFrame,
     target: Target,
 ) -> tuple[Baseline, list[int]]:
-    """Keep the candidate windows fit to compare with; say why each other one was left out."""
+    """Keep the candidate windows fit to compare with; say why each other one was left out.
+
+    ``bad``: window, total, bad per bucket (requests over the threshold, or errors for an
+    availability SLI; NaN where not counted exactly).
+    """
     win = wide.index.get_level_values("window") if not wide.empty else pd.Index([])
+    judged = target.threshold_ms is not None or target.measure == "errors"
+    what = (
+        "errors"
+        if target.measure == "errors"
+        else f"requests over {target.threshold_ms:g} ms"
+        if judged
+        else ""
+    )
     stats = []
     for (w, kind), i in zip(candidates, ids, strict=True):
         part = wide[win == i] if not wide.empty else wide
         n = float(part[REQUESTS].sum()) if not part.empty else 0.0
         mean = float(part[E2E].sum()) / n if n else float("nan")
         bad_frac = None
-        if target.threshold_ms is not None and not bad.empty:
+        if judged and not bad.empty:
             b = bad[bad["window"] == i]
             tot = float(b["total"].sum())
             if tot > 0 and b["bad"].notna().all():
@@ -59,14 +72,18 @@ def choose_baseline(
     windows = []
     used_ids = []
     for w, kind, i, n, mean, bad_frac in stats:
+        # over the objective AND well above the other candidates: a system that always runs over
+        # its objective still has a normal state to compare with
+        others = [s[5] for s in stats if s[2] != i and s[3] >= MIN_WINDOW_REQUESTS and s[5] is not None]
+        usual = float(np.median(others)) if others else 0.0
         reason = ""
         if n == 0:
             reason = "no requests"
         elif n < MIN_WINDOW_REQUESTS:
             reason = f"only {n} requests"
-        elif bad_frac is not None and bad_frac > 1 - target.objective:
-            reason = f"degraded itself: {bad_frac:.2%} of requests over {target.threshold_ms:g} ms"
-        elif len(ok_means) >= 3 and mean > SLOW_FACTOR * median:
+        elif bad_frac is not None and bad_frac > 1 - target.objective and bad_frac > SLOW_FACTOR * usual:
+            reason = f"degraded itself: {bad_frac:.2%} {what}"
+        elif target.measure == "latency" and len(ok_means) >= 3 and mean > SLOW_FACTOR * median:
             reason = f"degraded itself: mean {mean:.1f} ms vs {median:.1f} ms in the other windows"
         windows.append(BaselineWindow(w.start, w.end, kind, n, used=not reason, reason=reason))
         if not reason:

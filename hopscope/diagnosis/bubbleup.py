@@ -1,14 +1,18 @@
 """BubbleUp: attribute values over-represented among the incident's slow spans vs the baseline's spans.
 
-"Slow" = an incident span longer than the baseline's 95th percentile of the same spans. Counts are
-aggregated in SQL per (attribute, value); numeric attributes with many values (payload sizes) are
-read in power-of-two buckets; other high-cardinality attributes (ids) are skipped.
+"Slow" = an incident span longer than the baseline's 95th percentile of the same spans. The work is
+bounded whatever the span volume: spans are read from the worst stretch of the incident (at most
+``FOCUS`` long, where the hop's latency rose most) and the same stretch of at most ``BASELINES``
+baseline windows, each side reservoir-sampled to ``SAMPLE_ROWS`` in SQL; counts per (attribute,
+value) are aggregated in SQL. Attributes with many values are read in power-of-two buckets when
+numeric (payload sizes) and skipped otherwise (ids).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -23,13 +27,39 @@ MAX_VALUES = 20  # more distinct values than this: bucket if numeric, else skip
 MIN_FRACTION = 0.2
 MIN_EXCESS = 0.15
 TOP = 8
+FOCUS = timedelta(hours=1)  # longest stretch of the incident whose spans are compared
+BASELINES = 1  # baseline windows whose spans are read (the nearest)
+SAMPLE_ROWS = 20_000  # spans per side (incident, baseline) at most
 SPAN_KIND = {"service": 2, "network": 3}  # server spans for a service hop, client spans for an edge
 
 
+def focus_offsets(hop_ms: np.ndarray, step_s: int, length: timedelta = FOCUS) -> tuple[int, int]:
+    """Bucket range [lo, hi) of at most ``length`` where the incident's per-request hop ms sum is largest."""
+    n = len(hop_ms)
+    k = max(1, min(n, int(length.total_seconds() // step_s)))
+    if n <= k:
+        return 0, n
+    x = np.nan_to_num(np.asarray(hop_ms, dtype=float), nan=0.0)
+    sums = np.convolve(x, np.ones(k), mode="valid")
+    lo = int(np.argmax(sums))
+    return lo, lo + k
+
+
 def load_bubble_counts(
-    store: Any, hop: str, hop_kind: str, incident: Window, baseline: Sequence[Window]
+    store: Any,
+    hop: str,
+    hop_kind: str,
+    incident: Window,
+    baseline: Sequence[Window],
+    *,
+    focus: tuple[timedelta, timedelta] | None = None,
+    sample_rows: int = SAMPLE_ROWS,
 ) -> tuple[pd.DataFrame, int, int, float | None]:
-    """Counts per (attribute, value) among slow incident spans and baseline spans; totals; slow cut (ms)."""
+    """Counts per (attribute, value) among slow incident spans and baseline spans; totals; slow cut (ms).
+
+    ``focus``: (offset from the window start, offset of the end) of the stretch to read in the
+    incident and in each baseline window (default: the first ``FOCUS`` of them).
+    """
     if hop_kind == "network":
         client, _, server = hop.partition("->")
         span_filter, params = (
@@ -38,33 +68,55 @@ def load_bubble_counts(
         )
     else:
         span_filter, params = "service = ? AND kind = 2", [hop]
-    wins = [incident, *baseline]
-    where = " OR ".join("(start_time >= ? AND start_time < ?)" for _ in wins)
-    wparams = [x for w in wins for x in (w.start, w.end)]
-    sql = f"""
-    WITH s AS (
-        SELECT (start_time >= ? AND start_time < ?) AS inc, duration_ms, host_name,
-               CAST(http_status_code AS VARCHAR) AS status, server_address, attributes
-        FROM spans WHERE {span_filter} AND ({where})
-    ), thr AS (SELECT quantile_cont(duration_ms, {SLOW_QUANTILE}) AS t FROM s WHERE NOT inc),
-    sel AS (SELECT s.*, (inc AND duration_ms > (SELECT t FROM thr)) AS slow FROM s),
-    kv AS (
-        SELECT slow, inc, 'host.name' AS k, host_name AS v FROM sel WHERE host_name IS NOT NULL
-        UNION ALL SELECT slow, inc, 'http.response.status_code', status FROM sel WHERE status IS NOT NULL
-        UNION ALL SELECT slow, inc, 'server.address', server_address FROM sel WHERE server_address IS NOT NULL
-        UNION ALL SELECT slow, inc, unnest(map_keys(attributes)), unnest(map_values(attributes))
-                  FROM sel WHERE attributes IS NOT NULL
+    off_lo, off_hi = focus if focus is not None else (timedelta(0), min(FOCUS, incident.end - incident.start))
+
+    def stretch(w: Window) -> tuple[Any, Any]:
+        return w.start + off_lo, min(w.end, w.start + off_hi)
+
+    # one scan per stretch: a tight time range lets the scan skip the rest of the table
+    select = (
+        "SELECT duration_ms, host_name, CAST(http_status_code AS VARCHAR) AS status, server_address, attributes "
+        f"FROM spans WHERE {span_filter} AND start_time >= ? AND start_time < ?"
     )
-    SELECT k AS attribute, v AS value, CAST(count(*) FILTER (WHERE slow) AS BIGINT) AS slow_n,
-           count(*) FILTER (WHERE NOT inc) AS base_n,
-           (SELECT count(*) FROM sel WHERE slow) AS slow_total,
-           (SELECT count(*) FROM sel WHERE NOT inc) AS base_total,
+    base_sql = " UNION ALL ".join(select for _ in baseline[:BASELINES]) or f"{select} AND false"
+    p_base = [x for w in baseline[:BASELINES] for x in (*params, *stretch(w))] or [
+        *params,
+        *stretch(incident),
+    ]
+    sql = f"""
+    WITH inc AS (
+        SELECT * FROM ({select}) USING SAMPLE reservoir({int(sample_rows)} ROWS) REPEATABLE (7)
+    ), base AS (
+        SELECT * FROM ({base_sql}) USING SAMPLE reservoir({int(sample_rows)} ROWS) REPEATABLE (7)
+    ), thr AS (SELECT quantile_cont(duration_ms, {SLOW_QUANTILE}) AS t FROM base),
+    sel AS (
+        SELECT true AS slow_side, * FROM inc WHERE duration_ms > (SELECT t FROM thr)
+        UNION ALL SELECT false, * FROM base
+    ), kv AS (
+        SELECT slow_side, 'host.name' AS k, host_name AS v FROM sel WHERE host_name IS NOT NULL
+        UNION ALL SELECT slow_side, 'http.response.status_code', status FROM sel WHERE status IS NOT NULL
+        UNION ALL SELECT slow_side, 'server.address', server_address FROM sel WHERE server_address IS NOT NULL
+        UNION ALL SELECT slow_side, unnest(map_keys(attributes)), unnest(map_values(attributes))
+                  FROM sel WHERE attributes IS NOT NULL
+    ), keys AS (
+        SELECT k, count(DISTINCT v) AS nv, bool_and(TRY_CAST(v AS DOUBLE) IS NOT NULL) AS numeric FROM kv GROUP BY k
+    ), kept AS (
+        SELECT kv.slow_side, kv.k,
+               CASE WHEN keys.nv <= {MAX_VALUES} THEN kv.v
+                    ELSE '<= ' || CAST(CAST(2 ** ceil(log2(greatest(TRY_CAST(kv.v AS DOUBLE), 1))) AS BIGINT) AS VARCHAR)
+               END AS v
+        FROM kv JOIN keys USING (k) WHERE keys.nv <= {MAX_VALUES} OR keys.numeric
+    )
+    SELECT k AS attribute, v AS value, count(*) FILTER (WHERE slow_side) AS slow_n,
+           count(*) FILTER (WHERE NOT slow_side) AS base_n,
+           (SELECT count(*) FROM sel WHERE slow_side) AS slow_total,
+           (SELECT count(*) FROM sel WHERE NOT slow_side) AS base_total,
            (SELECT t FROM thr) AS cut
-    FROM kv GROUP BY 1, 2
+    FROM kept GROUP BY 1, 2
     """
-    df = store.query_df(sql, [incident.start, incident.end, *params, *wparams])
+    df = store.query_df(sql, [*params, *stretch(incident), *p_base])
     if df.empty:
-        return df, 0, 0, None
+        return pd.DataFrame(columns=["attribute", "value", "slow_n", "base_n"]), 0, 0, None
     cut = df["cut"].iloc[0]
     return (
         df[["attribute", "value", "slow_n", "base_n"]],
@@ -117,7 +169,7 @@ def bubbleup(counts: pd.DataFrame, slow_total: int, base_total: int) -> tuple[li
         )
         for r in hits.itertuples(index=False)
     ]
-    note = f"{slow_total} slow incident spans vs {base_total} baseline spans"
+    note = f"{slow_total} slow incident spans vs {base_total} baseline spans (sampled)"
     if not out:
         note += "; no attribute value stands out"
     return out, note

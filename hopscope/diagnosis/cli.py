@@ -78,7 +78,8 @@ def _top(d: Diagnosis) -> str:
     c = d.top
     if c is None:
         return d.verdict
-    return f"{c.hop} ({c.hop_kind}, {c.dimension}) {c.share:.0%}"
+    of = " of errors" if c.share_of == "errors" else ""
+    return f"{c.hop} ({c.hop_kind}, {c.dimension}) {c.share:.0%}{of}"
 
 
 def incidents(
@@ -117,7 +118,13 @@ def render(d: Diagnosis) -> str:
         f"incident {d.id}  SLO {d.slo or '-'}  {d.severity}  {d.start:%Y-%m-%d %H:%M}..{d.end:%H:%M} UTC",
         f"verdict: {d.verdict}",
     ]
-    if d.decomposition:
+    if d.decomposition and d.decomposition.measure == "errors":
+        e = d.decomposition.end_to_end
+        lines.append(
+            f"end to end: errors {e.baseline_bad_fraction or 0:.3%} -> {e.incident_bad_fraction or 0:.3%} of requests "
+            "(availability SLO: the added errors are decomposed, not the latency)"
+        )
+    elif d.decomposition:
         e = d.decomposition.end_to_end
         lines.append(
             f"end to end: p{e.percentile * 100:g} {e.baseline_pct_ms or 0:.0f} -> {e.incident_pct_ms or 0:.0f} ms, "
@@ -147,7 +154,19 @@ def render(d: Diagnosis) -> str:
                 ],
             )
         )  # fmt: skip
-    if d.decomposition:
+    if d.decomposition and d.decomposition.measure == "errors":
+        lines += ["", "own errors by service (errors per 1000 requests):"]
+        lines.append(
+            _table(
+                ["HOP", "KIND", "BASELINE", "INCIDENT", "ADDED", "SHARE"],
+                [
+                    [h.hop, h.hop_kind, f"{1000 * h.baseline_ms:.2f}", f"{1000 * h.incident_ms:.2f}",
+                     f"{1000 * h.added_ms:+.2f}", f"{h.share:.0%}" + ("" if h.significant else " (noise)")]
+                    for h in d.decomposition.hops
+                ],
+            )
+        )  # fmt: skip
+    elif d.decomposition:
         lines += ["", "hops (per-request mean, ms):"]
         lines.append(
             _table(
@@ -168,11 +187,14 @@ def render(d: Diagnosis) -> str:
 
 
 def find_incident(st: Any, slos: list[Any], incident_id: str) -> tuple[Any, Any]:
-    """The breach with this id (and its SLO), searched over the stored history."""
+    """The breach with this id (and its SLO), searched over the stored history, one SLO at a time."""
+    from hopscope.slo import find_breaches
+
     end = _now(st)
-    for b, s in _breaches(st, slos, end - EXPLAIN_LOOKBACK, end):
-        if b.id == incident_id:
-            return b, s
+    for slo in slos:
+        for b in find_breaches(st, slo, start=end - EXPLAIN_LOOKBACK, end=end):
+            if b.id == incident_id:
+                return b, slo
     raise NotFoundError(
         f"no incident with id {incident_id!r}; list them with `hopscope incidents --since 90d`"
     )
@@ -181,11 +203,12 @@ def find_incident(st: Any, slos: list[Any], incident_id: str) -> tuple[Any, Any]
 def explain(
     incident_id: Annotated[str, typer.Argument(help="Incident id from `hopscope incidents`.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the full diagnosis as JSON.")] = False,
+    slo: Annotated[str | None, typer.Option("--slo", help="The incident's SLO (faster lookup).")] = None,
     store: Annotated[Path, typer.Option("--store", help="Store directory.")] = Path("var/demo"),
     rules: Annotated[Path, typer.Option("--rules", help="SLO rules folder or file.")] = Path("slo_rules"),
 ) -> None:
     """Explain one incident: which hop, which resource, and the evidence."""
     st = _open(store)
-    breach, slo = find_incident(st, _slos(rules, None), incident_id)
-    d = diagnose_breach(st, breach, slo)
+    breach, spec = find_incident(st, _slos(rules, slo), incident_id)
+    d = diagnose_breach(st, breach, spec)
     typer.echo(json.dumps(d.to_dict(), indent=2) if json_out else render(d))

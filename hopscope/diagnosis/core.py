@@ -1,16 +1,19 @@
 """diagnose(): one incident window + one SLI target -> ranked (hop, resource) causes with evidence.
 
-I/O happens here only (store reads through hops/signals/bubbleup loaders); the math is in
-hops.py, resources.py, baseline.py and bubbleup.py.
+I/O happens here only, in at most three queries: hop_minutes (``hops.load_hop_data``), the samples
+linked to the top hops (``signals.load_series_grid``) and, with BubbleUp, a bounded sample of spans
+(``bubbleup.load_bubble_counts``). The math is in hops.py, resources.py, baseline.py and bubbleup.py.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from hopscope.catalog import Catalog, load_catalog
@@ -30,11 +33,12 @@ from hopscope.diagnosis.model import (
     Target,
 )
 from hopscope.errors import NotFoundError
-from hopscope.signals import Window, load_series
+from hopscope.signals import SeriesGrid, Window, load_series_grid
 
 MIN_SHARE = 0.15  # a hop must carry this share of the added latency to be named
 TOP_HOPS = 3
 SECONDARY_MIN = 0.3
+SIGNAL_BASELINES = 2  # baseline windows whose samples are read (the nearest usable ones)
 
 
 def step_for(length: timedelta) -> int:
@@ -65,17 +69,38 @@ def _evidence_phrase(e: Evidence) -> str:
     return f"{e.signal} went from {_fmt(e.baseline, e.unit)} to {_fmt(e.incident, e.unit)}"
 
 
-def _summary(row: HopRow, dim: str, ev: list[Evidence], e2e_added: float) -> str:
-    where = (
-        f"on the wire between {row.hop.replace('->', ' and ')}"
-        if row.hop_kind == "network"
-        else f"in {row.hop}'s own time"
-    )
-    head = f"{row.share:.0%} of the added latency (+{row.added_ms:.1f} ms per request) is {where}"
+def _summary(row: HopRow, dim: str, ev: list[Evidence]) -> str:
+    if row.measure == "errors":
+        head = (
+            f"{row.share:.0%} of the added errors (+{row.added_ms:.2%} of requests) start in {row.hop} "
+            "(its own errors or failed calls into it)"
+        )
+    else:
+        where = (
+            f"on the wire between {row.hop.replace('->', ' and ')}"
+            if row.hop_kind == "network"
+            else f"in {row.hop}'s own time"
+        )
+        head = f"{row.share:.0%} of the added latency (+{row.added_ms:.1f} ms per request) is {where}"
     if dim == "unknown":
         return head + "; no linked resource signal changed enough to name compute, bandwidth or memory."
-    top = [e for e in ev if e.dimension == dim][:2]
+    top = [e for e in ev if e.dimension == dim and e.score >= 0.1][:2] or [
+        e for e in ev if e.dimension == dim
+    ][:1]
     return head + f"; {dim}: " + " and ".join(_evidence_phrase(e) for e in top) + "."
+
+
+class _Clock:
+    """Wall time per step, for the benchmark (Diagnosis.timings_ms)."""
+
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+        self.steps: list[tuple[str, float]] = []
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.steps.append((name, round((now - self.t) * 1000, 2)))
+        self.t = now
 
 
 def diagnose(
@@ -90,41 +115,50 @@ def diagnose(
     objective: float = 0.99,
     percentile: float | None = None,
     hop_budgets_ms: Mapping[str, float] | None = None,
+    sli_kind: str = "latency",
     incident_id: str | None = None,
     slo: str = "",
     severity: str = "ticket",
     peak_burn_rate: float = 0.0,
     budget_consumed: float = 0.0,
     catalog: Catalog | None = None,
-    baseline_days: int = 7,
+    baseline_days: int = 3,
     with_bubbleup: bool = True,
 ) -> Diagnosis:
-    """Diagnose the window [start, end) of the SLI (service, route, threshold or percentile)."""
+    """Diagnose the window [start, end) of the SLI (service, route, threshold or percentile).
+
+    ``sli_kind="availability"`` decomposes the added errors instead of the added latency.
+    """
+    clock = _Clock()
     catalog = catalog or load_catalog()
     target = Target(
         service=service,
         route=route,
         client=client,
-        threshold_ms=threshold_ms,
+        threshold_ms=threshold_ms if sli_kind == "latency" else None,
         objective=objective,
         percentile=percentile,
         hop_budgets_ms=tuple(sorted((hop_budgets_ms or {}).items())),
+        kind="availability" if sli_kind == "availability" else "latency",
     )
     incident = Window(start, end)
     step = step_for(end - start)
     candidates = bl.candidate_windows(start, end, baseline_days)
     windows = [incident] + [w for w, _ in candidates]
     cand_ids = list(range(1, len(windows)))
-    frame = hp.load_hop_frame(store, windows, route, step)
-    wide, kinds = hp.hop_matrix(frame, target)
-    hist, bad = hp.load_target_tail(store, windows, target, step)
+    data = hp.load_hop_data(store, windows, target, step)
+    clock.lap("hop_minutes query")
+    errors = target.measure == "errors"
+    wide, kinds = (hp.error_matrix if errors else hp.hop_matrix)(data.frame, target)
+    bad = _sli_bad(data.frame, target)
     baseline, base_ids = bl.choose_baseline(candidates, cand_ids, wide, bad, target)
     did = incident_id or incident_key(slo, start, end)
     common = dict(
         id=did, slo=slo, start=start, end=end, target=target, baseline=baseline,
         severity=severity, peak_burn_rate=peak_burn_rate, budget_consumed=budget_consumed,
     )  # fmt: skip
-    checked = [f"{len(kinds)} hops of {route} under {service}: " + ", ".join(sorted(kinds))]
+    what = "own errors" if errors else "hops"
+    checked = [f"{len(kinds)} {what} of {route} under {service}: " + ", ".join(sorted(kinds))]
 
     inc_rows = wide[wide.index.get_level_values("window") == 0] if not wide.empty else wide
     if inc_rows.empty or float(inc_rows[hp.REQUESTS].sum()) == 0:
@@ -138,9 +172,19 @@ def diagnose(
         return Diagnosis(**common, verdict=VERDICT_NONE, causes=(), decomposition=None,  # type: ignore[arg-type]
                          checked=tuple(checked), notes=(baseline.note,))  # fmt: skip
 
-    e2e = hp.end_to_end(hist, bad, wide, base_ids, 0, target)
-    dec = hp.decompose_hops(wide, kinds, base_ids, 0, e2e, target)
+    if errors:
+        e2e = hp.end_to_end_errors(wide, base_ids, 0)
+        floor = max(0.1 * (1 - objective), 1e-6)
+        dec = hp.decompose_hops(wide, kinds, base_ids, 0, e2e, target, floor=floor)
+    else:
+        e2e = hp.end_to_end(data.hist, bad, wide, base_ids, 0, target)
+        dec = hp.decompose_hops(wide, kinds, base_ids, 0, e2e, target)
+    clock.lap("decomposition")
     notes: list[str] = []
+    if errors:
+        notes.append(
+            "availability SLO: the decomposition is of the added errors, by the service they start in"
+        )
     degraded, why = _degraded(dec, target)
     checked.append(why)
     standing = [h for h in dec.hops if h.significant and h.share >= MIN_SHARE][:TOP_HOPS]
@@ -148,12 +192,13 @@ def diagnose(
     if not degraded:
         notes.append(why)
     elif not standing:
-        notes.append("no hop's latency rose above its baseline noise")
+        notes.append(f"no hop's {'errors' if errors else 'latency'} rose above its baseline noise")
 
     causes: list[Cause] = []
     if degraded and standing:
+        sig_ids = [0, *base_ids[:SIGNAL_BASELINES]]
         causes, sig_notes, n_series = _resource_causes(
-            store, standing, wide, kinds, windows, base_ids, step, catalog, e2e
+            store, standing, wide, kinds, data.frame, windows, sig_ids, step, catalog, clock
         )
         notes += sig_notes
         checked.append(f"{n_series} resource series linked to the top hops")
@@ -167,13 +212,19 @@ def diagnose(
     bnote = ""
     if with_bubbleup and standing and degraded:
         used = [Window(w.start, w.end) for w in baseline.used]
+        top_pr = hp.per_request(wide, [standing[0].hop])[standing[0].hop]
+        nb = int(-(-incident.seconds // step))
+        lo, hi = bu.focus_offsets(_hop_grid(top_pr, [0], nb)[0], step)
+        focus = (timedelta(seconds=lo * step), timedelta(seconds=hi * step))
         counts, slow_total, base_total, _cut = bu.load_bubble_counts(
-            store, standing[0].hop, standing[0].hop_kind, incident, used
+            store, standing[0].hop, standing[0].hop_kind, incident, used, focus=focus
         )
         attrs, bnote = bu.bubbleup(counts, slow_total, base_total)
         bubble = tuple(attrs)
-    exemplars = hp.load_exemplars(store, incident, route, exemplar_edges)
+        clock.lap("bubbleup query")
+    exemplars = hp.pick_exemplars(data.exemplars, exemplar_edges)
     verdict = VERDICT_CAUSE if causes else VERDICT_NONE
+    clock.lap("rest")
     return Diagnosis(
         **common,  # type: ignore[arg-type]
         verdict=verdict,
@@ -184,14 +235,36 @@ def diagnose(
         bubbleup=bubble,
         bubbleup_note=bnote,
         exemplars=tuple(exemplars),
+        timings_ms=tuple(clock.steps),
     )
 
 
+def _sli_bad(frame: pd.DataFrame, target: Target) -> pd.DataFrame:
+    """Per bucket of the SLI's edges: window, total, bad (over the threshold, or errors)."""
+    if frame.empty:
+        return pd.DataFrame(columns=["window", "ts", "total", "bad"])
+    e = frame[frame["server"] == target.service]
+    if target.client is not None:
+        e = e[e["client"] == target.client]
+    col = "errors" if target.measure == "errors" else "bad"
+    g = e.groupby(["window", "ts"])
+    # a bucket with any edge not counted exactly stays NaN (sum would hide it)
+    bad = g[col].sum(min_count=1).where(g[col].count() == g.size())
+    return pd.DataFrame({"total": g["count"].sum(), "bad": bad}).reset_index()
+
+
 def _degraded(dec: Decomposition, target: Target) -> tuple[bool, str]:
-    """Is there added latency to explain at all? (SLI burning budget in this window, beyond baseline)"""
+    """Is there added latency (or errors) to explain at all? (SLI burning budget, beyond baseline)"""
     e = dec.end_to_end
+    allowed = 1 - target.objective
+    if target.measure == "errors":
+        inc, base = e.incident_bad_fraction or 0.0, e.baseline_bad_fraction or 0.0
+        ok = inc > allowed and inc > 1.5 * base
+        return ok, (
+            f"SLI: {inc:.3%} of {e.incident_requests} requests failed "
+            f"(baseline {base:.3%}, objective allows {allowed:.3%})"
+        )
     if target.threshold_ms is not None and e.incident_bad_fraction is not None:
-        allowed = 1 - target.objective
         base = e.baseline_bad_fraction or 0.0
         ok = e.incident_bad_fraction > allowed and e.incident_bad_fraction > 1.5 * base
         return ok, (
@@ -207,55 +280,71 @@ def _degraded(dec: Decomposition, target: Target) -> tuple[bool, str]:
     )
 
 
+def _hop_grid(per_req: pd.Series, ids: list[int], nb: int) -> np.ndarray:
+    """A hop's per-request values as [len(ids), nb] (rows in the order of ``ids``), NaN where none."""
+    out = np.full((len(ids), nb), np.nan)
+    if per_req.empty:
+        return out
+    pos = {w: k for k, w in enumerate(ids)}
+    win = per_req.index.get_level_values("window").to_numpy()
+    ts = per_req.index.get_level_values("ts").to_numpy()
+    keep = np.isin(win, ids) & (ts >= 0) & (ts < nb)
+    rows = np.array([pos[int(w)] for w in win[keep]], dtype=int)
+    out[rows, ts[keep].astype(int)] = per_req.to_numpy(dtype=float)[keep]
+    return out
+
+
+def _linked_names(standing: list[HopRow], frame: pd.DataFrame, errors: bool) -> tuple[set[str], list[str]]:
+    """Services whose series (and hosts) to read, and names a probe target may contain."""
+    services: set[str] = set()
+    for row in standing:
+        if row.hop_kind == "network":
+            services |= set(row.hop.partition("->")[::2])
+        else:
+            services.add(row.hop)
+            if errors:  # failed calls into a service: its callers' ends of the link count too
+                services |= set(frame.loc[frame["server"] == row.hop, "client"].unique())
+    services -= {"", hp.ENTRY_CLIENT}
+    return services, sorted(services)
+
+
 def _resource_causes(
     store: Any,
     standing: list[HopRow],
     wide: pd.DataFrame,
     kinds: dict[str, str],
+    frame: pd.DataFrame,
     windows: list[Window],
-    base_ids: list[int],
+    sig_ids: list[int],
     step: int,
     catalog: Catalog,
-    e2e: Any,
+    clock: _Clock,
 ) -> tuple[list[Cause], list[str], int]:
-    ids = [0, *base_ids]
-    wins = [windows[i] for i in ids]
-    services: set[str] = set()
-    for row in standing:
-        services |= set(row.hop.partition("->")[::2]) if row.hop_kind == "network" else {row.hop}
-    services.discard("")
-    hosts = store.query_df(
-        f"SELECT DISTINCT host FROM samples WHERE ts >= ? AND ts < ? AND host IS NOT NULL "
-        f"AND service IN ({', '.join('?' for _ in services)})",
-        [windows[0].start, windows[0].end, *sorted(services)],
-    )["host"].tolist()
-    probes = [m for m in catalog if m.startswith("probe_")]
-    others = [m for m in catalog if not m.startswith("probe_")]
-    parts = [
-        load_series(
-            store, wins, step_s=step, metrics=others, services=sorted(services), hosts=hosts, catalog=catalog
-        ),
-        load_series(store, wins, step_s=step, metrics=probes, catalog=catalog),
-    ]
-    signals = (
-        pd.concat([p for p in parts if not p.empty], ignore_index=True)
-        if any(not p.empty for p in parts)
-        else parts[0]
-    )
-    # load_series numbers windows in the order passed: map back to our ids
-    if not signals.empty:
-        signals["window"] = signals["window"].map(dict(enumerate(ids)))
-    meta = rs.series_meta(signals)
-    host_map = rs.hosts_by_service(meta)
+    errors = standing[0].measure == "errors"
+    services, names = _linked_names(standing, frame, errors)
+    network_only = all(r.hop_kind == "network" for r in standing)
+    metrics = [m for m, info in catalog.metrics.items() if not network_only or info.dimension == "bandwidth"]
+    metrics += [c for c in catalog.capacity_metrics() if c not in metrics]
+    grid = load_series_grid(
+        store, [windows[i] for i in sig_ids], step_s=step, metrics=metrics,
+        services=sorted(services), hosts_of=sorted(services), probe_targets=names, catalog=catalog,
+    )  # fmt: skip
+    clock.lap("samples queries")
+    # grid rows are in sig_ids order: row 0 the incident, rows 1.. the baseline windows
+    base_rows = list(range(1, len(sig_ids)))
+    caps = rs.capacities(grid, catalog)
+    host_map = rs.hosts_by_service(grid.meta)
     per_req = hp.per_request(wide, list(kinds))
+    nb = grid.values.shape[2] if not grid.empty else 0
     primary: list[Cause] = []
     secondary: list[tuple[float, Cause]] = []
     notes: list[str] = []
     n_series = 0
     for row in standing:
-        linked = rs.link_series(meta, row.hop, row.hop_kind, host_map, catalog)
+        linked = _link(grid, row, frame, host_map, catalog, errors)
         n_series += len(linked)
-        ev = rs.score_signals(signals, linked, per_req[row.hop], base_ids, 0, catalog)
+        hop_ms = _hop_grid(per_req[row.hop], sig_ids, nb)
+        ev = rs.score_signals(grid, linked, hop_ms, base_rows, 0, catalog, caps)
         dims = rs.score_dimensions(ev)
         judged = {e.dimension for e in ev}
         relevant = ("bandwidth",) if row.hop_kind == "network" else DIMENSIONS
@@ -264,9 +353,9 @@ def _resource_causes(
             notes.append(f"{row.hop}: no {d} signal linked to this hop, so {d} could not be judged")
         best = max(dims.items(), key=lambda kv: kv[1], default=("unknown", 0.0))
         dim = best[0] if best[1] >= rs.DIMENSION_MIN else "unknown"
-        dscore = best[1] if dim != "unknown" else 0.0
-        score = dscore * (0.5 + 0.5 * row.share) if dim != "unknown" else 0.25 * row.share
+        score = best[1] * (0.5 + 0.5 * row.share) if dim != "unknown" else 0.25 * row.share
         shown = [e for e in ev if e.dimension == dim][:5] if dim != "unknown" else ev[:5]
+        share_of = "errors" if errors else "latency"
         primary.append(
             Cause(
                 0,
@@ -275,47 +364,46 @@ def _resource_causes(
                 dim,
                 row.share,
                 score,
-                _summary(row, dim, ev, e2e.added_mean_ms),
+                _summary(row, dim, ev),
                 tuple(shown),
                 dims,
                 not_judged,
+                share_of,
             )  # fmt: skip
         )
         for d, s in dims.items():
             if d != dim and s >= SECONDARY_MIN:
-                alt = [e for e in ev if e.dimension == d][:5]
+                alt = tuple(e for e in ev if e.dimension == d)[:5]
                 secondary.append(
-                    (
-                        s * row.share,
-                        Cause(
-                            0,
-                            row.hop,
-                            row.hop_kind,
-                            d,
-                            row.share,
-                            s * (0.5 + 0.5 * row.share) * 0.8,
-                            _summary(row, d, ev, e2e.added_mean_ms),
-                            tuple(alt),
-                            dims,
-                            not_judged,
-                        ),
-                    )  # fmt: skip
-                )
+                    (s * row.share, Cause(0, row.hop, row.hop_kind, d, row.share, s * (0.5 + 0.5 * row.share) * 0.8,
+                                          _summary(row, d, ev), alt, dims, not_judged, share_of))
+                )  # fmt: skip
     secondary.sort(key=lambda t: -t[0])
+    clock.lap("scoring")
     ordered = primary + [c for _, c in secondary]
     ranked = [
-        Cause(
-            i + 1,
-            c.hop,
-            c.hop_kind,
-            c.dimension,
-            c.share,
-            c.score,
-            c.summary,
-            c.evidence,
-            c.dimension_scores,
-            c.not_judged,
-        )
+        Cause(i + 1, c.hop, c.hop_kind, c.dimension, c.share, c.score, c.summary, c.evidence,
+              c.dimension_scores, c.not_judged, c.share_of)
         for i, c in enumerate(ordered)
-    ]
+    ]  # fmt: skip
     return ranked, notes, n_series
+
+
+def _link(
+    grid: SeriesGrid,
+    row: HopRow,
+    frame: pd.DataFrame,
+    host_map: dict[str, set[str]],
+    catalog: Catalog,
+    errors: bool,
+) -> list[int]:
+    linked = rs.link_series(grid.meta, row.hop, row.hop_kind, host_map, catalog)
+    if errors and row.hop_kind == "service":
+        # an error counted in a service may be a call that failed on the way: its links' bandwidth
+        for c in frame.loc[frame["server"] == row.hop, "client"].unique():
+            if c:
+                linked += rs.link_series(grid.meta, f"{c}->{row.hop}", "network", host_map, catalog)
+    return sorted(set(linked))
+
+
+__all__ = ["diagnose", "incident_key", "step_for"]

@@ -1,13 +1,21 @@
-"""Which hop: per-request hop latencies from hop_minutes, and the decomposition of the added latency.
+"""Which hop: per-request hop latencies (or errors) from hop_minutes, and the decomposition of the added part.
 
 A hop is an edge's network gap (``client->server``) or a service's self time (``server``).
 For sequential calls the per-request means add up to the end-to-end mean, so the added mean
 latency splits exactly across hops; what does not (parallel calls, clock skew) is the residual.
+For an availability SLI the same split is done on errors: a service's own errors are the errors of
+the calls into it minus those of its own outgoing calls (an error passed up is counted once, where
+it started).
+
+All of hop_minutes that a diagnosis needs comes from one SQL query (``load_hop_data``): per-bucket
+sums of every edge of the route in every window, the SLI's merged histogram per window, and the
+slowest minutes (with their exemplar trace ids) of each edge in the incident.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,84 +23,99 @@ import pandas as pd
 
 from hopscope import histogram
 from hopscope.diagnosis.model import Decomposition, EndToEnd, HopRow, Target
-from hopscope.signals import Window
+from hopscope.signals import Window, _us
 
 REQUESTS = "__requests"
 E2E = "__e2e"
-BAD = "__bad"
 ENTRY_CLIENT = "external"  # name of the caller of an entry edge that has its own client span
+EXEMPLAR_MINUTES = 4  # slowest buckets per edge whose exemplar trace ids are kept
+FRAME_COLUMNS = [
+    "window", "ts", "client", "server", "count", "errors", "duration_ms_sum", "gap_ms_sum",
+    "self_ms_sum", "duration_ms_max", "bad",
+]  # fmt: skip
 
 
-def _window_sql(windows: Sequence[Window], column: str) -> tuple[str, str, list[Any], list[Any]]:
-    cases, where, case_p, where_p = [], [], [], []
-    for i, w in enumerate(windows):
-        cases.append(f"WHEN {column} >= ? AND {column} < ? THEN {i}")
-        case_p += [w.start, w.end]
-        where.append(f"({column} >= ? AND {column} < ?)")
-        where_p += [w.start, w.end]
-    return f"CASE {' '.join(cases)} END", " OR ".join(where), case_p, where_p
+@dataclass(frozen=True, slots=True)
+class HopData:
+    """What hop_minutes says about the windows (``ts`` is the bucket number inside its window)."""
+
+    frame: pd.DataFrame  # FRAME_COLUMNS: sums per window x bucket x edge
+    hist: pd.DataFrame  # window, idx, cnt: the SLI's edges' merged histogram per window
+    exemplars: pd.DataFrame  # client, server, duration_ms_max, exemplars: slowest incident minutes per edge
 
 
-def load_hop_frame(store: Any, windows: Sequence[Window], route: str, step_s: int = 60) -> pd.DataFrame:
-    """Sums per window x time bucket x edge of the route (one SQL query)."""
-    case, where, case_p, where_p = _window_sql(windows, "minute")
-    sql = f"""
-    SELECT {case} AS "window", time_bucket(to_seconds(?), minute) AS ts, client, server,
-           CAST(sum("count") AS DOUBLE) AS "count", CAST(sum(errors) AS DOUBLE) AS errors, sum(duration_ms_sum) AS duration_ms_sum,
-           sum(gap_ms_sum) AS gap_ms_sum, sum(self_ms_sum) AS self_ms_sum, max(duration_ms_max) AS duration_ms_max
-    FROM hop_minutes WHERE route = ? AND ({where})
-    GROUP BY 1, 2, 3, 4
-    """
-    return store.query_df(sql, case_p + [step_s, route] + where_p)
-
-
-def load_target_tail(
-    store: Any, windows: Sequence[Window], target: Target, step_s: int = 60
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Histogram (window, idx, cnt) and bad counts over the threshold (window, ts, total, bad) of the SLI's edges."""
-    case, where, case_p, where_p = _window_sql(windows, "minute")
-    edge_sql, edge_p = ("", []) if target.client is None else (" AND client = ?", [target.client])
-    hist = store.query_df(
-        f"""
-        SELECT "window", idx, CAST(sum(cnt) AS BIGINT) AS cnt FROM (
-            SELECT {case} AS "window", unnest(hist_idx) AS idx, unnest(hist_cnt) AS cnt
-            FROM hop_minutes WHERE route = ? AND server = ?{edge_sql} AND ({where})
-        ) GROUP BY 1, 2
-        """,
-        case_p + [target.route, target.service] + edge_p + where_p,
-    )
+def load_hop_data(store: Any, windows: Sequence[Window], target: Target, step_s: int = 60) -> HopData:
+    """Everything the decomposition needs from hop_minutes, in one query (window 0 is the incident)."""
     thr = target.threshold_ms if target.threshold_ms is not None else -1.0
-    bad = store.query_df(
-        f"""
-        SELECT {case} AS "window", time_bucket(to_seconds(?), minute) AS ts, CAST(sum("count") AS DOUBLE) AS total,
-               CAST(sum(CASE WHEN list_position(good_le_ms, ?) > 0
-                        THEN "count" - good_cnt[list_position(good_le_ms, ?)] END) AS DOUBLE) AS bad,
-               count(*) FILTER (WHERE list_position(good_le_ms, ?) IS NULL OR list_position(good_le_ms, ?) = 0) AS inexact
-        FROM hop_minutes WHERE route = ? AND server = ?{edge_sql} AND ({where})
-        GROUP BY 1, 2
-        """,
-        case_p + [step_s, thr, thr, thr, thr, target.route, target.service] + edge_p + where_p,
+    edge_sql, edge_p = ("", []) if target.client is None else (" AND client = ?", [target.client])
+    # One scan per run of touching windows (the incident and the window before it are one): its
+    # tight time range is filtered inside the scan, so the list columns (histograms, exemplars) are
+    # decoded only for those rows, not for the days in between. (Kept to few scans and two readers
+    # of the CTE: DuckDB 1.5.5 + DuckLake hung here on 9 scans read by three.)
+    p_scan: list[Any] = []
+    scans = []
+    for run in _runs(windows):
+        case = " ".join(f"WHEN minute >= ? AND minute < ? THEN {i}" for i in run)
+        scans.append(
+            f'SELECT CASE {case} END AS win, minute, client, server, "count", errors, duration_ms_sum, '
+            "duration_ms_max, gap_ms_sum, self_ms_sum, hist_idx, hist_cnt, exemplars, "
+            "coalesce(list_position(good_le_ms, ?), 0) AS pos, good_cnt "
+            "FROM hop_minutes WHERE route = ? AND minute >= ? AND minute < ?"
+        )
+        p_scan += [x for i in run for x in (windows[i].start, windows[i].end)]
+        p_scan += [thr, target.route, windows[run[0]].start, windows[run[-1]].end]
+    sql = f"""
+    WITH h AS MATERIALIZED (
+        SELECT *, CAST((epoch_us(minute) - list_extract(?::BIGINT[], win + 1)) // ? AS INTEGER) AS b
+        FROM ({" UNION ALL ".join(scans)})
     )
-    return hist, bad
+    SELECT 'f' AS part, win, b, client, server, CAST(sum("count") AS DOUBLE) AS "count", CAST(sum(errors) AS DOUBLE) AS errors,
+           sum(duration_ms_sum) AS duration_ms_sum, sum(gap_ms_sum) AS gap_ms_sum, sum(self_ms_sum) AS self_ms_sum,
+           max(duration_ms_max) AS duration_ms_max,
+           CASE WHEN bool_and(pos > 0) THEN CAST(sum("count" - good_cnt[pos]) AS DOUBLE) END AS bad,
+           NULL::INTEGER AS idx, NULL::BIGINT AS cnt,
+           CASE WHEN win = 0 THEN arg_max(exemplars, duration_ms_max) END AS exemplars
+    FROM h GROUP BY win, b, client, server
+    UNION ALL
+    SELECT 'h', win, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, idx, CAST(sum(cnt) AS BIGINT), NULL
+    FROM (SELECT win, unnest(hist_idx) AS idx, unnest(hist_cnt) AS cnt FROM h WHERE server = ?{edge_sql})
+    GROUP BY win, idx
+    """
+    params = [[_us(w.start) for w in windows], step_s * 1_000_000, *p_scan, target.service, *edge_p]
+    df = store.query_df(sql, params)
+    part = df["part"]
+    frame = df[part == "f"].rename(columns={"win": "window", "b": "ts"})[FRAME_COLUMNS].reset_index(drop=True)
+    hist = df[part == "h"].rename(columns={"win": "window"})[["window", "idx", "cnt"]].reset_index(drop=True)
+    # the exemplars of each edge's slowest incident buckets
+    inc = df[(part == "f") & (df["win"] == 0)].sort_values("duration_ms_max", ascending=False)
+    ex = inc.groupby(["client", "server"], sort=False).head(EXEMPLAR_MINUTES)
+    ex = ex[["client", "server", "duration_ms_max", "exemplars"]].reset_index(drop=True)
+    return HopData(frame, hist.astype({"window": int, "idx": int, "cnt": np.int64}), ex)
 
 
-def load_exemplars(
-    store: Any, window: Window, route: str, edges: Sequence[tuple[str | None, str]], limit: int = 10
-) -> list[str]:
-    """Trace ids of the slowest requests of the given edges (client None = any) in the window."""
+def _runs(windows: Sequence[Window]) -> list[list[int]]:
+    """Indexes of the windows grouped into runs that touch or overlap (sorted by start)."""
+    order = sorted(range(len(windows)), key=lambda i: windows[i].start)
+    runs: list[list[int]] = []
+    end = None
+    for i in order:
+        if runs and end is not None and windows[i].start <= end:
+            runs[-1].append(i)
+            end = max(end, windows[i].end)
+        else:
+            runs.append([i])
+            end = windows[i].end
+    return runs
+
+
+def pick_exemplars(ex: pd.DataFrame, edges: Sequence[tuple[str | None, str]], limit: int = 10) -> list[str]:
+    """Trace ids of the slowest minutes of the given edges (client None = any client), in that order."""
     out: list[str] = []
     for client, server in edges:
-        params: list[Any] = [route, server, window.start, window.end]
-        cond = ""
+        rows = ex[ex["server"] == server]
         if client is not None:
-            cond = " AND client = ?"
-            params.append(client)
-        df = store.query_df(
-            f"""SELECT exemplars FROM hop_minutes WHERE route = ? AND server = ? AND minute >= ? AND minute < ?{cond}
-                ORDER BY duration_ms_max DESC LIMIT ?""",
-            params + [limit],
-        )
-        for ids in df["exemplars"]:
+            rows = rows[rows["client"] == client]
+        for ids in rows.sort_values("duration_ms_max", ascending=False)["exemplars"]:
             for t in list(ids) if ids is not None else []:
                 if t not in out:
                     out.append(str(t))
@@ -120,6 +143,15 @@ def descendants(frame: pd.DataFrame, service: str) -> set[str]:
     return seen
 
 
+def _sli_edges(frame: pd.DataFrame, target: Target) -> tuple[pd.DataFrame, set[str]]:
+    below = descendants(frame, target.service)
+    sub = frame[frame["server"].isin(below)]
+    entry = sub[sub["server"] == target.service]
+    if target.client is not None:
+        entry = entry[entry["client"] == target.client]
+    return entry, below
+
+
 def hop_matrix(frame: pd.DataFrame, target: Target) -> tuple[pd.DataFrame, dict[str, str]]:
     """Wide frame indexed by (window, ts): the SLI's requests and end-to-end ms, and each hop's ms sum.
 
@@ -127,12 +159,8 @@ def hop_matrix(frame: pd.DataFrame, target: Target) -> tuple[pd.DataFrame, dict[
     """
     if frame.empty:
         return pd.DataFrame(columns=[REQUESTS, E2E]), {}
-    below = descendants(frame, target.service)
+    entry, below = _sli_edges(frame, target)
     sub = frame[frame["server"].isin(below)]
-    entry = sub[sub["server"] == target.service]
-    if target.client is not None:
-        entry = entry[entry["client"] == target.client]
-    # the SLI's edges: every edge into the target; hops are its self time and everything below it
     idx = ["window", "ts"]
     parts = [
         entry.groupby(idx)["count"].sum().rename(REQUESTS),
@@ -156,8 +184,38 @@ def hop_matrix(frame: pd.DataFrame, target: Target) -> tuple[pd.DataFrame, dict[
     return wide.sort_index(), kinds
 
 
+def error_matrix(frame: pd.DataFrame, target: Target) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Wide frame indexed by (window, ts): the SLI's requests and errors, and each service's own errors.
+
+    A service's own errors = errors on the calls into it - errors on its calls out (never below 0).
+    """
+    if frame.empty:
+        return pd.DataFrame(columns=[REQUESTS, E2E]), {}
+    entry, below = _sli_edges(frame, target)
+    idx = ["window", "ts"]
+    sub = frame[frame["server"].isin(below)]
+    into = sub.groupby(idx + ["server"])["errors"].sum().unstack("server")
+    out = sub[sub["client"].isin(below)].groupby(idx + ["client"])["errors"].sum().unstack("client")
+    into, out = into.align(out, join="left", fill_value=0.0)
+    into = into.fillna(0.0)
+    # the target's own errors start from the SLI's edges only (other callers of it are not the SLI)
+    if target.service in into.columns:
+        into[target.service] = entry.groupby(idx)["errors"].sum().reindex(into.index).fillna(0.0)
+    own = (into - out.fillna(0.0)).clip(lower=0.0)
+    wide = pd.concat(
+        [
+            entry.groupby(idx)["count"].sum().rename(REQUESTS),
+            entry.groupby(idx)["errors"].sum().rename(E2E),
+            own,
+        ],
+        axis=1,
+    ).fillna(0.0)
+    wide.columns = [str(c) for c in wide.columns]
+    return wide.sort_index(), {str(c): "service" for c in own.columns}
+
+
 def per_request(wide: pd.DataFrame, hops: Sequence[str]) -> pd.DataFrame:
-    """Per-request ms of each hop and of the end-to-end latency, per (window, ts) bucket."""
+    """Per-request ms (or errors) of each hop and of the end-to-end, per (window, ts) bucket."""
     req = wide[REQUESTS].where(wide[REQUESTS] > 0)
     cols = list(hops) + [E2E]
     return wide[cols].div(req, axis=0)
@@ -171,6 +229,13 @@ def _robust_std(x: np.ndarray) -> float:
     return 1.4826 * mad
 
 
+def _merged(hist: pd.DataFrame, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
+    h = hist[hist["window"].isin(list(ids))]
+    if h.empty:
+        return None
+    return histogram.merge([h["idx"].to_numpy()], [h["cnt"].to_numpy()])
+
+
 def end_to_end(
     hist: pd.DataFrame,
     bad: pd.DataFrame,
@@ -179,14 +244,15 @@ def end_to_end(
     inc_id: int,
     target: Target,
 ) -> EndToEnd:
-    """The SLI's tail percentile, mean and bad fraction, baseline vs incident."""
+    """The SLI's tail percentile, mean and bad fraction, baseline vs incident.
+
+    ``bad`` has one row per SLI edge x bucket: window, total, bad (NaN where the threshold is not
+    counted exactly; then the histogram gives it, within its 5 % error).
+    """
 
     def pct(ids: Sequence[int]) -> float | None:
-        h = hist[hist["window"].isin(list(ids))]
-        if h.empty:
-            return None
-        i, c = histogram.merge([h["idx"].to_numpy()], [h["cnt"].to_numpy()])
-        return histogram.quantile(i, c, target.q)
+        m = _merged(hist, ids)
+        return histogram.quantile(m[0], m[1], target.q) if m is not None else None
 
     def mean(ids: Sequence[int]) -> tuple[float, int]:
         w = wide[wide.index.get_level_values("window").isin(list(ids))]
@@ -200,16 +266,12 @@ def end_to_end(
         total = float(b["total"].sum()) if not b.empty else 0.0
         if total <= 0:
             return None
-        exact = b["bad"].notna()
-        if exact.all():
+        if b["bad"].notna().all():
             return float(b["bad"].sum()) / total
-        # thresholds not counted exactly: read them from the histogram (<= 5 % error)
-        h = hist[hist["window"].isin(list(ids))]
-        if h.empty:
+        m = _merged(hist, ids)
+        if m is None or not m[1].sum():
             return None
-        i, c = histogram.merge([h["idx"].to_numpy()], [h["cnt"].to_numpy()])
-        n = int(c.sum())
-        return 1.0 - histogram.count_at_most(i, c, target.threshold_ms) / n if n else None
+        return 1.0 - histogram.count_at_most(m[0], m[1], target.threshold_ms) / int(m[1].sum())
 
     bm, bn = mean(base_ids)
     im, inn = mean([inc_id])
@@ -227,6 +289,24 @@ def end_to_end(
     )
 
 
+def end_to_end_errors(wide: pd.DataFrame, base_ids: Sequence[int], inc_id: int) -> EndToEnd:
+    """The SLI's error fraction, baseline vs incident (``wide`` from error_matrix)."""
+    win = wide.index.get_level_values("window")
+
+    def frac(mask: np.ndarray) -> tuple[float, int]:
+        w = wide[mask]
+        n = float(w[REQUESTS].sum()) if not w.empty else 0.0
+        return (float(w[E2E].sum()) / n if n else 0.0), int(n)
+
+    bf, bn = frac(win.isin(list(base_ids)))
+    inf, inn = frac(win == inc_id)
+    return EndToEnd(
+        percentile=1.0, baseline_pct_ms=None, incident_pct_ms=None, baseline_mean_ms=bf,
+        incident_mean_ms=inf, threshold_ms=None, baseline_bad_fraction=bf, incident_bad_fraction=inf,
+        baseline_requests=bn, incident_requests=inn, measure="errors",
+    )  # fmt: skip
+
+
 def decompose_hops(
     wide: pd.DataFrame,
     kinds: dict[str, str],
@@ -234,12 +314,14 @@ def decompose_hops(
     inc_id: int,
     e2e: EndToEnd,
     target: Target,
+    *,
+    floor: float | None = None,
 ) -> Decomposition:
-    """Split the added latency across hops: baseline vs incident per-request means, with noise.
+    """Split the added latency (or errors) across hops: baseline vs incident per-request means, with noise.
 
-    A hop is significant when its added ms exceeds three times its noise (the spread of its
+    A hop is significant when its added part exceeds three times its noise (the spread of its
     per-window baseline means and of its per-bucket values scaled to the incident's length)
-    and 2 % of the baseline end-to-end mean.
+    and ``floor`` (default: 2 % of the baseline end-to-end mean, at least 0.5 ms).
     """
     hops = sorted(kinds)
     win = wide.index.get_level_values("window")
@@ -250,40 +332,35 @@ def decompose_hops(
     inc_buckets = max(1, int((inc[REQUESTS] > 0).sum()))
     base_req = float(base[REQUESTS].sum())
     inc_req = float(inc[REQUESTS].sum())
-    budgets = dict(target.hop_budgets_ms)
-    rows = []
-    total_pos = 0.0
-    added: dict[str, float] = {}
-    for h in hops:
-        b = float(base[h].sum()) / base_req if base_req else 0.0
-        i = float(inc[h].sum()) / inc_req if inc_req else 0.0
-        added[h] = i - b
-        total_pos += max(0.0, i - b)
+    budgets = dict(target.hop_budgets_ms) if e2e.measure == "latency" else {}
+    floor = max(0.02 * e2e.baseline_mean_ms, 0.5) if floor is None else floor
+    b_mean = {h: float(base[h].sum()) / base_req if base_req else 0.0 for h in hops}
+    added = {h: (float(inc[h].sum()) / inc_req if inc_req else 0.0) - b_mean[h] for h in hops}
+    total_pos = sum(max(0.0, a) for a in added.values())
     by_win = base.groupby(level="window").sum()
     by_win = by_win[by_win[REQUESTS] > 0]
+    rows = []
     for h in hops:
-        b = float(base[h].sum()) / base_req if base_req else 0.0
-        i = b + added[h]
         per_window = (by_win[h] / by_win[REQUESTS]).to_numpy(dtype=float)
         sd_win = float(np.std(per_window, ddof=1)) if len(per_window) >= 3 else 0.0
         sd_bucket = _robust_std(base_pr[h].to_numpy(dtype=float)) / np.sqrt(inc_buckets)
         noise = max(sd_win, sd_bucket)
-        floor = max(0.02 * e2e.baseline_mean_ms, 0.5)
         share = max(0.0, added[h]) / total_pos if total_pos > 0 else 0.0
         rows.append(
             HopRow(
                 hop=h,
                 hop_kind=kinds[h],
-                baseline_ms=b,
-                incident_ms=i,
+                baseline_ms=b_mean[h],
+                incident_ms=b_mean[h] + added[h],
                 added_ms=added[h],
                 share=share,
                 added_at_percentile_ms=share * max(0.0, e2e.added_pct_ms),
                 significant=bool(added[h] > 3 * noise and added[h] > floor),
                 noise_ms=noise,
                 budget_ms=budgets.get(h),
+                measure=e2e.measure,
             )
         )
     rows.sort(key=lambda r: -r.added_ms)
     residual = e2e.added_mean_ms - sum(added.values())
-    return Decomposition(end_to_end=e2e, hops=tuple(rows), residual_ms=residual)
+    return Decomposition(end_to_end=e2e, hops=tuple(rows), residual_ms=residual, measure=e2e.measure)

@@ -40,10 +40,16 @@ class Target:
     objective: float = 0.99  # good fraction; the tail percentile examined when no percentile is given
     percentile: float | None = None
     hop_budgets_ms: tuple[tuple[str, float], ...] = ()
+    kind: str = "latency"  # the SLI's kind: "latency" or "availability" (then errors are decomposed)
 
     @property
     def q(self) -> float:
         return self.percentile if self.percentile is not None else self.objective
+
+    @property
+    def measure(self) -> str:
+        """What the decomposition splits across hops: "latency" (ms) or "errors" (per request)."""
+        return "errors" if self.kind == "availability" else "latency"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +101,10 @@ class Baseline:
 
 @dataclass(frozen=True, slots=True)
 class HopRow:
-    """One hop's per-request latency, baseline vs incident."""
+    """One hop's per-request latency (ms) or errors (fraction of requests), baseline vs incident.
+
+    The fields are named for latency; with ``measure == "errors"`` they hold errors per request.
+    """
 
     hop: str
     hop_kind: str  # "network" | "service"
@@ -107,15 +116,34 @@ class HopRow:
     significant: bool
     noise_ms: float
     budget_ms: float | None = None
+    measure: str = "latency"
 
     def to_dict(self) -> dict[str, Any]:
+        if self.measure == "errors":
+            return {
+                "hop": self.hop,
+                "hop_kind": self.hop_kind,
+                "unit": "errors per request",
+                "baseline": num(self.baseline_ms, 6),
+                "incident": num(self.incident_ms, 6),
+                "added": num(self.added_ms, 6),
+                "share_of_added_latency": num(self.share, 4),
+                "share_of": "errors",
+                "significant": self.significant,
+                "noise": num(self.noise_ms, 6),
+            }
         return {
             "hop": self.hop,
             "hop_kind": self.hop_kind,
+            "unit": "ms",
+            "baseline": num(self.baseline_ms, 3),
+            "incident": num(self.incident_ms, 3),
+            "added": num(self.added_ms, 3),
             "baseline_ms": num(self.baseline_ms, 3),
             "incident_ms": num(self.incident_ms, 3),
             "added_ms": num(self.added_ms, 3),
             "share_of_added_latency": num(self.share, 4),
+            "share_of": "latency",
             "added_at_percentile_ms": num(self.added_at_percentile_ms, 3),
             "significant": self.significant,
             "noise_ms": num(self.noise_ms, 3),
@@ -126,7 +154,7 @@ class HopRow:
 
 @dataclass(frozen=True, slots=True)
 class EndToEnd:
-    """The SLI's latency, baseline vs incident."""
+    """The SLI's latency, baseline vs incident (for ``measure == "errors"``: its error fraction)."""
 
     percentile: float
     baseline_pct_ms: float | None
@@ -138,6 +166,7 @@ class EndToEnd:
     incident_bad_fraction: float | None
     baseline_requests: int
     incident_requests: int
+    measure: str = "latency"
 
     @property
     def added_pct_ms(self) -> float:
@@ -150,7 +179,17 @@ class EndToEnd:
         return self.incident_mean_ms - self.baseline_mean_ms
 
     def to_dict(self) -> dict[str, Any]:
+        if self.measure == "errors":
+            return {
+                "measure": "errors",
+                "baseline_error_fraction": num(self.baseline_bad_fraction, 6),
+                "incident_error_fraction": num(self.incident_bad_fraction, 6),
+                "added_error_fraction": num(self.added_mean_ms, 6),
+                "baseline_requests": int(self.baseline_requests),
+                "incident_requests": int(self.incident_requests),
+            }
         return {
+            "measure": "latency",
             "percentile": self.percentile,
             "baseline_ms": num(self.baseline_pct_ms, 3),
             "incident_ms": num(self.incident_pct_ms, 3),
@@ -171,12 +210,14 @@ class Decomposition:
     end_to_end: EndToEnd
     hops: tuple[HopRow, ...]  # ranked by added latency, largest first
     residual_ms: float  # added end-to-end mean not explained by the hops (parallel calls, skew)
+    measure: str = "latency"  # "latency" (ms per request) or "errors" (errors per request)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "measure": self.measure,
             "end_to_end": self.end_to_end.to_dict(),
             "hops": [h.to_dict() for h in self.hops],
-            "residual_ms": num(self.residual_ms, 3),
+            "residual_ms" if self.measure == "latency" else "residual": num(self.residual_ms, 6),
         }
 
 
@@ -229,6 +270,7 @@ class Cause:
     evidence: tuple[Evidence, ...]
     dimension_scores: dict[str, float] = field(default_factory=dict)
     not_judged: tuple[str, ...] = ()  # dimensions with no linked signal
+    share_of: str = "latency"  # what ``share`` is a share of: "latency" or "errors" (availability SLOs)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -237,6 +279,7 @@ class Cause:
             "hop_kind": self.hop_kind,
             "dimension": self.dimension,
             "share_of_added_latency": num(self.share, 4),
+            "share_of": self.share_of,
             "score": num(self.score, 4),
             "summary": self.summary,
             "evidence": [e.to_dict() for e in self.evidence],
@@ -286,6 +329,7 @@ class Diagnosis:
     severity: str = "ticket"
     peak_burn_rate: float = 0.0
     budget_consumed: float = 0.0
+    timings_ms: tuple[tuple[str, float], ...] = field(default=(), compare=False)  # per step (not in JSON)
 
     @property
     def top(self) -> Cause | None:
@@ -312,6 +356,7 @@ class Diagnosis:
         out.update(
             {
                 "target": {
+                    "kind": self.target.kind,
                     "service": self.target.service,
                     "route": self.target.route,
                     "threshold_ms": num(self.target.threshold_ms, 3),

@@ -1,6 +1,8 @@
 """Which resource: the signals linked to a hop, scored incident vs baseline, mapped to a dimension.
 
-A series' score combines
+Signals arrive as a ``SeriesGrid`` (``values[series, window, bucket]``, one SQL query); the hop's
+per-request latency comes as an array of the same ``[window, bucket]`` shape. A series' score
+combines
   * its change: how far the incident level moved in the "worse" direction (catalog
     ``higher_is_worse``), in units of the baseline's robust spread, and relative to its level;
   * its saturation: incident level against a known capacity (link speed, framebuffer, maxmemory);
@@ -18,6 +20,7 @@ import pandas as pd
 
 from hopscope.catalog import Catalog
 from hopscope.diagnosis.model import DIMENSIONS, Evidence
+from hopscope.signals import SeriesGrid
 
 # scoring knobs (why: a change must clear 3 robust sigmas and ~15 % of its level to count)
 Z_FLOOR = 3.0
@@ -38,15 +41,6 @@ def hosts_by_service(meta: pd.DataFrame) -> dict[str, set[str]]:
     return out
 
 
-def series_meta(signals: pd.DataFrame) -> pd.DataFrame:
-    """One row per series: series, metric, service, host, labels."""
-    if signals.empty:
-        return pd.DataFrame(columns=["series", "metric", "service", "host", "labels"])
-    return signals.drop_duplicates("series")[["series", "metric", "service", "host", "labels"]].reset_index(
-        drop=True
-    )
-
-
 def _matches_target(labels: Mapping[str, str], names: Iterable[str]) -> bool:
     target = str(labels.get("target", labels.get("instance", "")))
     return bool(target) and any(n and n in target for n in names)
@@ -54,23 +48,27 @@ def _matches_target(labels: Mapping[str, str], names: Iterable[str]) -> bool:
 
 def link_series(
     meta: pd.DataFrame, hop: str, hop_kind: str, hosts: Mapping[str, set[str]], catalog: Catalog
-) -> pd.DataFrame:
-    """The series linked to a hop through service, host and probe-target labels."""
+) -> list[int]:
+    """Rows of ``meta`` linked to a hop through service, host and probe-target labels.
+
+    A service hop takes every resource series of the service and of its hosts; a network hop
+    ``client->server`` the bandwidth series of both ends and the probes of its server.
+    """
     capacity_only = catalog.capacity_metrics()
-    keep = []
+    keep: list[int] = []
     if hop_kind == "network":
         client, _, server = hop.partition("->")
         ends = {client, server}
         end_hosts = set().union(*(hosts.get(e, set()) for e in ends))
         server_names = {server} | hosts.get(server, set())
-    for row in meta.itertuples(index=False):
+    for i, row in enumerate(meta.itertuples(index=False)):
         info = catalog.get(row.metric)
         if info is None or row.metric in capacity_only:
             continue
-        dim = info.dimension_for(row.labels)
+        labels = row.labels or {}
+        dim = info.dimension_for(labels)
         if dim == "none":
             continue
-        labels = row.labels or {}
         is_probe = "target" in labels or row.metric.startswith("probe_")
         if hop_kind == "service":
             ok = row.service == hop or row.host in hosts.get(hop, set())
@@ -84,36 +82,51 @@ def link_series(
             else:
                 ok = row.service in ends or (bool(row.host) and row.host in end_hosts)
         if ok:
-            keep.append(row.series)
-    return meta[meta["series"].isin(keep)]
+            keep.append(i)
+    return keep
 
 
-def _capacity(
-    signals: pd.DataFrame, row: pd.Series, catalog: Catalog, base_ids: Sequence[int], inc_id: int
-) -> float | None:
-    info = catalog[row["metric"]]
-    if info.capacity_value is not None:
-        return info.capacity_value
-    names = [info.capacity_metric] if info.capacity_metric else list(info.capacity_sum)
-    if not names:
-        return None
-    total = 0.0
-    for name in names:
-        cand = signals[
-            (signals["metric"] == name)
-            & (signals["service"] == row["service"])
-            & (signals["host"] == row["host"])
-        ]
-        if cand.empty:
-            return None
-        same = cand[cand["labels"].map(lambda lab: lab == row["labels"])]
-        if not same.empty:
-            cand = same
-        elif cand["series"].nunique() > 1:
-            return None
-        vals = cand["value"].to_numpy(dtype=float)
-        total += float(np.nanmedian(vals))
-    return total if total > 0 else None
+def capacities(grid: SeriesGrid, catalog: Catalog) -> np.ndarray:
+    """Per series: its capacity (catalog value, or the median of the capacity series beside it), else NaN."""
+    meta = grid.meta
+    n = len(meta)
+    caps = np.full(n, np.nan)
+    if n == 0:
+        return caps
+    flat = grid.values.reshape(n, -1)
+    with np.errstate(all="ignore"):
+        counts = np.isfinite(flat).sum(axis=1)
+        med = np.full(n, np.nan)
+        has = counts > 0
+        if has.any():
+            med[has] = np.nanmedian(flat[has], axis=1)
+    exact: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], float] = {}
+    loose: dict[tuple[str, str, str], list[float]] = {}
+    for i, row in enumerate(meta.itertuples(index=False)):
+        exact[(row.metric, row.service, row.host, tuple(sorted((row.labels or {}).items())))] = med[i]
+        loose.setdefault((row.metric, row.service, row.host), []).append(med[i])
+    for i, row in enumerate(meta.itertuples(index=False)):
+        info = catalog.get(row.metric)
+        if info is None:
+            continue
+        if info.capacity_value is not None:
+            caps[i] = info.capacity_value
+            continue
+        names = [info.capacity_metric] if info.capacity_metric else list(info.capacity_sum)
+        if not names:
+            continue
+        total = 0.0
+        for name in names:
+            v = exact.get((name, row.service, row.host, tuple(sorted((row.labels or {}).items()))))
+            if v is None:
+                same_host = loose.get((name, row.service, row.host), [])
+                v = same_host[0] if len(same_host) == 1 else None
+            if v is None or not math.isfinite(v):
+                total = math.nan
+                break
+            total += v
+        caps[i] = total if total > 0 else np.nan
+    return caps
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -127,8 +140,8 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def score_series(
-    values: pd.Series,
-    hop_ms: pd.Series,
+    values: np.ndarray,
+    hop_ms: np.ndarray,
     base_ids: Sequence[int],
     inc_id: int,
     higher_is_worse: bool,
@@ -136,11 +149,11 @@ def score_series(
 ) -> tuple[float, float, float, float | None, float | None, float]:
     """(baseline, incident, relative change, correlation, utilization, score) of one series.
 
-    ``values`` and ``hop_ms`` are indexed by (window, ts).
+    ``values`` and ``hop_ms`` are ``[window, bucket]`` arrays (NaN = no data); rows ``base_ids``
+    are the baseline windows, row ``inc_id`` the incident.
     """
-    win = values.index.get_level_values("window")
-    base = values[win.isin(list(base_ids))].to_numpy(dtype=float)
-    inc = values[win == inc_id].to_numpy(dtype=float)
+    base = values[list(base_ids)].ravel()
+    inc = values[inc_id]
     base = base[np.isfinite(base)]
     inc = inc[np.isfinite(inc)]
     if base.size == 0 or inc.size == 0:
@@ -163,8 +176,8 @@ def score_series(
         util = u_inc
         if u_inc - u_base > 0.03:
             sat = min(1.0, max(0.0, (u_inc - SAT_START) / (SAT_FULL - SAT_START)))
-    joined = pd.concat([values.rename("v"), hop_ms.rename("h")], axis=1, join="inner")
-    r = _corr(joined["v"].to_numpy(dtype=float), joined["h"].to_numpy(dtype=float))
+    rows = [inc_id, *base_ids]
+    r = _corr(values[rows].ravel(), hop_ms[rows].ravel())
     r_worse = sign * r if r is not None else None
     corr_factor = 0.4 + 0.6 * max(0.0, r_worse) if r_worse is not None else 0.6
     score = max(change_score, sat) * corr_factor
@@ -173,40 +186,38 @@ def score_series(
 
 
 def score_signals(
-    signals: pd.DataFrame,
-    linked: pd.DataFrame,
-    hop_ms: pd.Series,
+    grid: SeriesGrid,
+    linked: Sequence[int],
+    hop_ms: np.ndarray,
     base_ids: Sequence[int],
     inc_id: int,
     catalog: Catalog,
+    caps: np.ndarray,
 ) -> list[Evidence]:
-    """Evidence for every linked series, best first."""
+    """Evidence for every linked series (rows of the grid), best first."""
     out: list[Evidence] = []
-    if linked.empty:
-        return out
-    sub = signals[signals["series"].isin(set(linked["series"]))]
-    for key, grp in sub.groupby("series", sort=False):
-        row = grp.iloc[0]
+    for i in linked:
+        row = grid.meta.iloc[i]
         info = catalog[row["metric"]]
-        values = grp.set_index(["window", "ts"])["value"]
-        cap = _capacity(signals, row, catalog, base_ids, inc_id)
-        b, i, change, r, util, score = score_series(
-            values, hop_ms, base_ids, inc_id, info.higher_is_worse, cap
+        cap = float(caps[i]) if math.isfinite(caps[i]) else None
+        b, inc, change, r, util, score = score_series(
+            grid.values[i], hop_ms, base_ids, inc_id, info.higher_is_worse, cap
         )
         if not math.isfinite(b):
             continue
+        labels = dict(row["labels"] or {})
         out.append(
             Evidence(
-                signal=str(key),
+                signal=str(row["series"]),
                 metric=str(row["metric"]),
                 labels={
                     **({"service": row["service"]} if row["service"] else {}),
                     **({"host": row["host"]} if row["host"] else {}),
-                    **row["labels"],
+                    **labels,
                 },
-                dimension=info.dimension_for(row["labels"]),
+                dimension=info.dimension_for(labels),
                 baseline=b,
-                incident=i,
+                incident=inc,
                 change=change,
                 correlation=r,
                 capacity=cap,
