@@ -73,8 +73,8 @@ def data_end(store: Store) -> datetime | None:
 
 
 def data_start(store: Store) -> datetime | None:
-    row = store.query("SELECT min(minute) AS lo FROM hop_minutes").to_pylist()[0]
-    return row["lo"]
+    lo: datetime | None = store.query("SELECT min(minute) AS lo FROM hop_minutes").to_pylist()[0]["lo"]
+    return lo
 
 
 def effective_now(store: Store, now: datetime | None = None) -> tuple[datetime, bool, datetime | None]:
@@ -98,12 +98,16 @@ def window(
     current, replay, last = effective_now(store, now)
     if start is not None and end is not None:
         if end <= start:
-            raise NotFoundError(f"time range: end {end:%Y-%m-%d %H:%M} is not after start {start:%Y-%m-%d %H:%M}")
+            raise NotFoundError(
+                f"time range: end {end:%Y-%m-%d %H:%M} is not after start {start:%Y-%m-%d %H:%M}"
+            )
         lo, hi = start, end
     else:
         if range_key not in RANGES:
             raise NotFoundError(f"time range {range_key!r} is not one of {', '.join(RANGES)}")
-        hi = current.replace(second=0, microsecond=0) + (timedelta(minutes=1) if current.second or current.microsecond else timedelta())
+        hi = current.replace(second=0, microsecond=0) + (
+            timedelta(minutes=1) if current.second or current.microsecond else timedelta()
+        )
         lo = hi - RANGES[range_key]
     return Window(lo, hi, step_for(lo, hi), replay, last)
 
@@ -115,7 +119,9 @@ def _route_clause(route: str | None) -> tuple[str, list[Any]]:
 # --------------------------------------------------------------------------------- latency
 
 
-def latency_series(store: Store, w: Window, route: str | None = None, client: str = ENTRY_CLIENT, server: str | None = None) -> pd.DataFrame:
+def latency_series(
+    store: Store, w: Window, route: str | None = None, client: str = ENTRY_CLIENT, server: str | None = None
+) -> pd.DataFrame:
     """p50/p95/p99 (ms) per bucket from the merged histograms of one edge (default: end to end).
 
     Columns: t, count, p50, p95, p99, mean_ms.
@@ -145,7 +151,23 @@ def latency_series(store: Store, w: Window, route: str | None = None, client: st
     )
     SELECT m.t, m.count, q.p50, q.p95, q.p99, m.mean_ms FROM m LEFT JOIN q USING (t) ORDER BY m.t
     """
-    params = [w.step_s, client, w.start, w.end, *rp, *sp, GAMMA, GAMMA, GAMMA, w.step_s, client, w.start, w.end, *rp, *sp]
+    params = [
+        w.step_s,
+        client,
+        w.start,
+        w.end,
+        *rp,
+        *sp,
+        GAMMA,
+        GAMMA,
+        GAMMA,
+        w.step_s,
+        client,
+        w.start,
+        w.end,
+        *rp,
+        *sp,
+    ]
     return store.query_df(sql, params)
 
 
@@ -251,27 +273,35 @@ def metric_series(
     """
     if not metrics:
         return pd.DataFrame(columns=["t", "metric", "service", "series", "value"])
-    marks = ", ".join("?" for _ in metrics)
-    cmarks = ", ".join("?" for _ in counters) or "NULL"
+    counters = [m for m in metrics if m in set(counters)]
     label_expr = "concat_ws('/', " + ", ".join(f"labels['{k}']" for k in SERIES_LABELS) + ")"
     svc, sp = (" AND service = ?", [service]) if service else ("", [])
-    # Counter rates come from consecutive samples of one series (a reset counts from zero), so
-    # a bucket with a single sample still has a rate; the bucket's value is their mean.
-    sql = f"""
-    WITH s AS (
-        SELECT metric, coalesce(service, '') AS service, {label_expr} AS series, ts, value
-        FROM samples WHERE metric IN ({marks}) AND ts >= ? - INTERVAL 10 MINUTE AND ts < ? AND isfinite(value){svc}
-    ), d AS (
-        SELECT *, CASE WHEN metric IN ({cmarks}) THEN
-            (CASE WHEN value >= lag(value) OVER w THEN value - lag(value) OVER w ELSE value END)
-            / nullif(epoch(ts - lag(ts) OVER w), 0)
-        ELSE value END AS v
-        FROM s WINDOW w AS (PARTITION BY metric, service, series ORDER BY ts)
-    )
-    SELECT time_bucket(to_seconds(?::BIGINT), ts) AS t, metric, service, series, avg(v) AS value
-    FROM d WHERE ts >= ? AND v IS NOT NULL GROUP BY ALL ORDER BY t
-    """
-    params = [*metrics, w.start, w.end, *sp, *counters, w.step_s, w.start]
+    # Gauges: the mean per bucket. Counters: the last value of each bucket against the last value
+    # of the bucket before (a drop is a reset: count from zero), so no per-sample window is needed.
+    gauges = [m for m in metrics if m not in counters]
+    parts, params = [], []
+    if gauges:
+        gm = ", ".join("?" for _ in gauges)
+        parts.append(f"""
+        SELECT time_bucket(to_seconds(?::BIGINT), ts) AS t, metric, coalesce(service, '') AS service,
+               {label_expr} AS series, avg(value) AS value
+        FROM samples WHERE metric IN ({gm}) AND ts >= ? AND ts < ? AND isfinite(value){svc}
+        GROUP BY ALL""")
+        params += [w.step_s, *gauges, w.start, w.end, *sp]
+    if counters:
+        cm = ", ".join("?" for _ in counters)
+        parts.append(f"""
+        SELECT t, metric, service, series,
+               (CASE WHEN v >= lag(v) OVER s THEN v - lag(v) OVER s ELSE v END) / nullif(epoch(last_ts - lag(last_ts) OVER s), 0) AS value
+        FROM (
+            SELECT time_bucket(to_seconds(?::BIGINT), ts) AS t, metric, coalesce(service, '') AS service,
+                   {label_expr} AS series, arg_max(value, ts) AS v, max(ts) AS last_ts
+            FROM samples WHERE metric IN ({cm}) AND ts >= ? AND ts < ? AND isfinite(value){svc}
+            GROUP BY ALL
+        ) WINDOW s AS (PARTITION BY metric, service, series ORDER BY t)""")
+        params += [w.step_s, *counters, w.start - timedelta(seconds=w.step_s), w.end, *sp]
+    sql = "SELECT * FROM (" + " UNION ALL ".join(parts) + ") WHERE t >= ? AND value IS NOT NULL ORDER BY t"
+    params.append(w.start)
     df = store.query_df(sql, params)
     return df.dropna(subset=["value"]) if not df.empty else df
 
@@ -287,33 +317,70 @@ def sample_metrics(store: Store) -> pd.DataFrame:
 # --------------------------------------------------------------------------------- freshness
 
 
-def freshness(store: Store, now: datetime) -> pd.DataFrame:
-    """Per collector/source: last success, last attempt, attempts, failures, rows, age and staleness.
+def freshness(store: Store, now: datetime, by_target: bool = False) -> pd.DataFrame:
+    """Per collector (or collector x target): last success, attempts, failures, rows, age and staleness.
 
-    Collectors that wrote samples but no collector_runs rows (e.g. the demo generator) appear
-    with their last sample time.
+    Columns: source, target, last_seen, age_s, stale, attempts, failures, error_ratio, rows, last_error.
+    A collector's last success falls back to the newest sample it wrote (samples.source); sources that
+    wrote samples but no collector_runs rows appear too. Per collector, the oldest target decides.
     """
+    tcol = "target" if by_target else "''"
     runs = store.query_df(
-        """
-        SELECT collector AS source, max(ts) FILTER (WHERE ok) AS last_ok, max(ts) AS last_attempt,
+        f"""
+        SELECT collector AS source, {tcol} AS target, max(ts) FILTER (WHERE ok) AS last_ok, max(ts) AS last_attempt,
                count(*) AS attempts, count(*) FILTER (WHERE NOT ok) AS failures, sum(rows) AS rows,
-               arg_max(error, ts) FILTER (WHERE NOT ok) AS last_error,
-               count(DISTINCT target) AS targets
-        FROM collector_runs GROUP BY collector
+               arg_max(error, ts) FILTER (WHERE NOT ok) AS last_error
+        FROM collector_runs GROUP BY 1, 2
         """
     )
-    samples = store.query_df("SELECT source, max(ts) AS last_sample, count(*) AS sample_rows FROM samples GROUP BY source")
+    if not by_target and not runs.empty:  # the oldest target's last success: one stuck target makes it stale
+        oldest = store.query_df(
+            "SELECT source, min(last_ok) AS last_ok FROM (SELECT collector AS source, target, max(ts) FILTER (WHERE ok) AS last_ok "
+            "FROM collector_runs GROUP BY 1, 2) GROUP BY 1"
+        )
+        runs = runs.drop(columns=["last_ok"]).merge(oldest, on="source", how="left")
+    samples = store.query_df(
+        "SELECT source, max(ts) AS last_sample, count(*) AS sample_rows FROM samples GROUP BY source"
+    )
     df = pd.merge(runs, samples, on="source", how="outer")
+    cols = [
+        "source",
+        "target",
+        "last_seen",
+        "age",
+        "age_s",
+        "stale",
+        "attempts",
+        "failures",
+        "error_ratio",
+        "rows",
+        "last_error",
+    ]
     if df.empty:
-        return pd.DataFrame(columns=["source", "last_seen", "age_s", "stale", "attempts", "failures", "error_ratio", "rows", "last_error"])
-    df["last_seen"] = df[["last_ok", "last_sample"]].max(axis=1)
+        return pd.DataFrame(columns=cols)
+    df["target"] = df["target"].fillna("")
+    df["last_seen"] = df["last_ok"].where(df["last_ok"].notna(), df["last_sample"])
     df["age_s"] = (pd.Timestamp(now) - pd.to_datetime(df["last_seen"])).dt.total_seconds()
-    df["stale"] = df["age_s"] > STALE_AFTER.total_seconds()
+    df["stale"] = ~(df["age_s"] <= STALE_AFTER.total_seconds())
     df["attempts"] = df["attempts"].fillna(0).astype(int)
     df["failures"] = df["failures"].fillna(0).astype(int)
     df["error_ratio"] = df["failures"] / df["attempts"].where(df["attempts"] > 0)
     df["rows"] = df["rows"].fillna(df["sample_rows"]).fillna(0).astype(int)
-    return df.sort_values("source").reset_index(drop=True)
+    if "last_error" not in df:
+        df["last_error"] = None
+    df["age"] = [age_text(a) for a in df["age_s"]]
+    return df.sort_values(["source", "target"]).reset_index(drop=True)[cols]
+
+
+def age_text(seconds: float) -> str:
+    """'4 s', '3 min', '2 h', '6 d'; 'never' for a missing time."""
+    if seconds is None or seconds != seconds:
+        return "never"
+    s = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= size:
+            return f"{s // size} {unit}"
+    return f"{s} s"
 
 
 def collector_runs(store: Store, w: Window) -> pd.DataFrame:
@@ -331,10 +398,25 @@ def collector_runs(store: Store, w: Window) -> pd.DataFrame:
 def table_stats(store: Store) -> pd.DataFrame:
     """Rows and time range per table, with its retention."""
     rows = []
-    for table, col in (("spans", "start_time"), ("hop_minutes", "minute"), ("samples", "ts"), ("collector_runs", "ts")):
-        r = store.query(f'SELECT count(*) AS n, min("{col}") AS lo, max("{col}") AS hi FROM "{table}"').to_pylist()[0]
+    for table, col in (
+        ("spans", "start_time"),
+        ("hop_minutes", "minute"),
+        ("samples", "ts"),
+        ("collector_runs", "ts"),
+    ):
+        r = store.query(
+            f'SELECT count(*) AS n, min("{col}") AS lo, max("{col}") AS hi FROM "{table}"'
+        ).to_pylist()[0]
         keep = store.retention.get(table)
-        rows.append({"table": table, "rows": r["n"], "first": r["lo"], "last": r["hi"], "retention_days": keep.days if keep else None})
+        rows.append(
+            {
+                "table": table,
+                "rows": r["n"],
+                "first": r["lo"],
+                "last": r["hi"],
+                "retention_days": keep.days if keep else None,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -414,3 +496,338 @@ def exemplar_traces(store: Store, start: datetime, end: datetime, limit: int = 1
         """,
         [ENTRY_CLIENT, start, end, start, end, int(limit)],
     )
+
+
+# --------------------------------------------------------------------------------- resource panels
+
+
+@dataclass(frozen=True, slots=True)
+class Panel:
+    """One resource chart: which metrics, in which unit and dimension, against which capacity."""
+
+    key: str
+    dimension: str
+    title: str
+    metrics: tuple[str, ...]
+    unit: str
+    scale: float = 1.0  # stored value x scale = value in `unit`
+    capacity: tuple[str, ...] = ()  # capacity = sum of these metrics per series
+    hop: str | None = None  # a hop's self/network time from hop_minutes instead of samples
+
+
+# The Overview shows two or three per dimension; the Resources page shows them all.
+PANELS: tuple[Panel, ...] = (
+    Panel("gpu_util", "compute", "GPU utilization", ("DCGM_FI_DEV_GPU_UTIL",), "%"),
+    Panel("sm_clock", "compute", "SM clock", ("DCGM_FI_DEV_SM_CLOCK",), "MHz"),
+    Panel(
+        "clock_reasons",
+        "compute",
+        "Clock-event reasons (bitmask)",
+        ("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",),
+        "bitmask",
+    ),
+    Panel("power", "compute", "GPU power", ("DCGM_FI_DEV_POWER_USAGE",), "W"),
+    Panel("temp", "compute", "GPU temperature", ("DCGM_FI_DEV_GPU_TEMP",), "°C"),
+    Panel("xid", "compute", "XID errors", ("DCGM_FI_DEV_XID_ERRORS",), "XID code"),
+    Panel("cpu", "compute", "Host CPU utilization", ("node_cpu_utilization_ratio",), "%", scale=100.0),
+    Panel(
+        "link",
+        "bandwidth",
+        "Link throughput vs capacity",
+        ("node_network_transmit_bytes_total", "node_network_receive_bytes_total"),
+        "Gbit/s",
+        8e-9,
+        ("node_network_speed_bytes",),
+    ),
+    Panel("retrans", "bandwidth", "TCP retransmits", ("node_netstat_Tcp_RetransSegs",), "segments/s"),
+    Panel(
+        "drops",
+        "bandwidth",
+        "NIC drops",
+        ("node_network_transmit_drop_total", "node_network_receive_drop_total"),
+        "packets/s",
+    ),
+    Panel(
+        "pcie",
+        "bandwidth",
+        "PCIe throughput",
+        ("DCGM_FI_PROF_PCIE_TX_BYTES", "DCGM_FI_PROF_PCIE_RX_BYTES"),
+        "GB/s",
+        1e-9,
+    ),
+    Panel("nvlink", "bandwidth", "NVLink throughput", ("DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",), "GB/s", 1e-9),
+    Panel("probe", "bandwidth", "Probe phases", ("probe_http_duration_seconds",), "ms", 1000.0),
+    Panel(
+        "fb",
+        "memory",
+        "GPU framebuffer used",
+        ("DCGM_FI_DEV_FB_USED",),
+        "GiB",
+        1 / 1024,
+        ("DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"),
+    ),
+    Panel("mem_copy", "memory", "GPU memory-copy utilization", ("DCGM_FI_DEV_MEM_COPY_UTIL",), "%"),
+    Panel("fs_self", "memory", "Feature-store self time", (), "ms per request", hop="feature-store"),
+    Panel(
+        "redis",
+        "memory",
+        "Feature-store memory",
+        ("redis_memory_used_bytes",),
+        "GiB",
+        1 / 2**30,
+        ("redis_memory_max_bytes",),
+    ),
+    Panel("redis_miss", "memory", "Feature-store cache misses", ("redis_keyspace_misses_total",), "misses/s"),
+    Panel(
+        "host_mem",
+        "memory",
+        "Host memory available",
+        ("node_memory_MemAvailable_bytes",),
+        "GiB",
+        1 / 2**30,
+        ("node_memory_MemTotal_bytes",),
+    ),
+)
+PANELS_BY_KEY = {p.key: p for p in PANELS}
+OVERVIEW_PANELS: dict[str, tuple[str, ...]] = {
+    "compute": ("gpu_util", "sm_clock"),
+    "bandwidth": ("link", "retrans", "probe"),
+    "memory": ("fb", "fs_self", "redis"),
+}
+
+
+def _counters() -> set[str]:
+    from hopscope.catalog import load_catalog
+
+    return set(load_catalog().counters())
+
+
+def panel_series(
+    store: Store, w: Window, key: str, service: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(values, capacity) of one panel, already in the panel's unit. Columns: t, service, series, value."""
+    if key not in PANELS_BY_KEY:
+        raise NotFoundError(f"no resource panel {key!r} (panels: {', '.join(PANELS_BY_KEY)})")
+    panel = PANELS_BY_KEY[key]
+    empty = pd.DataFrame(columns=["t", "service", "series", "value"])
+    if panel.hop is not None:
+        hops = hop_latency_series(store, w)
+        d = hops[hops["hop"] == panel.hop]
+        return d.assign(service=panel.hop, series=d["part"], value=d["ms"])[
+            ["t", "service", "series", "value"]
+        ], empty
+    counters = sorted(_counters() & set(panel.metrics))
+    df = metric_series(store, w, panel.metrics, counters=counters, service=service)
+    if len(panel.metrics) > 1 and not df.empty:  # e.g. transmit and receive: name the direction
+        df["series"] = [
+            f"{s} {m.split('_')[2] if m.startswith('node_network') else m.rsplit('_', 2)[-2]}".strip()
+            for s, m in zip(df["series"], df["metric"], strict=True)
+        ]
+    cap = empty
+    if panel.capacity:
+        c = metric_series(store, w, panel.capacity, service=service)
+        if not c.empty:
+            per_series = c.groupby(["t", "service", "series"], as_index=False)["value"].sum()
+            cap = per_series.groupby("t", as_index=False)["value"].max().assign(service="", series="capacity")
+            cap["value"] = cap["value"] * panel.scale
+    df = df[["t", "service", "series", "value"]].copy() if not df.empty else empty
+    df["value"] = df["value"] * panel.scale
+    return df, cap
+
+
+# --------------------------------------------------------------------------------- SLOs and breaches
+
+
+def load_rules(rules: str) -> tuple[list[Any], list[str]]:
+    """The SLOs under a rules path and the errors of the files that were refused (as text)."""
+    from hopscope.slo import load_slos
+
+    slos, errors = load_slos(rules)
+    return list(slos), [str(e) for e in errors]
+
+
+def slo_names(store: Store | None, rules: str) -> list[str]:
+    """Names of the SLOs under a rules path (store unused: the signature every view shares)."""
+    return [s.name for s in load_rules(rules)[0]]
+
+
+def get_slo(rules: str, name: str) -> Any:
+    for s in load_rules(rules)[0]:
+        if s.name == name:
+            return s
+    raise NotFoundError(
+        f"no SLO named {name!r} in {rules} (SLOs: {', '.join(slo_names(None, rules)) or 'none'})"
+    )
+
+
+def slo_statuses(store: Store, rules: str, now: datetime) -> pd.DataFrame:
+    """One row per SLO at ``now``: slo, description, objective, sli, budget_remaining, burn_rates (dict),
+    alert_state, time_to_exhaustion, threshold_ms, notes."""
+    from hopscope.slo import evaluate_many
+
+    slos = load_rules(rules)[0]
+    rows = []
+    for slo, st in zip(slos, evaluate_many(store, slos, now=now), strict=True):
+        rows.append(
+            {
+                "slo": slo.name,
+                "description": slo.description,
+                "objective": st.objective,
+                "sli": st.sli,
+                "budget_remaining": st.budget_remaining,
+                "burn_rates": dict(st.burn_rates),
+                "alert_state": st.alert_state,
+                "time_to_exhaustion": st.time_to_exhaustion,
+                "threshold_ms": slo.sli.threshold_ms,
+                "window": getattr(slo.window, "label", None) or str(slo.window.nominal),
+                "notes": list(st.notes),
+                "firing": list(st.firing),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+BREACH_COLUMNS = [
+    "number",
+    "id",
+    "slo",
+    "start",
+    "end",
+    "severity",
+    "peak_burn_rate",
+    "budget_consumed",
+    "windows",
+]
+
+
+def breach_table(
+    store: Store, rules: str, start: datetime | None = None, end: datetime | None = None
+) -> pd.DataFrame:
+    """Every breach of every SLO over stored history, numbered 1.. by start; only those overlapping [start, end)."""
+    from hopscope.slo import find_breaches
+
+    rows = []
+    for slo in load_rules(rules)[0]:
+        for b in find_breaches(store, slo):
+            rows.append(
+                {
+                    "id": b.id,
+                    "slo": b.slo,
+                    "start": b.start,
+                    "end": b.end,
+                    "severity": b.severity,
+                    "peak_burn_rate": b.peak_burn_rate,
+                    "budget_consumed": b.budget_consumed,
+                    "windows": ", ".join(b.windows),
+                }
+            )
+    if not rows:
+        return pd.DataFrame(columns=BREACH_COLUMNS)
+    df = pd.DataFrame(rows).sort_values(["start", "slo"]).reset_index(drop=True)
+    df.insert(0, "number", range(1, len(df) + 1))
+    if start is not None and end is not None:
+        df = df[(df["end"] > start) & (df["start"] < end)].reset_index(drop=True)
+    return df[BREACH_COLUMNS]
+
+
+def find_breach(store: Store, rules: str, key: str) -> dict[str, Any]:
+    """One breach by its number (1, 2, ...) or its id; NotFoundError names what exists."""
+    df = breach_table(store, rules)
+    key = str(key).strip()
+    hit = df[df["number"].astype(str) == key] if key.isdigit() else df[df["id"] == key.lower()]
+    if hit.empty:
+        known = ", ".join(f"{n} ({i})" for n, i in zip(df["number"], df["id"], strict=True)) or "none"
+        raise NotFoundError(f"no incident {key[:40]!r} (incidents: {known})")
+    return dict(hit.iloc[0])
+
+
+def incident(store: Store, rules: str, key: str) -> dict[str, Any]:
+    """One breach (by number or id) with its diagnosis: {"breach": {...}, "diagnosis": Diagnosis.to_dict()}."""
+    from hopscope.diagnosis import diagnose_breach
+
+    b = find_breach(store, rules, key)
+    return {"breach": b, "diagnosis": diagnose_breach(store, _breach(b), get_slo(rules, b["slo"])).to_dict()}
+
+
+def incident_cause(store: Store, rules: str, key: str) -> str:
+    """The diagnosis's top cause of one breach in one line (no BubbleUp: cheaper), or why there is none."""
+    from hopscope.diagnosis import diagnose_breach
+
+    b = find_breach(store, rules, key)
+    d = diagnose_breach(store, _breach(b), get_slo(rules, b["slo"]), with_bubbleup=False)
+    top = d.top
+    if top is None:
+        return f"no clear cause ({d.verdict})"
+    return f"{top.hop} ({top.dimension}): {top.share:.0%} of the added latency"
+
+
+def _breach(b: dict[str, Any]) -> Any:
+    from hopscope.slo import Breach
+
+    return Breach(
+        id=b["id"], slo=b["slo"], start=b["start"], end=b["end"], severity=b["severity"],
+        peak_burn_rate=float(b["peak_burn_rate"]), budget_consumed=float(b["budget_consumed"]),
+        windows=tuple(x for x in str(b["windows"]).split(", ") if x),
+    )  # fmt: skip
+
+
+def context_window(start: datetime, end: datetime, *, before: timedelta = timedelta(hours=3)) -> Window:
+    """A window around an interval: `before` of context on each side (at least its own length)."""
+    pad = max(before, end - start)
+    lo, hi = start - pad, end + pad
+    return Window(lo, hi, step_for(lo, hi), False, None)
+
+
+def slo_timeline(
+    store: Store, rules: str, name: str, w: Window
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """(sli, burn, thresholds) of one SLO over a window, per bucket.
+
+    sli: t, good, total, sli. burn: t and one column per alert window (the mean burn rate in the bucket).
+    thresholds: "<severity> <long>/<short>" -> burn-rate factor.
+    """
+    from hopscope.slo import burn_rate_series, minute_series
+
+    slo = get_slo(rules, name)
+    longest = max((t.long for t in slo.alerting.tiers), default=timedelta(0))
+    minutes = minute_series(store, slo, w.start - longest, w.end)
+    step = f"{w.step_s}s"
+    if minutes.empty:
+        return pd.DataFrame(columns=["t", "good", "total", "sli"]), pd.DataFrame(columns=["t"]), {}
+    m = minutes[(minutes["minute"] >= w.start) & (minutes["minute"] < w.end)].copy()
+    m["t"] = pd.to_datetime(m["minute"]).dt.floor(step)
+    sli = m.groupby("t", as_index=False)[["good", "total"]].sum()
+    sli["sli"] = sli["good"] / sli["total"].where(sli["total"] > 0)
+    burn = burn_rate_series(slo, minutes)
+    burn = burn[(burn.index >= w.start) & (burn.index < w.end)]
+    burn = burn.groupby(burn.index.floor(step)).mean().rename_axis("t").reset_index()
+    thresholds = {f"{t.severity} {t.label}": float(t.factor) for t in slo.alerting.active_tiers}
+    return sli, burn, thresholds
+
+
+def evidence_series(store: Store, w: Window, metric: str, labels: dict[str, str]) -> pd.DataFrame:
+    """One evidence signal (metric + the labels that identify it) per bucket, in stored units."""
+    from hopscope.catalog import load_catalog
+
+    info = load_catalog().get(metric)
+    counters = [metric] if info is not None and info.is_counter else []
+    df = metric_series(store, w, [metric], counters=counters, service=labels.get("service"))
+    key = "/".join(labels[k] for k in SERIES_LABELS if labels.get(k))
+    if key and not df.empty:
+        df = df[df["series"] == key]
+    return (
+        df.groupby("t", as_index=False)["value"].mean()
+        if not df.empty
+        else pd.DataFrame(columns=["t", "value"])
+    )
+
+
+def hop_series(store: Store, w: Window, hop: str) -> pd.DataFrame:
+    """One hop's time per request (ms) per bucket. Columns: t, ms."""
+    df = hop_latency_series(store, w)
+    return df[df["hop"] == hop].groupby("t", as_index=False)["ms"].sum()
+
+
+def store_size(store: Store) -> int:
+    """Bytes on disk: catalog and data files."""
+    return store.size_bytes()

@@ -86,7 +86,13 @@ def build_store(path: Path, *, evil: bool = True) -> Store:
             (ts, "node_network_transmit_bytes_total", 1.25e9 * 60 * m, "api-gateway", {"device": "eth0"}),
             (ts, "node_network_speed_bytes", 1.25e9, "api-gateway", {"device": "eth0"}),
             (ts, "node_netstat_Tcp_RetransSegs", 10.0 * m, "api-gateway", {}),
-            (ts, "probe_http_duration_seconds", 0.002, "model-server", {"phase": "connect", "target": "http://model:8000/"}),
+            (
+                ts,
+                "probe_http_duration_seconds",
+                0.002,
+                "model-server",
+                {"phase": "connect", "target": "http://model:8000/"},
+            ),
             (ts, "redis_memory_used_bytes", 1e9, "feature-store", {}),
             (ts, "redis_memory_max_bytes", 4e9, "feature-store", {}),
         ]
@@ -94,7 +100,9 @@ def build_store(path: Path, *, evil: bool = True) -> Store:
     sdf["source"] = "demo"
     sdf["host"] = sdf["service"]
     labels = pa.array([list(d.items()) for d in sdf["labels"]], type=pa.map_(pa.string(), pa.string()))
-    table = pa.Table.from_pandas(sdf.drop(columns=["labels"]), preserve_index=False).append_column("labels", labels)
+    table = pa.Table.from_pandas(sdf.drop(columns=["labels"]), preserve_index=False).append_column(
+        "labels", labels
+    )
     store.append("samples", table)
 
     runs = pd.DataFrame(
@@ -121,7 +129,12 @@ def build_store(path: Path, *, evil: bool = True) -> Store:
             "service": ["api-gateway", "api-gateway", "api-gateway", "model-server"],
             "name": [name, "GET features", "POST /infer", "infer"],
             "kind": [2, 3, 3, 2],
-            "start_time": [t0, t0 + timedelta(milliseconds=5), t0 + timedelta(milliseconds=30), t0 + timedelta(milliseconds=180)],
+            "start_time": [
+                t0,
+                t0 + timedelta(milliseconds=5),
+                t0 + timedelta(milliseconds=30),
+                t0 + timedelta(milliseconds=180),
+            ],
             "duration_ms": [380.0, 22.0, 340.0, 40.0],
             "status_code": [0, 0, 0, 0],
         }
@@ -137,7 +150,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 
 @pytest.mark.parametrize(
     ("span", "step"),
-    [(timedelta(hours=1), 60), (timedelta(hours=24), 60), (timedelta(days=7), 600), (timedelta(days=28), 1800), (timedelta(days=90), 7200)],
+    [
+        (timedelta(hours=1), 60),
+        (timedelta(hours=24), 60),
+        (timedelta(days=7), 600),
+        (timedelta(days=28), 1800),
+        (timedelta(days=90), 7200),
+    ],
 )
 def test_step_keeps_every_series_within_two_thousand_points(span: timedelta, step: int) -> None:
     assert views.step_for(END - span, END) == step
@@ -179,7 +198,13 @@ def test_traffic_is_requests_per_second(store: Store) -> None:
 def test_hop_contributions_stack_to_the_mean_end_to_end_latency(store: Store) -> None:
     w = views.window(store, "6h", now=END)
     hops = views.hop_latency_series(store, w)
-    assert set(hops["hop"]) == {"api-gateway", "feature-store", "model-server", "api-gateway->feature-store", "api-gateway->model-server"}
+    assert set(hops["hop"]) == {
+        "api-gateway",
+        "feature-store",
+        "model-server",
+        "api-gateway->feature-store",
+        "api-gateway->model-server",
+    }
     total = hops.groupby("t")["ms"].sum()
     mean = views.latency_series(store, w).set_index("t")["mean_ms"]
     assert np.allclose(total.values, mean.loc[total.index].values)
@@ -210,7 +235,11 @@ def test_counters_become_rates_and_gauges_means(store: Store) -> None:
 def test_hop_edges_give_rate_errors_and_p99(store: Store) -> None:
     w = views.window(store, "6h", now=END)
     edges = views.hop_edges(store, w).set_index(["client", "server"])
-    assert set(edges.index) == {("", "api-gateway"), ("api-gateway", "feature-store"), ("api-gateway", "model-server")}
+    assert set(edges.index) == {
+        ("", "api-gateway"),
+        ("api-gateway", "feature-store"),
+        ("api-gateway", "model-server"),
+    }
     assert edges.loc[("api-gateway", "model-server"), "p99"] > 300
     assert edges.loc[("", "api-gateway"), "error_ratio"] > 0
 

@@ -1,0 +1,251 @@
+"""Dashboard speed: navigation -> main chart visible in headless Chromium, per page, cold and warm,
+and the server time of one live refresh tick of the Overview.
+
+    .venv/bin/python benchmarks/dashboard.py                 # 30 days x 20 hops, 10M spans, 1 Hz GPU samples
+    .venv/bin/python benchmarks/dashboard.py --days 7 --spans 1000000   # a quicker run
+    .venv/bin/python benchmarks/dashboard.py --store /tmp/bench --reuse   # keep/reuse the generated store
+
+Goals (issue 6): <= 1.5 s per page, <= 0.5 s warm, one live tick <= 100 ms of server time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hopscope import histogram  # noqa: E402
+from hopscope.store import Store  # noqa: E402
+
+END = datetime(2026, 11, 20, 12, 0)
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+PAGES = [  # (url path, title of the main chart)
+    ("overview?range=28d", "End-to-end latency"),
+    ("incident", "Burn rate per alert window"),
+    ("slo_report?slo=recommend-latency", "Error budget burn-down"),
+    ("hops?range=28d", "Service graph"),
+    ("resources?range=28d", "GPU utilization"),
+    ("collectors?range=28d", "Collector runs"),
+]
+
+
+def _list_array(values: np.ndarray, per_row: int, rows: int, typ: pa.DataType) -> pa.ListArray:
+    offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * per_row)
+    return pa.ListArray.from_arrays(offsets, pa.array(values, typ))
+
+
+def build(path: Path, days: int, hops: int, spans: int, seed: int = 7) -> None:
+    rng = np.random.default_rng(seed)
+    store = Store(path)
+    start = END - timedelta(days=days)
+    minutes = days * 1440
+    t0 = time.monotonic()
+    # -- hop_minutes: '' -> api-gateway plus hops-1 downstream edges, daily cycle, a few spikes
+    servers = ["api-gateway"] + [f"svc-{i:02d}" for i in range(1, hops)]
+    clients = [""] + ["api-gateway"] * (hops - 1)
+    minute = np.repeat(np.datetime64(start, "us") + np.arange(minutes) * np.timedelta64(60, "s"), hops)
+    edge = np.tile(np.arange(hops), minutes)
+    m = np.repeat(np.arange(minutes), hops)
+    count = (600 + 400 * np.sin(2 * np.pi * m / 1440)).astype(np.int64)
+    spike = ((m // 60) % (24 * 5) == 100).astype(np.float64)  # one hour every 5 days
+    base = np.where(edge == 0, 90.0, 4.0 + edge) * (1 + 3 * spike)
+    n = len(m)
+    k = 12  # buckets per histogram row
+    centers = histogram.bucket_index(base)
+    idx = (centers[:, None] + np.arange(-6, 6)[None, :]).ravel().astype(np.int32)
+    shape = np.exp(-0.5 * (np.arange(-6, 6) / 2.0) ** 2)
+    cnt = np.maximum(1, np.round(count[:, None] * shape[None, :] / shape.sum())).astype(np.int64).ravel()
+    good = np.where(spike > 0, (count * 0.5).astype(np.int64), count)  # the spikes breach the 200 ms SLO
+    table = pa.table({
+        "minute": pa.array(minute, pa.timestamp("us")),
+        "client": pa.array(np.array(clients)[edge]), "server": pa.array(np.array(servers)[edge]),
+        "route": pa.array(np.full(n, "/recommend")),
+        "count": count, "errors": (count * 0.001).astype(np.int64),
+        "duration_ms_sum": base * count, "duration_ms_max": base * 3,
+        "client_ms_sum": np.where(edge == 0, 0.0, base * count), "server_ms_sum": base * count * 0.9,
+        "gap_ms_sum": np.where(edge == 0, 0.0, base * count * 0.1), "self_ms_sum": base * count * 0.5,
+        "skewed": np.zeros(n, np.int64),
+        "hist_idx": _list_array(idx, k, n, pa.int32()), "hist_cnt": _list_array(cnt, k, n, pa.int64()),
+        "good_le_ms": _list_array(np.full(n, 200.0), 1, n, pa.float64()), "good_cnt": _list_array(good, 1, n, pa.int64()),
+        "exemplars": _list_array(np.array([], dtype=object), 0, n, pa.string()),
+    })  # fmt: skip
+    for lo in range(0, n, 200_000):
+        store.append("hop_minutes", table.slice(lo, 200_000))
+    print(f"  hop_minutes: {n:,} rows ({time.monotonic() - t0:.1f} s)", flush=True)
+
+    # -- 1 Hz GPU samples for the whole range (util, SM clock, framebuffer used/free)
+    t1 = time.monotonic()
+    seconds = days * 86400
+    gpu_labels = pa.MapArray.from_arrays(pa.array(np.arange(0, 3 * 200_001, 3, dtype=np.int32)),
+                                         pa.array(np.tile(["gpu", "UUID", "modelName"], 200_000)),
+                                         pa.array(np.tile(["0", "GPU-bench-0", "H100"], 200_000)))  # fmt: skip
+    rows = 0
+    for metric, level in (
+        ("DCGM_FI_DEV_GPU_UTIL", 50.0),
+        ("DCGM_FI_DEV_SM_CLOCK", 1800.0),
+        ("DCGM_FI_DEV_FB_USED", 40000.0),
+        ("DCGM_FI_DEV_FB_FREE", 40000.0),
+    ):
+        for lo in range(0, seconds, 200_000):
+            hi = min(seconds, lo + 200_000)
+            ts = np.datetime64(start, "us") + np.arange(lo, hi) * np.timedelta64(1, "s")
+            val = level * (1 + 0.2 * np.sin(2 * np.pi * np.arange(lo, hi) / 86400)) + rng.normal(
+                0, level * 0.02, hi - lo
+            )
+            store.append("samples", pa.table({
+                "ts": pa.array(ts, pa.timestamp("us")), "metric": pa.array(np.full(hi - lo, metric)), "value": val,
+                "source": pa.array(np.full(hi - lo, "bench")), "service": pa.array(np.full(hi - lo, "svc-01")),
+                "host": pa.array(np.full(hi - lo, "gpu-node-1")), "labels": gpu_labels.slice(0, hi - lo),
+            }))  # fmt: skip
+            rows += hi - lo
+    print(f"  samples: {rows:,} rows at 1 Hz ({time.monotonic() - t1:.1f} s)", flush=True)
+
+    # -- raw spans: the last two days (the hot window), 10 spans per trace
+    t2 = time.monotonic()
+    hot = 2 * 86400
+    chunk = 1_000_000
+    for lo in range(0, spans, chunk):
+        c = min(chunk, spans - lo)
+        traces = rng.bytes(16 * (c // 10 + 1))
+        tid = [traces[16 * (i // 10) : 16 * (i // 10) + 16] for i in range(c)]
+        sid = [int(x).to_bytes(8, "big") for x in rng.integers(1, 2**62, c)]
+        offs = rng.integers(0, hot * 1000, c).astype("timedelta64[ms]")
+        store.append("spans", pa.table({
+            "trace_id": pa.array(tid, pa.binary()), "span_id": pa.array(sid, pa.binary()),
+            "service": pa.array(np.array(servers)[rng.integers(0, hops, c)]), "name": pa.array(np.full(c, "GET /x")),
+            "kind": pa.array(np.full(c, 2), pa.int8()),
+            "start_time": pa.array(np.datetime64(END - timedelta(days=2), "us") + offs.astype("timedelta64[us]"), pa.timestamp("us")),
+            "duration_ms": rng.gamma(2.0, 20.0, c), "status_code": pa.array(np.zeros(c), pa.int8()),
+            "http_route": pa.array(np.full(c, "/recommend")),
+        }))  # fmt: skip
+    print(f"  spans: {spans:,} rows ({time.monotonic() - t2:.1f} s)", flush=True)
+
+    # -- collector runs: one per minute per collector
+    runs = minutes
+    store.append("collector_runs", pa.table({
+        "ts": pa.array(np.datetime64(start, "us") + np.arange(runs) * np.timedelta64(60, "s"), pa.timestamp("us")),
+        "collector": pa.array(np.full(runs, "bench")), "target": pa.array(np.full(runs, "nvml://0")),
+        "ok": pa.array(np.ones(runs, bool)), "rows": np.full(runs, 240, np.int64), "duration_ms": np.full(runs, 3.0),
+    }))  # fmt: skip
+    t3 = time.monotonic()
+    store.maintain(now=END, retention=False)
+    print(
+        f"  maintain (flush + merge): {time.monotonic() - t3:.1f} s; store {store.size_bytes() / 1e6:,.0f} MB; built in {time.monotonic() - t0:.1f} s",
+        flush=True,
+    )
+    store.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def measure(store: Path, rounds: int) -> None:
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    env = {**os.environ, "HOPSCOPE_STORE": str(store), "HOPSCOPE_SLO_RULES": str(ROOT / "slo_rules")}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
+                             "--server.port", str(port), "--server.address", "127.0.0.1"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            # Warm the process (imports, store opening) on a page no figure depends on.
+            page = browser.new_page()
+            page.goto(url + "/collectors?range=1h")
+            page.wait_for_selector("h1", timeout=120_000)
+            page.close()
+            print(f"\n{'page':<36} {'cold (s)':>9} {'warm (s), median of ' + str(rounds):>24}")
+            for path, title in PAGES:
+                times = []
+                for _ in range(rounds + 1):
+                    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+                    t = time.monotonic()
+                    page.goto(f"{url}/{path}")
+                    try:
+                        page.wait_for_function(
+                            "t => [...document.querySelectorAll('.js-plotly-plot')].some(p => (p.querySelector('.gtitle')?.textContent || '')"
+                            ".startsWith(t) && p.querySelectorAll('.trace, .bars path, .scatterlayer path').length > 0)",
+                            arg=title,
+                            timeout=120_000,
+                        )
+                        times.append(time.monotonic() - t)
+                    except Exception:  # noqa: BLE001 - report the page, keep measuring the others
+                        times.append(float("nan"))
+                        page.screenshot(
+                            path=str(Path(tempfile.gettempdir()) / f"bench-timeout-{path.split('?')[0]}.png")
+                        )
+                    page.close()
+                print(f"{path:<36} {times[0]:>9.2f} {statistics.median(times[1:]):>24.2f}", flush=True)
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    tick(store)
+
+
+def tick(store: Path) -> None:
+    """Server time of one Overview refresh with warm caches: an AppTest rerun of the live fragment's page."""
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["HOPSCOPE_STORE"] = str(store)
+    os.environ["HOPSCOPE_SLO_RULES"] = str(ROOT / "slo_rules")
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=300)
+    at.query_params["range"] = "28d"
+    at.run()
+    times = []
+    for _ in range(5):
+        t = time.monotonic()
+        at.run()
+        times.append(time.monotonic() - t)
+    print(
+        f"\nlive refresh tick (Overview rerun, warm cache, server side): median {1000 * statistics.median(times):.0f} ms, min {1000 * min(times):.0f} ms"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", type=Path, help="where to build the store (default: a temp dir)")
+    ap.add_argument("--reuse", action="store_true", help="use --store as it is if it exists")
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--hops", type=int, default=20)
+    ap.add_argument("--spans", type=int, default=10_000_000)
+    ap.add_argument("--rounds", type=int, default=3, help="warm loads per page")
+    args = ap.parse_args()
+    path = args.store or Path(tempfile.mkdtemp(prefix="hopscope-bench-")) / "store"
+    if not (args.reuse and (path / "catalog.sqlite").exists()):
+        print(
+            f"building {path}: {args.days} days x {args.hops} hops, {args.spans:,} spans, 1 Hz GPU samples",
+            flush=True,
+        )
+        build(path, args.days, args.hops, args.spans)
+    measure(path, args.rounds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""hopscope dashboard: `streamlit run dashboard/app.py -- --store PATH` (or $HOPSCOPE_STORE; default var/demo)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+# `streamlit run dashboard/app.py` puts dashboard/ on sys.path, not the repository root.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from dashboard import state  # noqa: E402
+
+PAGES = (
+    ("pages/overview.py", "Overview", "overview"),
+    ("pages/incident.py", "Incident", "incident"),
+    ("pages/slo_report.py", "SLO report", "slo_report"),
+    ("pages/hops.py", "Hops", "hops"),
+    ("pages/resources.py", "Resources", "resources"),
+    ("pages/collectors.py", "Collectors", "collectors"),
+)
+
+st.set_page_config(page_title="hopscope", layout="wide")
+here = Path(__file__).parent
+pages = [
+    # No page icons: Streamlit turns the page's icon into the favicon, fetched from the internet.
+    st.Page(path, title=title, url_path=url, default=(url == "overview"))
+    for path, title, url in PAGES
+    if (here / path).exists()
+]
+nav = st.navigation(pages)
+st.sidebar.caption(f"store: {state.esc_md(state.store_path())}")
+nav.run()

@@ -1,0 +1,636 @@
+"""Pure Plotly figure builders: a DataFrame in, a go.Figure out. No Streamlit, no store.
+
+Colours mean the same thing on every chart: one per resource dimension, one per
+alert severity, one per percentile. Telemetry text (hop, span and label names)
+is HTML-escaped before Plotly sees it, since Plotly renders a subset of HTML in
+names and hover text.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+DIMENSION_COLORS: dict[str, str] = {"compute": "#E8710A", "bandwidth": "#1A73E8", "memory": "#12A37F"}
+SEVERITY_COLORS: dict[str, str] = {
+    "ok": "#2E7D32",
+    "ticket": "#F9A825",
+    "page": "#D32F2F",
+    "no data": "#78909C",
+}
+# Streamlit badge colours for the same severities.
+SEVERITY_BADGES: dict[str, str] = {"ok": "green", "ticket": "orange", "page": "red", "no data": "gray"}
+PERCENTILE_COLORS: dict[str, str] = {"p50": "#5C6BC0", "p95": "#AB47BC", "p99": "#EF5350"}
+# Self-time hops cycle through these; network hops use shades of the bandwidth colour.
+SELF_COLORS = ("#8E24AA", "#E8710A", "#12A37F", "#6D4C41", "#C2185B", "#00838F")
+NETWORK_COLORS = ("#1A73E8", "#64B5F6", "#0D47A1", "#42A5F5", "#90CAF9", "#1565C0")
+BAND_MARKER_NAME = "breaches"
+TIME_AXIS = "time (UTC)"
+
+
+def esc(text: Any) -> str:
+    """Telemetry text made safe for Plotly labels and hover text."""
+    return html.escape(str(text), quote=False)
+
+
+def _layout(fig: go.Figure, *, y_title: str, height: int = 300, title: str | None = None) -> go.Figure:
+    fig.update_layout(
+        height=height,
+        margin={"l": 10, "r": 10, "t": 64 if title else 30, "b": 10},
+        title={
+            "text": esc(title),
+            "x": 0.01,
+            "xanchor": "left",
+            "y": 0.98,
+            "yanchor": "top",
+            "font": {"size": 15},
+        }
+        if title
+        else None,
+        legend={
+            "orientation": "h",
+            "yanchor": "bottom",
+            "y": 1.0,
+            "xanchor": "left",
+            "x": 0,
+            "font": {"size": 11},
+        },
+        hovermode="x unified",
+        xaxis_title=TIME_AXIS,
+        yaxis_title=y_title,
+    )
+    return fig
+
+
+def add_breach_bands(fig: go.Figure, breaches: pd.DataFrame | None) -> go.Figure:
+    """Shade each breach [start, end) by severity and put a clickable marker (customdata = id) on it."""
+    if breaches is None or breaches.empty:
+        return fig
+    xs, texts, ids, colors, shapes = [], [], [], [], []
+    for b in breaches.itertuples(index=False):
+        color = SEVERITY_COLORS.get(str(b.severity), SEVERITY_COLORS["page"])
+        # One layout update for every band: fig.add_vrect per band costs ~35 ms each.
+        shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": b.start, "x1": b.end, "y0": 0, "y1": 1,
+                       "fillcolor": color, "opacity": 0.15, "line": {"width": 0}, "layer": "below"})  # fmt: skip
+        xs.append(b.start + (b.end - b.start) / 2)
+        texts.append(
+            f"incident {esc(getattr(b, 'number', b.id))} · {esc(b.slo)} · {esc(b.severity)}<br>click to open"
+        )
+        ids.append(str(b.id))
+        colors.append(color)
+    fig.update_layout(shapes=[*fig.layout.shapes, *shapes])
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=[1.0] * len(xs),
+            yaxis="y9",
+            mode="markers",
+            marker={"symbol": "triangle-down", "size": 14, "color": colors},
+            name=BAND_MARKER_NAME,
+            customdata=ids,
+            hovertext=texts,
+            hoverinfo="text",
+            showlegend=False,
+        )
+    )
+    fig.update_layout(yaxis9={"overlaying": "y", "range": [0, 1.05], "visible": False, "fixedrange": True})
+    return fig
+
+
+def latency_chart(
+    df: pd.DataFrame, breaches: pd.DataFrame | None = None, *, threshold_ms: float | None = None
+) -> go.Figure:
+    """End-to-end p50/p95/p99 over time (ms)."""
+    fig = go.Figure()
+    for q in ("p50", "p95", "p99"):
+        fig.add_trace(
+            go.Scatter(
+                x=df["t"], y=df[q], name=q, mode="lines", line={"color": PERCENTILE_COLORS[q], "width": 1.6}
+            )
+        )
+    if threshold_ms:
+        fig.add_hline(
+            y=threshold_ms,
+            line_dash="dash",
+            line_color=SEVERITY_COLORS["page"],
+            annotation_text=f"SLO threshold {threshold_ms:g} ms",
+        )
+    _layout(fig, y_title="latency (ms)", title="End-to-end latency")
+    return add_breach_bands(fig, breaches)
+
+
+def traffic_chart(df: pd.DataFrame, breaches: pd.DataFrame | None = None) -> go.Figure:
+    """Requests per second, with the error ratio (%) on a second axis."""
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=df["t"],
+            y=df["rps"],
+            name="requests/s",
+            mode="lines",
+            fill="tozeroy",
+            line={"color": "#5C6BC0", "width": 1.2},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=df["t"],
+            y=df["error_ratio"] * 100,
+            name="errors (%)",
+            mode="lines",
+            yaxis="y2",
+            opacity=0.45,
+            line={"color": SEVERITY_COLORS["page"], "width": 0.8},
+        ),
+    )
+    _layout(fig, y_title="requests/s", title="Traffic")
+    fig.update_layout(
+        yaxis2={
+            "title": "errors (%)",
+            "overlaying": "y",
+            "side": "right",
+            "rangemode": "tozero",
+            "showgrid": False,
+        }
+    )
+    return add_breach_bands(fig, breaches)
+
+
+def hop_colors(hops: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """A stable colour per hop: network hops in bandwidth blues, self times from SELF_COLORS."""
+    out: dict[str, str] = {}
+    n_self = n_net = 0
+    for hop, part in sorted(set(hops)):
+        if part == "network":
+            out[hop] = NETWORK_COLORS[n_net % len(NETWORK_COLORS)]
+            n_net += 1
+        else:
+            out[hop] = SELF_COLORS[n_self % len(SELF_COLORS)]
+            n_self += 1
+    return out
+
+
+def hop_stack_chart(
+    df: pd.DataFrame, breaches: pd.DataFrame | None = None, *, highlight: str | None = None
+) -> go.Figure:
+    """Per-hop latency per request, stacked: the layers add up to the mean end-to-end latency."""
+    fig = go.Figure()
+    colors = hop_colors(zip(df["hop"], df["part"], strict=True))
+    order = (
+        df.groupby(["part", "hop"])["ms"]
+        .mean()
+        .reset_index()
+        .sort_values(["part", "ms"], ascending=[False, False])
+    )
+    for row in order.itertuples(index=False):
+        d = df[df["hop"] == row.hop]
+        label = f"{row.hop} ({'network' if row.part == 'network' else 'self'})"
+        width = 3 if highlight and row.hop == highlight else 0.5
+        fig.add_trace(
+            go.Scatter(
+                x=d["t"],
+                y=d["ms"],
+                name=esc(label),
+                mode="lines",
+                stackgroup="hops",
+                line={"color": colors[row.hop], "width": width},
+                hovertemplate="%{y:.1f} ms",
+            )
+        )
+    _layout(fig, y_title="ms per request", title="Latency by hop (stacked mean)")
+    return add_breach_bands(fig, breaches)
+
+
+def resource_chart(
+    df: pd.DataFrame,
+    *,
+    title: str,
+    unit: str,
+    dimension: str,
+    capacity: pd.DataFrame | None = None,
+    breaches: pd.DataFrame | None = None,
+    scale: float = 1.0,
+    height: int = 260,
+) -> go.Figure:
+    """One resource signal over time, one line per series, in its dimension's colour; capacity dashed."""
+    fig = go.Figure()
+    base = DIMENSION_COLORS.get(dimension, "#607D8B")
+    keys = df[["service", "series"]].drop_duplicates().itertuples(index=False) if not df.empty else []
+    for i, (service, series) in enumerate(keys):
+        d = df[(df["service"] == service) & (df["series"] == series)]
+        name = " ".join(p for p in (str(service), str(series)) if p) or title
+        fig.add_trace(
+            go.Scatter(
+                x=d["t"],
+                y=d["value"] * scale,
+                name=esc(name),
+                mode="lines",
+                line={"color": base, "width": 1.5, "dash": ("solid", "dot", "dashdot", "longdash")[i % 4]},
+            )
+        )
+    if capacity is not None and not capacity.empty:
+        fig.add_trace(
+            go.Scatter(
+                x=capacity["t"],
+                y=capacity["value"] * scale,
+                name="capacity",
+                mode="lines",
+                line={"color": "#9E9E9E", "dash": "dash", "width": 1},
+            )
+        )
+    _layout(fig, y_title=unit, title=title, height=height)
+    fig.update_layout(hovermode="x")
+    fig.update_yaxes(rangemode="tozero")
+    return add_breach_bands(fig, breaches)
+
+
+def sli_chart(df: pd.DataFrame, objective: float, breaches: pd.DataFrame | None = None) -> go.Figure:
+    """SLI per bucket (ratio of good events, %) with the objective."""
+    fig = go.Figure(
+        go.Scatter(x=df["t"], y=df["sli"] * 100, name="SLI", mode="lines", line={"color": "#5C6BC0"})
+    )
+    fig.add_hline(
+        y=objective * 100,
+        line_dash="dash",
+        line_color=SEVERITY_COLORS["page"],
+        annotation_text=f"objective {objective * 100:g}%",
+    )
+    _layout(fig, y_title="good events (%)", title="SLI")
+    return add_breach_bands(fig, breaches)
+
+
+def burn_rate_chart(
+    df: pd.DataFrame, thresholds: dict[str, float], breaches: pd.DataFrame | None = None
+) -> go.Figure:
+    """Burn rate per alert window (columns t + one per window) with each window's alert factor."""
+    fig = go.Figure()
+    palette = ("#D32F2F", "#F57C00", "#FBC02D", "#7B1FA2", "#1976D2", "#388E3C")
+    for i, col in enumerate(c for c in df.columns if c != "t"):
+        fig.add_trace(
+            go.Scatter(
+                x=df["t"],
+                y=df[col],
+                name=esc(col),
+                mode="lines",
+                line={"color": palette[i % len(palette)], "width": 1.4},
+            )
+        )
+    for i, (name, factor) in enumerate(thresholds.items()):
+        fig.add_hline(
+            y=factor,
+            line_dash="dot",
+            line_color=palette[i % len(palette)],
+            annotation_text=f"{esc(name)} ×{factor:g}",
+        )
+    _layout(fig, y_title="burn rate (× budget)", title="Burn rate per alert window")
+    return add_breach_bands(fig, breaches)
+
+
+def budget_burndown_chart(df: pd.DataFrame) -> go.Figure:
+    """Error budget remaining (%) over the SLO window, with the ideal straight line."""
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=df["t"],
+            y=df["budget_remaining"] * 100,
+            name="budget remaining",
+            mode="lines",
+            fill="tozeroy",
+            line={"color": "#5C6BC0"},
+        )
+    )
+    if "ideal" in df:
+        fig.add_trace(
+            go.Scatter(
+                x=df["t"],
+                y=df["ideal"] * 100,
+                name="even burn",
+                mode="lines",
+                line={"dash": "dot", "color": "#9E9E9E"},
+            )
+        )
+    fig.add_hline(y=0, line_color=SEVERITY_COLORS["page"])
+    return _layout(fig, y_title="error budget remaining (%)", title="Error budget burn-down")
+
+
+def hop_waterfall_chart(df: pd.DataFrame) -> go.Figure:
+    """Baseline vs incident latency per hop (ms), as grouped bars with the added time labelled."""
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            y=[esc(h) for h in df["hop"]],
+            x=df["baseline_ms"],
+            name="baseline",
+            orientation="h",
+            marker_color="#9E9E9E",
+        )
+    )
+    fig.add_trace(
+        go.Bar(
+            y=[esc(h) for h in df["hop"]],
+            x=df["incident_ms"],
+            name="incident",
+            orientation="h",
+            marker_color=[
+                DIMENSION_COLORS.get(str(d), "#EF5350") for d in df.get("dimension", [None] * len(df))
+            ],
+            text=[f"+{a:.0f} ms" if a > 0 else f"{a:.0f} ms" for a in df["incident_ms"] - df["baseline_ms"]],
+            textposition="outside",
+        )
+    )
+    fig.update_layout(
+        barmode="group",
+        height=60 + 40 * max(len(df), 1),
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        title="Hop decomposition: baseline vs incident",
+        xaxis_title="ms per request",
+        yaxis={"autorange": "reversed"},
+    )
+    return fig
+
+
+def comparison_chart(df: pd.DataFrame, *, value: str, unit: str, dimension: str | None = None) -> go.Figure:
+    """Baseline vs incident bars for named items (columns: name, baseline, incident)."""
+    fig = go.Figure()
+    names = [esc(n) for n in df["name"]]
+    fig.add_trace(go.Bar(x=names, y=df["baseline"], name="baseline", marker_color="#9E9E9E"))
+    fig.add_trace(
+        go.Bar(
+            x=names,
+            y=df["incident"],
+            name="incident",
+            marker_color=DIMENSION_COLORS.get(dimension or "", "#EF5350"),
+        )
+    )
+    fig.update_layout(
+        barmode="group",
+        height=280,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        title=esc(value),
+        yaxis_title=unit,
+    )
+    return fig
+
+
+def evidence_chart(
+    signal: pd.DataFrame,
+    hop: pd.DataFrame,
+    *,
+    signal_name: str,
+    unit: str,
+    dimension: str,
+    hop_name: str,
+    baseline: tuple[Any, Any] | None = None,
+    incident: tuple[Any, Any] | None = None,
+) -> go.Figure:
+    """A resource signal next to the hop latency it explains, with baseline and incident windows shaded."""
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=signal["t"],
+            y=signal["value"],
+            name=esc(signal_name),
+            mode="lines",
+            line={"color": DIMENSION_COLORS.get(dimension, "#607D8B")},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=hop["t"],
+            y=hop["ms"],
+            name=f"{esc(hop_name)} (ms)",
+            mode="lines",
+            yaxis="y2",
+            line={"color": "#424242", "dash": "dot"},
+        )
+    )
+    for (lo, hi), color, label in (
+        (baseline or (None, None), "#9E9E9E", "baseline"),
+        (incident or (None, None), SEVERITY_COLORS["page"], "incident"),
+    ):
+        if lo is not None and hi is not None:
+            fig.add_vrect(
+                x0=lo,
+                x1=hi,
+                fillcolor=color,
+                opacity=0.12,
+                line_width=0,
+                annotation_text=label,
+                annotation_position="top left",
+            )
+    _layout(fig, y_title=unit, height=260)
+    fig.update_layout(
+        yaxis2={"title": "hop latency (ms)", "overlaying": "y", "side": "right", "showgrid": False}
+    )
+    return fig
+
+
+def trace_gantt_chart(spans: pd.DataFrame) -> go.Figure:
+    """A trace waterfall: one bar per span from its offset, critical path in red."""
+    labels = [f"{esc(s)} · {esc(n)}" for s, n in zip(spans["service"], spans["name"], strict=True)]
+    colors = ["#D32F2F" if c else "#90A4AE" for c in spans["critical"]]
+    fig = go.Figure(
+        go.Bar(
+            y=[f"{i}. {lab}" for i, lab in enumerate(labels, 1)],
+            x=spans["duration_ms"],
+            base=spans["offset_ms"],
+            orientation="h",
+            marker_color=colors,
+            hovertext=[f"{lab}<br>{d:.1f} ms" for lab, d in zip(labels, spans["duration_ms"], strict=True)],
+            hoverinfo="text",
+            name="spans",
+        )
+    )
+    fig.update_layout(
+        height=80 + 26 * len(spans),
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        title="Trace waterfall (critical path in red)",
+        xaxis_title="ms from trace start",
+        yaxis={"autorange": "reversed"},
+        showlegend=False,
+    )
+    return fig
+
+
+def service_graph(edges: pd.DataFrame, selected: str | None = None) -> go.Figure:
+    """Services as nodes in call order, edges labelled with p99, rate and error ratio."""
+    nodes = ["(clients)"]
+    for row in edges.itertuples(index=False):
+        for n in (row.client or "(clients)", row.server):
+            if n not in nodes:
+                nodes.append(n)
+    depth: dict[str, int] = {"(clients)": 0}
+    for _ in range(len(nodes)):
+        for row in edges.itertuples(index=False):
+            depth[row.server] = max(depth.get(row.server, 0), depth.get(row.client or "(clients)", 0) + 1)
+    levels: dict[int, list[str]] = {}
+    for n in nodes:
+        levels.setdefault(depth.get(n, 0), []).append(n)
+    pos = {n: (d, -i + (len(ns) - 1) / 2) for d, ns in levels.items() for i, n in enumerate(ns)}
+    self_ms = dict(zip(edges["server"], edges["self_ms"], strict=True)) if not edges.empty else {}
+    fig = go.Figure()
+    for row in edges.itertuples(index=False):
+        a, b = pos[row.client or "(clients)"], pos[row.server]
+        hop = f"{row.client}->{row.server}" if row.client else row.server
+        width = 6 if selected == hop else 2 + min(row.rps, 200) / 40
+        fig.add_trace(
+            go.Scatter(
+                x=[a[0], b[0]],
+                y=[a[1], b[1]],
+                mode="lines",
+                line={"width": width, "color": DIMENSION_COLORS["bandwidth"]},
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[(a[0] + b[0]) / 2],
+                y=[(a[1] + b[1]) / 2 + 0.08],
+                mode="markers+text",
+                marker={"size": 12, "color": DIMENSION_COLORS["bandwidth"]},
+                text=[
+                    f"p99 {row.p99 or 0:.0f} ms · {row.rps:.1f}/s · {100 * (row.error_ratio or 0):.2f}% err"
+                ],
+                textposition="top center",
+                customdata=[hop],
+                hovertext=[f"{esc(hop)}: network gap {row.gap_ms or 0:.1f} ms/request"],
+                hoverinfo="text",
+                showlegend=False,
+                name="edges",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=[pos[n][0] for n in nodes],
+            y=[pos[n][1] for n in nodes],
+            mode="markers+text",
+            marker={
+                "size": 34,
+                "color": [
+                    "#CFD8DC" if n == "(clients)" else SELF_COLORS[0] if selected == n else "#5C6BC0"
+                    for n in nodes
+                ],
+            },
+            text=[esc(n) if n not in self_ms else f"{esc(n)}<br>self {self_ms[n]:.1f} ms" for n in nodes],
+            textposition="bottom center",
+            customdata=[n for n in nodes],
+            hoverinfo="text",
+            hovertext=[esc(n) for n in nodes],
+            showlegend=False,
+            name="services",
+        )
+    )
+    fig.update_layout(
+        height=360,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        title="Service graph (edge: p99 · rate · errors)",
+        xaxis={"visible": False},
+        yaxis={
+            "visible": False,
+            "range": [min(p[1] for p in pos.values()) - 0.8, max(p[1] for p in pos.values()) + 0.8],
+        },
+    )
+    return fig
+
+
+def bubbleup_chart(df: pd.DataFrame) -> go.Figure:
+    """BubbleUp: share of incident vs baseline requests per attribute value (columns attribute, value, baseline, incident)."""
+    names = [f"{esc(a)}={esc(v)}" for a, v in zip(df["attribute"], df["value"], strict=True)]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(y=names, x=df["baseline"] * 100, name="baseline", orientation="h", marker_color="#9E9E9E")
+    )
+    fig.add_trace(
+        go.Bar(
+            y=names,
+            x=df["incident"] * 100,
+            name="incident",
+            orientation="h",
+            marker_color=SEVERITY_COLORS["page"],
+        )
+    )
+    fig.update_layout(
+        barmode="group",
+        height=80 + 34 * len(df),
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        title="BubbleUp: attributes over-represented in the incident",
+        xaxis_title="share of requests (%)",
+        yaxis={"autorange": "reversed"},
+    )
+    return fig
+
+
+def collector_chart(df: pd.DataFrame) -> go.Figure:
+    """Rows written per collector per bucket, failures marked."""
+    fig = go.Figure()
+    for i, (name, d) in enumerate(df.groupby("collector")):
+        fig.add_trace(
+            go.Bar(x=d["t"], y=d["rows"], name=esc(name), marker_color=SELF_COLORS[i % len(SELF_COLORS)])
+        )
+        fail = d[d["failures"] > 0]
+        if not fail.empty:
+            fig.add_trace(
+                go.Scatter(
+                    x=fail["t"],
+                    y=fail["rows"],
+                    mode="markers",
+                    name=f"{esc(name)} failures",
+                    marker={"symbol": "x", "color": SEVERITY_COLORS["page"], "size": 9},
+                )
+            )
+    _layout(fig, y_title="rows written", title="Collector runs")
+    fig.update_layout(barmode="stack")
+    return fig
+
+
+def series_names(fig: go.Figure) -> Sequence[str]:
+    """Names of a figure's traces (tests and accessibility text)."""
+    return [t.name for t in fig.data]
+
+
+def incident_cost_chart(df: pd.DataFrame) -> go.Figure:
+    """Error budget each incident consumed (%), coloured by severity (columns number, start, severity, budget_consumed)."""
+    fig = go.Figure(
+        go.Bar(
+            x=[f"#{n} {s:%b %d %H:%M}" for n, s in zip(df["number"], df["start"], strict=True)],
+            y=df["budget_consumed"] * 100,
+            marker_color=[SEVERITY_COLORS.get(str(s), SEVERITY_COLORS["page"]) for s in df["severity"]],
+            text=[esc(c) for c in df.get("cause", [""] * len(df))],
+            hovertemplate="%{x}<br>%{y:.1f}% of the budget<br>%{text}<extra></extra>",
+            textposition="none",
+            name="budget consumed",
+        )
+    )
+    fig.update_layout(
+        height=300,
+        margin={"l": 10, "r": 10, "t": 64, "b": 10},
+        title={"text": "Budget consumed per incident", "x": 0.01},
+        xaxis_title="incident (start, UTC)",
+        yaxis_title="error budget consumed (%)",
+    )
+    return fig
+
+
+def hop_budget_chart(df: pd.DataFrame) -> go.Figure:
+    """Hop sub-budgets: mean and worst-hour time per request against each hop's budget (ms)."""
+    names = [esc(h) for h in df["hop"]]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=names, y=df["budget_ms"], name="budget", marker_color="#CFD8DC"))
+    fig.add_trace(go.Bar(x=names, y=df["mean_ms"], name="mean", marker_color="#5C6BC0"))
+    fig.add_trace(
+        go.Bar(x=names, y=df["worst_hour_ms"], name="worst hour", marker_color=SEVERITY_COLORS["page"])
+    )
+    fig.update_layout(
+        barmode="group",
+        height=300,
+        margin={"l": 10, "r": 10, "t": 64, "b": 10},
+        title={"text": "Hop sub-budgets", "x": 0.01},
+        xaxis_title="hop",
+        yaxis_title="ms per request",
+    )
+    return fig

@@ -1,0 +1,83 @@
+"""Collectors: each source's last success, error rate, rows written and backfill progress; store size and retention."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import charts, state
+from hopscope import views
+
+state.page("Collectors")
+spec = state.time_range()
+every = state.refresh_interval()
+
+
+@st.fragment(run_every=every)
+def live() -> None:
+    w = state.window(spec)
+    state.window_caption(w)
+    now = views.utcnow().replace(microsecond=0)
+    fresh = state.view("freshness", now, True)
+    if fresh.empty:
+        st.info("No collector has run yet: start `hopscope collect` (or `hopscope demo` for demo data).")
+    else:
+        stale = int(fresh["stale"].sum())
+        st.markdown(
+            f"**{len(fresh)} collector targets** · "
+            + (
+                f":orange[{stale} stale] (no sample for over {views.STALE_AFTER.total_seconds() / 60:.0f} min)"
+                if stale
+                else ":green[all fresh]"
+            )
+        )
+        st.dataframe(
+            fresh[
+                [
+                    "source",
+                    "target",
+                    "last_seen",
+                    "age",
+                    "stale",
+                    "attempts",
+                    "failures",
+                    "error_ratio",
+                    "rows",
+                    "last_error",
+                ]
+            ],
+            hide_index=True,
+            column_config={
+                "last_seen": st.column_config.DatetimeColumn(
+                    "last sample (UTC)", format="YYYY-MM-DD HH:mm:ss"
+                ),
+                "error_ratio": st.column_config.NumberColumn("error rate", format="percent"),
+                "rows": st.column_config.NumberColumn("rows written"),
+                "last_error": st.column_config.TextColumn("last error"),
+            },
+        )
+    runs = state.view("collector_runs", w)
+    if runs.empty:
+        st.caption("No collection attempts recorded in this range.")
+    else:
+        state.chart(charts.collector_chart(runs), "runs", clickable=False)
+
+
+live()
+
+st.subheader("Store")
+size = state.view("store_size")
+st.metric("Size on disk", f"{size / 1e6:,.1f} MB")
+st.dataframe(
+    state.view("table_stats"),
+    hide_index=True,
+    column_config={
+        "retention_days": st.column_config.NumberColumn("retention (days)"),
+        "rows": st.column_config.NumberColumn("rows", format="localized"),
+    },
+)
+progress = state.view("state_rows", "")
+st.subheader("Backfill and watermarks")
+if progress.empty:
+    st.caption("No incremental job has recorded progress yet.")
+else:
+    st.dataframe(progress, hide_index=True)

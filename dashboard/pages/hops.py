@@ -1,0 +1,88 @@
+"""Hops: the service graph with each edge's p99, rate and errors; click a service or edge to focus the charts."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import charts, state
+
+state.page("Hops")
+spec = state.time_range()
+route = state.route_filter()
+w = state.window(spec)
+state.window_caption(w)
+edges = state.view("hop_edges", w, route)
+if edges.empty:
+    st.info(
+        "No hop data in this range: start `hopscope collect` (spans roll up into hops every minute), or pick a longer range."
+    )
+    st.stop()
+
+hops = sorted(
+    {e.server for e in edges.itertuples()}
+    | {f"{e.client}->{e.server}" for e in edges.itertuples() if e.client}
+)
+focus = state.param("hop", hops, "")
+if focus and focus not in hops:
+    focus = ""
+
+
+def pick(hop: str) -> None:
+    if hop in hops and hop != focus:
+        state.set_param("hop", hop)
+        st.rerun()
+
+
+state.chart(charts.service_graph(edges, focus or None), "graph", on_pick=pick)
+choice = st.selectbox(
+    "Focus on hop",
+    ["(all hops)", *hops],
+    index=hops.index(focus) + 1 if focus else 0,
+    key="hop_select",
+    help="Or click a service or an edge label in the graph.",
+)
+focus = "" if choice == "(all hops)" else choice
+state.set_param("hop", focus or None)
+
+breaches = state.breaches_in(w)
+series = state.view("hop_latency_series", w, route)
+state.chart(charts.hop_stack_chart(series, breaches, highlight=focus or None), "hop_stack")
+if focus:
+    client, _, server = focus.rpartition("->")
+    st.subheader(f"{state.esc_md(focus)}")
+    left, right = st.columns(2)
+    with left:
+        one = state.view("hop_series", w, focus)
+        fig = charts.resource_chart(
+            one.assign(service=focus, series="", value=one["ms"]),
+            title=f"{focus}: time per request",
+            unit="ms",
+            dimension="bandwidth" if client else "compute",
+            breaches=breaches,
+        )
+        state.chart(fig, "hop_focus")
+    with right:
+        into = client if client else str(edges.loc[edges["server"] == server, "client"].iloc[0])
+        lat = state.view("latency_series", w, route, into, server)
+        title = f"{into or '(clients)'}->{server}: latency as the caller sees it"
+        state.chart(
+            charts.latency_chart(lat, breaches).update_layout(title_text=charts.esc(title)), "hop_latency"
+        )
+
+table = edges.assign(
+    hop=[
+        f"{c}->{s}" if c else f"(clients)->{s}" for c, s in zip(edges["client"], edges["server"], strict=True)
+    ]
+)
+st.dataframe(
+    table[["hop", "rps", "error_ratio", "p99", "mean_ms", "gap_ms", "self_ms"]],
+    hide_index=True,
+    column_config={
+        "rps": st.column_config.NumberColumn("requests/s", format="%.2f"),
+        "error_ratio": st.column_config.NumberColumn("errors", format="percent"),
+        "p99": st.column_config.NumberColumn("p99 (ms)", format="%.1f"),
+        "mean_ms": st.column_config.NumberColumn("mean (ms)", format="%.1f"),
+        "gap_ms": st.column_config.NumberColumn("network gap (ms)", format="%.1f"),
+        "self_ms": st.column_config.NumberColumn("server self (ms)", format="%.1f"),
+    },
+)

@@ -1,0 +1,77 @@
+"""Incident: one breach (?incident=N or id): timeline, ranked causes with evidence, hop waterfall, traces, BubbleUp."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, state
+from hopscope import views
+
+state.page("Incident")
+table, picked = state.incident_picker()
+b = dict(table[table["number"].astype(str) == picked].iloc[0])
+st.subheader(f"Incident {b['number']} · {state.esc_md(b['slo'])}")
+st.badge(str(b["severity"]).upper(), color=charts.SEVERITY_BADGES.get(b["severity"], "gray"))
+c = st.columns(4)
+c[0].metric("Start (UTC)", f"{b['start']:%b %d %H:%M}")
+c[1].metric("Duration", f"{(b['end'] - b['start']).total_seconds() / 60:.0f} min")
+c[2].metric("Peak burn rate", f"×{b['peak_burn_rate']:.1f}")
+c[3].metric("Budget consumed", f"{100 * b['budget_consumed']:.1f}%")
+
+w = views.context_window(b["start"], b["end"])
+band = table[table["number"] == b["number"]]
+sli, burn, thresholds = state.view("slo_timeline", state.rules(), b["slo"], w)
+left, right = st.columns(2)
+with left:
+    state.chart(
+        charts.sli_chart(
+            sli,
+            views.get_slo(state.rules(), b["slo"]).objective,
+            band,
+        ),
+        "sli",
+        clickable=False,
+    )
+with right:
+    state.chart(charts.burn_rate_chart(burn, thresholds, band), "burn", clickable=False)
+
+# The diagnosis compares the incident with its baselines over every linked signal: it can take a while.
+with st.spinner("Diagnosing: which hop, and is it compute, bandwidth or memory…"):
+    d = state.view("incident", state.rules(), picked)["diagnosis"]
+top = d["causes"][0] if d["causes"] else None
+if top:
+    st.success(
+        f"**{state.esc_md(top['hop'])}** · {top['dimension']} · {100 * top['share_of_added_latency']:.0f}% of the added latency — {state.esc_md(top['summary'])}"
+    )
+else:
+    st.warning(f"No clear cause. Checked: {state.esc_md('; '.join(d['checked']))}")
+
+
+state.cause_sections(d, w, (b["start"], b["end"]))
+
+if d.get("decomposition"):
+    hops = pd.DataFrame(d["decomposition"]["hops"])
+    dims = {c["hop"]: c["dimension"] for c in d["causes"]}
+    state.chart(
+        charts.hop_waterfall_chart(hops.assign(dimension=hops["hop"].map(dims))), "waterfall", clickable=False
+    )
+
+st.subheader("Slow-trace exemplars")
+traces = state.view("exemplar_traces", b["start"], b["end"])
+if traces.empty:
+    st.caption("No exemplar traces kept for this window (raw spans expire after the hot window).")
+else:
+    tid = st.selectbox(
+        "Trace",
+        list(traces["trace_id"]),
+        format_func=lambda t: f"{t} · {traces.set_index('trace_id').loc[t, 'duration_ms']:.0f} ms",
+    )
+    state.chart(charts.trace_gantt_chart(state.view("trace_spans", tid)), "trace", clickable=False)
+
+bubble = pd.DataFrame(d["bubbleup"]["attributes"])
+if bubble.empty:
+    st.caption(f"BubbleUp: {state.esc_md(d['bubbleup'].get('note') or 'no attribute stands out')}")
+else:
+    bub = bubble.rename(columns={"baseline_fraction": "baseline", "incident_slow_fraction": "incident"})
+    state.chart(charts.bubbleup_chart(bub), "bubbleup", clickable=False)

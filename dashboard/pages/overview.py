@@ -1,0 +1,38 @@
+"""Overview: SLO tiles, end-to-end latency and traffic, latency by hop, the three resources, freshness."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import charts, state
+
+state.page("Overview")
+spec = state.time_range()
+route = state.route_filter()
+every = state.refresh_interval()
+
+
+@st.fragment(run_every=every)
+def live() -> None:
+    w = state.window(spec)
+    state.window_caption(w)
+    state.freshness_line(w)
+    breaches = state.slo_tiles(w)
+    latency = state.view("latency_series", w, route)
+    if latency.empty:
+        st.info(
+            "No data yet in this range: start `hopscope collect` (or run `hopscope demo`), or pick a longer time range."
+        )
+        return
+    left, right = st.columns(2)
+    with left:
+        state.chart(charts.latency_chart(latency, breaches), "latency")
+    with right:
+        state.chart(charts.traffic_chart(state.view("traffic_series", w, route), breaches), "traffic")
+    hops = state.view("hop_latency_series", w, route)
+    state.chart(charts.hop_stack_chart(hops, breaches), "hops")
+    state.breach_links(breaches)
+    state.resource_row(w, breaches)
+
+
+live()

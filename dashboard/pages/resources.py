@@ -1,0 +1,66 @@
+"""Resources: per GPU (utilization, clocks and clock-event reasons, framebuffer, PCIe/NVLink, power, temperature, XIDs),
+per NIC (throughput vs link speed, drops, retransmits), probes by phase, feature store and host memory."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import state
+
+SECTIONS = {
+    "GPU": (
+        "gpu_util",
+        "sm_clock",
+        "clock_reasons",
+        "fb",
+        "mem_copy",
+        "pcie",
+        "nvlink",
+        "power",
+        "temp",
+        "xid",
+    ),
+    "Network": ("link", "drops", "retrans"),
+    "Probes": ("probe",),
+    "Feature store & hosts": ("redis", "redis_miss", "host_mem", "cpu"),
+}
+
+state.page("Resources")
+spec = state.time_range()
+services = ["(all)", *state.view("services")]
+service = st.sidebar.selectbox(
+    "Service", services, index=services.index(state.param("service", services, "(all)")), key="service_select"
+)
+state.set_param("service", service, "(all)")
+every = state.refresh_interval()
+st.caption(
+    "Colours: :orange[compute] · :blue[bandwidth] · :green[memory]. Counters are shown as per-second rates."
+)
+
+
+@st.fragment(run_every=every)
+def live() -> None:
+    w = state.window(spec)
+    state.window_caption(w)
+    breaches = state.breaches_in(w)
+    svc = None if service == "(all)" else service
+    drawn = 0
+    for tab, keys in zip(st.tabs(list(SECTIONS)), SECTIONS.values(), strict=True):
+        with tab:
+            cols = st.columns(2)
+            n = 0
+            for key in keys:
+                with cols[n % 2]:
+                    n += state.panel_charts(w, [key], breaches, service=svc)
+            if n == 0:
+                st.info(
+                    "No samples for these signals in this range: check the collectors (Collectors page) or widen the time range."
+                )
+            drawn += n
+    if drawn == 0:
+        st.info(
+            "No resource samples yet: start `hopscope collect` with the NVML, node_exporter or probe collectors enabled."
+        )
+
+
+live()

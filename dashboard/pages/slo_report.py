@@ -1,0 +1,87 @@
+"""SLO report: compliance and error budget over 7/28/90 days or the calendar month, incidents and their cost, exports."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, state
+from hopscope import report
+from hopscope.errors import HopscopeError
+
+state.page("SLO report")
+try:
+    names = state.view("slo_names", state.rules())
+except (ImportError, HopscopeError) as exc:
+    st.warning(f"SLOs cannot be loaded: {state.esc_md(exc)}")
+    st.stop()
+if not names:
+    st.info(
+        f"No SLOs defined: add one to {state.esc_md(state.rules())}/ (check it with `hopscope slo check`)."
+    )
+    st.stop()
+slo = state.param("slo", names, names[0])
+window = state.param("window", list(report.WINDOWS), "28d")
+left, right = st.columns([2, 1])
+slo = left.selectbox("SLO", names, index=names.index(slo), key="slo_select")
+window = right.segmented_control("Window", list(report.WINDOWS), default=window, key="window_select") or "28d"
+state.set_param("slo", slo, names[0])
+state.set_param("window", window, "28d")
+
+rep = state.slo_report(slo, window)
+st.caption(f"{state.esc_md(rep.description)} · {rep.start:%Y-%m-%d %H:%M} – {rep.end:%Y-%m-%d %H:%M} UTC")
+c = st.columns(4)
+c[0].metric("SLI", report._pct(rep.sli), help=f"{rep.good:,.0f} good of {rep.total:,.0f} events")
+c[1].metric("Objective", report._pct(rep.objective))
+c[2].metric("Budget remaining", report._pct(rep.budget_remaining, 1))
+c[3].metric("Incidents", len(rep.incidents))
+verdict = {True: ("green", "COMPLIANT"), False: ("red", "NOT COMPLIANT"), None: ("gray", "NO DATA")}[
+    rep.compliant
+]
+st.badge(verdict[1], color=verdict[0])
+
+if rep.burndown.empty:
+    st.info("No events for this SLO in the window: nothing to report yet.")
+else:
+    state.chart(charts.budget_burndown_chart(rep.burndown), "burndown", clickable=False)
+
+st.subheader("Incidents")
+rep = state.incident_causes(rep)
+if rep.incidents:
+    inc = pd.DataFrame(rep.incidents)
+    inc["length_min"] = (inc["end"] - inc["start"]).dt.total_seconds() / 60
+    st.dataframe(
+        inc[["number", "start", "length_min", "severity", "budget_consumed", "cause"]],
+        hide_index=True,
+        column_config={
+            "budget_consumed": st.column_config.ProgressColumn(
+                "budget consumed", min_value=0, max_value=1, format="percent"
+            ),
+            "length_min": st.column_config.NumberColumn("length (min)", format="%.0f"),
+        },
+    )
+    state.chart(charts.incident_cost_chart(inc), "incident_cost", clickable=False)
+    for i in rep.incidents:
+        st.page_link(
+            "pages/incident.py",
+            label=f"Open incident {i['number']} ({i['start']:%b %d %H:%M})",
+            query_params={"incident": str(i["number"])},
+        )
+else:
+    st.success("No incidents in this window.")
+
+if rep.hop_budgets:
+    st.subheader("Hop sub-budgets")
+    state.chart(charts.hop_budget_chart(pd.DataFrame(rep.hop_budgets)), "hop_budgets", clickable=False)
+
+st.subheader("Export")
+e = st.columns(3)
+stem = f"slo-report-{slo}-{window}"
+e[0].download_button(
+    "HTML (self-contained)", report.to_html(rep), f"{stem}.html", "text/html", on_click="ignore"
+)
+e[1].download_button("CSV", report.to_csv(rep), f"{stem}.csv", "text/csv", on_click="ignore")
+e[2].download_button("Markdown", report.to_markdown(rep), f"{stem}.md", "text/markdown", on_click="ignore")
+st.caption(
+    f"From the command line: `hopscope report --slo {slo} --window {window} --format html -o {stem}.html`"
+)

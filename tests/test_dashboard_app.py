@@ -1,0 +1,270 @@
+"""The dashboard's pages under Streamlit's AppTest, against a real store: what a person would see."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from test_dashboard_views import EVIL, TRACE, build_store
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+RULES = str(Path(__file__).resolve().parents[1] / "slo_rules")
+SLO_NAMES = ("recommend-latency", "recommend-availability", "model-server-latency")
+
+
+@pytest.fixture(scope="session")
+def dash_store(demo_store: Path) -> Path:
+    """The demo store (generated once per session by conftest's demo_store)."""
+    return demo_store
+
+
+def truth(store: Path, name: str) -> dict[str, Any]:
+    """One event of the scenario's ground truth, written next to the store."""
+    events = json.loads((store / "scenario.json").read_text())["events"]
+    return next(e for e in events if e["name"] == name)
+
+
+def breach_for(store: Path, event: dict[str, Any], slo: str = "recommend-latency") -> dict[str, Any]:
+    """The breach of an SLO that overlaps a ground-truth event."""
+    from datetime import datetime
+
+    from hopscope import views
+    from hopscope.store import Store
+
+    st = Store(store, create=False)
+    try:
+        start, end = datetime.fromisoformat(event["start"]), datetime.fromisoformat(event["end"])
+        df = views.breach_table(st, RULES, start, end)
+        return dict(df[df["slo"] == slo].iloc[0])
+    finally:
+        st.close()
+
+
+@pytest.fixture(scope="module")
+def evil_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("evil") / "store"
+    build_store(path, evil=True).close()
+    return path
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    def use(store: Path) -> None:
+        monkeypatch.setenv("HOPSCOPE_STORE", str(store))
+        monkeypatch.setenv("HOPSCOPE_SLO_RULES", RULES)
+
+    yield use
+
+
+def run_page(page: str | None, **params: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=90)
+    for k, v in params.items():
+        at.query_params[k] = v
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def chart_titles(at: AppTest) -> list[str]:
+    return [
+        json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in at.get("plotly_chart")
+    ]
+
+
+def chart_specs(at: AppTest) -> list[dict[str, Any]]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def texts(at: AppTest) -> str:
+    parts = [
+        e.value
+        for kind in ("title", "subheader", "markdown", "caption", "info", "warning", "error", "success")
+        for e in getattr(at, kind)
+    ]
+    parts += [m.label + " " + m.value for m in at.metric]
+    return "\n".join(str(p) for p in parts).replace("\\", "")
+
+
+def test_overview_shows_latency_traffic_and_hop_charts_with_units(dash_store: Path, env: Any) -> None:
+    env(dash_store)
+    at = run_page(None, range="7d")
+    assert at.title[0].value == "Overview"
+    titles = chart_titles(at)
+    for expected in ("End-to-end latency", "Traffic", "Latency by hop (stacked mean)"):
+        assert expected in titles
+    specs = {s["layout"]["title"]["text"]: s for s in chart_specs(at)}
+    assert {t["name"] for t in specs["End-to-end latency"]["data"]} >= {"p50", "p95", "p99"}
+    assert specs["End-to-end latency"]["layout"]["yaxis"]["title"]["text"] == "latency (ms)"
+    hop_names = {
+        html.unescape(t["name"])
+        for t in specs["Latency by hop (stacked mean)"]["data"]
+        if t.get("stackgroup")
+    }
+    assert "api-gateway->model-server (network)" in hop_names and "model-server (self)" in hop_names
+    for spec in specs.values():  # units on every axis
+        assert spec["layout"]["yaxis"]["title"]["text"]
+        assert spec["layout"]["xaxis"]["title"]["text"] == "time (UTC)"
+
+
+def test_overview_tiles_show_each_slo_with_its_alert_state(dash_store: Path, env: Any) -> None:
+    env(dash_store)
+    at = run_page(None, range="7d")
+    shown = texts(at)
+    for name in SLO_NAMES:
+        assert name in shown
+    badges = [m.value for m in at.markdown if "-badge[" in m.value]
+    assert len(badges) == len(SLO_NAMES)
+    assert all(any(s in b for s in ("OK", "TICKET", "PAGE", "NO DATA")) for b in badges)
+    assert "Budget left" in shown and "SLI now" in shown
+
+
+def test_overview_draws_breaches_as_clickable_bands_and_links(dash_store: Path, env: Any) -> None:
+    env(dash_store)
+    at = run_page(None, range="7d")
+    latency = next(s for s in chart_specs(at) if s["layout"]["title"]["text"] == "End-to-end latency")
+    markers = [t for t in latency["data"] if t.get("name") == "breaches"]
+    flash = breach_for(dash_store, truth(dash_store, "flash-sale"))
+    assert flash["id"] in markers[0]["customdata"]
+    assert markers and markers[0]["customdata"]
+    assert len([s for s in latency["layout"].get("shapes", []) if s.get("type") == "rect"]) >= 1
+    links = [e for e in at.get("page_link")]
+    assert links and all("Incident" in e.proto.label for e in links)
+
+
+def test_overview_says_it_shows_demo_data_ending_at_the_last_minute(dash_store: Path, env: Any) -> None:
+    env(dash_store)
+    at = run_page(None)
+    assert "demo data, ends at" in texts(at)
+
+
+def test_unknown_range_falls_back_with_a_warning(dash_store: Path, env: Any) -> None:
+    env(dash_store)
+    at = run_page(None, range="<script>")
+    assert any("Ignoring" in w.value for w in at.warning)
+    assert "End-to-end latency" in chart_titles(at)
+
+
+def test_empty_store_says_what_to_do(tmp_path: Path, env: Any) -> None:
+    env(tmp_path / "nothing-here")
+    at = run_page(None)
+    assert any("hopscope demo" in i.value and "hopscope collect" in i.value for i in at.info)
+
+
+@pytest.mark.parametrize("event", ["flash-sale", "gpu-thermal-throttling", "feature-store-memory-pressure"])
+def test_incident_page_names_the_hop_and_resource_of_each_scenario_incident(
+    dash_store: Path, env: Any, event: str
+) -> None:
+    env(dash_store)
+    truth_ = truth(dash_store, event)
+    breach = breach_for(dash_store, truth_)
+    at = run_page("pages/incident.py", incident=breach["id"])
+    shown = texts(at)
+    assert f"Incident {breach['number']}" in shown
+    top = next(s.value for s in at.success).replace("\\", "")
+    assert truth_["hop"] in top and truth_["dimension"] in top
+    titles = chart_titles(at)
+    assert "SLI" in titles and "Burn rate per alert window" in titles
+    assert "Hop decomposition: baseline vs incident" in titles
+
+
+def test_unknown_incident_shows_a_message_not_a_traceback(dash_store: Path, env: Any) -> None:
+    env(dash_store)
+    at = run_page("pages/incident.py", incident="9999")
+    assert any("Unknown incident" in e.value for e in at.error)
+
+
+def test_telemetry_text_is_escaped_not_rendered(evil_store: Path, env: Any) -> None:
+    env(evil_store)
+    at = run_page("pages/incident.py", incident="1")
+    gantt = next(
+        s
+        for s in chart_specs(at)
+        if s["layout"].get("title", {}).get("text", "").startswith("Trace waterfall")
+    )
+    labels = json.dumps(gantt["data"])
+    assert "&lt;script&gt;" in labels and "<script>" not in labels and "<img" not in labels
+    for e in at.markdown:
+        assert "<script" not in e.value and "<img" not in e.value
+    assert os.environ["HOPSCOPE_STORE"] == str(evil_store) and TRACE and EVIL
+
+
+def test_slo_report_shows_three_incidents_with_their_causes(dash_store: Path, env: Any) -> None:
+    env(dash_store)
+    at = run_page("pages/slo_report.py", slo="recommend-latency", window="28d")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Incidents"] == "3"
+    assert float(metrics["SLI"].rstrip("%")) < 99.0  # the week's incidents overspent the 1 % budget
+    table = at.dataframe[0].value
+    assert len(table) == 3
+    causes = " ".join(table["cause"])
+    for event in ("flash-sale", "gpu-thermal-throttling", "feature-store-memory-pressure"):
+        t = truth(dash_store, event)
+        assert f"{t['hop']} ({t['dimension']})" in causes
+    assert "Error budget burn-down" in chart_titles(at)
+    assert [b.proto.label for b in at.get("download_button")] == ["HTML (self-contained)", "CSV", "Markdown"]
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"), [({"slo": "no-such-slo"}, "Ignoring"), ({"window": "1y"}, "Ignoring")]
+)
+def test_slo_report_ignores_unknown_parameters_with_a_warning(
+    dash_store: Path, env: Any, params: dict[str, str], expected: str
+) -> None:
+    env(dash_store)
+    at = run_page("pages/slo_report.py", **params)
+    assert any(expected in w.value for w in at.warning)
+    assert "Error budget burn-down" in chart_titles(at)
+
+
+def test_hops_page_draws_the_service_graph_and_focuses_a_hop(dash_store: Path, env: Any) -> None:
+    env(dash_store)
+    at = run_page("pages/hops.py", range="7d", hop="api-gateway->model-server")
+    titles = [html.unescape(t) for t in chart_titles(at)]
+    assert titles[0].startswith("Service graph")
+    graph = chart_specs(at)[0]
+    nodes = next(t for t in graph["data"] if t.get("name") == "services")
+    assert {"api-gateway", "feature-store", "model-server"} <= set(nodes["customdata"])
+    assert "api-gateway->model-server: time per request" in titles
+    assert len(at.dataframe[0].value) == 3  # three edges, with rate, errors and p99
+
+
+def test_resources_page_shows_each_dimension_with_units(dash_store: Path, env: Any) -> None:
+    env(dash_store)
+    at = run_page("pages/resources.py", range="7d")
+    specs = {s["layout"]["title"]["text"]: s for s in chart_specs(at)}
+    for title in (
+        "GPU utilization",
+        "SM clock",
+        "Clock-event reasons (bitmask)",
+        "GPU framebuffer used",
+        "Link throughput vs capacity",
+        "TCP retransmits",
+        "Probe phases",
+        "Feature-store memory",
+    ):
+        assert title in specs, title
+        assert specs[title]["layout"]["yaxis"]["title"]["text"]
+    from dashboard.charts import DIMENSION_COLORS
+
+    assert specs["GPU utilization"]["data"][0]["line"]["color"] == DIMENSION_COLORS["compute"]
+    assert specs["Link throughput vs capacity"]["data"][0]["line"]["color"] == DIMENSION_COLORS["bandwidth"]
+    assert specs["GPU framebuffer used"]["data"][0]["line"]["color"] == DIMENSION_COLORS["memory"]
+
+
+def test_collectors_page_shows_freshness_runs_and_store(dash_store: Path, env: Any) -> None:
+    env(dash_store)
+    at = run_page("pages/collectors.py")
+    fresh = at.dataframe[0].value
+    assert len(fresh) >= 1 and fresh["stale"].all()  # demo data ended long before the wall clock
+    assert "Collector runs" in chart_titles(at)
+    assert any(m.label == "Size on disk" for m in at.metric)
+    tables = at.dataframe[1].value
+    assert set(tables["table"]) == {"spans", "hop_minutes", "samples", "collector_runs"}

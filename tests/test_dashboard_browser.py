@@ -1,0 +1,190 @@
+"""Every dashboard page in Debian's headless Chromium against one Streamlit server: it loads without
+console errors, its main chart is drawn, and a screenshot lands in test-artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import require_binary
+from test_dashboard_app import RULES, breach_for, dash_store, truth  # noqa: F401  (the session store fixture)
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+# Loading a page URL directly, Streamlit's frontend first probes /<page>/_stcore/... and falls back to /_stcore/...
+_PROBES = ("/_stcore/health", "/_stcore/host-config")
+PAGES = [
+    ("overview", "?range=7d", "End-to-end latency"),
+    ("incident", "?incident=FLASH", "Burn rate per alert window"),
+    ("slo_report", "?slo=recommend-latency", "Budget consumed per incident"),
+    ("hops", "?range=7d", "Service graph"),
+    ("resources", "?range=7d", "GPU utilization"),
+    ("collectors", "", None),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def server(dash_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # noqa: F811
+    """One Streamlit server for the session, stopped by its process id."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    env = {**os.environ, "HOPSCOPE_STORE": str(dash_store), "HOPSCOPE_SLO_RULES": RULES}
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(ROOT / "dashboard" / "app.py"),
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"streamlit did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+_BROWSER: list[Any] = []
+
+
+def shared_browser() -> Any:
+    """One Chromium for the whole process (Playwright's sync API allows one running instance per thread)."""
+    if not _BROWSER:
+        chromium = require_binary("/usr/bin/chromium", "chromium")
+        from playwright.sync_api import sync_playwright
+
+        pw = sync_playwright().start()
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        _BROWSER.extend([browser, pw])
+        atexit.register(lambda: (browser.close(), pw.stop()))
+    return _BROWSER[0]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Any:
+    return shared_browser()
+
+
+class PageWatch:
+    """A browser page that records console errors and failed responses (ignoring Streamlit's own path probes)."""
+
+    def __init__(self, browser: Any) -> None:
+        self.page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        self.errors: list[str] = []
+        self.bad: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("dialog", lambda d: (self.errors.append(f"dialog: {d.message}"), d.dismiss()))
+        self.page.on(
+            "response",
+            lambda r: self.bad.append(r.url) if r.status >= 400 and not r.url.endswith(_PROBES) else None,
+        )
+
+    def real_errors(self) -> list[str]:
+        probes_only = not self.bad
+        return [e for e in self.errors if not (probes_only and "status of 404" in e)] + self.bad
+
+
+def wait_for_chart(page: Any, title: str | None, timeout_ms: int = 60_000) -> None:
+    page.wait_for_selector("h1", timeout=timeout_ms)
+    if title is None:
+        page.wait_for_selector("[data-testid='stDataFrame'], [data-testid='stTable']", timeout=timeout_ms)
+        return
+    page.wait_for_function(
+        "t => [...document.querySelectorAll('.js-plotly-plot')].some(p => (p.querySelector('.gtitle')?.textContent || '').startsWith(t)"
+        " && p.querySelectorAll('.trace, .bars path, .scatterlayer path').length > 0)",
+        arg=title,
+        timeout=timeout_ms,
+    )
+
+
+@pytest.mark.parametrize(("name", "query", "main_chart"), PAGES, ids=[p[0] for p in PAGES])
+def test_page_loads_without_console_errors_and_draws_its_main_chart(
+    server: str,
+    browser: Any,
+    dash_store: Path,  # noqa: F811
+    name: str,
+    query: str,
+    main_chart: str | None,
+) -> None:
+    if not (ROOT / "dashboard" / "pages" / f"{name}.py").exists():
+        pytest.skip(f"dashboard/pages/{name}.py not written yet")
+    if "FLASH" in query:  # the flash sale's breach: its permalink
+        query = query.replace("FLASH", breach_for(dash_store, truth(dash_store, "flash-sale"))["id"])
+    w = PageWatch(browser)
+    try:
+        w.page.goto(f"{server}/{name}{query}")
+        wait_for_chart(w.page, main_chart)
+        w.page.wait_for_timeout(500)  # let the remaining charts finish drawing for the screenshot
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        w.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        assert w.page.locator("[data-testid='stException']").count() == 0
+        assert w.real_errors() == []
+    finally:
+        w.page.close()
+
+
+def test_breach_link_on_overview_opens_its_incident_page(server: str, browser: Any) -> None:
+    w = PageWatch(browser)
+    try:
+        w.page.goto(f"{server}/?range=7d")
+        wait_for_chart(w.page, "End-to-end latency")
+        link = w.page.locator("a[href*='incident?incident=']").first
+        link.wait_for(timeout=30_000)
+        label = link.inner_text()
+        link.click()
+        w.page.wait_for_url("**/incident?incident=*", timeout=30_000)
+        wait_for_chart(w.page, "Burn rate per alert window")
+        number = label.split("·")[0].replace("Incident", "").strip()
+        assert (
+            w.page.get_by_role("heading", name=f"Incident {number} ").count()
+            + w.page.locator(f"h3:has-text('Incident {number}')").count()
+            >= 1
+        )
+        assert w.real_errors() == []
+    finally:
+        w.page.close()
