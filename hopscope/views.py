@@ -274,7 +274,8 @@ def metric_series(
     if not metrics:
         return pd.DataFrame(columns=["t", "metric", "service", "series", "value"])
     counters = [m for m in metrics if m in set(counters)]
-    label_expr = "concat_ws('/', " + ", ".join(f"labels['{k}']" for k in SERIES_LABELS) + ")"
+    # The host leads the series name: two GPU nodes both have a GPU 0, and must not be averaged.
+    label_expr = "concat_ws('/', host, " + ", ".join(f"labels['{k}']" for k in SERIES_LABELS) + ")"
     svc, sp = (" AND service = ?", [service]) if service else ("", [])
     # Gauges: the mean per bucket. Counters: the last value of each bucket against the last value
     # of the bucket before (a drop is a reset: count from zero), so no per-sample window is needed.

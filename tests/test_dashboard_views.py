@@ -229,7 +229,7 @@ def test_counters_become_rates_and_gauges_means(store: Store) -> None:
     tx = df[df["metric"] == "node_network_transmit_bytes_total"]
     assert tx["value"].median() == pytest.approx(1.25e9)
     assert set(df[df["metric"] == "DCGM_FI_DEV_GPU_UTIL"]["value"]) == {40.0, 90.0}
-    assert set(df[df["metric"] == "probe_http_duration_seconds"]["series"]) == {"connect/http://model:8000/"}
+    assert set(df[df["metric"] == "probe_http_duration_seconds"]["series"]) == {"model-server/connect/http://model:8000/"}
 
 
 def test_hop_edges_give_rate_errors_and_p99(store: Store) -> None:
