@@ -550,3 +550,25 @@ def test_bubbleup_reads_the_worst_hour_of_the_incident(
 def test_bad_catalog_entries_are_refused_with_the_key_named(doc: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         parse_catalog(doc, "cat.yaml")
+
+
+def test_repeated_diagnosis_is_served_from_cache_until_the_store_changes(tmp_path: Path) -> None:
+    from hopscope.diagnosis.cache import CACHE
+
+    effect = Effect(*_at(1, 10), hop_ms={"model-server": 250.0}, signals={"DCGM_FI_DEV_SM_CLOCK": 900.0})
+    small = build_store(tmp_path / "s", [effect], days=2, rate=10)
+    first = diagnose(small, start=effect.start, end=effect.end)
+    hits = CACHE.hits
+    again = diagnose(small, start=effect.start, end=effect.end)
+    assert CACHE.hits == hits + 1
+    assert [name for name, _ in again.timings_ms] == ["cache hit"]
+    assert again == first and again.causes[0].hop == "model-server"
+    # other arguments, or use_cache=False, are computed afresh
+    other = diagnose(small, start=effect.start, end=effect.end, threshold_ms=150.0)
+    assert other.timings_ms[0][0] == "hop_minutes query"
+    fresh = diagnose(small, start=effect.start, end=effect.end, use_cache=False)
+    assert fresh.timings_ms[0][0] == "hop_minutes query" and fresh == first
+    # a write moves the DuckLake snapshot: the cached answer is not used again
+    small.append("samples", _samples(np.random.default_rng(3), effect.start, effect.end, [], set()))
+    after = diagnose(small, start=effect.start, end=effect.end)
+    assert after.timings_ms[0][0] == "hop_minutes query"

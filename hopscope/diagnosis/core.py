@@ -2,14 +2,18 @@
 
 I/O happens here only, in at most three queries: hop_minutes (``hops.load_hop_data``), the samples
 linked to the top hops (``signals.load_series_grid``) and, with BubbleUp, a bounded sample of spans
-(``bubbleup.load_bubble_counts``). The math is in hops.py, resources.py, baseline.py and bubbleup.py.
+(``bubbleup.load_bubble_counts``, on its own thread, overlapping the samples query). The math is in
+hops.py, resources.py, baseline.py and bubbleup.py. A repeated diagnosis (same arguments, same
+DuckLake snapshot) is answered from ``cache.CACHE`` after one snapshot look-up.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,6 +23,7 @@ import pandas as pd
 from hopscope.catalog import Catalog, load_catalog
 from hopscope.diagnosis import baseline as bl
 from hopscope.diagnosis import bubbleup as bu
+from hopscope.diagnosis import cache as dc
 from hopscope.diagnosis import hops as hp
 from hopscope.diagnosis import resources as rs
 from hopscope.diagnosis.model import (
@@ -39,6 +44,9 @@ MIN_SHARE = 0.15  # a hop must carry this share of the added latency to be named
 TOP_HOPS = 3
 SECONDARY_MIN = 0.3
 SIGNAL_BASELINES = 2  # baseline windows whose samples are read (the nearest usable ones)
+# BubbleUp's spans query runs on this thread while the samples query runs on the caller's (DuckDB
+# releases the GIL while it executes; the Store gives each thread its own cursor, kept by the thread)
+_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hopscope-bubbleup")
 
 
 def step_for(length: timedelta) -> int:
@@ -124,11 +132,58 @@ def diagnose(
     catalog: Catalog | None = None,
     baseline_days: int = 3,
     with_bubbleup: bool = True,
+    use_cache: bool = True,
 ) -> Diagnosis:
     """Diagnose the window [start, end) of the SLI (service, route, threshold or percentile).
 
     ``sli_kind="availability"`` decomposes the added errors instead of the added latency.
+    ``use_cache``: return the diagnosis of the same arguments over the same DuckLake snapshot when
+    this process made it already (``hopscope.diagnosis.cache``); the store is otherwise not read.
     """
+    kwargs = dict(
+        start=start, end=end, service=service, route=route, client=client, threshold_ms=threshold_ms,
+        objective=objective, percentile=percentile, sli_kind=sli_kind, incident_id=incident_id, slo=slo,
+        severity=severity, peak_burn_rate=peak_burn_rate, budget_consumed=budget_consumed,
+        baseline_days=baseline_days, with_bubbleup=with_bubbleup,
+    )  # fmt: skip
+    budgets = tuple(sorted((hop_budgets_ms or {}).items()))
+    key = None
+    if use_cache:
+        t0 = time.perf_counter()
+        args = (tuple(sorted(kwargs.items())), budgets, None if catalog is None else id(catalog))
+        key = dc.CACHE.key(store, args)
+        hit = dc.CACHE.get(key) if key is not None else None
+        if hit is not None:
+            ms = round((time.perf_counter() - t0) * 1000, 2)
+            return dataclasses.replace(hit, timings_ms=(("cache hit", ms),))
+    out = _diagnose(store, hop_budgets_ms=dict(budgets), catalog=catalog, **kwargs)  # type: ignore[arg-type]
+    if key is not None:
+        dc.CACHE.put(key, catalog, out)
+    return out
+
+
+def _diagnose(
+    store: Any,
+    *,
+    start: datetime,
+    end: datetime,
+    service: str,
+    route: str,
+    client: str | None,
+    threshold_ms: float | None,
+    objective: float,
+    percentile: float | None,
+    hop_budgets_ms: Mapping[str, float],
+    sli_kind: str,
+    incident_id: str | None,
+    slo: str,
+    severity: str,
+    peak_burn_rate: float,
+    budget_consumed: float,
+    catalog: Catalog | None,
+    baseline_days: int,
+    with_bubbleup: bool,
+) -> Diagnosis:
     clock = _Clock()
     catalog = catalog or load_catalog()
     target = Target(
@@ -195,6 +250,10 @@ def diagnose(
         notes.append(f"no hop's {'errors' if errors else 'latency'} rose above its baseline noise")
 
     causes: list[Cause] = []
+    bubble_job = None
+    if with_bubbleup and standing and degraded:
+        # started first, on its own thread: it overlaps the samples query and the scoring
+        bubble_job = _POOL.submit(_bubble, store, standing[0], wide, baseline, incident, step)
     if degraded and standing:
         sig_ids = [0, *base_ids[:SIGNAL_BASELINES]]
         causes, sig_notes, n_series = _resource_causes(
@@ -210,18 +269,11 @@ def diagnose(
             exemplar_edges.insert(0, (None, top.hop))
     bubble: tuple[Any, ...] = ()
     bnote = ""
-    if with_bubbleup and standing and degraded:
-        used = [Window(w.start, w.end) for w in baseline.used]
-        top_pr = hp.per_request(wide, [standing[0].hop])[standing[0].hop]
-        nb = int(-(-incident.seconds // step))
-        lo, hi = bu.focus_offsets(_hop_grid(top_pr, [0], nb)[0], step)
-        focus = (timedelta(seconds=lo * step), timedelta(seconds=hi * step))
-        counts, slow_total, base_total, _cut = bu.load_bubble_counts(
-            store, standing[0].hop, standing[0].hop_kind, incident, used, focus=focus
-        )
-        attrs, bnote = bu.bubbleup(counts, slow_total, base_total)
+    if bubble_job is not None:
+        attrs, bnote, own_ms = bubble_job.result()
         bubble = tuple(attrs)
-        clock.lap("bubbleup query")
+        clock.lap("waiting for bubbleup")
+        clock.steps.append(("bubbleup query (own thread)", own_ms))
     exemplars = hp.pick_exemplars(data.exemplars, exemplar_edges)
     verdict = VERDICT_CAUSE if causes else VERDICT_NONE
     clock.lap("rest")
@@ -237,6 +289,23 @@ def diagnose(
         exemplars=tuple(exemplars),
         timings_ms=tuple(clock.steps),
     )
+
+
+def _bubble(
+    store: Any, top: HopRow, wide: pd.DataFrame, baseline: Any, incident: Window, step: int
+) -> tuple[list[Any], str, float]:
+    """BubbleUp over the top hop's spans in the worst stretch of the incident; (attrs, note, wall ms)."""
+    t = time.perf_counter()
+    used = [Window(w.start, w.end) for w in baseline.used]
+    top_pr = hp.per_request(wide, [top.hop])[top.hop]
+    nb = int(-(-incident.seconds // step))
+    lo, hi = bu.focus_offsets(_hop_grid(top_pr, [0], nb)[0], step)
+    focus = (timedelta(seconds=lo * step), timedelta(seconds=hi * step))
+    counts, slow_total, base_total, _cut = bu.load_bubble_counts(
+        store, top.hop, top.hop_kind, incident, used, focus=focus
+    )
+    attrs, note = bu.bubbleup(counts, slow_total, base_total)
+    return attrs, note, round((time.perf_counter() - t) * 1000, 2)
 
 
 def _sli_bad(frame: pd.DataFrame, target: Target) -> pd.DataFrame:

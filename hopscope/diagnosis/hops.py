@@ -56,9 +56,11 @@ def load_hop_data(store: Any, windows: Sequence[Window], target: Target, step_s:
     scans = []
     for run in _runs(windows):
         case = " ".join(f"WHEN minute >= ? AND minute < ? THEN {i}" for i in run)
+        # exemplars are kept for the incident only: other runs do not decode that list column
+        ex = "exemplars" if 0 in run else "NULL::VARCHAR[] AS exemplars"
         scans.append(
             f'SELECT CASE {case} END AS win, minute, client, server, "count", errors, duration_ms_sum, '
-            "duration_ms_max, gap_ms_sum, self_ms_sum, hist_idx, hist_cnt, exemplars, "
+            f"duration_ms_max, gap_ms_sum, self_ms_sum, hist_idx, hist_cnt, {ex}, "
             "coalesce(list_position(good_le_ms, ?), 0) AS pos, good_cnt "
             "FROM hop_minutes WHERE route = ? AND minute >= ? AND minute < ?"
         )
@@ -74,7 +76,7 @@ def load_hop_data(store: Any, windows: Sequence[Window], target: Target, step_s:
            max(duration_ms_max) AS duration_ms_max,
            CASE WHEN bool_and(pos > 0) THEN CAST(sum("count" - good_cnt[pos]) AS DOUBLE) END AS bad,
            NULL::INTEGER AS idx, NULL::BIGINT AS cnt,
-           CASE WHEN win = 0 THEN arg_max(exemplars, duration_ms_max) END AS exemplars
+           arg_max(exemplars, duration_ms_max) FILTER (WHERE win = 0) AS exemplars
     FROM h GROUP BY win, b, client, server
     UNION ALL
     SELECT 'h', win, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, idx, CAST(sum(cnt) AS BIGINT), NULL
@@ -334,16 +336,24 @@ def decompose_hops(
     inc_req = float(inc[REQUESTS].sum())
     budgets = dict(target.hop_budgets_ms) if e2e.measure == "latency" else {}
     floor = max(0.02 * e2e.baseline_mean_ms, 0.5) if floor is None else floor
-    b_mean = {h: float(base[h].sum()) / base_req if base_req else 0.0 for h in hops}
-    added = {h: (float(inc[h].sum()) / inc_req if inc_req else 0.0) - b_mean[h] for h in hops}
+    # one array per side, a contiguous column per hop (sums in the same order as pandas' column sums)
+    base_a = np.asfortranarray(base[hops].to_numpy(dtype=float)) if hops else np.zeros((len(base), 0))
+    inc_a = np.asfortranarray(inc[hops].to_numpy(dtype=float)) if hops else np.zeros((len(inc), 0))
+    base_pr_a = np.asfortranarray(base_pr[hops].to_numpy(dtype=float)) if hops else base_a
+    b_mean = {h: float(base_a[:, j].sum()) / base_req if base_req else 0.0 for j, h in enumerate(hops)}
+    added = {
+        h: (float(inc_a[:, j].sum()) / inc_req if inc_req else 0.0) - b_mean[h] for j, h in enumerate(hops)
+    }
     total_pos = sum(max(0.0, a) for a in added.values())
     by_win = base.groupby(level="window").sum()
     by_win = by_win[by_win[REQUESTS] > 0]
+    win_req = by_win[REQUESTS].to_numpy(dtype=float)
+    win_a = by_win[hops].to_numpy(dtype=float) if hops else np.zeros((len(by_win), 0))
     rows = []
-    for h in hops:
-        per_window = (by_win[h] / by_win[REQUESTS]).to_numpy(dtype=float)
+    for j, h in enumerate(hops):
+        per_window = win_a[:, j] / win_req
         sd_win = float(np.std(per_window, ddof=1)) if len(per_window) >= 3 else 0.0
-        sd_bucket = _robust_std(base_pr[h].to_numpy(dtype=float)) / np.sqrt(inc_buckets)
+        sd_bucket = _robust_std(base_pr_a[:, j]) / np.sqrt(inc_buckets)
         noise = max(sd_win, sd_bucket)
         share = max(0.0, added[h]) / total_pos if total_pos > 0 else 0.0
         rows.append(
