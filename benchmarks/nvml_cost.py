@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake NVML module
+
+from fake_nvml import FakeGpu, FakeNvml  # noqa: E402
 
 from collectors.config import NvmlConfig  # noqa: E402
-from collectors.fake_nvml import FakeGpu, FakeNvml  # noqa: E402
 from collectors.nvml import NvmlCollector  # noqa: E402
 from collectors.records import samples_table  # noqa: E402
 

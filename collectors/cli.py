@@ -9,6 +9,8 @@ Reads the `[collect]` table of the config (the lead's loader when present) and r
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -16,19 +18,42 @@ import typer
 
 from collectors.config import CollectConfig
 
+log = logging.getLogger(__name__)
 
-def _load(config: Path | None) -> tuple[CollectConfig, Path, list[float]]:
-    """(collect config, store path, every SLO latency threshold) from hopscope.toml."""
-    from hopscope.config import load_config  # noqa: PLC0415
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the daemon takes from hopscope.toml."""
+
+    collect: CollectConfig
+    store_path: Path
+    thresholds_ms: list[float]  # every SLO latency threshold: the rollup counts each exactly
+    retention: dict[str, timedelta]
+    exemplar_retention: timedelta
+
+
+def _load(config: Path | None) -> Settings:
+    from hopscope.config import load_config, parse_duration  # noqa: PLC0415
     from hopscope.slo import load_slos, slo_thresholds_ms  # noqa: PLC0415
 
     cfg, _ = load_config(config)
-    slos, _refused = load_slos(cfg.slo.rules) if Path(cfg.slo.rules).exists() else ([], [])
-    return cfg.collect, Path(cfg.store.path), [float(t) for t in slo_thresholds_ms(slos)]
+    slos, refused = load_slos(cfg.slo.rules) if Path(cfg.slo.rules).exists() else ([], [])
+    for err in refused:  # the others still count; `hopscope slo check` shows the whole story
+        log.warning("SLO spec refused, its thresholds are not rolled up: %s", err)
+    return Settings(
+        collect=cfg.collect,
+        store_path=Path(cfg.store.path),
+        thresholds_ms=[float(t) for t in slo_thresholds_ms(slos)],
+        retention=cfg.store.retention_timedeltas(),
+        exemplar_retention=parse_duration(cfg.store.retention.exemplars),
+    )
 
 
 def collect(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="hopscope.toml (default: ./hopscope.toml if present)")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="hopscope.toml (default: ./hopscope.toml if present)"),
+    ] = None,
     store: Annotated[
         Path | None, typer.Option("--store", help="store directory (overrides the config)")
     ] = None,
@@ -38,8 +63,20 @@ def collect(
     from collectors.runner import run_collect  # noqa: PLC0415
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg, store_path, thresholds = _load(config)  # a ConfigError becomes one line and exit 2 in hopscope.cli
-    raise typer.Exit(run_collect(store or store_path, cfg, thresholds_ms=thresholds))
+    for chatty in ("httpx", "httpcore", "urllib3"):  # a line per probe or pull would drown the daemon's own
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
+    settings = _load(config)  # a ConfigError becomes one line and exit 2 in hopscope.cli
+    raise typer.Exit(
+        run_collect(
+            store or settings.store_path,
+            settings.collect,
+            thresholds_ms=settings.thresholds_ms,
+            store_options={
+                "retention": settings.retention,
+                "exemplar_retention": settings.exemplar_retention,
+            },
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -57,7 +57,16 @@ class OtlpConfig(_Model):
     )
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="limit after decompression")
     max_queue_spans: int = Field(default=200_000, gt=0, description="spans waiting for a commit before 429")
-    commit_max_spans: int = Field(default=50_000, gt=0, description="most spans in one group commit")
+    max_queue_bytes: int = Field(
+        default=32 * 1024 * 1024, gt=0, description="decoded bytes waiting for a commit before 429"
+    )
+    commit_max_spans: int = Field(default=25_000, gt=0, description="most spans in one group commit")
+    commit_min_spans: int = Field(
+        default=10_000,
+        gt=0,
+        description="a commit costs ~30 ms: while more requests are decoding, wait for this many spans...",
+    )
+    commit_linger_s: float = Field(default=0.25, ge=0, description="...but no longer than this")
     ack_timeout_s: float = Field(
         default=10.0, gt=0, description="a request queued this long without a commit gets 503"
     )

@@ -28,7 +28,8 @@ from typing import Any, TextIO
 
 import pyarrow as pa
 import requests
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from collectors.config import PrometheusConfig, PromQuery
@@ -328,6 +329,7 @@ class PrometheusCollector:
                     f"\rbackfill {q.name} [{bar:<30}] {i}/{len(parts)} chunks, {written} samples",
                     end="",
                     file=self._progress,
+                    flush=True,
                 )
         if self._progress is not None and len(parts) > 1:
             print(file=self._progress, flush=True)

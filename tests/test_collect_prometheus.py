@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -255,6 +256,30 @@ def test_backfill_respects_the_points_limit_in_chunks(prometheus: PromServer, st
     assert chunks(0, 30, 1, 7)[-1] == (28, 30)
 
 
+def test_backfill_draws_a_progress_bar_on_stderr_and_incremental_pulls_do_not(
+    prometheus: PromServer, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _cfg(prometheus, presets=[], queries=[QUERIES[1]], max_points=7, backfill=timedelta(seconds=30))
+    c = PrometheusCollector(cfg.model_copy(update={"progress": True}), store)  # stderr is captured by now
+    [result] = c.collect()
+    out, err = capsys.readouterr()
+    assert result.ok and out == ""
+    frames = err.split("\r")[1:]
+    assert [f.split("] ")[1].split(" chunks")[0] for f in frames] == ["1/5", "2/5", "3/5", "4/5", "5/5"]
+    assert frames[0].startswith("backfill nan [######      ") and frames[-1].startswith(
+        "backfill nan [" + "#" * 30 + "]"
+    )
+    assert frames[-1].endswith(f"5/5 chunks, {result.written} samples\n")
+    time.sleep(1.1)
+    [again] = c.collect()  # from the watermark: one chunk, no bar
+    assert again.ok and capsys.readouterr().err == ""
+    quiet = PrometheusCollector(cfg, store)  # progress = false: the same five-chunk backfill, silent
+    mark = float(store.get_state(quiet.watermark_key(QUERIES[1])))
+    store.set_state(quiet.watermark_key(QUERIES[1]), repr(mark - 31))
+    assert [r.ok for r in quiet.collect()] == [True]
+    assert capsys.readouterr().err == ""
+
+
 def test_incremental_pulls_after_a_restart_leave_no_gap_and_no_duplicates(
     prometheus: PromServer, store: Store
 ) -> None:
@@ -383,13 +408,13 @@ def test_collect_daemon_gathers_prometheus_probes_network_nvml_and_otlp_into_one
     """`hopscope collect` in-process: Prometheus, a probe target, the network collector, NVML (fake) and OTLP."""
     import io
 
+    from fake_nvml import FakeGpu, FakeNvml
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
     from collectors.config import load_collect_config
-    from collectors.fake_nvml import FakeGpu, FakeNvml
     from collectors.runner import Daemon
 
     cfg = load_collect_config(
@@ -440,3 +465,111 @@ def test_collect_daemon_gathers_prometheus_probes_network_nvml_and_otlp_into_one
     assert {"nvml", "network", "probe", "prometheus"} <= runs
     assert 'hopscope_otlp_spans_received_total{transport="http"} 1.0' in metrics_text
     assert 'hopscope_samples_written_total{collector="nvml"}' in metrics_text
+
+
+def _metric_value(text: str, sample: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_hopscope_collect_command_stores_prometheus_probe_and_otlp_data_and_exits_0_on_sigterm(
+    prometheus: PromServer, tmp_path: Path
+) -> None:
+    """Done means: `hopscope collect --config FILE` (the real entry point, its own process) with a local
+    Prometheus, a probe target and the receiver gets all of it into the store; SIGTERM exits 0."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from hopscope.slo import load_slos, slo_thresholds_ms
+
+    root = Path(__file__).resolve().parents[1]
+    http_port, grpc_port, metrics_port = _free_port(), _free_port(), _free_port()
+    probe_url = f"{prometheus.url}/-/healthy"
+    config = tmp_path / "hopscope.toml"
+    config.write_text(
+        f"[store]\npath = '{tmp_path / 'store'}'\n[slo]\nrules = '{root / 'slo_rules'}'\n"
+        "[collect]\nhost_name = 'node-1'\nrollup_interval_s = 1\n"
+        f"[collect.otlp]\nhttp_port = {http_port}\ngrpc_port = {grpc_port}\n"
+        f"[collect.metrics]\nport = {metrics_port}\n[collect.nvml]\nenabled = false\n"
+        "[collect.network]\ninterval_s = 1\n"
+        f"[collect.probes]\ninterval_s = 1\n[[collect.probes.targets]]\nurl = '{probe_url}'\nservice = 'prometheus'\n"
+        f"[collect.prometheus]\nurl = '{prometheus.url}'\ninterval_s = 1\nstep_s = 1\nlag_s = 2\n"
+        "backfill = '10s'\npresets = ['node_network']\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOPSCOPE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hopscope.cli", "collect", "--config", str(config)],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    try:
+        _wait_http(metrics_url, timeout=60)
+        rollups = 'hopscope_collector_runs_total{collector="rollup",ok="true"}'
+        memory = InMemorySpanExporter()
+        provider = TracerProvider(resource=Resource.create({"service.name": "api-gateway"}))
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        tracer = provider.get_tracer("e2e")
+        start = time.time_ns() - 5 * 60 * 10**9  # minutes the rollup (2 min grace) closes at once
+        for i in range(6):
+            span = tracer.start_span(
+                "GET /recommend", kind=SpanKind.SERVER, attributes={"http.route": "/recommend"},
+                start_time=start + i * 10**9,
+            )  # fmt: skip
+            span.end(end_time=start + i * 10**9 + (50 + 100 * i) * 10**6)  # 50 .. 550 ms
+        exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{http_port}/v1/traces")
+        assert exporter.export(memory.get_finished_spans()) == SpanExportResult.SUCCESS  # one commit
+        exporter.shutdown()
+        rolled_before = _metric_value(requests.get(metrics_url, timeout=5).text, rollups)
+        wanted = {  # metric sample -> value to reach
+            'hopscope_collector_runs_total{collector="prometheus",ok="true"}': 1,
+            'hopscope_samples_written_total{collector="probe"}': 1,
+            rollups: rolled_before + 2,  # a whole rollup pass after the spans' commit
+        }
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            text = requests.get(metrics_url, timeout=5).text
+            if all(_metric_value(text, k) >= v for k, v in wanted.items()):
+                break
+            time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "enabled: prometheus" in out and "enabled: probe" in out and "listening: OTLP/HTTP" in out
+    assert "stopping" in out
+    with Store(tmp_path / "store") as s:
+        assert s.count("spans") == 6
+        sources = {
+            r["source"]: r["n"]
+            for r in s.query("SELECT source, count(*) AS n FROM samples GROUP BY 1").to_pylist()
+        }
+        assert sources.get("prometheus", 0) > 0 and sources.get("probe", 0) > 0, sources
+        probe = (
+            s.query(
+                "SELECT value FROM samples WHERE source = 'probe' AND metric = 'probe_success' AND labels['target'] = ?",
+                [probe_url],
+            )
+            .column("value")
+            .to_pylist()
+        )
+        assert probe and set(probe) == {1.0}
+        runs = s.query("SELECT collector, bool_or(ok) AS ok FROM collector_runs GROUP BY 1").to_pylist()
+        assert {r["collector"] for r in runs if r["ok"]} >= {"prometheus", "probe", "network", "rollup"}
+        # The SLO thresholds of the config's rules reach the rollup: counted exactly per minute.
+        expected = slo_thresholds_ms(load_slos(root / "slo_rules")[0])
+        minutes = s.query(
+            "SELECT good_le_ms, good_cnt, count FROM hop_minutes WHERE client = '' AND server = 'api-gateway'"
+        ).to_pylist()
+        assert minutes and all(m["good_le_ms"] == expected for m in minutes)
+        assert sum(m["count"] for m in minutes) == 6
+        good = [sum(m["good_cnt"][i] for m in minutes) for i in range(len(expected))]
+        assert good == [sum(1 for i in range(6) if 50 + 100 * i <= t) for t in expected]

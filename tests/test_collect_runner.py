@@ -78,7 +78,7 @@ def test_a_crashing_collector_is_recorded_and_never_stops_the_others(store: Stor
 
 
 def test_status_names_each_disabled_collector_with_a_reason(store: Store, tmp_path: Path) -> None:
-    from collectors.fake_nvml import NVML_ERROR_DRIVER_NOT_LOADED, FakeNvml
+    from fake_nvml import NVML_ERROR_DRIVER_NOT_LOADED, FakeNvml
 
     cfg = load_collect_config(
         {
@@ -181,3 +181,28 @@ def test_sigterm_commits_everything_acknowledged_and_exits_0(tmp_path: Path) -> 
         assert s.count("spans") == 20
         started = s.query("SELECT min(start_time) AS t FROM spans").column("t")[0].as_py()
         assert isinstance(started, datetime)
+
+
+def test_collect_reads_store_path_retention_and_slo_thresholds_from_the_config(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from collectors.cli import _load
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "api.yaml").write_text(
+        (ROOT / "slo_rules" / "recommend.yaml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    config = tmp_path / "hopscope.toml"
+    config.write_text(
+        f"[store]\npath = '{tmp_path / 'data'}'\n[store.retention]\nspans = '6h'\nexemplars = '3d'\n"
+        f"[slo]\nrules = '{rules}'\n[collect.otlp]\nhttp_port = 0\n"
+    )
+    from hopscope.slo import load_slos, slo_thresholds_ms
+
+    settings = _load(config)
+    assert settings.store_path == tmp_path / "data" and settings.collect.otlp.http_port == 0
+    assert settings.retention["spans"] == timedelta(hours=6)
+    assert settings.exemplar_retention == timedelta(days=3)
+    expected = slo_thresholds_ms(load_slos(rules)[0])
+    assert settings.thresholds_ms == expected and expected  # the rules' latency thresholds, not empty
