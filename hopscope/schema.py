@@ -8,6 +8,7 @@ blackbox_exporter metric names in ``samples``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -34,7 +35,7 @@ class Table:
 
     @property
     def arrow_schema(self) -> pa.Schema:
-        return pa.schema([pa.field(c.name, c.arrow, nullable=not c.required) for c in self.columns])
+        return _arrow_schema(self)
 
     @property
     def column_names(self) -> list[str]:
@@ -43,6 +44,12 @@ class Table:
     def ddl(self) -> str:
         cols = ", ".join(f'"{c.name}" {c.sql}' for c in self.columns)
         return f'CREATE TABLE IF NOT EXISTS "{self.name}" ({cols})'
+
+
+@functools.cache
+def _arrow_schema(table: Table) -> pa.Schema:
+    # Built once per table: append() asks for it on every write.
+    return pa.schema([pa.field(c.name, c.arrow, nullable=not c.required) for c in table.columns])
 
 
 SPANS = Table(

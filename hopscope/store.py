@@ -22,15 +22,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import util as importlib_util
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from hopscope.errors import StoreError
 from hopscope.schema import TABLES, Table
+
+if TYPE_CHECKING:  # pandas costs ~34 MB; the collector's write path never needs it
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +266,7 @@ class Store:
     def conform(self, table: str, data: pa.Table | pd.DataFrame) -> pa.Table:
         """Check data against the table's columns and cast it; StoreError names the column."""
         spec = self._table(table)
-        if isinstance(data, pd.DataFrame):
+        if type(data).__name__ == "DataFrame":
             data = pa.Table.from_pandas(data, preserve_index=False)
         if not isinstance(data, pa.Table):
             raise StoreError(f"{table}: expected an Arrow table or DataFrame, got {type(data).__name__}")
