@@ -8,13 +8,14 @@ back to the default with a visible warning.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import streamlit as st
 
@@ -26,7 +27,13 @@ STORE_ENV = "HOPSCOPE_STORE"
 RULES_ENV = "HOPSCOPE_SLO_RULES"
 DEFAULT_STORE = Path("var/demo")
 DEFAULT_RULES = Path("slo_rules")
-CACHE_TTL_S = 30
+# Cached views are keyed on the data's end (data_end(), re-read every LIVE_TTL_S), so new data
+# refreshes them at once; the TTL only bounds what data_end does not see (late rows, collector runs).
+CACHE_TTL_S = 120
+# "Now"-relative facts (the data's end, each source's last sample) are re-read at most this often.
+LIVE_TTL_S = 5
+# Figures are cached by their inputs' content, so they may live longer than the views.
+FIGURE_TTL_S = 600
 REFRESH_CHOICES: dict[str, int | None] = {"off": None, "5s": 5, "10s": 10, "30s": 30, "1m": 60, "5m": 300}
 DEFAULT_RANGE = "24h"
 DEFAULT_REFRESH = "30s"
@@ -49,10 +56,15 @@ def page(title: str) -> None:
 
 
 def _args() -> argparse.Namespace:
+    return _parse_args(tuple(sys.argv[1:]))
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_args(argv: tuple[str, ...]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--store")
     parser.add_argument("--rules")
-    return parser.parse_known_args(sys.argv[1:])[0]
+    return parser.parse_known_args(list(argv))[0]
 
 
 def store_path() -> Path:
@@ -88,7 +100,9 @@ def store() -> Store:
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=500)
-def _cached(path: str, name: str, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...]) -> Any:
+def _cached(
+    path: str, gen: Any, name: str, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...]
+) -> Any:
     return getattr(views, name)(_open_store(path), *args, **dict(kwargs))
 
 
@@ -97,20 +111,149 @@ def view(name: str, *args: Any, **kwargs: Any) -> Any:
     if name.startswith("_") or not callable(getattr(views, name, None)):
         raise ValueError(f"hopscope.views has no view {name!r}")
     store()
-    return _cached(str(store_path()), name, args, tuple(sorted(kwargs.items())))
+    return _cached(str(store_path()), data_end(), name, args, tuple(sorted(kwargs.items())))
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=50)
-def _cached_report(path: str, rules_dir: str, slo: str, window: str) -> Any:
+def _cached_report(path: str, gen: Any, rules_dir: str, slo: str, window: str) -> Any:
     from hopscope.report import build_report
 
     return build_report(_open_store(path), rules=rules_dir, slo=slo, window=window, causes=False)
 
 
+class Q(NamedTuple):
+    """A view call, as a figure input: figure() keys its cache on this, not on the DataFrame's content."""
+
+    name: str
+    args: tuple[Any, ...]
+    kwargs: tuple[tuple[str, Any], ...]
+
+
+def q(name: str, *args: Any, **kwargs: Any) -> Q:
+    """views.<name>(store, *args, **kwargs) as a figure() input."""
+    if name.startswith("_") or not callable(getattr(views, name, None)):
+        raise ValueError(f"hopscope.views has no view {name!r}")
+    return Q(name, args, tuple(sorted(kwargs.items())))
+
+
+def _resolve(path: str, gen: Any, x: Any) -> Any:
+    return _cached(path, gen, x.name, x.args, x.kwargs) if isinstance(x, Q) else x
+
+
+_DIGESTS: dict[int, tuple[Any, str]] = {}
+
+
+def _digest(df: Any) -> str:
+    """A DataFrame's content hash, computed once per object: the breaches feed every chart of a page."""
+    hit = _DIGESTS.get(id(df))
+    if hit is not None and hit[0] is df:
+        return hit[1]
+    import hashlib
+
+    import pandas as pd
+
+    h = hashlib.blake2b(repr(tuple(df.columns)).encode(), digest_size=16)
+    try:
+        rows = pd.util.hash_pandas_object(df, index=True)
+    except TypeError:  # unhashable cells (lists, dicts): hash their text
+        rows = pd.util.hash_pandas_object(df.astype(str), index=True)
+    h.update(rows.to_numpy().tobytes())
+    if len(_DIGESTS) > 64:
+        _DIGESTS.clear()
+    _DIGESTS[id(df)] = (df, h.hexdigest())
+    return _DIGESTS[id(df)][1]
+
+
+def _freeze(fig: Any) -> Any:
+    """Serialise a cached figure once: st.plotly_chart calls fig.to_dict() and JSON-encodes that on every
+    rerun (deep copy + base64 of every array, ~10 ms a chart); hand it the plain-JSON dict made once."""
+    if fig is None:
+        return None
+    import json
+
+    import plotly.io
+
+    spec = json.loads(plotly.io.to_json(fig, validate=False))
+    object.__setattr__(fig, "to_dict", lambda: spec)
+    return fig
+
+
+def _hash_funcs() -> dict[Any, Callable[[Any], Any]]:
+    import pandas as pd
+
+    return {pd.DataFrame: _digest}
+
+
+@st.cache_resource(ttl=CACHE_TTL_S, show_spinner=False, max_entries=300, hash_funcs=_hash_funcs())
+def _cached_figure(
+    path: str, gen: Any, builder: str, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...]
+) -> Any:
+    args = tuple(_resolve(path, gen, a) for a in args)
+    kwargs = tuple((k, _resolve(path, gen, v)) for k, v in kwargs)
+    return _figure_of(builder, args, kwargs)
+
+
+@st.cache_resource(ttl=FIGURE_TTL_S, show_spinner=False, max_entries=300, hash_funcs=_hash_funcs())
+def _figure_of(builder: str, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...]) -> Any:
+    """The figure by its inputs' content: a refresh whose views re-ran but returned the same data reuses it."""
+    return _freeze(getattr(_charts(), builder)(*args, **dict(kwargs)))
+
+
+def figure(builder: str, *args: Any, **kwargs: Any) -> Any:
+    """dashboard.charts.<builder>(...), built once per distinct input within CACHE_TTL_S.
+
+    Building a Plotly figure costs 20-80 ms, far more than the cached views feeding it, so a
+    live refresh tick whose inputs did not change reuses the figure. Pass view results as
+    q("view", ...) so the key is the view call (cheap to hash), not the DataFrame; other
+    arguments are hashed by Streamlit. The figure is shared: callers must not modify it.
+    """
+    if builder.startswith("_") or not callable(getattr(_charts(), builder, None)):
+        raise ValueError(f"dashboard.charts has no builder {builder!r}")
+    store()
+    return _cached_figure(str(store_path()), data_end(), builder, args, tuple(sorted(kwargs.items())))
+
+
+@st.cache_resource(ttl=CACHE_TTL_S, show_spinner=False, max_entries=300, hash_funcs=_hash_funcs())
+def _panel_figure(
+    path: str, gen: Any, w: views.Window, key: str, service: str | None, breaches: Any, compact: bool
+) -> Any:
+    """(figure or None when the panel has no samples) for one resource panel."""
+    panel = views.PANELS_BY_KEY[key]
+    df, cap = _cached(path, gen, "panel_series", (w, key, service), ())
+    if df.empty:
+        return None
+    kwargs = {"title": panel.title, "unit": panel.unit, "dimension": panel.dimension, "capacity": cap,
+              "breaches": breaches, "height": 220 if compact else 260}  # fmt: skip
+    return _figure_of("resource_chart", (df,), tuple(sorted(kwargs.items())))
+
+
+def _charts() -> Any:
+    from dashboard import charts
+
+    return charts
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False, max_entries=20)
+def _live(path: str, name: str, args: tuple[Any, ...]) -> Any:
+    return getattr(views, name)(_open_store(path), *args)
+
+
+def data_end() -> Any:
+    """views.data_end(store), re-read at most every LIVE_TTL_S seconds."""
+    store()
+    return _live(str(store_path()), "data_end", ())
+
+
+def freshness(now: Any, by_target: bool = False) -> Any:
+    """views.freshness at `now`, its queries re-run at most every LIVE_TTL_S seconds."""
+    store()
+    return views.freshness_at(_live(str(store_path()), "last_seen", (by_target,)), now)
+
+
 def slo_report(slo: str, window: str) -> Any:
     """hopscope.report.build_report (without causes: see incident_causes) through st.cache_data."""
     store()
-    return _cached_report(str(store_path()), rules(), slo, window)
+    return _cached_report(str(store_path()), data_end(), rules(), slo, window)
 
 
 @st.cache_data(ttl=3600, show_spinner=False, max_entries=500)
@@ -189,7 +332,9 @@ def window(spec: tuple[str, datetime | None, datetime | None]) -> views.Window:
     """Resolve a time_range() against the store's clock now (not cached: "now" moves)."""
     key, lo, hi = spec
     try:
-        return views.window(store(), key if key in views.RANGES else DEFAULT_RANGE, start=lo, end=hi)
+        return views.window(
+            store(), key if key in views.RANGES else DEFAULT_RANGE, start=lo, end=hi, last=data_end()
+        )
     except HopscopeError as exc:
         st.warning(str(exc))
         return views.window(store(), DEFAULT_RANGE)
@@ -272,7 +417,7 @@ def _points(event: Any) -> list[dict[str, Any]]:
 
 def freshness_line(w: views.Window) -> None:
     """One line per data source: "last sample 4 s ago", stale sources marked."""
-    df = view("freshness", views.utcnow().replace(microsecond=0))
+    df = freshness(views.utcnow().replace(microsecond=0))
     if df.empty:
         st.caption("No collector has written anything yet: start `hopscope collect`.")
         return
@@ -301,28 +446,19 @@ def panel_charts(
     w: views.Window, keys: Sequence[str], breaches: Any, *, service: str | None = None, compact: bool = False
 ) -> int:
     """Draw each resource panel that has data; returns how many were drawn."""
-    from dashboard import charts
 
     drawn = 0
     for key in keys:
         panel = views.PANELS_BY_KEY[key]
-        df, cap = view("panel_series", w, key, service)
-        if df.empty:
+        store()
+        fig = _panel_figure(str(store_path()), data_end(), w, key, service, breaches, compact)
+        if fig is None:
             if not compact:
                 continue
             st.caption(
                 f"{panel.title}: no samples in this range (metrics: {', '.join(panel.metrics) or panel.hop})."
             )
             continue
-        fig = charts.resource_chart(
-            df,
-            title=panel.title,
-            unit=panel.unit,
-            dimension=panel.dimension,
-            capacity=cap,
-            breaches=breaches,
-            height=220 if compact else 260,
-        )
         chart(fig, f"panel_{key}")
         drawn += 1
     return drawn

@@ -8,10 +8,12 @@ Pages call these and draw what they return; they hold no SQL and no math.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -77,10 +79,18 @@ def data_start(store: Store) -> datetime | None:
     return lo
 
 
-def effective_now(store: Store, now: datetime | None = None) -> tuple[datetime, bool, datetime | None]:
-    """(now, replay, data_end): the wall clock, or the data's end when the data stopped a while ago."""
+_UNKNOWN: Any = object()
+
+
+def effective_now(
+    store: Store, now: datetime | None = None, *, last: datetime | None = _UNKNOWN
+) -> tuple[datetime, bool, datetime | None]:
+    """(now, replay, data_end): the wall clock, or the data's end when the data stopped a while ago.
+
+    `last` is data_end(store) when the caller already has it (the dashboard caches it for a few seconds).
+    """
     wall = now or utcnow()
-    end = data_end(store)
+    end = data_end(store) if last is _UNKNOWN else last
     if end is not None and wall - end > LIVE_LAG:
         return end, True, end
     return wall, False, end
@@ -93,9 +103,10 @@ def window(
     start: datetime | None = None,
     end: datetime | None = None,
     now: datetime | None = None,
+    last: datetime | None = _UNKNOWN,
 ) -> Window:
     """Resolve a relative range (one of RANGES) or an absolute [start, end) into a Window."""
-    current, replay, last = effective_now(store, now)
+    current, replay, last = effective_now(store, now, last=last)
     if start is not None and end is not None:
         if end <= start:
             raise NotFoundError(
@@ -319,12 +330,12 @@ def sample_metrics(store: Store) -> pd.DataFrame:
 
 
 def freshness(store: Store, now: datetime, by_target: bool = False) -> pd.DataFrame:
-    """Per collector (or collector x target): last success, attempts, failures, rows, age and staleness.
+    """freshness_at(last_seen(store, by_target), now): see there."""
+    return freshness_at(last_seen(store, by_target), now)
 
-    Columns: source, target, last_seen, age_s, stale, attempts, failures, error_ratio, rows, last_error.
-    A collector's last success falls back to the newest sample it wrote (samples.source); sources that
-    wrote samples but no collector_runs rows appear too. Per collector, the oldest target decides.
-    """
+
+def last_seen(store: Store, by_target: bool = False) -> pd.DataFrame:
+    """The queries behind freshness(): per source (x target) its runs and newest sample, not yet aged."""
     tcol = "target" if by_target else "''"
     runs = store.query_df(
         f"""
@@ -343,7 +354,17 @@ def freshness(store: Store, now: datetime, by_target: bool = False) -> pd.DataFr
     samples = store.query_df(
         "SELECT source, max(ts) AS last_sample, count(*) AS sample_rows FROM samples GROUP BY source"
     )
-    df = pd.merge(runs, samples, on="source", how="outer")
+    return pd.merge(runs, samples, on="source", how="outer")
+
+
+def freshness_at(seen: pd.DataFrame, now: datetime) -> pd.DataFrame:
+    """Per collector (or collector x target): last success, attempts, failures, rows, age and staleness.
+
+    Columns: source, target, last_seen, age_s, stale, attempts, failures, error_ratio, rows, last_error.
+    A collector's last success falls back to the newest sample it wrote (samples.source); sources that
+    wrote samples but no collector_runs rows appear too. Per collector, the oldest target decides.
+    """
+    df = seen.copy()
     cols = [
         "source",
         "target",
@@ -641,10 +662,29 @@ def panel_series(
 
 def load_rules(rules: str) -> tuple[list[Any], list[str]]:
     """The SLOs under a rules path and the errors of the files that were refused (as text)."""
+    slos, errors = _load_rules(rules, _rules_signature(rules))
+    return list(slos), list(errors)
+
+
+def _rules_signature(rules: str) -> tuple[tuple[str, int, int], ...]:
+    """(path, mtime_ns, size) of every file under a rules path: what decides whether to parse again."""
+    root = Path(rules)
+    try:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+    except OSError:
+        return ()
+
+
+@functools.lru_cache(maxsize=16)
+def _load_rules(
+    rules: str, signature: tuple[tuple[str, int, int], ...]
+) -> tuple[tuple[Any, ...], tuple[str, ...]]:
+    """Parsing YAML costs ~60 ms a time; parse again only when a file changed (signature is the key)."""
     from hopscope.slo import load_slos
 
     slos, errors = load_slos(rules)
-    return list(slos), [str(e) for e in errors]
+    return tuple(slos), tuple(str(e) for e in errors)
 
 
 def slo_names(store: Store | None, rules: str) -> list[str]:

@@ -4,11 +4,13 @@ console errors, its main chart is drawn, and a screenshot lands in test-artifact
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,8 @@ from typing import Any
 
 import pytest
 from conftest import require_binary
-from test_dashboard_app import RULES, breach_for, dash_store, truth  # noqa: F401  (the session store fixture)
+from test_dashboard_app import RULES, breach_for, dash_store, evil_store, truth  # noqa: F401  (store fixtures)
+from test_dashboard_views import EVIL
 
 pytestmark = pytest.mark.browser
 
@@ -44,12 +47,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def server(dash_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # noqa: F811
-    """One Streamlit server for the session, stopped by its process id."""
+@contextlib.contextmanager
+def serve(store: Path, log: Path) -> Iterator[str]:
+    """A Streamlit server of the dashboard on `store`, stopped by its process id."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = {**os.environ, "HOPSCOPE_STORE": str(dash_store), "HOPSCOPE_SLO_RULES": RULES}
+    env = {**os.environ, "HOPSCOPE_STORE": str(store), "HOPSCOPE_SLO_RULES": RULES}
     cmd = [
         sys.executable,
         "-m",
@@ -86,6 +88,13 @@ def server(dash_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server(dash_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # noqa: F811
+    """One Streamlit server for the session on the demo store."""
+    with serve(dash_store, tmp_path_factory.mktemp("streamlit") / "server.log") as url:
+        yield url
 
 
 _BROWSER: list[Any] = []
@@ -186,5 +195,50 @@ def test_breach_link_on_overview_opens_its_incident_page(server: str, browser: A
             >= 1
         )
         assert w.real_errors() == []
+    finally:
+        w.page.close()
+
+
+# Script and image payloads in telemetry text and in a shared link: Chromium must show them as text.
+_PAYLOAD_PROBE = """() => ({
+    imgs: document.querySelectorAll('img[src="x"]').length,
+    scripts: [...document.querySelectorAll('script')].filter(s => (s.textContent || '').includes('alert(')).length,
+    svgText: [...document.querySelectorAll('.js-plotly-plot text')].map(t => t.textContent).join('\\n'),
+    bodyText: document.body.innerText,
+})"""
+
+
+def test_script_and_img_span_names_render_as_text_in_chromium(
+    browser: Any,
+    evil_store: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A span named <script>…</script><img onerror=…> shows literally in the trace waterfall; nothing runs."""
+    with serve(evil_store, tmp_path / "server.log") as url:
+        w = PageWatch(browser)
+        try:
+            w.page.goto(f"{url}/incident?incident=1")
+            wait_for_chart(w.page, "Trace waterfall")
+            w.page.wait_for_timeout(1000)  # an onerror handler would have fired by now
+            seen = w.page.evaluate(_PAYLOAD_PROBE)
+            assert seen["imgs"] == 0 and seen["scripts"] == 0
+            assert EVIL in seen["svgText"] or EVIL in seen["bodyText"], "the span name is not shown literally"
+            assert not [e for e in w.errors if e.startswith("dialog")]
+            assert w.page.locator("[data-testid='stException']").count() == 0
+        finally:
+            w.page.close()
+
+
+def test_script_in_a_shared_link_is_shown_as_text_not_run(server: str, browser: Any) -> None:
+    w = PageWatch(browser)
+    try:
+        bad = "<img src=x onerror=alert(1)>"
+        w.page.goto(f"{server}/overview?range={urllib.parse.quote(bad)}")
+        wait_for_chart(w.page, "End-to-end latency")
+        w.page.wait_for_timeout(500)
+        seen = w.page.evaluate(_PAYLOAD_PROBE)
+        assert seen["imgs"] == 0
+        assert bad in seen["bodyText"]  # the warning quotes it literally
+        assert not [e for e in w.errors if e.startswith("dialog")]
     finally:
         w.page.close()

@@ -229,7 +229,9 @@ def test_counters_become_rates_and_gauges_means(store: Store) -> None:
     tx = df[df["metric"] == "node_network_transmit_bytes_total"]
     assert tx["value"].median() == pytest.approx(1.25e9)
     assert set(df[df["metric"] == "DCGM_FI_DEV_GPU_UTIL"]["value"]) == {40.0, 90.0}
-    assert set(df[df["metric"] == "probe_http_duration_seconds"]["series"]) == {"model-server/connect/http://model:8000/"}
+    assert set(df[df["metric"] == "probe_http_duration_seconds"]["series"]) == {
+        "model-server/connect/http://model:8000/"
+    }
 
 
 def test_hop_edges_give_rate_errors_and_p99(store: Store) -> None:
@@ -278,3 +280,17 @@ def test_empty_store_gives_empty_frames(tmp_path: Path) -> None:
     for fn in (views.latency_series, views.traffic_series, views.hop_latency_series, views.hop_edges):
         assert fn(store, w).empty
     assert views.freshness(store, END).empty
+
+
+def test_load_rules_reparses_only_when_a_rules_file_changes(tmp_path: Path) -> None:
+    import shutil
+
+    rules = tmp_path / "rules"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "slo_rules", rules)
+    first = views.load_rules(str(rules))
+    assert views.load_rules(str(rules))[0] == first[0]  # same files: the cached parse
+    source = Path(first[0][0].source_file)  # the file of one SLO, inside the copy
+    assert source.is_relative_to(rules)
+    source.unlink()
+    after = views.load_rules(str(rules))
+    assert len(after[0]) < len(first[0])  # a removed file is seen at once, not after a TTL

@@ -17,7 +17,7 @@ def live() -> None:
     w = state.window(spec)
     state.window_caption(w)
     now = views.utcnow().replace(microsecond=0)
-    fresh = state.view("freshness", now, True)
+    fresh = state.freshness(now, True)
     if fresh.empty:
         st.info("No collector has run yet: start `hopscope collect` (or `hopscope demo` for demo data).")
     else:

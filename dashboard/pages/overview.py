@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, state
+from dashboard import state
 
 state.page("Overview")
 spec = state.time_range()
@@ -26,11 +26,10 @@ def live() -> None:
         return
     left, right = st.columns(2)
     with left:
-        state.chart(charts.latency_chart(latency, breaches), "latency")
+        state.chart(state.figure("latency_chart", state.q("latency_series", w, route), breaches), "latency")
     with right:
-        state.chart(charts.traffic_chart(state.view("traffic_series", w, route), breaches), "traffic")
-    hops = state.view("hop_latency_series", w, route)
-    state.chart(charts.hop_stack_chart(hops, breaches), "hops")
+        state.chart(state.figure("traffic_chart", state.q("traffic_series", w, route), breaches), "traffic")
+    state.chart(state.figure("hop_stack_chart", state.q("hop_latency_series", w, route), breaches), "hops")
     state.breach_links(breaches)
     state.resource_row(w, breaches)
 
