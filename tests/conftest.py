@@ -7,10 +7,13 @@ missing component fails the run.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -33,6 +36,18 @@ def require_binary(path: str, package: str) -> str:
     if in_ci():
         pytest.fail(message)
     pytest.skip(message)
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """A script under benchmarks/ (not a package), imported once so tests can reuse its functions."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,7 @@ ground truth the generator writes next to it (scenario.json), never against lite
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -13,6 +11,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from conftest import load_benchmark
 from typer.testing import CliRunner
 
 from hopscope.cli import app
@@ -26,17 +25,7 @@ SCHEMA = json.loads((ROOT / "docs" / "incident-schema.json").read_text())
 
 
 def _sweep_module() -> ModuleType:
-    """benchmarks/diagnosis_sweep.py (a script, not a package), loaded once."""
-    if "diagnosis_sweep" in sys.modules:
-        return sys.modules["diagnosis_sweep"]
-    spec = importlib.util.spec_from_file_location(
-        "diagnosis_sweep", ROOT / "benchmarks" / "diagnosis_sweep.py"
-    )
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["diagnosis_sweep"] = mod  # dataclasses look their module up while it loads
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("diagnosis_sweep")
 
 
 truth_events = _sweep_module().truth_events  # scenario.json events, normalised (one reader for both)

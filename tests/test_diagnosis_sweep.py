@@ -8,28 +8,17 @@ errors: those cases are hand-built in tests/test_diagnosis.py."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _sweep_module() -> ModuleType:
-    """benchmarks/diagnosis_sweep.py (a script, not a package), loaded once."""
-    if "diagnosis_sweep" in sys.modules:
-        return sys.modules["diagnosis_sweep"]
-    spec = importlib.util.spec_from_file_location(
-        "diagnosis_sweep", ROOT / "benchmarks" / "diagnosis_sweep.py"
-    )
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["diagnosis_sweep"] = mod  # dataclasses look their module up while it loads
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("diagnosis_sweep")
 
 
 sweep = _sweep_module()
