@@ -29,6 +29,8 @@ PERCENTILE_COLORS: dict[str, str] = {"p50": "#5C6BC0", "p95": "#AB47BC", "p99": 
 SELF_COLORS = ("#8E24AA", "#E8710A", "#12A37F", "#6D4C41", "#C2185B", "#00838F")
 NETWORK_COLORS = ("#1A73E8", "#64B5F6", "#0D47A1", "#42A5F5", "#90CAF9", "#1565C0")
 BAND_MARKER_NAME = "breaches"
+# Breach markers of different SLOs sit on rows this far apart (fraction of the plot's height).
+MARKER_ROW_STEP = 0.08
 TIME_AXIS = "time (UTC)"
 
 
@@ -70,13 +72,16 @@ def add_breach_bands(fig: go.Figure, breaches: pd.DataFrame | None) -> go.Figure
     """Shade each breach [start, end) by severity and put a clickable marker (customdata = id) on it."""
     if breaches is None or breaches.empty:
         return fig
-    xs, texts, ids, colors, shapes = [], [], [], [], []
+    xs, ys, texts, ids, colors, shapes = [], [], [], [], [], []
+    # One marker row per SLO: one event often breaches several SLOs at the same minute.
+    rows = {slo: i for i, slo in enumerate(dict.fromkeys(str(s) for s in breaches["slo"]))}
     for b in breaches.itertuples(index=False):
         color = SEVERITY_COLORS.get(str(b.severity), SEVERITY_COLORS["page"])
         # One layout update for every band: fig.add_vrect per band costs ~35 ms each.
         shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": b.start, "x1": b.end, "y0": 0, "y1": 1,
                        "fillcolor": color, "opacity": 0.15, "line": {"width": 0}, "layer": "below"})  # fmt: skip
         xs.append(b.start + (b.end - b.start) / 2)
+        ys.append(1.0 - MARKER_ROW_STEP * rows[str(b.slo)])
         texts.append(
             f"incident {esc(getattr(b, 'number', b.id))} · {esc(b.slo)} · {esc(b.severity)}<br>click to open"
         )
@@ -86,7 +91,7 @@ def add_breach_bands(fig: go.Figure, breaches: pd.DataFrame | None) -> go.Figure
     fig.add_trace(
         go.Scatter(
             x=xs,
-            y=[1.0] * len(xs),
+            y=ys,
             yaxis="y9",
             mode="markers",
             marker={"symbol": "triangle-down", "size": 14, "color": colors},
@@ -97,7 +102,14 @@ def add_breach_bands(fig: go.Figure, breaches: pd.DataFrame | None) -> go.Figure
             showlegend=False,
         )
     )
-    fig.update_layout(yaxis9={"overlaying": "y", "range": [0, 1.05], "visible": False, "fixedrange": True})
+    # A click selects the first hovered point: under "x unified" hover that is a latency line (not
+    # selectable), so Streamlit's on_select would get no point and the marker could not open its incident.
+    # "closest" makes the click pick the marker; a spike line keeps the time guide of unified hover.
+    fig.update_layout(
+        yaxis9={"overlaying": "y", "range": [0, 1.05], "visible": False, "fixedrange": True},
+        hovermode="closest",
+        xaxis={"showspikes": True, "spikemode": "across", "spikethickness": 1, "spikedash": "dot"},
+    )
     return fig
 
 

@@ -296,6 +296,32 @@ def set_param(name: str, value: str | None, default: str | None = None) -> None:
         st.query_params[name] = value
 
 
+def synced_select(
+    label: str, name: str, options: Sequence[str], default: str, key: str, *, sidebar: bool = False, **kw: Any
+) -> str:
+    """A selectbox mirroring ?name=: a value set elsewhere (a link, a chart click) moves the widget,
+    and a choice in the widget moves the parameter. Returns the value chosen."""
+    value = param(name, options, default)
+    seen = f"_{key}_param"
+    if key not in st.session_state or st.session_state.get(seen) != value:
+        st.session_state[key] = value  # before the widget exists: it starts there
+    picked = (st.sidebar if sidebar else st).selectbox(label, list(options), key=key, **kw)
+    set_param(name, picked, default)
+    st.session_state[seen] = picked
+    return str(picked)
+
+
+ALL = "(all)"
+
+
+def service_filter() -> str | None:
+    """The shared service filter (?service=, set by the sidebar or by a click on the Hops graph)."""
+    picked = synced_select(
+        "Service", "service", [ALL, *view("services")], ALL, "service_select", sidebar=True
+    )
+    return None if picked == ALL else picked
+
+
 def _parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
@@ -391,14 +417,22 @@ def chart(fig: Any, key: str, *, clickable: bool = True, on_pick: Callable[[str]
         config={"displaylogo": False},
     )
     if clickable:
-        for point in _points(event):
-            cd = point.get("customdata")
-            if isinstance(cd, list):
-                cd = cd[0] if cd else None
-            if cd:
-                pick(str(cd))
-                break
+        picked = next((str(cd) for cd in map(_customdata, _points(event)) if cd), None)
+        # The selection outlives the click (it is widget state): act once per new selection, so that a
+        # later choice elsewhere (a selectbox, a link) is not overridden by an old click on every rerun.
+        seen = f"_{key}_picked"
+        if picked != st.session_state.get(seen):
+            st.session_state[seen] = picked
+            if picked:
+                pick(picked)
     return event
+
+
+def _customdata(point: dict[str, Any]) -> Any:
+    cd = point.get("customdata")
+    if isinstance(cd, list):
+        cd = cd[0] if cd else None
+    return cd
 
 
 def _open_incident(key: str) -> None:

@@ -233,7 +233,99 @@ def test_hops_page_draws_the_service_graph_and_focuses_a_hop(dash_store: Path, e
     nodes = next(t for t in graph["data"] if t.get("name") == "services")
     assert {"api-gateway", "feature-store", "model-server"} <= set(nodes["customdata"])
     assert "api-gateway->model-server: time per request" in titles
-    assert len(at.dataframe[0].value) == 3  # three edges, with rate, errors and p99
+    assert list(at.dataframe[0].value["hop"]) == ["api-gateway->model-server"]  # the focused edge's row
+
+
+def qp(at: AppTest, name: str) -> str | None:
+    """A query parameter's value as the page left it."""
+    v = at.query_params.get(name)
+    return v[-1] if isinstance(v, list) else v
+
+
+def click_graph(at: AppTest, customdata: str) -> AppTest:
+    """What the browser sends when a point of the service graph is clicked (Streamlit's on_select state)."""
+    at.session_state["graph"] = {
+        "selection": {"points": [{"customdata": customdata}], "point_indices": [], "box": [], "lasso": []}
+    }
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.mark.parametrize(
+    ("clicked", "service", "rows"),
+    [
+        ("model-server", "model-server", {"api-gateway->model-server"}),
+        ("api-gateway", "api-gateway", {"(clients)->api-gateway", "api-gateway->feature-store", "api-gateway->model-server"}),
+        ("api-gateway->feature-store", "feature-store", {"api-gateway->feature-store"}),
+    ],
+)  # fmt: skip
+def test_clicking_the_hops_graph_focuses_its_charts_and_sets_the_service_filter(
+    dash_store: Path, env: Any, clicked: str, service: str, rows: set[str]
+) -> None:
+    env(dash_store)
+    at = click_graph(run_page("pages/hops.py", range="7d"), clicked)
+    assert qp(at, "hop") == clicked and qp(at, "service") == service
+    assert at.selectbox(key="hop_select").value == clicked
+    assert f"{clicked}: time per request" in [html.unescape(t) for t in chart_titles(at)]
+    assert set(at.dataframe[0].value["hop"]) == rows
+    graph = chart_specs(at)[0]
+    nodes = next(t for t in graph["data"] if t.get("name") == "services")
+    if "->" not in clicked:  # the clicked service is drawn highlighted
+        colors = dict(zip(nodes["customdata"], nodes["marker"]["color"], strict=True))
+        assert len({colors[clicked]} & {colors[n] for n in nodes["customdata"] if n != clicked}) == 0
+
+
+def test_a_hop_chosen_after_a_graph_click_is_not_reset_by_the_old_click(dash_store: Path, env: Any) -> None:
+    env(dash_store)
+    at = click_graph(run_page("pages/hops.py", range="7d"), "model-server")
+    at.selectbox(key="hop_select").set_value("api-gateway->feature-store").run()
+    at.run()  # a later rerun still carries the graph's old selection
+    assert qp(at, "hop") == "api-gateway->feature-store" and qp(at, "service") == "feature-store"
+    assert "api-gateway->feature-store" in [s.value.replace("\\", "") for s in at.subheader]
+    at.selectbox(key="hop_select").set_value("(all hops)").run()
+    assert "hop" not in at.query_params
+    assert len(at.dataframe[0].value) == 3  # all three edges again
+
+
+def test_overview_and_resources_honour_the_service_filter(dash_store: Path, env: Any) -> None:
+    env(dash_store)
+    for page in (None, "pages/resources.py"):
+        at = run_page(page, range="7d", refresh="off", service="feature-store")
+        if page:  # switching pages drops the query; a link to the page carries it
+            at.query_params.update(range="7d", refresh="off", service="feature-store")
+            at.run()
+        assert at.sidebar.selectbox(key="service_select").value == "feature-store"
+        titles = chart_titles(at)
+        assert "Feature-store memory" in titles and "GPU utilization" not in titles, titles
+        at.sidebar.selectbox(key="service_select").set_value("model-server").run()
+        assert qp(at, "service") == "model-server"
+        assert "GPU utilization" in chart_titles(at) and "Feature-store memory" not in chart_titles(at)
+    assert "feature-store" in texts(run_page(None, range="7d", refresh="off", service="feature-store"))
+
+
+def test_breach_markers_are_click_selectable_and_do_not_overlap_across_slos() -> None:
+    """Plotly selects the first hovered point on click: under x-unified hover that is a line, so no
+    breach would ever reach on_select. Concurrent breaches of two SLOs get their own marker rows."""
+    import pandas as pd
+
+    from dashboard import charts
+
+    t = pd.Timestamp("2026-01-01 10:00")
+    breaches = pd.DataFrame(
+        {"id": ["a", "b", "c"], "number": [1, 2, 3], "slo": ["x", "y", "x"], "severity": ["page", "ticket", "page"],
+         "start": [t, t, t + pd.Timedelta(hours=2)], "end": [t + pd.Timedelta(minutes=30)] * 2 + [t + pd.Timedelta(hours=3)]}
+    )  # fmt: skip
+    series = pd.DataFrame(
+        {"t": [t, t + pd.Timedelta(hours=3)], "p50": [1.0, 2.0], "p95": [2.0, 3.0], "p99": [3.0, 4.0]}
+    )
+    fig = charts.latency_chart(series, breaches)
+    assert fig.layout.hovermode == "closest"
+    marker = next(tr for tr in fig.data if tr.name == charts.BAND_MARKER_NAME)
+    spots = {(x, y) for x, y in zip(marker.x, marker.y, strict=True)}
+    assert len(spots) == 3 and list(marker.customdata) == ["a", "b", "c"]
+    assert marker.y[0] == marker.y[2] != marker.y[1]  # one row per SLO
+    assert charts.latency_chart(series).layout.hovermode == "x unified"  # no markers: unified hover stays
 
 
 def test_resources_page_shows_each_dimension_with_units(dash_store: Path, env: Any) -> None:

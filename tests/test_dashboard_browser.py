@@ -242,3 +242,58 @@ def test_script_in_a_shared_link_is_shown_as_text_not_run(server: str, browser: 
         assert not [e for e in w.errors if e.startswith("dialog")]
     finally:
         w.page.close()
+
+
+# The latency chart's breach markers: each one's screen box, incident id (customdata) and number (hover text).
+_BREACH_MARKERS = """([title, name]) => {
+    const gd = [...document.querySelectorAll('.js-plotly-plot')]
+        .find(p => (p.querySelector('.gtitle')?.textContent || '').startsWith(title));
+    if (!gd || !gd.data) return [];
+    const i = gd.data.findIndex(t => t.name === name);
+    if (i < 0) return [];
+    const trace = gd.querySelectorAll('.scatterlayer .trace')[i];
+    return [...(trace ? trace.querySelectorAll('.points path') : [])].map((p, k) => {
+        const r = p.getBoundingClientRect();
+        return {x: r.x + r.width / 2, y: r.y + r.height / 2, w: r.width,
+                id: String(gd.data[i].customdata[k]), text: String(gd.data[i].hovertext[k])};
+    });
+}"""
+
+
+def test_clicking_a_breach_marker_on_the_overview_latency_chart_opens_its_incident(
+    server: str, browser: Any
+) -> None:
+    """A real mouse click on a breach band's marker in the Overview's latency chart reaches that incident."""
+    from dashboard.charts import BAND_MARKER_NAME
+
+    w = PageWatch(browser)
+    try:
+        w.page.goto(f"{server}/?range=7d&refresh=off")
+        wait_for_chart(w.page, "End-to-end latency")
+        w.page.wait_for_function(
+            f"args => ({_BREACH_MARKERS})(args).length > 0",
+            arg=["End-to-end latency", BAND_MARKER_NAME],
+            timeout=30_000,
+        )
+        markers = w.page.evaluate(_BREACH_MARKERS, ["End-to-end latency", BAND_MARKER_NAME])
+        # A marker no other one covers, so the click can only mean that breach.
+        alone = [
+            m
+            for m in markers
+            if all(o is m or abs(o["x"] - m["x"]) + abs(o["y"] - m["y"]) > m["w"] for o in markers)
+        ]
+        assert alone, f"every breach marker overlaps another: {markers}"
+        m = alone[0]
+        assert m["w"] > 0 and m["text"].startswith("incident ")
+        number = m["text"].split("·")[0].replace("incident", "").strip()
+        w.page.mouse.move(m["x"], m["y"])
+        w.page.mouse.click(m["x"], m["y"])
+        w.page.wait_for_url("**/incident?*incident=*", timeout=30_000)
+        wait_for_chart(w.page, "Burn rate per alert window")
+        w.page.locator(f"h3:has-text('Incident {number}')").first.wait_for(timeout=30_000)
+        shown = urllib.parse.parse_qs(urllib.parse.urlparse(w.page.url).query)["incident"][0]
+        assert shown in (number, m["id"])
+        assert w.page.locator("[data-testid='stException']").count() == 0
+        assert w.real_errors() == []
+    finally:
+        w.page.close()

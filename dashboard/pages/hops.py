@@ -22,27 +22,23 @@ hops = sorted(
     {e.server for e in edges.itertuples()}
     | {f"{e.client}->{e.server}" for e in edges.itertuples() if e.client}
 )
-focus = state.param("hop", hops, "")
-if focus and focus not in hops:
-    focus = ""
 
 
 def pick(hop: str) -> None:
-    if hop in hops and hop != focus:
+    """A click on a service or an edge label focuses the page on it (the selectbox follows ?hop=)."""
+    if hop in hops and hop != st.query_params.get("hop"):
         state.set_param("hop", hop)
         st.rerun()
 
 
-state.chart(charts.service_graph(edges, focus or None), "graph", on_pick=pick)
-choice = st.selectbox(
-    "Focus on hop",
-    ["(all hops)", *hops],
-    index=hops.index(focus) + 1 if focus else 0,
-    key="hop_select",
+choice = state.synced_select(
+    "Focus on hop", "hop", ["(all hops)", *hops], "(all hops)", "hop_select",
     help="Or click a service or an edge label in the graph.",
-)
+)  # fmt: skip
 focus = "" if choice == "(all hops)" else choice
-state.set_param("hop", focus or None)
+if focus:  # the other pages' service filter follows: the service the hop runs on (an edge's server)
+    state.set_param("service", focus.rpartition("->")[2])
+state.chart(charts.service_graph(edges, focus or None), "graph", on_pick=pick)
 
 breaches = state.breaches_in(w)
 series = state.view("hop_latency_series", w, route)
@@ -69,6 +65,14 @@ if focus:
             charts.latency_chart(lat, breaches).update_layout(title_text=charts.esc(title)), "hop_latency"
         )
 
+if focus:  # the edges into and out of the focused service, or the focused edge
+    client, _, server = focus.rpartition("->")
+    near = (
+        (edges["server"] == server) & (edges["client"] == client)
+        if client
+        else (edges["server"] == server) | (edges["client"] == server)
+    )
+    edges = edges[near]
 table = edges.assign(
     hop=[
         f"{c}->{s}" if c else f"(clients)->{s}" for c, s in zip(edges["client"], edges["server"], strict=True)

@@ -9,6 +9,7 @@ from dashboard import state
 state.page("Overview")
 spec = state.time_range()
 route = state.route_filter()
+service = state.service_filter()
 every = state.refresh_interval()
 
 
@@ -31,7 +32,9 @@ def live() -> None:
         state.chart(state.figure("traffic_chart", state.q("traffic_series", w, route), breaches), "traffic")
     state.chart(state.figure("hop_stack_chart", state.q("hop_latency_series", w, route), breaches), "hops")
     state.breach_links(breaches)
-    state.resource_row(w, breaches)
+    if service:
+        st.caption(f"Resources of **{state.esc_md(service)}** only (Service filter in the sidebar).")
+    state.resource_row(w, breaches, service)
 
 
 live()

@@ -27,11 +27,7 @@ SECTIONS = {
 
 state.page("Resources")
 spec = state.time_range()
-services = ["(all)", *state.view("services")]
-service = st.sidebar.selectbox(
-    "Service", services, index=services.index(state.param("service", services, "(all)")), key="service_select"
-)
-state.set_param("service", service, "(all)")
+svc = state.service_filter()
 every = state.refresh_interval()
 st.caption(
     "Colours: :orange[compute] · :blue[bandwidth] · :green[memory]. Counters are shown as per-second rates."
@@ -43,7 +39,6 @@ def live() -> None:
     w = state.window(spec)
     state.window_caption(w)
     breaches = state.breaches_in(w)
-    svc = None if service == "(all)" else service
     drawn = 0
     for tab, keys in zip(st.tabs(list(SECTIONS)), SECTIONS.values(), strict=True):
         with tab:
