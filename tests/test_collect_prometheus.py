@@ -133,6 +133,13 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromServer]
             if r and r[0]["values"][-1][1] == "2":
                 break
             time.sleep(0.2)
+        # ... and the histogram target has answered long enough for rate() to have points: on a
+        # loaded machine scrapes come late, and a test asserting on them must not race them.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if server.query_range(QUERIES[0].query, time.time() - 2, time.time(), 1):
+                break
+            time.sleep(0.2)
         time.sleep(3)
         yield server
     finally:
@@ -154,7 +161,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 QUERIES = [
     PromQuery(
         name="latency_buckets",
-        query="rate(test_request_duration_seconds_bucket[5s])",
+        query="rate(test_request_duration_seconds_bucket[30s])",
         service_label="service",
         metric="test_request_duration_seconds_rate",
     ),
