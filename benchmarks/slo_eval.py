@@ -41,13 +41,16 @@ import httpx
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import yaml
 
 from hopscope import histogram
 from hopscope.slo import SLI, SLO, MinuteCache, Window, default_window_tables, with_policy
 from hopscope.slo import source as slo_source
 from hopscope.slo.burn import _dt_int
-from hopscope.slo.export import error_ratio_expr, openmetrics_lines, prometheus_rules_yaml
+from hopscope.slo.export import (
+    error_ratio_expr,
+    openmetrics_lines,
+    recorded_error_ratio_exprs,
+)
 from hopscope.store import Store
 
 DAYS = 30
@@ -313,13 +316,7 @@ def start_prometheus(
 
 
 def recorded_exprs(slo: SLO) -> dict[str, str]:
-    groups = yaml.safe_load(prometheus_rules_yaml([slo]))["groups"]
-    out = {}
-    for g in groups:
-        for r in g["rules"]:
-            name = r.get("record", "")
-            if name.startswith("slo:sli_error:ratio_rate") and "sum_over_time(slo:" not in r["expr"]:
-                out[name.removeprefix("slo:sli_error:ratio_rate")] = r["expr"]
+    out = recorded_error_ratio_exprs(slo)
     out["28d"] = error_ratio_expr(slo, "28d")  # the period as a ratio of sums, like hopscope's budget
     return out
 

@@ -32,12 +32,11 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from conftest import require_binary
 
 from hopscope.slo import SLI, SLO, Window, default_window_tables, evaluate_many, with_policy
 from hopscope.slo.burn import _dt_int
-from hopscope.slo.export import openmetrics_lines, prometheus_rules_yaml
+from hopscope.slo.export import openmetrics_lines, recorded_error_ratio_exprs
 from hopscope.store import Store
 
 pytestmark = pytest.mark.slow
@@ -231,25 +230,13 @@ def _query(url: str, expr: str, at: datetime) -> float | None:
     return None if np.isnan(v) else v
 
 
-def _recorded_exprs(slo: SLO) -> dict[str, str]:
-    """window -> expression of the exported ``slo:sli_error:ratio_rate<window>`` rules."""
-    groups = yaml.safe_load(prometheus_rules_yaml([slo]))["groups"]
-    out = {}
-    for g in groups:
-        for r in g["rules"]:
-            name = r.get("record", "")
-            if name.startswith("slo:sli_error:ratio_rate") and "sum_over_time(slo:" not in r["expr"]:
-                out[name.removeprefix("slo:sli_error:ratio_rate")] = r["expr"]
-    return out
-
-
 @pytest.mark.parametrize("kind", ["availability", "latency"])
 def test_prometheus_burn_rates_from_the_exported_rules_equal_hopscopes_within_one_percent(
     kind: str, prometheus: str, hopscope_store: Store
 ) -> None:
     slos = _slos()
     ours, theirs = slos[f"hop-{kind}"], slos[f"prom-{kind}"]
-    exprs = _recorded_exprs(theirs)
+    exprs = recorded_error_ratio_exprs(theirs)
     assert set(exprs) == {"5m", "30m", "1h", "6h", "3d"}
     compared, worst = 0, 0.0
     for at in INSTANTS:

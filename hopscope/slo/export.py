@@ -232,3 +232,18 @@ def prometheus_rules_yaml(slos: Sequence[SLO]) -> str:
     return head + yaml.dump(
         prometheus_rules(slos), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000
     )
+
+
+def recorded_error_ratio_exprs(slo: SLO) -> dict[str, str]:
+    """window -> PromQL of the exported ``slo:sli_error:ratio_rate<window>`` rules built from raw series.
+
+    The long windows that average a shorter recording (``sum_over_time(slo:...)``) are left out:
+    these are the expressions to evaluate directly against the same data.
+    """
+    out: dict[str, str] = {}
+    for group in yaml.safe_load(prometheus_rules_yaml([slo]))["groups"]:
+        for rule in group["rules"]:
+            name = rule.get("record", "")
+            if name.startswith("slo:sli_error:ratio_rate") and "sum_over_time(slo:" not in rule["expr"]:
+                out[name.removeprefix("slo:sli_error:ratio_rate")] = rule["expr"]
+    return out
