@@ -25,6 +25,8 @@ NVML_PCIE_UTIL_TX_BYTES = 0
 NVML_PCIE_UTIL_RX_BYTES = 1
 NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX = 138
 NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX = 139
+NVML_FI_DEV_PCIE_COUNT_TX_BYTES = 197
+NVML_FI_DEV_PCIE_COUNT_RX_BYTES = 198
 nvmlEventTypeXidCriticalError = 8
 
 _MESSAGES = {
@@ -60,6 +62,7 @@ class FakeGpu:
     reasons: int = 0x1
     energy_mj: int = 10_000_000
     nvlink_kib: int | None = None  # None: NotSupported (a single GPU)
+    pcie_bytes: tuple[int, int] | None = None  # cumulative (TX, RX) counters; None: NotSupported
     procs: list[tuple[int, int | None]] = field(default_factory=list)  # (pid, bytes or None)
     unsupported: set[str] = field(default_factory=set)
     lost: bool = False
@@ -145,8 +148,16 @@ class FakeNvml:
     def nvmlDeviceGetFieldValues(self, h: int, fields: list[Any]) -> list[Any]:  # noqa: N802
         g = self._gpu(h, "fields")
         out = []
-        for _ in fields:
-            if g.nvlink_kib is None:
+        for field_id, _scope in fields:
+            if field_id in (NVML_FI_DEV_PCIE_COUNT_TX_BYTES, NVML_FI_DEV_PCIE_COUNT_RX_BYTES):
+                if g.pcie_bytes is None:
+                    out.append(
+                        SimpleNamespace(nvmlReturn=NVML_ERROR_NOT_SUPPORTED, value=SimpleNamespace(ullVal=0))
+                    )
+                else:
+                    value = g.pcie_bytes[0 if field_id == NVML_FI_DEV_PCIE_COUNT_TX_BYTES else 1]
+                    out.append(SimpleNamespace(nvmlReturn=NVML_SUCCESS, value=SimpleNamespace(ullVal=value)))
+            elif g.nvlink_kib is None:
                 out.append(
                     SimpleNamespace(nvmlReturn=NVML_ERROR_NOT_SUPPORTED, value=SimpleNamespace(ullVal=0))
                 )

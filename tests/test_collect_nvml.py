@@ -159,3 +159,26 @@ def test_energy_counter_is_read_at_most_once_a_second() -> None:
         c.collect()
         mono.t += 0.25
     assert fake.energy_reads == 2  # at t=0 and t=1.0
+
+
+def test_pcie_bytes_come_from_the_counters_where_supported_without_the_blocking_throughput_call() -> None:
+    # The throughput call samples the link ~20 ms per direction: with counters it must not be made
+    # (here it would fail: "pcie" is NotSupported on both GPUs).
+    fake = FakeNvml(
+        [
+            FakeGpu("GPU-0", pcie_bytes=(10_000, 50_000), unsupported={"pcie"}),
+            FakeGpu("GPU-1", unsupported={"pcie"}),
+        ]
+    )
+    mono = Clock()
+    c = _collector(fake, mono)
+    first = {r.target: _by_metric(r) for r in c.collect()}
+    assert "DCGM_FI_PROF_PCIE_TX_BYTES" not in first["gpu0"]  # a rate needs two reads
+    fake.gpus[0].pcie_bytes = (30_000, 90_000)
+    mono.t += 2
+    second = {r.target: _by_metric(r) for r in c.collect()}
+    assert second["gpu0"]["DCGM_FI_PROF_PCIE_TX_BYTES"] == pytest.approx(10_000.0)
+    assert second["gpu0"]["DCGM_FI_PROF_PCIE_RX_BYTES"] == pytest.approx(20_000.0)
+    # no counters and no throughput: no PCIe samples, and no error
+    assert "DCGM_FI_PROF_PCIE_TX_BYTES" not in second["gpu1"]
+    assert all(r.ok for r in c.collect())
