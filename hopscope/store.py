@@ -417,19 +417,21 @@ class Store:
         flushed = self._retry(lambda: cur.execute(f"CALL ducklake_flush_inlined_data('{LAKE}')").fetchall(), what="flush inlined data")
         self._retry(lambda: cur.execute(f"CALL ducklake_merge_adjacent_files('{LAKE}')").fetchall(), what="merge files")
         grace = f"INTERVAL '{int(self.file_grace.total_seconds())} seconds'"
+        # Counted in SQL: the rows carry TIMESTAMP WITH TIME ZONE values, and fetching those into Python
+        # needs pytz, which nothing here declares (found on a bare GPU machine).
         expired = self._retry(
-            lambda: cur.execute(f"CALL ducklake_expire_snapshots('{LAKE}', older_than => now() - {grace})").fetchall(),
+            lambda: cur.execute(f"SELECT count(*) FROM ducklake_expire_snapshots('{LAKE}', older_than => now() - {grace})").fetchone(),
             what="expire snapshots",
         )
         cleaned = self._retry(
-            lambda: cur.execute(f"CALL ducklake_cleanup_old_files('{LAKE}', older_than => now() - {grace})").fetchall(),
+            lambda: cur.execute(f"SELECT count(*) FROM ducklake_cleanup_old_files('{LAKE}', older_than => now() - {grace})").fetchone(),
             what="clean up files",
         )
         return MaintenanceReport(
             flushed=sum(int(r[-1] or 0) for r in flushed),
             merged=True,
-            expired_snapshots=len(expired),
-            cleaned_files=len(cleaned),
+            expired_snapshots=int(expired[0]) if expired else 0,
+            cleaned_files=int(cleaned[0]) if cleaned else 0,
             deleted_rows=deleted,
             seconds=time.monotonic() - t0,
         )
