@@ -32,6 +32,15 @@ BAND_MARKER_NAME = "breaches"
 # Breach markers of different SLOs sit on rows this far apart (fraction of the plot's height).
 MARKER_ROW_STEP = 0.08
 TIME_AXIS = "time (UTC)"
+# A series with this many points or fewer also draws its points (as Grafana does): a line
+# through one point draws nothing, and a few points joined by straight lines hide where the data is.
+MARKERS_UP_TO = 60
+MARKER = {"size": 5}
+
+
+def line_mode(n: int) -> str:
+    """Plotly's scatter mode for a series of n points: lines, with markers when they are few."""
+    return "lines+markers" if n <= MARKERS_UP_TO else "lines"
 
 
 def esc(text: Any) -> str:
@@ -121,8 +130,9 @@ def latency_chart(
     for q in ("p50", "p95", "p99"):
         fig.add_trace(
             go.Scatter(
-                x=df["t"], y=df[q], name=q, mode="lines", line={"color": PERCENTILE_COLORS[q], "width": 1.6}
-            )
+                x=df["t"], y=df[q], name=q, mode=line_mode(len(df)), marker=MARKER,
+                line={"color": PERCENTILE_COLORS[q], "width": 1.6},
+            )  # fmt: skip
         )
     if threshold_ms:
         fig.add_hline(
@@ -143,7 +153,8 @@ def traffic_chart(df: pd.DataFrame, breaches: pd.DataFrame | None = None) -> go.
             x=df["t"],
             y=df["rps"],
             name="requests/s",
-            mode="lines",
+            mode=line_mode(len(df)),
+            marker=MARKER,
             fill="tozeroy",
             line={"color": "#5C6BC0", "width": 1.2},
         )
@@ -153,7 +164,8 @@ def traffic_chart(df: pd.DataFrame, breaches: pd.DataFrame | None = None) -> go.
             x=df["t"],
             y=df["error_ratio"] * 100,
             name="errors (%)",
-            mode="lines",
+            mode=line_mode(len(df)),
+            marker=MARKER,
             yaxis="y2",
             opacity=0.45,
             line={"color": SEVERITY_COLORS["page"], "width": 0.8},
@@ -207,7 +219,8 @@ def hop_stack_chart(
                 x=d["t"],
                 y=d["ms"],
                 name=esc(label),
-                mode="lines",
+                mode=line_mode(len(d)),
+                marker=MARKER,
                 stackgroup="hops",
                 line={"color": colors[row.hop], "width": width},
                 hovertemplate="%{y:.1f} ms",
@@ -227,8 +240,13 @@ def resource_chart(
     breaches: pd.DataFrame | None = None,
     scale: float = 1.0,
     height: int = 260,
+    x_range: tuple[Any, Any] | None = None,
 ) -> go.Figure:
-    """One resource signal over time, one line per series, in its dimension's colour; capacity dashed."""
+    """One resource signal over time, one line per series, in its dimension's colour; capacity dashed.
+
+    x_range: the time range shown (the page's window), so that a series covering part of it is drawn
+    where it lies, not stretched across the plot (a lone point would get a millisecond-wide axis).
+    """
     fig = go.Figure()
     base = DIMENSION_COLORS.get(dimension, "#607D8B")
     keys = df[["service", "series"]].drop_duplicates().itertuples(index=False) if not df.empty else []
@@ -240,7 +258,8 @@ def resource_chart(
                 x=d["t"],
                 y=d["value"] * scale,
                 name=esc(name),
-                mode="lines",
+                mode=line_mode(len(d)),
+                marker=MARKER,
                 line={"color": base, "width": 1.5, "dash": ("solid", "dot", "dashdot", "longdash")[i % 4]},
             )
         )
@@ -250,20 +269,24 @@ def resource_chart(
                 x=capacity["t"],
                 y=capacity["value"] * scale,
                 name="capacity",
-                mode="lines",
+                mode=line_mode(len(capacity)),
+                marker={"size": 3},
                 line={"color": "#9E9E9E", "dash": "dash", "width": 1},
             )
         )
     _layout(fig, y_title=unit, title=title, height=height)
     fig.update_layout(hovermode="x")
     fig.update_yaxes(rangemode="tozero")
+    if x_range is not None:
+        fig.update_xaxes(range=list(x_range))
     return add_breach_bands(fig, breaches)
 
 
 def sli_chart(df: pd.DataFrame, objective: float, breaches: pd.DataFrame | None = None) -> go.Figure:
     """SLI per bucket (ratio of good events, %) with the objective."""
     fig = go.Figure(
-        go.Scatter(x=df["t"], y=df["sli"] * 100, name="SLI", mode="lines", line={"color": "#5C6BC0"})
+        go.Scatter(x=df["t"], y=df["sli"] * 100, name="SLI", mode=line_mode(len(df)), marker=MARKER,
+                   line={"color": "#5C6BC0"})  # fmt: skip
     )
     fig.add_hline(
         y=objective * 100,
@@ -287,7 +310,8 @@ def burn_rate_chart(
                 x=df["t"],
                 y=df[col],
                 name=esc(col),
-                mode="lines",
+                mode=line_mode(len(df)),
+                marker=MARKER,
                 line={"color": palette[i % len(palette)], "width": 1.4},
             )
         )
@@ -310,7 +334,8 @@ def budget_burndown_chart(df: pd.DataFrame) -> go.Figure:
             x=df["t"],
             y=df["budget_remaining"] * 100,
             name="budget remaining",
-            mode="lines",
+            mode=line_mode(len(df)),
+            marker=MARKER,
             fill="tozeroy",
             line={"color": "#5C6BC0"},
         )
@@ -321,7 +346,8 @@ def budget_burndown_chart(df: pd.DataFrame) -> go.Figure:
                 x=df["t"],
                 y=df["ideal"] * 100,
                 name="even burn",
-                mode="lines",
+                mode=line_mode(len(df)),
+                marker=MARKER,
                 line={"dash": "dot", "color": "#9E9E9E"},
             )
         )
@@ -406,7 +432,8 @@ def evidence_chart(
             x=signal["t"],
             y=signal["value"],
             name=esc(signal_name),
-            mode="lines",
+            mode=line_mode(len(signal)),
+            marker=MARKER,
             line={"color": DIMENSION_COLORS.get(dimension, "#607D8B")},
         )
     )
@@ -415,7 +442,8 @@ def evidence_chart(
             x=hop["t"],
             y=hop["ms"],
             name=f"{esc(hop_name)} (ms)",
-            mode="lines",
+            mode=line_mode(len(hop)),
+            marker=MARKER,
             yaxis="y2",
             line={"color": "#424242", "dash": "dot"},
         )

@@ -25,8 +25,12 @@ from hopscope.store import Store, utcnow
 MAX_POINTS = 2000
 # Bucket widths a chart may use, in seconds; the smallest that keeps a series <= MAX_POINTS wins.
 STEPS_S: tuple[int, ...] = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+# Samples come every few seconds (1 Hz from NVML): on short ranges they get finer buckets. Series
+# from hop_minutes keep STEPS_S: they are per-minute rollups, a finer bucket would only show gaps.
+SAMPLE_STEPS_S: tuple[int, ...] = (5, 10, 15, 30, *STEPS_S)
 # Relative ranges the UI offers (the allow-list for ?range=).
 RANGES: dict[str, timedelta] = {
+    "15m": timedelta(minutes=15),
     "1h": timedelta(hours=1),
     "6h": timedelta(hours=6),
     "24h": timedelta(hours=24),
@@ -55,11 +59,18 @@ class Window:
     def label(self) -> str:
         return f"{self.start:%Y-%m-%d %H:%M} – {self.end:%Y-%m-%d %H:%M} UTC"
 
+    @property
+    def sample_step_s(self) -> int:
+        """The bucket width of series read from samples: finer than step_s on short ranges, never coarser."""
+        return min(self.step_s, step_for(self.start, self.end, steps=SAMPLE_STEPS_S))
 
-def step_for(start: datetime, end: datetime, max_points: int = MAX_POINTS) -> int:
-    """The smallest bucket width (seconds) that keeps [start, end) within max_points buckets."""
-    span = max((end - start).total_seconds(), 60.0)
-    for step in STEPS_S:
+
+def step_for(
+    start: datetime, end: datetime, max_points: int = MAX_POINTS, *, steps: Sequence[int] = STEPS_S
+) -> int:
+    """The smallest bucket width (seconds) among `steps` that keeps [start, end) within max_points buckets."""
+    span = max((end - start).total_seconds(), float(steps[0]))
+    for step in steps:
         if span / step <= max_points:
             return step
     return int(math.ceil(span / max_points / 86400) * 86400)
@@ -299,7 +310,7 @@ def metric_series(
                {label_expr} AS series, avg(value) AS value
         FROM samples WHERE metric IN ({gm}) AND ts >= ? AND ts < ? AND isfinite(value){svc}
         GROUP BY ALL""")
-        params += [w.step_s, *gauges, w.start, w.end, *sp]
+        params += [w.sample_step_s, *gauges, w.start, w.end, *sp]
     if counters:
         cm = ", ".join("?" for _ in counters)
         parts.append(f"""
@@ -311,7 +322,7 @@ def metric_series(
             FROM samples WHERE metric IN ({cm}) AND ts >= ? AND ts < ? AND isfinite(value){svc}
             GROUP BY ALL
         ) WINDOW s AS (PARTITION BY metric, service, series ORDER BY t)""")
-        params += [w.step_s, *counters, w.start - timedelta(seconds=w.step_s), w.end, *sp]
+        params += [w.sample_step_s, *counters, w.start - timedelta(seconds=w.sample_step_s), w.end, *sp]
     sql = "SELECT * FROM (" + " UNION ALL ".join(parts) + ") WHERE t >= ? AND value IS NOT NULL ORDER BY t"
     params.append(w.start)
     df = store.query_df(sql, params)
@@ -628,33 +639,51 @@ def panel_series(
     store: Store, w: Window, key: str, service: str | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(values, capacity) of one panel, already in the panel's unit. Columns: t, service, series, value."""
-    if key not in PANELS_BY_KEY:
-        raise NotFoundError(f"no resource panel {key!r} (panels: {', '.join(PANELS_BY_KEY)})")
-    panel = PANELS_BY_KEY[key]
+    return panels_series(store, w, (key,), service)[key]
+
+
+def panels_series(
+    store: Store, w: Window, keys: Sequence[str], service: str | None = None
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """panel_series of several panels from one scan of samples (a page's panels cost one query, not one each)."""
+    unknown = [k for k in keys if k not in PANELS_BY_KEY]
+    if unknown:
+        raise NotFoundError(f"no resource panel {unknown[0]!r} (panels: {', '.join(PANELS_BY_KEY)})")
+    panels = [PANELS_BY_KEY[k] for k in dict.fromkeys(keys)]
     empty = pd.DataFrame(columns=["t", "service", "series", "value"])
-    if panel.hop is not None:
-        hops = hop_latency_series(store, w)
-        d = hops[hops["hop"] == panel.hop]
-        return d.assign(service=panel.hop, series=d["part"], value=d["ms"])[
-            ["t", "service", "series", "value"]
-        ], empty
-    counters = sorted(_counters() & set(panel.metrics))
-    df = metric_series(store, w, panel.metrics, counters=counters, service=service)
-    if len(panel.metrics) > 1 and not df.empty:  # e.g. transmit and receive: name the direction
-        df["series"] = [
-            f"{s} {m.split('_')[2] if m.startswith('node_network') else m.rsplit('_', 2)[-2]}".strip()
-            for s, m in zip(df["series"], df["metric"], strict=True)
-        ]
-    cap = empty
-    if panel.capacity:
-        c = metric_series(store, w, panel.capacity, service=service)
+    values = sorted({m for p in panels if p.hop is None for m in p.metrics})
+    capacity = sorted({m for p in panels if p.hop is None for m in p.capacity})
+    # One query reads the values and the capacities (gauges, e.g. FB_USED + FB_FREE, link speed).
+    counters = sorted(_counters() & set(values))
+    both = metric_series(store, w, sorted({*values, *capacity}), counters=counters, service=service)
+    hops = hop_latency_series(store, w) if any(p.hop is not None for p in panels) else None
+    out: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    for panel in panels:
+        if panel.hop is not None:
+            d = hops[hops["hop"] == panel.hop]  # type: ignore[index]
+            out[panel.key] = (
+                d.assign(service=panel.hop, series=d["part"], value=d["ms"])[["t", "service", "series", "value"]],
+                empty,
+            )
+            continue
+        df = both[both["metric"].isin(panel.metrics)] if not both.empty else both
+        if len(panel.metrics) > 1 and not df.empty:  # e.g. transmit and receive: name the direction
+            df = df.assign(
+                series=[
+                    f"{s} {m.split('_')[2] if m.startswith('node_network') else m.rsplit('_', 2)[-2]}".strip()
+                    for s, m in zip(df["series"], df["metric"], strict=True)
+                ]
+            )
+        cap = empty
+        c = both[both["metric"].isin(panel.capacity)] if panel.capacity and not both.empty else empty
         if not c.empty:
             per_series = c.groupby(["t", "service", "series"], as_index=False)["value"].sum()
             cap = per_series.groupby("t", as_index=False)["value"].max().assign(service="", series="capacity")
             cap["value"] = cap["value"] * panel.scale
-    df = df[["t", "service", "series", "value"]].copy() if not df.empty else empty
-    df["value"] = df["value"] * panel.scale
-    return df, cap
+        df = df[["t", "service", "series", "value"]].reset_index(drop=True) if not df.empty else empty.copy()
+        df["value"] = df["value"] * panel.scale
+        out[panel.key] = (df, cap)
+    return out
 
 
 # --------------------------------------------------------------------------------- SLOs and breaches
