@@ -5,6 +5,11 @@ Store: 30 days of hop_minutes for 21 hops (gateway + 10 services, 11 edges), 10M
 (reused when present).
 
     .venv/bin/python benchmarks/diagnose.py [--rebuild] [--spans 10000000] [--demo var/demo]
+        [--store PATH] [--threads N]
+
+``--store``: time a copy of the benchmark store (e.g. one whose spans were rewritten in another
+order) instead of var/bench-diagnose; ``--threads``: DuckDB worker threads for this process (the
+store's default is one per CPU; on a shared 2-core machine ``--threads 1`` halves the CPU per query).
 
 Prints cold and warm (median) wall time and CPU time per diagnosis computed afresh (use_cache=False),
 the same diagnosis repeated (answered from the per-process cache keyed by the DuckLake snapshot), the median time of each step
@@ -239,11 +244,16 @@ def main() -> None:
     ap.add_argument("--spans", type=int, default=10_000_000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--demo", type=Path, help="also time `incidents --since 7d` over this demo store")
+    ap.add_argument("--store", type=Path, default=ROOT, help="benchmark store (built here when missing)")
+    ap.add_argument("--threads", type=int, help="DuckDB threads (default: the store's, one per CPU)")
     args = ap.parse_args()
-    if args.rebuild and ROOT.exists():
-        shutil.rmtree(ROOT)
-    fresh = not ROOT.exists()
-    store = Store(ROOT)
+    root = args.store
+    if args.rebuild and root.exists():
+        shutil.rmtree(root)
+    fresh = not root.exists()
+    store = Store(root)
+    if args.threads:
+        store._cursor().execute(f"SET threads = {int(args.threads)}")  # a global DuckDB setting
     if fresh:
         rng = np.random.default_rng(1)
         t = time.perf_counter()
@@ -255,7 +265,10 @@ def main() -> None:
     print(
         f"store: hop_minutes {store.count('hop_minutes'):,}, spans {store.count('spans'):,}, samples {store.count('samples'):,}"
     )
-    print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    threads = store.query("SELECT current_setting('threads') AS t").column("t")[0].as_py()
+    print(
+        f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs, DuckDB threads {threads}"
+    )
     kw = dict(service="gw", route="/predict", threshold_ms=None, objective=0.99)
     for label, length, limit in (("24 h", timedelta(hours=24), 0.250), ("1 h", timedelta(hours=1), 0.050)):
         start = END - length

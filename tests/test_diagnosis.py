@@ -405,6 +405,27 @@ def test_bubbleup_finds_the_over_represented_value_and_buckets_numbers() -> None
     assert empty == [] and "too few" in why
 
 
+def test_bubbleup_lists_tied_attributes_in_a_fixed_order_whatever_the_row_order() -> None:
+    rows = [
+        ("server.address", "gpu-2", 80, 10),
+        ("host.name", "gpu-2", 80, 10),
+        ("gpu.uuid", "GPU-2", 80, 10),
+    ]
+    cols = ["attribute", "value", "slow_n", "base_n"]
+    orders = [
+        bubbleup(pd.DataFrame(r, columns=cols), slow_total=100, base_total=100)[0] for r in (rows, rows[::-1])
+    ]
+    assert (
+        [a.attribute for a in orders[0]]
+        == [a.attribute for a in orders[1]]
+        == [
+            "gpu.uuid",
+            "host.name",
+            "server.address",
+        ]
+    )
+
+
 def test_load_series_turns_counters_into_rates_across_a_reset(tmp_path: Path) -> None:
     store = Store(tmp_path / "s")
     ts = [T0 + timedelta(seconds=15 * i) for i in range(8)]
@@ -492,6 +513,61 @@ def test_load_series_grid_reads_linked_series_of_aligned_windows_into_one_array(
         load_series_grid(store, [w0], step_s=0)
     with pytest.raises(StoreError, match="not after its start"):
         Window(w0.end, w0.start)
+
+
+@pytest.mark.parametrize(
+    "services,probe_targets",
+    [
+        (["model-server"], ["model-server"]),
+        (["model-server"], ["gpu-1"]),
+        (["feature-store"], ["feature-store", "fs-1"]),
+        (["feature-store", "model-server"], []),
+        ([], ["gpu-1"]),
+    ],
+)
+def test_linked_grid_reads_in_one_scan_what_load_series_grid_reads_in_several(
+    tmp_path: Path, services: list[str], probe_targets: list[str]
+) -> None:
+    from hopscope.diagnosis.series import load_linked_grid
+
+    store = Store(tmp_path / "s")
+    w0 = Window(T0 + timedelta(days=1), T0 + timedelta(days=1, minutes=4))
+    w1 = Window(T0, T0 + timedelta(minutes=4))
+    rows = []
+    for w, level in ((w0, 90.0), (w1, 40.0)):
+        for k in range(8):
+            ts = w.start + timedelta(seconds=30 * k)
+            gpu = {"gpu": "0", "UUID": "GPU-a"}
+            rows += [
+                (ts, "DCGM_FI_DEV_GPU_UTIL", level + k % 2, "model-server", "gpu-1", gpu),
+                (
+                    ts,
+                    "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
+                    float(0x40 if k % 2 else 0x1),
+                    "model-server",
+                    "gpu-1",
+                    gpu,
+                ),
+                (ts, "node_network_receive_bytes_total", 600.0 * k, None, "gpu-1", {"device": "eth0"}),
+                (ts, "redis_memory_used_bytes", level * 1e6, "feature-store", None, {}),  # no host
+                (ts, "redis_memory_max_bytes", 1e9, "feature-store", None, {}),
+                (ts, "node_cpu_utilization_ratio", level / 100, "feature-store", "fs-1", {}),
+                (ts, "probe_success", 1.0, None, "prober", {"target": "http://gpu-1:8000/healthz"}),
+                (ts, "probe_success", 1.0, None, "prober", {"target": "http://fs-1:6566/healthz"}),
+                (ts, "DCGM_FI_DEV_GPU_UTIL", 5.0, "other", "gpu-9", gpu),
+                (ts, "not_in_the_catalog", 1.0, "model-server", "gpu-1", {}),
+            ]
+            if w == w1:  # a series only in the baseline: neither reader keeps it
+                rows.append((ts, "DCGM_FI_DEV_GPU_UTIL", 50.0, "model-server", "gpu-2", gpu))
+    store.append("samples", _sample_rows(rows))
+    catalog = load_catalog()
+    metrics = [*catalog.metrics, *(c for c in catalog.capacity_metrics() if c not in catalog.metrics)]
+    kw = dict(step_s=60, metrics=metrics, services=services, probe_targets=probe_targets, catalog=catalog)
+    want = load_series_grid(store, [w0, w1], hosts_of=services, **kw)
+    got = load_linked_grid(store, [w0, w1], **kw)
+    assert len(want.meta) > 0
+    pd.testing.assert_frame_equal(got.meta, want.meta)
+    np.testing.assert_array_equal(got.values, want.values)
 
 
 def test_error_matrix_counts_an_error_where_it_started() -> None:

@@ -157,7 +157,10 @@ def bubbleup(counts: pd.DataFrame, slow_total: int, base_total: int) -> tuple[li
     table["base_frac"] = table["base_n"] / base_total
     table["excess"] = table["slow_frac"] - table["base_frac"]
     hits = table[(table["slow_frac"] >= MIN_FRACTION) & (table["excess"] >= MIN_EXCESS)]
-    hits = hits.sort_values("excess", ascending=False).head(TOP)
+    # ties (two attributes naming the same host) in a fixed order, whatever order SQL gave the rows
+    hits = hits.sort_values(
+        ["excess", "attribute", "value"], ascending=[False, True, True], kind="stable"
+    ).head(TOP)
     out = [
         BubbleAttr(
             attribute=str(r.attribute),

@@ -1,7 +1,8 @@
 """diagnose(): one incident window + one SLI target -> ranked (hop, resource) causes with evidence.
 
-I/O happens here only, in at most three queries: hop_minutes (``hops.load_hop_data``), the samples
-linked to the top hops (``signals.load_series_grid``) and, with BubbleUp, a bounded sample of spans
+I/O happens here only, in at most three queries (hop_minutes and samples scanned once each: a DuckLake scan
+costs 12-25 ms of catalog work before it reads a byte): hop_minutes (``hops.load_hop_data``), the
+samples linked to the top hops (``series.load_linked_grid``) and, with BubbleUp, a bounded sample of spans
 (``bubbleup.load_bubble_counts``, on its own thread, overlapping the samples query). The math is in
 hops.py, resources.py, baseline.py and bubbleup.py. A repeated diagnosis (same arguments, same
 DuckLake snapshot) is answered from ``cache.CACHE`` after one snapshot look-up.
@@ -37,8 +38,9 @@ from hopscope.diagnosis.model import (
     HopRow,
     Target,
 )
+from hopscope.diagnosis.series import load_linked_grid
 from hopscope.errors import NotFoundError
-from hopscope.signals import SeriesGrid, Window, load_series_grid
+from hopscope.signals import SeriesGrid, Window
 
 MIN_SHARE = 0.15  # a hop must carry this share of the added latency to be named
 TOP_HOPS = 3
@@ -312,14 +314,22 @@ def _sli_bad(frame: pd.DataFrame, target: Target) -> pd.DataFrame:
     """Per bucket of the SLI's edges: window, total, bad (over the threshold, or errors)."""
     if frame.empty:
         return pd.DataFrame(columns=["window", "ts", "total", "bad"])
-    e = frame[frame["server"] == target.service]
+    keep = (frame["server"] == target.service).to_numpy(dtype=bool, copy=True)
     if target.client is not None:
-        e = e[e["client"] == target.client]
-    col = "errors" if target.measure == "errors" else "bad"
-    g = e.groupby(["window", "ts"])
-    # a bucket with any edge not counted exactly stays NaN (sum would hide it)
-    bad = g[col].sum(min_count=1).where(g[col].count() == g.size())
-    return pd.DataFrame({"total": g["count"].sum(), "bad": bad}).reset_index()
+        keep &= (frame["client"] == target.client).to_numpy()
+    if not keep.any():
+        return pd.DataFrame(columns=["window", "ts", "total", "bad"])
+    index, rows = hp._bucket_rows(frame, keep)
+    n = len(index)
+    col = frame["errors" if target.measure == "errors" else "bad"].to_numpy(dtype=float)[keep]
+    missing = np.isnan(col)
+    total = np.bincount(rows, weights=frame["count"].to_numpy(dtype=float)[keep], minlength=n)
+    bad = np.bincount(rows, weights=np.where(missing, 0.0, col), minlength=n)
+    # a bucket with any edge not counted exactly stays NaN (a sum would hide it)
+    bad[np.bincount(rows, weights=missing, minlength=n) > 0] = np.nan
+    return pd.DataFrame(
+        {"window": index.get_level_values(0), "ts": index.get_level_values(1), "total": total, "bad": bad}
+    )
 
 
 def _degraded(dec: Decomposition, target: Target) -> tuple[bool, str]:
@@ -394,9 +404,9 @@ def _resource_causes(
     network_only = all(r.hop_kind == "network" for r in standing)
     metrics = [m for m, info in catalog.metrics.items() if not network_only or info.dimension == "bandwidth"]
     metrics += [c for c in catalog.capacity_metrics() if c not in metrics]
-    grid = load_series_grid(
+    grid = load_linked_grid(
         store, [windows[i] for i in sig_ids], step_s=step, metrics=metrics,
-        services=sorted(services), hosts_of=sorted(services), probe_targets=names, catalog=catalog,
+        services=sorted(services), probe_targets=names, catalog=catalog,
     )  # fmt: skip
     clock.lap("samples queries")
     # grid rows are in sig_ids order: row 0 the incident, rows 1.. the baseline windows

@@ -35,9 +35,9 @@ DIMENSION_MIN = 0.3  # a dimension below this is not named as the cause
 def hosts_by_service(meta: pd.DataFrame) -> dict[str, set[str]]:
     """Hosts each service's series run on (from the samples themselves)."""
     out: dict[str, set[str]] = {}
-    pairs = meta[(meta["service"] != "") & (meta["host"] != "")][["service", "host"]].drop_duplicates()
-    for s, h in pairs.itertuples(index=False, name=None):
-        out.setdefault(s, set()).add(h)
+    for s, h in zip(meta["service"].tolist(), meta["host"].tolist(), strict=True):
+        if s and h:
+            out.setdefault(s, set()).add(h)
     return out
 
 
