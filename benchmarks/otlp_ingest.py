@@ -7,7 +7,9 @@ The daemon is the real command line (`python -m hopscope.cli collect --config ..
 process. Each client posts 1,000-span protobuf requests (~10 attributes per span, 3 services) and
 waits for the answer: 200 means committed. One attribute per span (`gpu.queue_ms`) gets fresh random
 bytes in every request, so the receiver meets new attribute values as real traffic makes it do.
-The machine's load average is printed with the figures: other work on the machine slows all of them.
+Throughput is printed with the CPU it cost (daemon CPU per span, in total and by thread: otlp-http
+decodes, otlp-writer commits, the rest is DuckDB's workers) and the machine's load average: other
+work on a shared machine slows the wall figures far more than the CPU ones.
 """
 
 from __future__ import annotations
@@ -130,6 +132,23 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_by_thread(pid: int) -> dict[str, float]:
+    """CPU seconds of the daemon's threads by OS thread name (the receiver names its own threads:
+    otlp-http decodes, otlp-writer commits; the others are DuckDB's workers and the rest)."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            comm = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        name = comm if comm.startswith("otlp-") else "other"
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        out[f"{name} kernel"] = out.get(f"{name} kernel", 0.0) + int(fields[12]) / tick
+    return out
+
+
 def _metric(text: str, name: str) -> float:
     m = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
     return float(m.group(1)) if m else float("nan")
@@ -180,7 +199,9 @@ def main() -> int:
                 return 1
             time.sleep(0.1)
     time.sleep(1)
-    idle_rss = int(_status(daemon.pid)["VmRSS"].split()[0]) / 1024
+    idle = _status(daemon.pid)
+    idle_rss = int(idle["VmRSS"].split()[0]) / 1024
+    idle_split = (int(idle["RssAnon"].split()[0]) / 1024, int(idle["RssFile"].split()[0]) / 1024)
 
     latencies: list[float] = []
     acked = [0, 0]  # during warm-up, during the measured window
@@ -235,9 +256,9 @@ def main() -> int:
     for t in [*threads, watcher]:
         t.start()
     time.sleep(max(0.0, t_measure - time.monotonic()))
-    cpu0 = _cpu_s(daemon.pid)
+    cpu0, threads0 = _cpu_s(daemon.pid), _cpu_by_thread(daemon.pid)
     time.sleep(max(0.0, t_end - time.monotonic()))
-    cpu1 = _cpu_s(daemon.pid)
+    cpu1, threads1 = _cpu_s(daemon.pid), _cpu_by_thread(daemon.pid)
     for t in threads:
         t.join()
     watcher.join()
@@ -276,12 +297,24 @@ def main() -> int:
         f"daemon CPU {(cpu1 - cpu0) / args.seconds * 100:.0f}% of a core = "
         f"{(cpu1 - cpu0) / max(acked[1], 1) * 1e6:.1f} us per span"
     )
+    per_span = {k: (threads1.get(k, 0.0) - threads0.get(k, 0.0)) / max(acked[1], 1) * 1e6 for k in threads1}
+    print(
+        "daemon CPU by thread, us per span: "
+        + ", ".join(
+            f"{k} {v:.1f} (kernel {per_span.get(f'{k} kernel', 0):.1f})"
+            for k, v in sorted(per_span.items())
+            if not k.endswith(" kernel")
+        )
+        + "; otlp-http: read + decode, otlp-writer: the commits (DuckDB's calling thread), "
+        "other: DuckDB's workers and the rest (threads that ended are not counted)"
+    )
     total = acked[0] + acked[1]
     print(
         f"stored after SIGTERM: {stored} spans (acknowledged {total}): {'OK' if stored == total else 'MISMATCH'}"
     )
     print(
-        f"daemon exit code {daemon.returncode}; RSS {idle_rss:.0f} MiB idle, peak {peak[0]:.0f} MiB "
+        f"daemon exit code {daemon.returncode}; RSS {idle_rss:.0f} MiB idle ({idle_split[0]:.0f} MiB anonymous, "
+        f"{idle_split[1]:.0f} MiB files), peak {peak[0]:.0f} MiB "
         f"(goal <= 300 MB; at the highest sample: {anon_peak[0]:.0f} MiB anonymous, {anon_peak[1]:.0f} MiB files)"
     )
 
@@ -310,16 +343,18 @@ def main() -> int:
     with Store(tmp / "ceiling") as s:
         s.append("spans", group)  # warm
         n = 0
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()  # DuckDB's threads are this process's
         while time.perf_counter() - t1 < 8:
             n += s.append("spans", group)
         ceiling = n / (time.perf_counter() - t1)
+        ceiling_cpu = (time.process_time() - c1) / n * 1e6
     print(
         f"decode alone (protobuf -> Arrow, one thread, fresh attribute values): {decode_rate:,.0f} spans/s, "
         f"{decode_cpu:.1f} us CPU per span"
     )
     print(
-        f"ceiling: raw DuckLake Arrow insert of the same spans, {group.num_rows} per commit: {ceiling:,.0f} spans/s"
+        f"ceiling: raw DuckLake Arrow insert of the same spans, {group.num_rows} per commit: {ceiling:,.0f} spans/s, "
+        f"{ceiling_cpu:.1f} us CPU per span"
     )
     print(
         f"ratio receiver / ceiling: {rate / ceiling:.2f}; goal >= 100,000 spans/s: "

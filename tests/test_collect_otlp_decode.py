@@ -1,4 +1,7 @@
-"""The columnar OTLP decoder against a plain per-span reading of the same requests (seeded)."""
+"""The OTLP decoders against a plain per-span reading of the same requests (seeded).
+
+Requests are read by numpy (the fast reader) and, for layouts it leaves alone, by protobuf into the
+shadow form (the columnar reader); `reader` runs each test with either of them."""
 
 from __future__ import annotations
 
@@ -147,6 +150,12 @@ def _reference(req: ExportTraceServiceRequest) -> tuple[list[dict[str, Any]], in
     return rows, rejected
 
 
+@pytest.fixture(params=["fast", "protobuf"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(otlp, "_FAST", request.param == "fast")
+    return str(request.param)
+
+
 def _decoded_rows(req: ExportTraceServiceRequest) -> tuple[list[dict[str, Any]], int]:
     decoded = spans_to_table(req)
     rows = decoded.table.to_pylist()
@@ -159,7 +168,7 @@ def _decoded_rows(req: ExportTraceServiceRequest) -> tuple[list[dict[str, Any]],
     ("seed", "keys"),
     [(1, KEYS), (2, KEYS), (3, [k for k in KEYS if len(k) < 128]), (4, [k for k in KEYS if len(k) < 128])],
 )
-def test_columnar_decoder_stores_what_a_span_by_span_reading_finds(seed: int, keys: list[str]) -> None:
+def test_decoders_store_what_a_span_by_span_reading_finds(seed: int, keys: list[str], reader: str) -> None:
     rng = random.Random(seed)
     for _ in range(25):  # the same attributes come back: later requests read them from the intern table
         req = _request(rng, keys)
@@ -167,6 +176,7 @@ def test_columnar_decoder_stores_what_a_span_by_span_reading_finds(seed: int, ke
 
 
 def test_decoder_stays_right_when_its_intern_table_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(otlp, "_FAST", False)  # the intern table is the protobuf reader's
     monkeypatch.setattr(otlp, "_INTERN_MAX_ENTRIES", 5)
     rng = random.Random(9)
     for _ in range(20):
@@ -195,7 +205,9 @@ def _span_with_raw_attributes(*raw: bytes) -> Any:
         (b"\x0a\x01e\x12\x00", ("e", "")),  # an empty value
     ],
 )
-def test_non_canonical_attribute_encodings_decode_as_protobuf_reads_them(raw: bytes, expected: tuple) -> None:
+def test_non_canonical_attribute_encodings_decode_as_protobuf_reads_them(
+    raw: bytes, expected: tuple, reader: str
+) -> None:
     assert KeyValue.FromString(raw).key == expected[0]  # the encoding is valid protobuf
     [row] = spans_to_table(_span_with_raw_attributes(raw, b"\x0a\x01a\x12\x03\x0a\x01z")).table.to_pylist()
     assert dict(row["attributes"]) == {expected[0]: expected[1], "a": "z"}
@@ -205,13 +217,13 @@ def test_non_canonical_attribute_encodings_decode_as_protobuf_reads_them(raw: by
     "raw",
     [b"\x0a\x02\xff\xfe\x12\x00", b"\x0a\x01k\x12\x03\x0a\x01\xff", b"\x0a\x05abc"],
 )
-def test_an_unreadable_attribute_refuses_the_request_with_400(raw: bytes) -> None:
+def test_an_unreadable_attribute_refuses_the_request_with_400(raw: bytes, reader: str) -> None:
     with pytest.raises(OtlpError) as err:
         spans_to_table(_span_with_raw_attributes(b"\x0a\x01a\x12\x03\x0a\x01z", raw))
     assert err.value.status == 400 and "span attribute" in str(err.value)
 
 
-def test_json_and_protobuf_of_the_same_spans_decode_to_the_same_rows() -> None:
+def test_json_and_protobuf_of_the_same_spans_decode_to_the_same_rows(reader: str) -> None:
     rng = random.Random(5)
     req = _request(rng, [k for k in KEYS if k])
     doc = json.loads(json_format.MessageToJson(req))
@@ -225,3 +237,70 @@ def test_json_and_protobuf_of_the_same_spans_decode_to_the_same_rows() -> None:
     from_pb = spans_to_table(decode_request(req.SerializeToString(), "application/x-protobuf", "", 1 << 24))
     assert from_json.table.to_pylist() == from_pb.table.to_pylist()
     assert from_json.rejected == from_pb.rejected
+
+
+def _mutated(rng: random.Random, body: bytes) -> bytes:
+    b = bytearray(body)
+    for _ in range(rng.randint(1, 3)):
+        pos = rng.randrange(len(b))
+        op = rng.random()
+        if op < 0.6:
+            b[pos] = rng.randrange(256)
+        elif op < 0.8:
+            del b[pos : pos + rng.randint(1, 5)]
+        else:
+            b[pos:pos] = rng.randbytes(rng.randint(1, 8))
+    return bytes(b)
+
+
+def _outcome(body: bytes) -> tuple[Any, ...]:
+    try:
+        d = spans_to_table(body)
+    except OtlpError as exc:
+        return ("error", exc.status)
+    return ("ok", d.table.to_pylist(), d.rejected, d.message)
+
+
+def test_fast_reader_and_protobuf_agree_on_damaged_bodies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes flipped, cut or inserted: the fast reader gives protobuf's answer (rows, rejections and
+    400s alike), reading what it can and leaving the rest to protobuf."""
+    rng = random.Random(11)
+    bases = [_request(random.Random(s), KEYS).SerializeToString() for s in range(12)]
+    bases = [b for b in bases if len(b) > 20]
+    fast_read = 0
+    for _ in range(600):
+        body = _mutated(rng, rng.choice(bases))
+        monkeypatch.setattr(otlp, "_FAST", False)
+        expected = _outcome(body)
+        monkeypatch.setattr(otlp, "_FAST", True)
+        assert _outcome(body) == expected
+        try:
+            otlp._fast_to_table(body)
+            fast_read += 1
+        except otlp._Slow:
+            pass
+    assert fast_read > 50  # the fast reader itself answered many of them
+
+
+def test_fast_reader_reads_the_plain_layout_without_protobuf() -> None:
+    req = _request(random.Random(3), [k for k in KEYS if len(k) < 128])
+    body = req.SerializeToString()
+    decoded = otlp._fast_to_table(body)  # raises _Slow where it would leave the request to protobuf
+    assert (decoded.table.to_pylist(), decoded.rejected) == _reference(req)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [0.0, -0.0, 1.0, -5.0, 0.1, 1e-4, 9.9e-5, 1e10, 9999999999.0, 2.0**53, 1e16, 1e300, 5e-324],
+        [float("inf"), float("-inf"), float("nan"), 123456.789, -0.5, 1.5e-7, 3.0e15],
+        [
+            random.Random(s).uniform(-1e12, 1e12) * 10.0 ** random.Random(s).randint(-12, 4)
+            for s in range(300)
+        ],
+    ],
+)
+def test_double_attributes_read_as_python_repr(values: list[float]) -> None:
+    import numpy as np  # noqa: PLC0415
+
+    assert otlp._double_texts(np.asarray(values, np.float64)).to_pylist() == [repr(v) for v in values]
