@@ -16,7 +16,7 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
-from collectors import otlp
+from collectors import otlp, otlp_wire
 from collectors.otlp import OtlpError, decode_request, spans_to_table
 
 KEYS = [
@@ -275,9 +275,9 @@ def test_fast_reader_and_protobuf_agree_on_damaged_bodies(monkeypatch: pytest.Mo
         monkeypatch.setattr(otlp, "_FAST", True)
         assert _outcome(body) == expected
         try:
-            otlp._fast_to_table(body)
+            otlp_wire._fast_to_table(body)
             fast_read += 1
-        except otlp._Slow:
+        except otlp_wire._Slow:
             pass
     assert fast_read > 50  # the fast reader itself answered many of them
 
@@ -285,7 +285,7 @@ def test_fast_reader_and_protobuf_agree_on_damaged_bodies(monkeypatch: pytest.Mo
 def test_fast_reader_reads_the_plain_layout_without_protobuf() -> None:
     req = _request(random.Random(3), [k for k in KEYS if len(k) < 128])
     body = req.SerializeToString()
-    decoded = otlp._fast_to_table(body)  # raises _Slow where it would leave the request to protobuf
+    decoded = otlp_wire._fast_to_table(body)  # raises _Slow where it would leave the request to protobuf
     assert (decoded.table.to_pylist(), decoded.rejected) == _reference(req)
 
 
@@ -303,4 +303,4 @@ def test_fast_reader_reads_the_plain_layout_without_protobuf() -> None:
 def test_double_attributes_read_as_python_repr(values: list[float]) -> None:
     import numpy as np  # noqa: PLC0415
 
-    assert otlp._double_texts(np.asarray(values, np.float64)).to_pylist() == [repr(v) for v in values]
+    assert otlp_wire._double_texts(np.asarray(values, np.float64)).to_pylist() == [repr(v) for v in values]

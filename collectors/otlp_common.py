@@ -1,0 +1,203 @@
+"""What both span readers share: the protobuf reader in collectors/otlp.py and the numpy reader in
+collectors/otlp_wire.py. The result and error types, the shadow messages (the protobuf views of a
+request), the semantic-convention attributes stored as columns, span status parsing and the checks
+that reject a span."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+from hopscope.schema import SPANS
+
+
+class OtlpError(Exception):
+    """A request the receiver refuses; carries the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def any_value_text(v: AnyValue) -> str:
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "int_value":
+        return str(v.int_value)
+    if kind == "bool_value":
+        return "true" if v.bool_value else "false"
+    if kind == "double_value":
+        return repr(v.double_value)
+    if kind == "bytes_value":
+        return v.bytes_value.hex()
+    if kind is None:
+        return ""
+    return json.dumps(_any_value_py(v), separators=(",", ":"))
+
+
+def _any_value_py(v: AnyValue) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [_any_value_py(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _any_value_py(kv.value) for kv in v.kvlist_value.values}
+    if kind == "bytes_value":
+        return v.bytes_value.hex()
+    return getattr(v, kind) if kind else None
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    table: pa.Table
+    rejected: int
+    message: str
+
+
+# Span attributes are the cost of decoding: a Python object per KeyValue and per AnyValue caps a
+# decoder near ~100k spans/s on one core. The shadow Span declares `attributes` (and `status`) as
+# bytes, so each arrives as its serialization: a repeated one costs one dict lookup. Span fields
+# hopscope does not store (events, links, trace_state, flags) stay unknown fields, never parsed.
+def _shadow_classes() -> dict[str, Any]:
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # noqa: PLC0415
+    from opentelemetry.proto.resource.v1 import resource_pb2  # noqa: F401, PLC0415  (registers Resource)
+
+    F = descriptor_pb2.FieldDescriptorProto  # noqa: N806
+    package = "hopscope.otlp_shadow"
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="hopscope/otlp_shadow.proto",
+        package=package,
+        syntax="proto3",
+        dependency=["opentelemetry/proto/resource/v1/resource.proto"],
+    )
+
+    def message(name: str, *fields: tuple[int, str, int, bool, str]) -> None:
+        m = fdp.message_type.add(name=name)
+        for number, fname, ftype, repeated, type_name in fields:
+            f = m.field.add(name=fname, number=number, type=ftype)
+            f.label = F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL
+            if type_name:
+                f.type_name = type_name
+
+    message("Request", (1, "resource_spans", F.TYPE_MESSAGE, True, f".{package}.ResourceSpans"))
+    message(
+        "ResourceSpans",
+        (1, "resource", F.TYPE_MESSAGE, False, ".opentelemetry.proto.resource.v1.Resource"),
+        (2, "scope_spans", F.TYPE_MESSAGE, True, f".{package}.ScopeSpans"),
+    )
+    message("ScopeSpans", (2, "spans", F.TYPE_MESSAGE, True, f".{package}.Span"))
+    # The fast reader's view: the same request, each span left as its serialization (read by numpy).
+    message(
+        "SpanBytesRequest", (1, "resource_spans", F.TYPE_MESSAGE, True, f".{package}.SpanBytesResourceSpans")
+    )
+    message(
+        "SpanBytesResourceSpans",
+        (1, "resource", F.TYPE_MESSAGE, False, ".opentelemetry.proto.resource.v1.Resource"),
+        (2, "scope_spans", F.TYPE_MESSAGE, True, f".{package}.SpanBytesScopeSpans"),
+    )
+    message("SpanBytesScopeSpans", (2, "spans", F.TYPE_BYTES, True, ""))
+    message(
+        "Span",
+        (1, "trace_id", F.TYPE_BYTES, False, ""),
+        (2, "span_id", F.TYPE_BYTES, False, ""),
+        (4, "parent_span_id", F.TYPE_BYTES, False, ""),
+        (5, "name", F.TYPE_STRING, False, ""),
+        (6, "kind", F.TYPE_INT32, False, ""),  # the SpanKind enum on the wire
+        (7, "start_time_unix_nano", F.TYPE_FIXED64, False, ""),
+        (8, "end_time_unix_nano", F.TYPE_FIXED64, False, ""),
+        (9, "attributes", F.TYPE_BYTES, True, ""),  # serialized KeyValue, parsed on first sight
+        (15, "status", F.TYPE_BYTES, False, ""),  # serialized Status, likewise
+    )
+    # Concatenated KeyValues (or AnyValues) parse into one list per field, in order: a batch of new
+    # attributes is read by two protobuf calls instead of a Python object per attribute.
+    message(
+        "KeyValueColumns",
+        (1, "key", F.TYPE_STRING, True, ""),
+        (2, "value", F.TYPE_BYTES, True, ""),
+    )
+    message(
+        "AnyValueColumns",
+        (1, "string_value", F.TYPE_STRING, True, ""),
+        (2, "bool_value", F.TYPE_BOOL, True, ""),
+        (3, "int_value", F.TYPE_INT64, True, ""),
+        (4, "double_value", F.TYPE_DOUBLE, True, ""),
+        (5, "array_value", F.TYPE_BYTES, True, ""),
+        (6, "kvlist_value", F.TYPE_BYTES, True, ""),
+        (7, "bytes_value", F.TYPE_BYTES, True, ""),
+    )
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindMessageTypeByName(f"{package}.Request")
+    except KeyError:
+        pool.Add(fdp)
+    return {
+        m.name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{m.name}"))
+        for m in fdp.message_type
+    }
+
+
+_SHADOW = _shadow_classes()
+
+
+# Semantic-convention attributes stored as columns (string values; the status code as an integer),
+# the rest go to the map. Old names lose to new ones whatever the order.
+_MAP, _ROUTE, _METHOD, _METHOD_OLD, _ADDRESS, _PEER, _STATUS, _STATUS_OLD = range(8)
+_STR_SLOTS = {
+    "http.route": _ROUTE,
+    "http.request.method": _METHOD,
+    "http.method": _METHOD_OLD,
+    "server.address": _ADDRESS,
+    "peer.service": _PEER,
+}
+_INT_SLOTS = {"http.response.status_code": _STATUS, "http.status_code": _STATUS_OLD}
+
+
+_STATUS_CACHE: dict[bytes, tuple[int, str | None]] = {b"": (0, None)}
+
+
+def _statuses(blobs: list[bytes]) -> tuple[list[int], list[str | None]]:
+    """Serialized Status of each span -> (codes, messages); there are few distinct ones."""
+    cache = _STATUS_CACHE
+    found = list(map(cache.get, blobs))
+    if None in found:
+        for i, blob in enumerate(blobs):
+            if found[i] is None:
+                try:
+                    st = Status.FromString(blob)
+                except Exception as exc:
+                    raise OtlpError(
+                        400, f"cannot parse protobuf ExportTraceServiceRequest: span status: {exc}"
+                    ) from None
+                found[i] = entry = (st.code, st.message or None)
+                if len(cache) < 4096:
+                    cache[blob] = entry
+    return [f[0] for f in found], [f[1] for f in found]  # type: ignore[index]
+
+
+_SPANS_SCHEMA = SPANS.arrow_schema  # a property that builds the schema on every call
+
+
+def _fixed_ids(ids: pa.Array, size: int) -> np.ndarray:
+    """True where an id has `size` bytes and is not all zero."""
+    ok = pc.and_(pc.equal(pc.binary_length(ids), size), pc.not_equal(ids, pa.scalar(b"\0" * size)))
+    return np.asarray(ok.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _reason(tid: bytes, sid: bytes, pid: bytes | None, start: int, end: int) -> str:
+    pid = pid or b""
+    if len(tid) != 16 or tid == b"\0" * 16:
+        return "trace_id must be 16 bytes, not all zero"
+    if len(sid) != 8 or sid == b"\0" * 8:
+        return "span_id must be 8 bytes, not all zero"
+    if len(pid) not in (0, 8):
+        return "parent_span_id must be empty or 8 bytes"
+    if start == 0 or end < start:
+        return "start_time_unix_nano must be set and not after end_time_unix_nano"
+    return "kind or status code out of range"
