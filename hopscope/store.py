@@ -56,6 +56,8 @@ DEFAULT_EXEMPLAR_RETENTION = timedelta(days=30)
 DEFAULT_FILE_GRACE = timedelta(minutes=10)
 
 _PARTITIONED = ("spans", "hop_minutes", "samples")
+_LAYOUT_KEY = "store.layout"
+_LAYOUT_VERSION = "2: parquet v2, spans sorted by service, start_time"
 
 
 def _extension_path(module: str, name: str) -> str | None:
@@ -119,6 +121,8 @@ class Store:
         self._lock = threading.Lock()
         self._con = self._connect(catalog, inlining_rows)
         self._ensure_tables()
+        if create:
+            self._ensure_layout()
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -199,6 +203,25 @@ class Store:
                 raise
 
         self._retry(create, what="create tables")
+
+    def _ensure_layout(self) -> None:
+        """How new data files are written; files already there change at their next merge.
+
+        Parquet v2 stores timestamps DELTA-encoded: the 30-day raw-span SLO scan needs ~20% less CPU
+        (2.5 -> 2.0 s, 1.73 -> 1.13 s cold) and the files are 28% smaller. Spans sorted by (service,
+        start_time) let a scan for one service and a short window skip most row groups: BubbleUp's span
+        reads took 267 -> 155 ms CPU (24 h) and 185 -> 99 ms (1 h). Measured on copies of the benchmark
+        stores (benchmarks/slo_eval.py, benchmarks/diagnose.py)."""
+        if self.get_state(_LAYOUT_KEY) == _LAYOUT_VERSION:
+            return
+
+        def run() -> None:
+            cur = self._cursor()
+            cur.execute(f"CALL {LAKE}.set_option('parquet_version', 2)")
+            cur.execute('ALTER TABLE "spans" SET SORTED BY ("service" ASC, "start_time" ASC)')
+
+        self._retry(run, what="set the file layout")
+        self.set_state(_LAYOUT_KEY, _LAYOUT_VERSION)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cur = getattr(self._local, "cur", None)
