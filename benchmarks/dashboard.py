@@ -36,9 +36,9 @@ END = datetime(2026, 11, 20, 12, 0)
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 PAGES = [  # (url path, title of the main chart)
-    ("overview?range=28d", "End-to-end latency"),
+    ("?range=28d", "End-to-end latency"),  # the Overview is the default page: "/" (not "/overview")
     ("incident", "Burn rate per alert window"),
-    ("slo_report?slo=recommend-latency", "Error budget burn-down"),
+    ("slo_report?slo=recommend-latency", "Error budget burn-down|Hop sub-budgets"),
     ("hops?range=28d", "Service graph"),
     ("resources?range=28d", "GPU utilization"),
     ("collectors?range=28d", "Collector runs"),
@@ -158,15 +158,71 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def measure(store: Path, rounds: int) -> None:
+TITLES = {"": "Overview", "overview": "Overview", "incident": "Incident", "slo_report": "SLO report", "hops": "Hops",
+          "resources": "Resources", "collectors": "Collectors"}  # fmt: skip
+# Main chart drawn (its title, and at least one trace) under the page's own h1: after an in-app
+# navigation the previous page's elements linger until the new run replaces them.
+# A title "A|B": either chart (an in-app navigation to the SLO report shows the first SLO, not ?slo=).
+_DRAWN = """([h1, t]) => (document.querySelector('h1')?.textContent || '').startsWith(h1) &&
+    [...document.querySelectorAll('.js-plotly-plot')].some(p => t.split('|').some(x =>
+    (p.querySelector('.gtitle')?.textContent || '').startsWith(x)) &&
+    p.querySelectorAll('.trace, .bars path, .scatterlayer path').length > 0)"""
+
+
+class ServerLog:
+    """The dashboard's own script-run times ($HOPSCOPE_TIMING_LOG): the server's share of a page load."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.mark = path, 0
+
+    def start(self) -> None:
+        self.mark = self.path.stat().st_size if self.path.exists() else 0
+
+    def seconds(self, wait_s: float = 30.0) -> float:
+        """Script time since start(): every full run (a page's first load in a process runs twice).
+        Waits for the run to end: a page's main chart may be drawn before its script finishes."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self.path.open() as f:
+                f.seek(self.mark)
+                lines = [line for line in f if "\t" in line]
+            if lines or time.monotonic() > deadline:
+                return sum(float(line.split("\t")[1]) for line in lines) if lines else float("nan")
+            time.sleep(0.05)
+
+
+def _wait_drawn(page: object, path: str, title: str, t: float) -> float:
+    """Seconds from t until the page's main chart is drawn (nan and a screenshot on timeout)."""
+    try:
+        page.wait_for_function(_DRAWN, arg=[TITLES[path.split("?")[0]], title], timeout=120_000)  # type: ignore[attr-defined]
+        return time.monotonic() - t
+    except Exception:  # noqa: BLE001 - report the page, keep measuring the others
+        page.screenshot(
+            path=str(Path(tempfile.gettempdir()) / f"bench-timeout-{path.split('?')[0] or 'overview'}.png")
+        )  # type: ignore[attr-defined]
+        return float("nan")
+
+
+def _load() -> str:
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+def measure(store: Path, rounds: int, only: list[str] | None = None) -> None:
+    """Per page: a cold URL load (new browser profile: no HTTP cache, as a first visit), a warm URL load
+    (new tab, cached JS; median of `rounds`), and an in-app navigation (a click in the sidebar: the
+    websocket stays open, only the page's script runs). Each with the server's script time of that load."""
     from playwright.sync_api import sync_playwright
 
     port = _free_port()
-    env = {**os.environ, "HOPSCOPE_STORE": str(store), "HOPSCOPE_SLO_RULES": str(ROOT / "slo_rules")}
+    log = ServerLog(Path(tempfile.mkdtemp(prefix="hopscope-bench-timing-")) / "runs.tsv")
+    env = {**os.environ, "HOPSCOPE_STORE": str(store), "HOPSCOPE_SLO_RULES": str(ROOT / "slo_rules"),
+           "HOPSCOPE_TIMING_LOG": str(log.path)}  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
                              "--server.port", str(port), "--server.address", "127.0.0.1"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    pages = [(p, t) for p, t in PAGES if not only or (p.split("?")[0] or "overview") in only]
+    view = {"width": 1500, "height": 1100}
     try:
         for _ in range(300):
             try:
@@ -176,44 +232,86 @@ def measure(store: Path, rounds: int) -> None:
                 time.sleep(0.2)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            # Warm the process (imports, store opening) on a page no figure depends on.
-            page = browser.new_page()
+            ctx = browser.new_context(viewport=view)  # one profile: its HTTP cache holds Streamlit's JS
+            # Warm the process (imports, store opening, the first-run rerun) and the HTTP cache.
+            page = ctx.new_page()
             page.goto(url + "/collectors?range=1h")
             page.wait_for_selector("h1", timeout=120_000)
+            page.wait_for_timeout(2000)
             page.close()
-            print(f"\n{'page':<36} {'cold (s)':>9} {'warm (s), median of ' + str(rounds):>24}")
-            for path, title in PAGES:
-                times = []
-                for _ in range(rounds + 1):
-                    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            print(
+                f"\n{'page':<34} {'cold URL':>9} {'warm URL':>9} {'server':>7} {'in-app nav':>11} {'server':>7}  load"
+            )
+            print(f"{'':<34} {'(s)':>9} {'(s) med.':>9} {'(s)':>7} {'(s)':>11} {'(s)':>7}")
+            results = {}
+            for path, title in pages:
+                cold = browser.new_context(viewport=view)
+                page = cold.new_page()
+                t = time.monotonic()
+                page.goto(f"{url}/{path}")
+                first = _wait_drawn(page, path, title, t)
+                cold.close()
+                warm, server = [], []
+                for _ in range(rounds):
+                    page = ctx.new_page()
+                    log.start()
                     t = time.monotonic()
                     page.goto(f"{url}/{path}")
-                    try:
-                        page.wait_for_function(
-                            "t => [...document.querySelectorAll('.js-plotly-plot')].some(p => (p.querySelector('.gtitle')?.textContent || '')"
-                            ".startsWith(t) && p.querySelectorAll('.trace, .bars path, .scatterlayer path').length > 0)",
-                            arg=title,
-                            timeout=120_000,
-                        )
-                        times.append(time.monotonic() - t)
-                    except Exception:  # noqa: BLE001 - report the page, keep measuring the others
-                        times.append(float("nan"))
-                        page.screenshot(
-                            path=str(Path(tempfile.gettempdir()) / f"bench-timeout-{path.split('?')[0]}.png")
-                        )
+                    warm.append(_wait_drawn(page, path, title, t))
+                    server.append(log.seconds())
                     page.close()
-                print(f"{path:<36} {times[0]:>9.2f} {statistics.median(times[1:]):>24.2f}", flush=True)
+                results[path] = (first, statistics.median(warm), statistics.median(server))
+            # In-app navigation: one tab, a click on each page's sidebar link in turn (the shared
+            # parameters, e.g. ?range=28d, follow from page to page).
+            page = ctx.new_page()
+            page.goto(f"{url}/collectors?range=28d")
+            page.wait_for_selector("h1", timeout=120_000)
+            page.wait_for_timeout(1500)
+            nav: dict[str, list[tuple[float, float]]] = {}
+            for _ in range(max(1, rounds)):
+                for path, title in pages:
+                    name = path.split("?")[0] or "overview"
+                    link = page.locator("[data-testid='stSidebarNav'] a", has_text=TITLES[name]).first
+                    if name == "collectors":  # its own link would not navigate: go via the overview
+                        page.locator("[data-testid='stSidebarNav'] a", has_text="Overview").first.click()
+                        page.wait_for_timeout(1500)
+                    log.start()
+                    t = time.monotonic()
+                    link.click()
+                    took = _wait_drawn(page, path, title, t)
+                    nav.setdefault(path, []).append((took, log.seconds()))
+            for path, _ in pages:
+                first, warm_s, server_s = results[path]
+                n = nav.get(path, [(float("nan"), float("nan"))])
+                print(
+                    f"{path if path[0] != '?' else '/' + path:<34} {first:>9.2f} {warm_s:>9.2f} {server_s:>7.2f} "
+                    f"{statistics.median(x for x, _ in n):>11.2f} {statistics.median(y for _, y in n):>7.2f}  {_load()}",
+                    flush=True,
+                )
             browser.close()
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
-def tick(store: Path, range_key: str = "28d", rounds: int = 7) -> None:
-    """Server time of one Overview refresh: an AppTest rerun of the page (its body is the live fragment).
+def land_a_minute(store: Store) -> None:
+    """New data: the newest minute of rollups, samples and collector runs again, one minute later."""
+    import pyarrow.compute as pc
 
-    Three cases: every cache warm; the data's end re-read but unchanged (views and figures reused); and
-    new data (everything re-queried and rebuilt, what a live store sees once a minute).
+    for table, col in (("hop_minutes", "minute"), ("samples", "ts"), ("collector_runs", "ts")):
+        last = store.query(f"SELECT max({col}) AS m FROM {table}").to_pylist()[0]["m"]
+        rows = store.query(f"SELECT * FROM {table} WHERE {col} > ?", [last - timedelta(minutes=1)])
+        i = rows.schema.get_field_index(col)
+        moved = pc.add(rows.column(col), pa.scalar(timedelta(minutes=1), pa.duration("us")))
+        store.append(table, rows.set_column(i, rows.schema.field(i), moved.cast(rows.schema.field(i).type)))
+
+
+def tick(store: Path, range_key: str = "28d", rounds: int = 7, page: str = "overview") -> None:
+    """Server time of one live refresh of a page: an AppTest rerun (the page's body is its live fragment).
+
+    Cases: every cache warm; the data's end re-read but unchanged (views and figures reused); new data
+    (a minute of rollups and samples landed: what a live store sees all the time, measured by adding
+    one to the store before each tick; the store grows); and every cache cleared (a cold server).
     """
     from streamlit.testing.v1 import AppTest
 
@@ -223,28 +321,44 @@ def tick(store: Path, range_key: str = "28d", rounds: int = 7) -> None:
 
     at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=300)
     at.query_params["range"] = range_key
+    at.query_params["refresh"] = "off"
     t = time.monotonic()
     at.run()
+    if page != "overview":
+        at.switch_page(f"pages/{page}.py").run()
     first = time.monotonic() - t
     assert not at.exception, [e.value for e in at.exception]
-    clears = {  # which caches a tick finds expired
-        "warm (within every TTL)": (),
-        "no new data (data_end and freshness re-read)": ("_live",),
-        "new data (every view re-queried, figures rebuilt)": (
-            "_live", "_cached", "_cached_figure", "_panel_figure", "_figure_of"),
-    }  # fmt: skip
-    print(f"\nOverview ?range={range_key} (AppTest, server side): first run {first:.2f} s")
-    for mode, names in clears.items():
+    everything = (
+        "_live",
+        "_cached",
+        "_cached_figure",
+        "_panel_figure",
+        "_figure_of",
+        "_panels",
+        "_sample_memo",
+    )
+    cases = {  # which caches a tick finds expired, and whether a minute of data lands first
+        "warm (within every TTL)": ((), False),
+        "no new data (data_end and freshness re-read)": (("_live",), False),
+        "new data (a minute landed; data_end re-read)": (("_live",), True),
+        "every cache cleared (views re-queried in full)": (everything, False),
+    }
+    print(f"\n{page} ?range={range_key} (AppTest, server side): first run {first:.2f} s")
+    for mode, (names, land) in cases.items():
         times = []
         for _ in range(rounds):
+            if land:
+                land_a_minute(state._open_store(str(store)))
             for name in names:
                 getattr(state, name).clear()
             t = time.monotonic()
             at.run()
             times.append(time.monotonic() - t)
+            assert not at.exception, [e.value for e in at.exception]
         print(
-            f"live refresh tick, {mode:<50}: median {1000 * statistics.median(times):5.0f} ms, "
-            f"min {1000 * min(times):5.0f} ms  (load average {os.getloadavg()[0]:.1f})"
+            f"live refresh tick, {mode:<48}: median {1000 * statistics.median(times):5.0f} ms, "
+            f"min {1000 * min(times):5.0f} ms  (load average {_load()})",
+            flush=True,
         )
 
 
@@ -257,11 +371,15 @@ def main() -> None:
         help="(kept for old command lines: an existing --store is always reused)",
     )
     ap.add_argument("--tick-only", action="store_true", help="only the live-tick figure (no browser)")
-    ap.add_argument("--range", default="28d", help="Overview range for the tick (default 28d)")
+    ap.add_argument("--range", default="28d", help="range for the tick (default 28d)")
+    ap.add_argument(
+        "--tick-page", default="overview", choices=["overview", "resources"], help="page of the tick"
+    )
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--hops", type=int, default=20)
     ap.add_argument("--spans", type=int, default=10_000_000)
-    ap.add_argument("--rounds", type=int, default=3, help="warm loads per page")
+    ap.add_argument("--rounds", type=int, default=3, help="warm loads (and in-app navigations) per page")
+    ap.add_argument("--pages", nargs="*", choices=list(TITLES), help="only these pages (default: all)")
     args = ap.parse_args()
     path = args.store or Path(tempfile.mkdtemp(prefix="hopscope-bench-")) / "store"
     if not (path / "catalog.sqlite").exists():
@@ -271,10 +389,10 @@ def main() -> None:
         )
         build(path, args.days, args.hops, args.spans)
     if args.tick_only:
-        tick(path, args.range)
+        tick(path, args.range, page=args.tick_page)
     else:
-        measure(path, args.rounds)
-        tick(path, args.range)
+        measure(path, args.rounds, args.pages)
+        tick(path, args.range, page=args.tick_page)
 
 
 if __name__ == "__main__":

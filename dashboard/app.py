@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -33,4 +34,10 @@ pages = [
 ]
 nav = st.navigation(pages)
 st.sidebar.caption(f"store: {state.esc_md(state.store_path())}")
-nav.run()
+state.restore_shared_params()
+started = time.perf_counter()
+try:
+    nav.run()
+finally:  # also after st.stop / st.rerun / st.switch_page, which raise through here
+    state.save_shared_params()
+    state.log_run_time(nav.url_path, time.perf_counter() - started)

@@ -123,14 +123,22 @@ def add_breach_bands(fig: go.Figure, breaches: pd.DataFrame | None) -> go.Figure
 
 
 def latency_chart(
-    df: pd.DataFrame, breaches: pd.DataFrame | None = None, *, threshold_ms: float | None = None
+    df: pd.DataFrame,
+    breaches: pd.DataFrame | None = None,
+    *,
+    threshold_ms: float | None = None,
+    title: str = "End-to-end latency",
 ) -> go.Figure:
-    """End-to-end p50/p95/p99 over time (ms)."""
+    """p50/p95/p99 over time (ms), end to end unless the title says which edge."""
     fig = go.Figure()
     for q in ("p50", "p95", "p99"):
         fig.add_trace(
             go.Scatter(
-                x=df["t"], y=df[q], name=q, mode=line_mode(len(df)), marker=MARKER,
+                x=df["t"],
+                y=df[q],
+                name=q,
+                mode=line_mode(len(df)),
+                marker=MARKER,
                 line={"color": PERCENTILE_COLORS[q], "width": 1.6},
             )  # fmt: skip
         )
@@ -141,7 +149,7 @@ def latency_chart(
             line_color=SEVERITY_COLORS["page"],
             annotation_text=f"SLO threshold {threshold_ms:g} ms",
         )
-    _layout(fig, y_title="latency (ms)", title="End-to-end latency")
+    _layout(fig, y_title="latency (ms)", title=title)
     return add_breach_bands(fig, breaches)
 
 
@@ -203,29 +211,33 @@ def hop_stack_chart(
 ) -> go.Figure:
     """Per-hop latency per request, stacked: the layers add up to the mean end-to-end latency."""
     fig = go.Figure()
-    colors = hop_colors(zip(df["hop"], df["part"], strict=True))
+    pairs = df[["hop", "part"]].drop_duplicates()  # per hop, not per row: a 28-day range has 50k rows
+    colors = hop_colors(zip(pairs["hop"].astype(str), pairs["part"].astype(str), strict=True))
     order = (
-        df.groupby(["part", "hop"])["ms"]
+        df.groupby(["part", "hop"], observed=True)["ms"]
         .mean()
         .reset_index()
         .sort_values(["part", "ms"], ascending=[False, False])
     )
+    rows = {str(hop): d for hop, d in df.groupby("hop", sort=False, observed=True)}
+    traces = []
     for row in order.itertuples(index=False):
-        d = df[df["hop"] == row.hop]
+        d = rows[str(row.hop)]
         label = f"{row.hop} ({'network' if row.part == 'network' else 'self'})"
         width = 3 if highlight and row.hop == highlight else 0.5
-        fig.add_trace(
+        traces.append(
             go.Scatter(
-                x=d["t"],
-                y=d["ms"],
+                x=d["t"].to_numpy(),
+                y=d["ms"].to_numpy(dtype=float),
                 name=esc(label),
                 mode=line_mode(len(d)),
                 marker=MARKER,
                 stackgroup="hops",
-                line={"color": colors[row.hop], "width": width},
+                line={"color": colors[str(row.hop)], "width": width},
                 hovertemplate="%{y:.1f} ms",
             )
         )
+    fig.add_traces(traces)
     _layout(fig, y_title="ms per request", title="Latency by hop (stacked mean)")
     return add_breach_bands(fig, breaches)
 
@@ -249,31 +261,34 @@ def resource_chart(
     """
     fig = go.Figure()
     base = DIMENSION_COLORS.get(dimension, "#607D8B")
-    keys = df[["service", "series"]].drop_duplicates().itertuples(index=False) if not df.empty else []
-    for i, (service, series) in enumerate(keys):
-        d = df[(df["service"] == service) & (df["series"] == series)]
+    traces = []
+    groups = df.groupby(["service", "series"], sort=False, observed=True) if not df.empty else []
+    for i, ((service, series), d) in enumerate(groups):
         name = " ".join(p for p in (str(service), str(series)) if p) or title
-        fig.add_trace(
+        traces.append(
             go.Scatter(
-                x=d["t"],
-                y=d["value"] * scale,
+                x=d["t"].to_numpy(),
+                y=d["value"].to_numpy(dtype=float) * scale,
                 name=esc(name),
                 mode=line_mode(len(d)),
                 marker=MARKER,
+                cliponaxis=False,  # a point on the window's edge is drawn whole (those outside stay hidden)
                 line={"color": base, "width": 1.5, "dash": ("solid", "dot", "dashdot", "longdash")[i % 4]},
             )
         )
     if capacity is not None and not capacity.empty:
-        fig.add_trace(
+        traces.append(
             go.Scatter(
-                x=capacity["t"],
-                y=capacity["value"] * scale,
+                x=capacity["t"].to_numpy(),
+                y=capacity["value"].to_numpy(dtype=float) * scale,
                 name="capacity",
                 mode=line_mode(len(capacity)),
                 marker={"size": 3},
+                cliponaxis=False,
                 line={"color": "#9E9E9E", "dash": "dash", "width": 1},
             )
         )
+    fig.add_traces(traces)
     _layout(fig, y_title=unit, title=title, height=height)
     fig.update_layout(hovermode="x")
     fig.update_yaxes(rangemode="tozero")
@@ -285,8 +300,14 @@ def resource_chart(
 def sli_chart(df: pd.DataFrame, objective: float, breaches: pd.DataFrame | None = None) -> go.Figure:
     """SLI per bucket (ratio of good events, %) with the objective."""
     fig = go.Figure(
-        go.Scatter(x=df["t"], y=df["sli"] * 100, name="SLI", mode=line_mode(len(df)), marker=MARKER,
-                   line={"color": "#5C6BC0"})  # fmt: skip
+        go.Scatter(
+            x=df["t"],
+            y=df["sli"] * 100,
+            name="SLI",
+            mode=line_mode(len(df)),
+            marker=MARKER,
+            line={"color": "#5C6BC0"},
+        )  # fmt: skip
     )
     fig.add_hline(
         y=objective * 100,

@@ -12,7 +12,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,9 @@ from hopscope.errors import NotFoundError
 from hopscope.histogram import GAMMA
 from hopscope.store import Store, utcnow
 
-MAX_POINTS = 2000
+# Points per series at most: about one per pixel of a half-width chart (as Grafana's max data points).
+# The browser's work (Plotly's calc and SVG paths) and the figure's JSON grow with it.
+MAX_POINTS = 1000
 # Bucket widths a chart may use, in seconds; the smallest that keeps a series <= MAX_POINTS wins.
 STEPS_S: tuple[int, ...] = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 # Samples come every few seconds (1 Hz from NVML): on short ranges they get finer buckets. Series
@@ -54,6 +56,7 @@ class Window:
     step_s: int
     replay: bool  # True when the data ends well before the wall clock (demo or stopped collectors)
     data_end: datetime | None
+    sample_step: int = 0  # bucket width of sample series; 0: the finest of SAMPLE_STEPS_S for the span
 
     @property
     def label(self) -> str:
@@ -62,7 +65,11 @@ class Window:
     @property
     def sample_step_s(self) -> int:
         """The bucket width of series read from samples: finer than step_s on short ranges, never coarser."""
-        return min(self.step_s, step_for(self.start, self.end, steps=SAMPLE_STEPS_S))
+        return self.sample_step or min(self.step_s, step_for(self.start, self.end, steps=SAMPLE_STEPS_S))
+
+    def part(self, start: datetime) -> Window:
+        """The same buckets from `start` on (a bucket boundary): to query only what may have changed."""
+        return Window(start, self.end, self.step_s, self.replay, self.data_end, self.sample_step_s)
 
 
 def step_for(
@@ -78,11 +85,17 @@ def step_for(
 
 def data_end(store: Store) -> datetime | None:
     """The end of the newest rolled-up minute (or sample), None for an empty store."""
+    ends = [t for t in data_ends(store) if t is not None]
+    return max(ends) if ends else None
+
+
+def data_ends(store: Store) -> tuple[datetime | None, datetime | None]:
+    """(end of the newest rolled-up minute, newest sample): rollups move once a minute, 1 Hz samples
+    every second, so what is read from one need not be re-read when only the other moved."""
     row = store.query(
         "SELECT (SELECT max(minute) FROM hop_minutes) AS hm, (SELECT max(ts) FROM samples) AS s"
     ).to_pylist()[0]
-    ends = [t for t in (row["hm"] + timedelta(minutes=1) if row["hm"] else None, row["s"]) if t is not None]
-    return max(ends) if ends else None
+    return (row["hm"] + timedelta(minutes=1) if row["hm"] else None, row["s"])
 
 
 def data_start(store: Store) -> datetime | None:
@@ -131,6 +144,12 @@ def window(
             timedelta(minutes=1) if current.second or current.microsecond else timedelta()
         )
         lo = hi - RANGES[range_key]
+        # Start on a bucket boundary: the first bucket is whole, and the window's buckets stay the
+        # same ones for a whole bucket's time (a live page can re-query only its newest buckets).
+        step = step_for(lo, hi)
+        lo = datetime.fromtimestamp(lo.replace(tzinfo=UTC).timestamp() // step * step, UTC).replace(
+            tzinfo=None
+        )
     return Window(lo, hi, step_for(lo, hi), replay, last)
 
 
@@ -277,6 +296,9 @@ def hop_edges(store: Store, w: Window, route: str | None = None) -> pd.DataFrame
 
 # --------------------------------------------------------------------------------- samples
 
+# A counter's first bucket in a window is a rate against the last sample before it, up to this far back
+# (Prometheus's default lookback): scrapes sparser than the bucket still give every bucket its rate.
+COUNTER_LOOKBACK = timedelta(minutes=5)
 # Label keys that name a series inside one metric (allow-list: they become part of a series name).
 SERIES_LABELS: tuple[str, ...] = ("gpu", "device", "phase", "target")
 
@@ -322,8 +344,18 @@ def metric_series(
             FROM samples WHERE metric IN ({cm}) AND ts >= ? AND ts < ? AND isfinite(value){svc}
             GROUP BY ALL
         ) WINDOW s AS (PARTITION BY metric, service, series ORDER BY t)""")
-        params += [w.sample_step_s, *counters, w.start - timedelta(seconds=w.sample_step_s), w.end, *sp]
-    sql = "SELECT * FROM (" + " UNION ALL ".join(parts) + ") WHERE t >= ? AND value IS NOT NULL ORDER BY t"
+        params += [
+            w.sample_step_s,
+            *counters,
+            w.start - max(COUNTER_LOOKBACK, timedelta(seconds=w.sample_step_s)),
+            w.end,
+            *sp,
+        ]
+    sql = (
+        "SELECT * FROM ("
+        + " UNION ALL ".join(parts)
+        + ") WHERE t >= ? AND value IS NOT NULL ORDER BY t, metric, service, series"
+    )
     params.append(w.start)
     df = store.query_df(sql, params)
     return df.dropna(subset=["value"]) if not df.empty else df
@@ -345,27 +377,62 @@ def freshness(store: Store, now: datetime, by_target: bool = False) -> pd.DataFr
     return freshness_at(last_seen(store, by_target), now)
 
 
-def last_seen(store: Store, by_target: bool = False) -> pd.DataFrame:
-    """The queries behind freshness(): per source (x target) its runs and newest sample, not yet aged."""
-    tcol = "target" if by_target else "''"
-    runs = store.query_df(
-        f"""
-        SELECT collector AS source, {tcol} AS target, max(ts) FILTER (WHERE ok) AS last_ok, max(ts) AS last_attempt,
+def last_seen(
+    store: Store, by_target: bool = False, counts: bool = True, newest: datetime | None = None
+) -> pd.DataFrame:
+    """The queries behind freshness(): per source (x target) its runs and newest sample, not yet aged.
+
+    counts=False leaves out the rows per source (sample_rows, a full scan), for a page that re-reads
+    freshness every few seconds and shows no row counts. newest: the newest sample's time, if known."""
+    per_target = """
+        SELECT collector AS source, target, max(ts) FILTER (WHERE ok) AS last_ok, max(ts) AS last_attempt,
                count(*) AS attempts, count(*) FILTER (WHERE NOT ok) AS failures, sum(rows) AS rows,
-               arg_max(error, ts) FILTER (WHERE NOT ok) AS last_error
-        FROM collector_runs GROUP BY 1, 2
-        """
-    )
-    if not by_target and not runs.empty:  # the oldest target's last success: one stuck target makes it stale
-        oldest = store.query_df(
-            "SELECT source, min(last_ok) AS last_ok FROM (SELECT collector AS source, target, max(ts) FILTER (WHERE ok) AS last_ok "
-            "FROM collector_runs GROUP BY 1, 2) GROUP BY 1"
-        )
-        runs = runs.drop(columns=["last_ok"]).merge(oldest, on="source", how="left")
-    samples = store.query_df(
-        "SELECT source, max(ts) AS last_sample, count(*) AS sample_rows FROM samples GROUP BY source"
-    )
+               arg_max(error, ts) FILTER (WHERE NOT ok) AS last_error, max(ts) FILTER (WHERE NOT ok) AS last_fail
+        FROM collector_runs GROUP BY 1, 2"""
+    if by_target:
+        sql = f"SELECT * EXCLUDE (last_fail) FROM ({per_target})"
+    else:  # per source, the oldest target's last success: one stuck target makes it stale
+        sql = f"""
+        SELECT source, '' AS target, min(last_ok) AS last_ok, max(last_attempt) AS last_attempt,
+               sum(attempts)::BIGINT AS attempts, sum(failures)::BIGINT AS failures, sum(rows)::BIGINT AS rows,
+               arg_max(last_error, last_fail) AS last_error
+        FROM ({per_target}) GROUP BY 1"""
+    runs = store.query_df(sql)
+    samples = last_samples(store, list(runs["source"]) if not runs.empty else [], newest)
+    if counts:
+        samples = samples.merge(sample_counts(store), on="source", how="left")
     return pd.merge(runs, samples, on="source", how="outer")
+
+
+# Each source's newest sample is looked for this far before the newest of all, then further back
+# only for a collector that has none in it: a full scan of samples costs ~0.5 s per 10M rows.
+RECENT = timedelta(hours=1)
+
+
+def last_samples(store: Store, sources: Sequence[str] = (), newest: datetime | None = None) -> pd.DataFrame:
+    """Per source its newest sample (last_sample): from the last RECENT of data, then older for
+    the `sources` (collectors) not seen in it. Columns: source, last_sample."""
+    if newest is None:
+        newest = store.query("SELECT max(ts) AS m FROM samples").to_pylist()[0]["m"]
+    if newest is None:
+        return pd.DataFrame(
+            {"source": pd.Series(dtype=str), "last_sample": pd.Series(dtype="datetime64[us]")}
+        )
+    recent = store.query_df(
+        "SELECT source, max(ts) AS last_sample FROM samples WHERE ts >= ? GROUP BY source", [newest - RECENT]
+    )
+    older = [s for s in dict.fromkeys(sources) if s not in set(recent["source"])]
+    if older:
+        marks = ", ".join("?" for _ in older)
+        recent = pd.concat([recent, store.query_df(
+            f"SELECT source, max(ts) AS last_sample FROM samples WHERE source IN ({marks}) GROUP BY source", older
+        )], ignore_index=True)  # fmt: skip
+    return recent
+
+
+def sample_counts(store: Store) -> pd.DataFrame:
+    """Rows in samples per source (a full scan: cache it). Columns: source, sample_rows."""
+    return store.query_df("SELECT source, count(*) AS sample_rows FROM samples GROUP BY source")
 
 
 def freshness_at(seen: pd.DataFrame, now: datetime) -> pd.DataFrame:
@@ -398,7 +465,9 @@ def freshness_at(seen: pd.DataFrame, now: datetime) -> pd.DataFrame:
     df["attempts"] = df["attempts"].fillna(0).astype(int)
     df["failures"] = df["failures"].fillna(0).astype(int)
     df["error_ratio"] = df["failures"] / df["attempts"].where(df["attempts"] > 0)
-    df["rows"] = df["rows"].fillna(df["sample_rows"]).fillna(0).astype(int)
+    if "sample_rows" in df:
+        df["rows"] = df["rows"].fillna(df["sample_rows"])
+    df["rows"] = df["rows"].fillna(0).astype(int)
     if "last_error" not in df:
         df["last_error"] = None
     df["age"] = [age_text(a) for a in df["age_s"]]
@@ -629,6 +698,12 @@ OVERVIEW_PANELS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _need(store: Store | None) -> Store:
+    if store is None:
+        raise NotFoundError("panels_series: no store given and no data passed in")
+    return store
+
+
 def _counters() -> set[str]:
     from hopscope.catalog import load_catalog
 
@@ -642,27 +717,48 @@ def panel_series(
     return panels_series(store, w, (key,), service)[key]
 
 
-def panels_series(
-    store: Store, w: Window, keys: Sequence[str], service: str | None = None
-) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-    """panel_series of several panels from one scan of samples (a page's panels cost one query, not one each)."""
+def panel_metrics(keys: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(metrics, counters) that panels read from samples: their values and capacities (gauges,
+    e.g. FB_USED + FB_FREE, link speed); counters are the values the catalog calls counters."""
     unknown = [k for k in keys if k not in PANELS_BY_KEY]
     if unknown:
         raise NotFoundError(f"no resource panel {unknown[0]!r} (panels: {', '.join(PANELS_BY_KEY)})")
+    panels = [PANELS_BY_KEY[k] for k in keys]
+    values = {m for p in panels if p.hop is None for m in p.metrics}
+    capacity = {m for p in panels if p.hop is None for m in p.capacity}
+    return sorted(values | capacity), sorted(_counters() & values)
+
+
+def panels_series(
+    store: Store | None,
+    w: Window,
+    keys: Sequence[str],
+    service: str | None = None,
+    *,
+    samples: pd.DataFrame | None = None,
+    hops: pd.DataFrame | None = None,
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """panel_series of several panels from one scan of samples (a page's panels cost one query, not one each).
+
+    `samples` (metric_series of panel_metrics(keys)) and `hops` (hop_latency_series) may be given
+    when the caller has them cached; what is not given is queried.
+    """
+    metrics, counters = panel_metrics(keys)
     panels = [PANELS_BY_KEY[k] for k in dict.fromkeys(keys)]
     empty = pd.DataFrame(columns=["t", "service", "series", "value"])
-    values = sorted({m for p in panels if p.hop is None for m in p.metrics})
-    capacity = sorted({m for p in panels if p.hop is None for m in p.capacity})
-    # One query reads the values and the capacities (gauges, e.g. FB_USED + FB_FREE, link speed).
-    counters = sorted(_counters() & set(values))
-    both = metric_series(store, w, sorted({*values, *capacity}), counters=counters, service=service)
-    hops = hop_latency_series(store, w) if any(p.hop is not None for p in panels) else None
+    if samples is None:
+        samples = metric_series(_need(store), w, metrics, counters=counters, service=service)
+    both = samples
+    if hops is None and any(p.hop is not None for p in panels):
+        hops = hop_latency_series(_need(store), w)
     out: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
     for panel in panels:
         if panel.hop is not None:
             d = hops[hops["hop"] == panel.hop]  # type: ignore[index]
             out[panel.key] = (
-                d.assign(service=panel.hop, series=d["part"], value=d["ms"])[["t", "service", "series", "value"]],
+                d.assign(service=panel.hop, series=d["part"], value=d["ms"])[
+                    ["t", "service", "series", "value"]
+                ],
                 empty,
             )
             continue

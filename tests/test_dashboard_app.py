@@ -139,10 +139,10 @@ def test_overview_draws_breaches_as_clickable_bands_and_links(dash_store: Path, 
     assert links and all("Incident" in e.proto.label for e in links)
 
 
-def test_overview_says_it_shows_demo_data_ending_at_the_last_minute(dash_store: Path, env: Any) -> None:
+def test_overview_says_it_replays_data_ending_at_the_last_minute(dash_store: Path, env: Any) -> None:
     env(dash_store)
     at = run_page(None)
-    assert "demo data, ends at" in texts(at)
+    assert "replay: the data ends at 2026-11-20 12:00 UTC" in texts(at)
 
 
 def test_unknown_range_falls_back_with_a_warning(dash_store: Path, env: Any) -> None:
@@ -288,19 +288,46 @@ def test_a_hop_chosen_after_a_graph_click_is_not_reset_by_the_old_click(dash_sto
     assert len(at.dataframe[0].value) == 3  # all three edges again
 
 
+RESOURCE_SECTIONS = ("GPU", "Network", "Probes", "Feature store & hosts")
+
+
+def all_titles(at: AppTest, page: str | None) -> list[str]:
+    """Chart titles of the page; on Resources, of every section in turn (one is drawn at a time)."""
+    if page is None:
+        return chart_titles(at)
+    titles = []
+    for section in RESOURCE_SECTIONS:
+        at.query_params["section"] = section
+        at.run()
+        titles += chart_titles(at)
+    return titles
+
+
 def test_overview_and_resources_honour_the_service_filter(dash_store: Path, env: Any) -> None:
     env(dash_store)
     for page in (None, "pages/resources.py"):
         at = run_page(page, range="7d", refresh="off", service="feature-store")
-        if page:  # switching pages drops the query; a link to the page carries it
-            at.query_params.update(range="7d", refresh="off", service="feature-store")
-            at.run()
         assert at.sidebar.selectbox(key="service_select").value == "feature-store"
-        titles = chart_titles(at)
+        titles = all_titles(at, page)
         assert "Feature-store memory" in titles and "GPU utilization" not in titles, titles
         at.sidebar.selectbox(key="service_select").set_value("model-server").run()
         assert qp(at, "service") == "model-server"
-        assert "GPU utilization" in chart_titles(at) and "Feature-store memory" not in chart_titles(at)
+        titles = all_titles(at, page)
+        assert "GPU utilization" in titles and "Feature-store memory" not in titles, titles
+
+
+def test_range_and_filters_follow_from_page_to_page_and_a_changed_link(dash_store: Path, env: Any) -> None:
+    """Streamlit drops the query on a page switch: the shared parameters carry over (as a Grafana time
+    range does), and a link that changes one on the same page moves its selectbox."""
+    env(dash_store)
+    at = run_page(None, range="7d", refresh="off", service="feature-store")
+    at.switch_page("pages/resources.py").run()
+    assert (qp(at, "range"), qp(at, "refresh"), qp(at, "service")) == ("7d", "off", "feature-store")
+    assert at.sidebar.selectbox(key="range_select").value == "7d"
+    at.query_params.update(range="1h", refresh="10s")
+    at.run()
+    assert at.sidebar.selectbox(key="range_select").value == "1h"
+    assert at.sidebar.selectbox(key="refresh_select").value == "10s"
     assert "feature-store" in texts(run_page(None, range="7d", refresh="off", service="feature-store"))
 
 
@@ -329,9 +356,18 @@ def test_breach_markers_are_click_selectable_and_do_not_overlap_across_slos() ->
 
 
 def test_resources_page_shows_each_dimension_with_units(dash_store: Path, env: Any) -> None:
+    """One section at a time (?section=, or the segmented control): only the chosen one is drawn."""
     env(dash_store)
-    at = run_page("pages/resources.py", range="7d")
-    specs = {s["layout"]["title"]["text"]: s for s in chart_specs(at)}
+    at = run_page("pages/resources.py")
+    specs = {}
+    for section in ("GPU", "Network", "Probes", "Feature store & hosts"):
+        at.query_params.update(range="7d", section=section)
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert at.get("button_group")[0].value == section
+        drawn = {s["layout"]["title"]["text"]: s for s in chart_specs(at)}
+        assert drawn and not (set(drawn) & set(specs)), "each section draws its own panels only"
+        specs.update(drawn)
     for title in (
         "GPU utilization",
         "SM clock",
@@ -360,3 +396,82 @@ def test_collectors_page_shows_freshness_runs_and_store(dash_store: Path, env: A
     assert any(m.label == "Size on disk" for m in at.metric)
     tables = at.dataframe[1].value
     assert set(tables["table"]) == {"spans", "hop_minutes", "samples", "collector_runs"}
+
+
+# ---------------------------------------------------------------- real samples from an NVIDIA H200
+
+H200 = Path(__file__).resolve().parent / "fixtures" / "h200_nvml_samples.parquet"
+
+
+@pytest.fixture(scope="module")
+def h200_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding only 36 s of real 1 Hz NVML samples (idle, 20 s of matmul with 8 GiB held, idle)."""
+    import pyarrow.parquet as pq
+
+    from hopscope.store import Store
+
+    path = tmp_path_factory.mktemp("h200") / "store"
+    s = Store.open(path)
+    s.append("samples", pq.read_table(H200))
+    s.close()
+    return path
+
+
+def values(v: Any) -> list[Any]:
+    """A trace's array as a list: Plotly's JSON writes numeric arrays as base64 typed arrays."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+
+        import numpy as np
+
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).tolist()
+    return list(v)
+
+
+def resources_page(range_key: str) -> AppTest:
+    at = run_page("pages/resources.py")
+    at.query_params.update(
+        range=range_key, refresh="off"
+    )  # switching pages drops the query: a link carries it
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.mark.parametrize(("range_key", "min_points"), [("15m", 5), ("1h", 5), ("24h", 1)])
+def test_resources_page_draws_real_h200_samples_as_visible_points(
+    h200_store: Path, env: Any, range_key: str, min_points: int
+) -> None:
+    """36 s of samples fall in one 1-minute bucket: a line through one point draws nothing, so short
+    ranges bucket samples by 5 s and few points are drawn as markers."""
+    env(h200_store)
+    at = resources_page(range_key)
+    specs = {s["layout"]["title"]["text"]: s for s in chart_specs(at)}
+    util = {k: values(v) if k in ("x", "y") else v for k, v in specs["GPU utilization"]["data"][0].items()}
+    assert len(util["y"]) >= min_points and "markers" in util["mode"]
+    assert all(0 <= y <= 100 for y in util["y"]) and max(util["y"]) > 50  # the matmul phase is busy
+    if range_key == "15m":
+        assert min(util["y"]) < 10  # and the idle phases are not averaged away
+    import pandas as pd
+
+    xaxis = specs["GPU utilization"]["layout"]["xaxis"]
+    x0, x1 = (pd.Timestamp(x) for x in xaxis["range"])
+    xs = pd.to_datetime(util["x"], unit="ms")  # times travel as epoch milliseconds on a date axis
+    assert xaxis["type"] == "date" and xs[0].year == 2026
+    assert x0 < xs[0] and xs[-1] < x1 and x1 - x0 >= pd.Timedelta(minutes=15)  # the window, not one instant
+    assert "samples 5 s" in texts(at) or range_key == "24h"
+
+
+def test_framebuffer_chart_draws_used_memory_under_the_h200_capacity(h200_store: Path, env: Any) -> None:
+    env(h200_store)
+    fb = next(
+        s
+        for s in chart_specs(resources_page("15m"))
+        if s["layout"]["title"]["text"] == "GPU framebuffer used"
+    )
+    used = next({**t, "y": values(t["y"])} for t in fb["data"] if t["name"] != "capacity")
+    cap = next({**t, "y": values(t["y"])} for t in fb["data"] if t["name"] == "capacity")
+    assert len(cap["y"]) >= 5 and "markers" in cap["mode"]
+    assert all(139 < c < 141 for c in cap["y"])  # H200: 141 GB = ~140 GiB of framebuffer (used + free)
+    assert max(used["y"]) > 8 and min(used["y"]) < 2  # 8 GiB held during the load, released after
+    assert max(used["y"]) < min(cap["y"])

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import require_binary
-from test_dashboard_app import RULES, breach_for, dash_store, evil_store, truth  # noqa: F401  (store fixtures)
+from test_dashboard_app import RULES, breach_for, dash_store, evil_store, h200_store, truth  # noqa: F401  (store fixtures)
 from test_dashboard_views import EVIL
 
 pytestmark = pytest.mark.browser
@@ -31,8 +31,8 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 # Loading a page URL directly, Streamlit's frontend first probes /<page>/_stcore/... and falls back to /_stcore/...
 _PROBES = ("/_stcore/health", "/_stcore/host-config")
-PAGES = [
-    ("overview", "?range=7d", "End-to-end latency"),
+PAGES = [  # the Overview is the default page, served at "/" ("/overview" is not one of st.navigation's URLs)
+    ("", "?range=7d", "End-to-end latency"),
     ("incident", "?incident=FLASH", "Burn rate per alert window"),
     ("slo_report", "?slo=recommend-latency", "Budget consumed per incident"),
     ("hops", "?range=7d", "Service graph"),
@@ -151,7 +151,7 @@ def wait_for_chart(page: Any, title: str | None, timeout_ms: int = 60_000) -> No
     )
 
 
-@pytest.mark.parametrize(("name", "query", "main_chart"), PAGES, ids=[p[0] for p in PAGES])
+@pytest.mark.parametrize(("name", "query", "main_chart"), PAGES, ids=[p[0] or "overview" for p in PAGES])
 def test_page_loads_without_console_errors_and_draws_its_main_chart(
     server: str,
     browser: Any,
@@ -160,8 +160,8 @@ def test_page_loads_without_console_errors_and_draws_its_main_chart(
     query: str,
     main_chart: str | None,
 ) -> None:
-    if not (ROOT / "dashboard" / "pages" / f"{name}.py").exists():
-        pytest.skip(f"dashboard/pages/{name}.py not written yet")
+    if not (ROOT / "dashboard" / "pages" / f"{name or 'overview'}.py").exists():
+        pytest.skip(f"dashboard/pages/{name or 'overview'}.py not written yet")
     if "FLASH" in query:  # the flash sale's breach: its permalink
         query = query.replace("FLASH", breach_for(dash_store, truth(dash_store, "flash-sale"))["id"])
     w = PageWatch(browser)
@@ -170,8 +170,9 @@ def test_page_loads_without_console_errors_and_draws_its_main_chart(
         wait_for_chart(w.page, main_chart)
         w.page.wait_for_timeout(500)  # let the remaining charts finish drawing for the screenshot
         SHOTS.mkdir(parents=True, exist_ok=True)
-        w.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        w.page.screenshot(path=str(SHOTS / f"{name or 'overview'}.png"), full_page=True)
         assert w.page.locator("[data-testid='stException']").count() == 0
+        assert w.page.get_by_text("Page not found").count() == 0
         assert w.real_errors() == []
     finally:
         w.page.close()
@@ -233,7 +234,7 @@ def test_script_in_a_shared_link_is_shown_as_text_not_run(server: str, browser: 
     w = PageWatch(browser)
     try:
         bad = "<img src=x onerror=alert(1)>"
-        w.page.goto(f"{server}/overview?range={urllib.parse.quote(bad)}")
+        w.page.goto(f"{server}/?range={urllib.parse.quote(bad)}")
         wait_for_chart(w.page, "End-to-end latency")
         w.page.wait_for_timeout(500)
         seen = w.page.evaluate(_PAYLOAD_PROBE)
@@ -297,3 +298,32 @@ def test_clicking_a_breach_marker_on_the_overview_latency_chart_opens_its_incide
         assert w.real_errors() == []
     finally:
         w.page.close()
+
+
+# Points Plotly drew for one chart (by title prefix): markers are <path> elements under .points.
+_DRAWN_POINTS = """t => {
+    const gd = [...document.querySelectorAll('.js-plotly-plot')]
+        .find(p => (p.querySelector('.gtitle')?.textContent || '').startsWith(t));
+    return gd ? gd.querySelectorAll('.scatterlayer .trace:first-child .points path').length : -1;
+}"""
+
+
+def test_real_h200_samples_are_drawn_as_visible_points_in_chromium(
+    browser: Any,
+    h200_store: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """36 s of real 1 Hz NVML samples: once one invisible 1-point line, now markers on 5 s buckets."""
+    with serve(h200_store, tmp_path / "server.log") as url:
+        w = PageWatch(browser)
+        try:
+            w.page.goto(f"{url}/resources?range=15m&refresh=off")
+            wait_for_chart(w.page, "GPU utilization")
+            w.page.wait_for_function(f"({_DRAWN_POINTS})('GPU utilization') > 4", timeout=30_000)
+            w.page.wait_for_function(f"({_DRAWN_POINTS})('GPU framebuffer used') > 4", timeout=30_000)
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            w.page.screenshot(path=str(SHOTS / "resources_h200.png"), full_page=True)
+            assert w.page.locator("[data-testid='stException']").count() == 0
+            assert w.real_errors() == []
+        finally:
+            w.page.close()

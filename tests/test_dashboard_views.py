@@ -152,13 +152,14 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     ("span", "step"),
     [
         (timedelta(hours=1), 60),
-        (timedelta(hours=24), 60),
-        (timedelta(days=7), 600),
-        (timedelta(days=28), 1800),
-        (timedelta(days=90), 7200),
+        (timedelta(hours=6), 60),
+        (timedelta(hours=24), 120),
+        (timedelta(days=7), 900),
+        (timedelta(days=28), 3600),
+        (timedelta(days=90), 10800),
     ],
 )
-def test_step_keeps_every_series_within_two_thousand_points(span: timedelta, step: int) -> None:
+def test_step_keeps_every_series_within_a_thousand_points(span: timedelta, step: int) -> None:
     assert views.step_for(END - span, END) == step
     assert span.total_seconds() / step <= views.MAX_POINTS
 
@@ -214,8 +215,8 @@ def test_hop_contributions_stack_to_the_mean_end_to_end_latency(store: Store) ->
 
 def test_long_ranges_are_aggregated_server_side(store: Store) -> None:
     w = views.window(store, "90d", now=END)
-    assert w.step_s == 7200
-    assert len(views.latency_series(store, w)) == MINUTES // 120
+    assert w.step_s == 10800
+    assert len(views.latency_series(store, w)) == MINUTES // 180
 
 
 def test_counters_become_rates_and_gauges_means(store: Store) -> None:
@@ -294,3 +295,83 @@ def test_load_rules_reparses_only_when_a_rules_file_changes(tmp_path: Path) -> N
     source.unlink()
     after = views.load_rules(str(rules))
     assert len(after[0]) < len(first[0])  # a removed file is seen at once, not after a TTL
+
+
+@pytest.mark.parametrize(
+    ("range_key", "step", "sample_step"),
+    [
+        ("15m", 60, 5),
+        ("1h", 60, 5),
+        ("6h", 60, 30),
+        ("24h", 120, 120),
+        ("7d", 900, 900),
+        ("90d", 10800, 10800),
+    ],
+)
+def test_samples_get_finer_buckets_than_minute_rollups_on_short_ranges(
+    store: Store, range_key: str, step: int, sample_step: int
+) -> None:
+    w = views.window(store, range_key, now=END)
+    assert (w.step_s, w.sample_step_s) == (step, sample_step)
+    assert (w.end - w.start).total_seconds() / w.sample_step_s <= views.MAX_POINTS
+    gpu = views.metric_series(store, w, ["DCGM_FI_DEV_GPU_UTIL"])
+    assert (gpu["t"].diff().dropna().dt.total_seconds() % sample_step == 0).all()
+    assert views.latency_series(store, w)["t"].diff().dropna().dt.total_seconds().min() >= 60
+
+
+def test_panels_are_read_in_one_batch_with_the_same_result_as_one_by_one(store: Store) -> None:
+    w = views.window(store, "6h", now=END)
+    keys = ("gpu_util", "fb", "link", "retrans", "probe", "redis", "fs_self", "nvlink")
+    batch = views.panels_series(store, w, keys)
+    assert list(batch) == list(keys)
+    for key in keys:
+        one, one_cap = views.panel_series(store, w, key)
+        pd.testing.assert_frame_equal(batch[key][0].reset_index(drop=True), one.reset_index(drop=True))
+        pd.testing.assert_frame_equal(batch[key][1].reset_index(drop=True), one_cap.reset_index(drop=True))
+    assert batch["nvlink"][0].empty and not batch["gpu_util"][0].empty
+    assert batch["fb"][1]["value"].max() == pytest.approx(80000 / 1024)  # used + free, in GiB
+    with pytest.raises(NotFoundError, match="no resource panel 'nope'"):
+        views.panels_series(store, w, ("gpu_util", "nope"))
+
+
+@pytest.mark.parametrize(("points", "mode"), [(1, "lines+markers"), (60, "lines+markers"), (61, "lines")])
+def test_few_points_are_drawn_with_markers(points: int, mode: str) -> None:
+    from dashboard import charts
+
+    t = pd.date_range("2026-01-01", periods=points, freq="5s")
+    df = pd.DataFrame({"t": t, "service": "s", "series": "0", "value": 1.0})
+    assert charts.resource_chart(df, title="x", unit="%", dimension="compute").data[0].mode == mode
+    lat = pd.DataFrame({"t": t, "p50": 1.0, "p95": 2.0, "p99": 3.0})
+    assert {tr.mode for tr in charts.latency_chart(lat).data} == {mode}
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "kwargs"),
+    [
+        ("latency_series", (), {}),
+        ("traffic_series", (), {}),
+        ("hop_latency_series", (), {}),
+        ("metric_series", (("node_network_transmit_bytes_total", "DCGM_FI_DEV_GPU_UTIL"),),
+         {"counters": ("node_network_transmit_bytes_total",), "service": None}),
+    ],
+)  # fmt: skip
+def test_a_live_tick_reads_only_the_newest_buckets_and_matches_a_full_read(
+    store: Store, monkeypatch: pytest.MonkeyPatch, name: str, args: tuple, kwargs: dict
+) -> None:
+    """New data every few seconds must not re-read a 28-day range: final buckets are kept, the rest re-read."""
+    from dashboard import state
+
+    monkeypatch.setattr(state, "_open_store", lambda path: store)
+    state._sample_memo.clear()
+    real, starts = getattr(views, name), []
+    monkeypatch.setattr(views, name, lambda s, w, *a, **k: starts.append(w.start) or real(s, w, *a, **k))
+    kw = tuple(sorted(kwargs.items()))
+    for minutes in (50, 30, 0):  # three ticks, 20 and 30 minutes apart, of a live 6-hour view
+        gen = END - timedelta(minutes=minutes)
+        w = views.window(store, "6h", now=gen, last=gen)
+        got = state._incremental("p", gen, name, w, args, kw)
+        pd.testing.assert_frame_equal(got, real(store, w, *args, **kwargs))
+    assert (
+        starts[0] == views.window(store, "6h", now=END - timedelta(minutes=50)).start
+    )  # the first read is full
+    assert starts[1:] == [END - timedelta(minutes=50 + 3), END - timedelta(minutes=30 + 3)]  # then the tails

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, state
+from dashboard import state
 from hopscope import views
 
 state.page("Collectors")
@@ -55,20 +55,19 @@ def live() -> None:
                 "last_error": st.column_config.TextColumn("last error"),
             },
         )
-    runs = state.view("collector_runs", w)
-    if runs.empty:
+    if state.view("collector_runs", w).empty:
         st.caption("No collection attempts recorded in this range.")
     else:
-        state.chart(charts.collector_chart(runs), "runs", clickable=False)
+        state.chart(state.figure("collector_chart", state.q("collector_runs", w)), "runs", clickable=False)
 
 
 live()
 
 st.subheader("Store")
-size = state.view("store_size")
+size = state.stats("store_size")
 st.metric("Size on disk", f"{size / 1e6:,.1f} MB")
 st.dataframe(
-    state.view("table_stats"),
+    state.stats("table_stats"),
     hide_index=True,
     column_config={
         "retention_days": st.column_config.NumberColumn("retention (days)"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, state
+from dashboard import state
 
 state.page("Hops")
 spec = state.time_range()
@@ -17,10 +17,8 @@ if edges.empty:
         "No hop data in this range: start `hopscope collect` (spans roll up into hops every minute), or pick a longer range."
     )
     st.stop()
-
 hops = sorted(
-    {e.server for e in edges.itertuples()}
-    | {f"{e.client}->{e.server}" for e in edges.itertuples() if e.client}
+    {*edges["server"], *(f"{c}->{s}" for c, s in zip(edges["client"], edges["server"], strict=True) if c)}
 )
 
 
@@ -36,47 +34,33 @@ choice = state.synced_select(
     help="Or click a service or an edge label in the graph.",
 )  # fmt: skip
 focus = "" if choice == "(all hops)" else choice
+client, _, server = focus.rpartition("->")
 if focus:  # the other pages' service filter follows: the service the hop runs on (an edge's server)
-    state.set_param("service", focus.rpartition("->")[2])
-state.chart(charts.service_graph(edges, focus or None), "graph", on_pick=pick)
-
+    state.set_param("service", server)
+state.chart(
+    state.figure("service_graph", state.q("hop_edges", w, route), focus or None), "graph", on_pick=pick
+)
 breaches = state.breaches_in(w)
-series = state.view("hop_latency_series", w, route)
-state.chart(charts.hop_stack_chart(series, breaches, highlight=focus or None), "hop_stack")
+series = state.q("hop_latency_series", w, route)
+state.chart(state.figure("hop_stack_chart", series, breaches, highlight=focus or None), "hop_stack")
 if focus:
-    client, _, server = focus.rpartition("->")
-    st.subheader(f"{state.esc_md(focus)}")
+    st.subheader(state.esc_md(focus))
     left, right = st.columns(2)
+    one = state.view("hop_series", w, focus)
+    kind = "bandwidth" if client else "compute"
     with left:
-        one = state.view("hop_series", w, focus)
-        fig = charts.resource_chart(
-            one.assign(service=focus, series="", value=one["ms"]),
-            title=f"{focus}: time per request",
-            unit="ms",
-            dimension="bandwidth" if client else "compute",
-            breaches=breaches,
-        )
+        fig = state.figure("resource_chart", one.assign(service=focus, series="", value=one["ms"]),
+                           title=f"{focus}: time per request", unit="ms", dimension=kind, breaches=breaches)  # fmt: skip
         state.chart(fig, "hop_focus")
+    into = client if client else str(edges.loc[edges["server"] == server, "client"].iloc[0])
+    title = f"{into or '(clients)'}->{server}: latency as the caller sees it"
+    lat = state.q("latency_series", w, route, into, server)
     with right:
-        into = client if client else str(edges.loc[edges["server"] == server, "client"].iloc[0])
-        lat = state.view("latency_series", w, route, into, server)
-        title = f"{into or '(clients)'}->{server}: latency as the caller sees it"
-        state.chart(
-            charts.latency_chart(lat, breaches).update_layout(title_text=charts.esc(title)), "hop_latency"
-        )
-
-if focus:  # the edges into and out of the focused service, or the focused edge
-    client, _, server = focus.rpartition("->")
-    near = (
-        (edges["server"] == server) & (edges["client"] == client)
-        if client
-        else (edges["server"] == server) | (edges["client"] == server)
-    )
-    edges = edges[near]
+        state.chart(state.figure("latency_chart", lat, breaches, title=title), "hop_latency")
+    at = edges["server"] == server  # the focused edge, or the edges into and out of the focused service
+    edges = edges[at & (edges["client"] == client) if client else at | (edges["client"] == server)]
 table = edges.assign(
-    hop=[
-        f"{c}->{s}" if c else f"(clients)->{s}" for c, s in zip(edges["client"], edges["server"], strict=True)
-    ]
+    hop=[f"{c or '(clients)'}->{s}" for c, s in zip(edges["client"], edges["server"], strict=True)]
 )
 st.dataframe(
     table[["hop", "rps", "error_ratio", "p99", "mean_ms", "gap_ms", "self_ms"]],

@@ -21,20 +21,15 @@ c[3].metric("Budget consumed", f"{100 * b['budget_consumed']:.1f}%")
 
 w = views.context_window(b["start"], b["end"])
 band = table[table["number"] == b["number"]]
-sli, burn, thresholds = state.view("slo_timeline", state.rules(), b["slo"], w)
+timeline = state.q("slo_timeline", state.rules(), b["slo"], w)
+objective = views.get_slo(state.rules(), b["slo"]).objective
 left, right = st.columns(2)
 with left:
-    state.chart(
-        charts.sli_chart(
-            sli,
-            views.get_slo(state.rules(), b["slo"]).objective,
-            band,
-        ),
-        "sli",
-        clickable=False,
-    )
+    state.chart(state.figure("sli_chart", timeline.at(0), objective, band), "sli", clickable=False)
 with right:
-    state.chart(charts.burn_rate_chart(burn, thresholds, band), "burn", clickable=False)
+    state.chart(
+        state.figure("burn_rate_chart", timeline.at(1), timeline.at(2), band), "burn", clickable=False
+    )
 
 # The diagnosis compares the incident with its baselines over every linked signal: it can take a while.
 with st.spinner("Diagnosing: which hop, and is it compute, bandwidth or memory…"):
@@ -53,9 +48,8 @@ state.cause_sections(d, w, (b["start"], b["end"]))
 if d.get("decomposition"):
     hops = pd.DataFrame(d["decomposition"]["hops"])
     dims = {c["hop"]: c["dimension"] for c in d["causes"]}
-    state.chart(
-        charts.hop_waterfall_chart(hops.assign(dimension=hops["hop"].map(dims))), "waterfall", clickable=False
-    )
+    waterfall = state.figure("hop_waterfall_chart", hops.assign(dimension=hops["hop"].map(dims)))
+    state.chart(waterfall, "waterfall", clickable=False)
 
 st.subheader("Slow-trace exemplars")
 traces = state.view("exemplar_traces", b["start"], b["end"])
@@ -67,11 +61,11 @@ else:
         list(traces["trace_id"]),
         format_func=lambda t: f"{t} · {traces.set_index('trace_id').loc[t, 'duration_ms']:.0f} ms",
     )
-    state.chart(charts.trace_gantt_chart(state.view("trace_spans", tid)), "trace", clickable=False)
+    state.chart(state.figure("trace_gantt_chart", state.q("trace_spans", tid)), "trace", clickable=False)
 
 bubble = pd.DataFrame(d["bubbleup"]["attributes"])
 if bubble.empty:
     st.caption(f"BubbleUp: {state.esc_md(d['bubbleup'].get('note') or 'no attribute stands out')}")
 else:
     bub = bubble.rename(columns={"baseline_fraction": "baseline", "incident_slow_fraction": "incident"})
-    state.chart(charts.bubbleup_chart(bub), "bubbleup", clickable=False)
+    state.chart(state.figure("bubbleup_chart", bub), "bubbleup", clickable=False)

@@ -19,19 +19,24 @@ def live() -> None:
     state.window_caption(w)
     state.freshness_line(w)
     breaches = state.slo_tiles(w)
-    latency = state.view("latency_series", w, route)
-    if latency.empty:
+    if state.view("latency_series", w, route).empty:  # e.g. GPU samples but no traces yet: resources only
         st.info(
-            "No data yet in this range: start `hopscope collect` (or run `hopscope demo`), or pick a longer time range."
+            "No requests in this range: start `hopscope collect` with traces (or run `hopscope demo`), or pick a longer time range."
         )
-        return
-    left, right = st.columns(2)
-    with left:
-        state.chart(state.figure("latency_chart", state.q("latency_series", w, route), breaches), "latency")
-    with right:
-        state.chart(state.figure("traffic_chart", state.q("traffic_series", w, route), breaches), "traffic")
-    state.chart(state.figure("hop_stack_chart", state.q("hop_latency_series", w, route), breaches), "hops")
-    state.breach_links(breaches)
+    else:
+        left, right = st.columns(2)
+        with left:
+            state.chart(
+                state.figure("latency_chart", state.q("latency_series", w, route), breaches), "latency"
+            )
+        with right:
+            state.chart(
+                state.figure("traffic_chart", state.q("traffic_series", w, route), breaches), "traffic"
+            )
+        state.chart(
+            state.figure("hop_stack_chart", state.q("hop_latency_series", w, route), breaches), "hops"
+        )
+        state.breach_links(breaches)
     if service:
         st.caption(f"Resources of **{state.esc_md(service)}** only (Service filter in the sidebar).")
     state.resource_row(w, breaches, service)

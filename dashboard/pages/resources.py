@@ -8,22 +8,12 @@ import streamlit as st
 from dashboard import state
 
 SECTIONS = {
-    "GPU": (
-        "gpu_util",
-        "sm_clock",
-        "clock_reasons",
-        "fb",
-        "mem_copy",
-        "pcie",
-        "nvlink",
-        "power",
-        "temp",
-        "xid",
-    ),
+    "GPU": ("gpu_util", "sm_clock", "clock_reasons", "fb", "mem_copy", "pcie", "nvlink", "power", "temp", "xid"),
     "Network": ("link", "drops", "retrans"),
     "Probes": ("probe",),
     "Feature store & hosts": ("redis", "redis_miss", "host_mem", "cpu"),
-}
+}  # fmt: skip
+ALL_KEYS = tuple(k for keys in SECTIONS.values() for k in keys)
 
 state.page("Resources")
 spec = state.time_range()
@@ -38,23 +28,26 @@ st.caption(
 def live() -> None:
     w = state.window(spec)
     state.window_caption(w)
+    # Only the chosen section is drawn (a hidden tab's charts would cost the browser as much as shown
+    # ones); its data comes with the others' in one query. The default is the first section with data.
+    has = state.panels_with_data(w, ALL_KEYS, svc)
+    default = next((name for name, keys in SECTIONS.items() if has & set(keys)), "GPU")
+    section = state.synced_select(
+        "Section", "section", list(SECTIONS), default, "section_select", segmented=True
+    )
     breaches = state.breaches_in(w)
-    drawn = 0
-    for tab, keys in zip(st.tabs(list(SECTIONS)), SECTIONS.values(), strict=True):
-        with tab:
-            cols = st.columns(2)
-            n = 0
-            for key in keys:
-                with cols[n % 2]:
-                    n += state.panel_charts(w, [key], breaches, service=svc)
-            if n == 0:
-                st.info(
-                    "No samples for these signals in this range: check the collectors (Collectors page) or widen the time range."
-                )
-            drawn += n
-    if drawn == 0:
+    cols = st.columns(2)
+    n = 0
+    for key in SECTIONS[section]:
+        with cols[n % 2]:
+            n += state.panel_charts(w, [key], breaches, service=svc, batch=ALL_KEYS)
+    if not has:
         st.info(
             "No resource samples yet: start `hopscope collect` with the NVML, node_exporter or probe collectors enabled."
+        )
+    elif n == 0:
+        st.info(
+            "No samples for these signals in this range: check the collectors (Collectors page) or widen the time range."
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, state
+from dashboard import state
 from hopscope import report
 from hopscope.errors import HopscopeError
 
@@ -43,7 +43,7 @@ st.badge(verdict[1], color=verdict[0])
 if rep.burndown.empty:
     st.info("No events for this SLO in the window: nothing to report yet.")
 else:
-    state.chart(charts.budget_burndown_chart(rep.burndown), "burndown", clickable=False)
+    state.chart(state.figure("budget_burndown_chart", rep.burndown), "burndown", clickable=False)
 
 st.subheader("Incidents")
 rep = state.incident_causes(rep)
@@ -60,7 +60,7 @@ if rep.incidents:
             "length_min": st.column_config.NumberColumn("length (min)", format="%.0f"),
         },
     )
-    state.chart(charts.incident_cost_chart(inc), "incident_cost", clickable=False)
+    state.chart(state.figure("incident_cost_chart", inc), "incident_cost", clickable=False)
     for i in rep.incidents:
         st.page_link(
             "pages/incident.py",
@@ -72,7 +72,9 @@ else:
 
 if rep.hop_budgets:
     st.subheader("Hop sub-budgets")
-    state.chart(charts.hop_budget_chart(pd.DataFrame(rep.hop_budgets)), "hop_budgets", clickable=False)
+    state.chart(
+        state.figure("hop_budget_chart", pd.DataFrame(rep.hop_budgets)), "hop_budgets", clickable=False
+    )
 
 st.subheader("Export")
 e = st.columns(3)
