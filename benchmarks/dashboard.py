@@ -309,7 +309,7 @@ def land_a_minute(store: Store) -> None:
 def tick(store: Path, range_key: str = "28d", rounds: int = 7, page: str = "overview") -> None:
     """Server time of one live refresh of a page: an AppTest rerun (the page's body is its live fragment).
 
-    Cases: every cache warm; the data's end re-read but unchanged (views and figures reused); new data
+    Cases: every cache warm; the store's snapshot re-read but unchanged (views and figures reused); new data
     (a minute of rollups and samples landed: what a live store sees all the time, measured by adding
     one to the store before each tick; the store grows); and every cache cleared (a cold server).
     """
@@ -330,6 +330,7 @@ def tick(store: Path, range_key: str = "28d", rounds: int = 7, page: str = "over
     assert not at.exception, [e.value for e in at.exception]
     everything = (
         "_live",
+        "_at_snapshot",
         "_cached",
         "_cached_figure",
         "_panel_figure",
@@ -339,8 +340,8 @@ def tick(store: Path, range_key: str = "28d", rounds: int = 7, page: str = "over
     )
     cases = {  # which caches a tick finds expired, and whether a minute of data lands first
         "warm (within every TTL)": ((), False),
-        "no new data (data_end and freshness re-read)": (("_live",), False),
-        "new data (a minute landed; data_end re-read)": (("_live",), True),
+        "no new data (the store's snapshot re-read)": (("_live",), False),
+        "new data (a minute landed; snapshot re-read)": (("_live",), True),
         "every cache cleared (views re-queried in full)": (everything, False),
     }
     print(f"\n{page} ?range={range_key} (AppTest, server side): first run {first:.2f} s")

@@ -30,7 +30,8 @@ DEFAULT_RULES = Path("slo_rules")
 # Cached views are keyed on the data's end (data_end(), re-read every LIVE_TTL_S), so new data
 # refreshes them at once; the TTL only bounds what data_end does not see (late rows, collector runs).
 CACHE_TTL_S = 120
-# "Now"-relative facts (the data's end, each source's last sample) are re-read at most this often.
+# The store's snapshot is re-read at most this often; "now"-relative facts (the data's end, each source's
+# last sample) are re-read only when it moved (any write moves it).
 LIVE_TTL_S = 5
 # Figures are cached by their inputs' content, so they may live longer than the views.
 FIGURE_TTL_S = 600
@@ -447,8 +448,25 @@ def _charts() -> Any:
 
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False, max_entries=20)
-def _live(path: str, name: str, args: tuple[Any, ...]) -> Any:
+def _live(path: str) -> Any:
+    """The store's snapshot (views.snapshot: it moves with every write), re-read at most every LIVE_TTL_S."""
+    return views.snapshot(_open_store(path))
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=40)
+def _at_snapshot(path: str, snap: Any, name: str, args: tuple[Any, ...]) -> Any:
     return getattr(views, name)(_open_store(path), *args)
+
+
+def _live_view(path: str, name: str, args: tuple[Any, ...]) -> Any:
+    """views.<name>(store, *args) as of the store's snapshot, re-read at most every LIVE_TTL_S: the data's
+    end and the freshness queries (~70 ms) run again only when something was written."""
+    import time as clock
+
+    snap = _live(path)
+    if snap is None:  # no snapshot to key on: every LIVE_TTL_S
+        snap = ("clock", int(clock.monotonic() // LIVE_TTL_S))
+    return _at_snapshot(path, snap, name, args)
 
 
 # Views read from hop_minutes only, and from samples only: each is keyed on its own table's end, so a
@@ -463,7 +481,7 @@ SAMPLE_VIEWS = frozenset(
 def gen_of(name: str) -> Any:
     """What a view's cache entry is keyed on: the end of the data it reads (both tables' when unknown)."""
     store()
-    hops, samples = _live(str(store_path()), "data_ends", ())
+    hops, samples = _live_view(str(store_path()), "data_ends", ())
     if name in HOP_VIEWS:
         return hops
     if name in SAMPLE_VIEWS:
@@ -474,15 +492,15 @@ def gen_of(name: str) -> Any:
 def data_end() -> Any:
     """views.data_end(store), re-read at most every LIVE_TTL_S seconds."""
     store()
-    ends = [t for t in _live(str(store_path()), "data_ends", ()) if t is not None]
+    ends = [t for t in _live_view(str(store_path()), "data_ends", ()) if t is not None]
     return max(ends) if ends else None
 
 
 def freshness(now: Any, by_target: bool = False) -> Any:
     """views.freshness at `now`, its queries re-run at most every LIVE_TTL_S seconds."""
     store()
-    newest = _live(str(store_path()), "data_ends", ())[1]  # already read this tick: one query fewer
-    seen = _live(str(store_path()), "last_seen", (by_target, False, newest))
+    newest = _live_view(str(store_path()), "data_ends", ())[1]  # already read this tick: one query fewer
+    seen = _live_view(str(store_path()), "last_seen", (by_target, False, newest))
     if by_target:  # the Collectors page shows rows written: per source, counted once per CACHE_TTL_S
         seen = seen.merge(stats("sample_counts"), on="source", how="left")
     return views.freshness_at(seen, now)

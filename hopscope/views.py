@@ -98,6 +98,15 @@ def data_ends(store: Store) -> tuple[datetime | None, datetime | None]:
     return (row["hm"] + timedelta(minutes=1) if row["hm"] else None, row["s"])
 
 
+def snapshot(store: Store) -> int | None:
+    """The store's current DuckLake snapshot: every write moves it (None where there is none)."""
+    try:
+        t = store.query("SELECT id FROM current_snapshot()").column(0)
+    except Exception:  # noqa: BLE001 - not a DuckLake catalog: the caller re-reads on a timer
+        return None
+    return int(t[0].as_py()) if len(t) else None
+
+
 def data_start(store: Store) -> datetime | None:
     lo: datetime | None = store.query("SELECT min(minute) AS lo FROM hop_minutes").to_pylist()[0]["lo"]
     return lo
@@ -833,7 +842,9 @@ def slo_statuses(store: Store, rules: str, now: datetime) -> pd.DataFrame:
 
     slos = load_rules(rules)[0]
     rows = []
-    for slo, st in zip(slos, evaluate_many(store, slos, now=now), strict=True):
+    # breaches=False: a row shows no breaches (breach_table does), and without them the grid is one
+    # period long, not two
+    for slo, st in zip(slos, evaluate_many(store, slos, now=now, breaches=False), strict=True):
         rows.append(
             {
                 "slo": slo.name,
@@ -870,11 +881,13 @@ def breach_table(
     store: Store, rules: str, start: datetime | None = None, end: datetime | None = None
 ) -> pd.DataFrame:
     """Every breach of every SLO over stored history, numbered 1.. by start; only those overlapping [start, end)."""
-    from hopscope.slo import find_breaches
+    from hopscope.slo import find_breaches_many
 
     rows = []
-    for slo in load_rules(rules)[0]:
-        for b in find_breaches(store, slo):
+    slos = load_rules(rules)[0]
+    found = find_breaches_many(store, slos)  # one read for every SLO; unchanged history is not re-evaluated
+    for slo in slos:
+        for b in found[slo.name]:
             rows.append(
                 {
                     "id": b.id,

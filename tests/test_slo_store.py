@@ -301,3 +301,103 @@ def test_the_raw_span_path_counts_what_the_rollup_counts(tmp_path: Path, slos: d
             minute_arrays_from_spans(s, [slos["model-server-latency"]], T0, now)
     finally:
         s.close()
+
+
+def _bursty(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n minutes of ~1000 events with random bursts of errors (some long enough to page) and gaps."""
+    rng = np.random.default_rng(seed)
+    total = rng.integers(900, 1100, n).astype(np.float64)
+    bad = np.zeros(n)
+    for start in rng.integers(0, n - 120, 12):
+        bad[start : start + int(rng.integers(3, 90))] = rng.uniform(0.05, 0.6)
+    total[rng.integers(0, n, 40)] = 0.0  # minutes without data
+    return np.round(total * (1 - bad)), total
+
+
+@pytest.mark.parametrize(
+    ("budgeting", "cuts", "rewrite"),
+    [
+        ("occurrences", [2000, 2001, 2500, 3100, 4000, 5760], None),
+        ("occurrences", [3000, 3500, 5760], 3200),  # a late minute rewritten inside the new part
+        ("occurrences", [3000, 4000, 5760], 100),  # ... and long before it: all re-evaluated
+        ("timeslices", [2000, 2003, 2995, 4444, 5760], None),
+    ],
+)
+def test_breaches_continued_minute_by_minute_equal_a_full_evaluation(
+    budgeting: str, cuts: list[int], rewrite: int | None
+) -> None:
+    """The live dashboard re-evaluates only the newest minutes (breaches_since); the result must be
+    what evaluating the whole history gives, including a breach still firing at a cut."""
+    from hopscope.slo import Budgeting, MinuteArrays, breaches_from_arrays
+    from hopscope.slo.burn import breaches_since
+
+    slo = load_slos(RULES)[0][0]
+    if budgeting == "timeslices":
+        slo = replace(
+            slo, budgeting=Budgeting("timeslices", slice=timedelta(minutes=5), slice_objective=0.95)
+        )
+    good, total = _bursty(4 * 1440, seed=len(cuts) + (rewrite or 0))
+    t0 = int(np.datetime64(T0, "m").astype(np.int64))
+    memo, seen = None, 0
+    for cut in cuts:
+        g, t = good[:cut].copy(), total[:cut].copy()
+        if rewrite is not None and cut == cuts[-1]:
+            g[rewrite] = 0.0  # every event of that minute bad
+        arrays = MinuteArrays(t0, g, t)
+        memo = breaches_since(slo, arrays, memo)
+        full = breaches_from_arrays(slo, arrays)
+        assert list(memo.breaches) == full, cut
+        seen += len(full)
+    assert seen > 0, "the bursts should breach"
+
+
+def test_find_breaches_follows_new_minutes_as_a_fresh_cache_sees_them(tmp_path: Path, slos: dict) -> None:
+    """Through the store: appended minutes (a breach starting, going on, ending) give the same breaches
+    as a cache that reads everything afresh, and breach_table evaluates every SLO from one read."""
+    from hopscope import views
+    from hopscope.slo import MinuteCache
+    from hopscope.slo.source import find_breaches_many
+
+    slo_list = list(slos.values())
+    s = Store(tmp_path / "store", file_grace=timedelta(0))
+    try:
+        s.append("hop_minutes", _hour_of_rows(T0, 120))
+        live = MinuteCache()
+        for minutes, slow in ((1, 0), (10, 0), (40, 0), (30, None), (5, None)):
+            end = s.query("SELECT max(minute) AS m FROM hop_minutes").to_pylist()[0]["m"]
+            s.append("hop_minutes", _hour_of_rows(end + timedelta(minutes=1), minutes, slow_from=slow))
+            got = find_breaches_many(s, slo_list, cache=live)
+            assert got == find_breaches_many(s, slo_list, cache=MinuteCache())
+            assert got == {x.name: find_breaches(s, x) for x in slo_list}
+        assert got["recommend-latency"], "the slow minutes should breach"
+        table = views.breach_table(s, str(RULES))
+        want = sorted((b.start, b.slo, b.id) for v in got.values() for b in v)
+        assert list(zip(table["start"], table["slo"], table["id"], strict=True)) == want
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("first_end_minutes", [30, 120, 180])  # before, at and after the data's end
+def test_the_minute_cache_adds_inserted_minutes_as_a_fresh_read_sees_them(
+    tmp_path: Path, slos: dict, first_end_minutes: int
+) -> None:
+    from hopscope.slo import MinuteCache, minute_arrays_many
+
+    slo = slos["recommend-latency"]
+    s = Store(tmp_path / "store", file_grace=timedelta(0))
+    try:
+        s.append("hop_minutes", _hour_of_rows(T0, 120))
+        cache = MinuteCache()
+        minute_arrays_many(s, [slo], T0, T0 + timedelta(minutes=first_end_minutes), cache=cache)
+        s.append("hop_minutes", _hour_of_rows(T0 + timedelta(minutes=120), 3, slow_from=1))
+        s.append("hop_minutes", _hour_of_rows(T0 + timedelta(minutes=10), 1, slow_from=0))  # a late row
+        for end in (T0 + timedelta(minutes=first_end_minutes), T0 + timedelta(hours=4)):
+            got = minute_arrays_many(s, [slo], T0, end, cache=cache)[slo.name]
+            fresh = minute_arrays_many(s, [slo], T0, end, cache=MinuteCache())[slo.name]
+            assert (got.t0, list(got.good), list(got.total)) == (
+                fresh.t0,
+                list(fresh.good),
+                list(fresh.total),
+            )
+    finally:
+        s.close()

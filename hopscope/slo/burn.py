@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -522,14 +522,62 @@ def breaches_from_arrays(
     return _breaches(slo, _dense_arrays(slo, arrays), merge_gap=merge_gap)
 
 
+@dataclass(frozen=True, slots=True)
+class BreachMemo:
+    """An evaluation :func:`breaches_since` can continue from: the SLO, its dense grid, its breaches."""
+
+    slo: SLO
+    dense: _Dense
+    breaches: tuple[Breach, ...]
+
+
+def breaches_since(slo: SLO, arrays: MinuteArrays, prev: BreachMemo | None = None) -> BreachMemo:
+    """:func:`breaches_from_arrays` (no merge gap), re-evaluated only from the first minute where the
+    grid differs from ``prev``'s (a live store: the newest minutes).
+
+    The alert condition at the end of a minute depends on that minute and earlier ones only, so where
+    the grids agree up to minute ``c`` the conditions up to ``c`` are the same; the evaluation restarts
+    at a minute before ``c`` that does not fire (see :func:`_breaches`), and every earlier breach is
+    kept as it was. The result is the same as a full evaluation.
+    """
+    d = _dense_arrays(slo, arrays)
+    old = prev.dense if prev is not None else None
+    if (
+        prev is None
+        or old is None
+        or old.t0 != d.t0
+        or old.step != d.step
+        or d.n < old.n
+        or not (prev.slo is slo or prev.slo == slo)
+    ):
+        return BreachMemo(slo, replace(d, memo={}), tuple(_breaches(slo, d)))
+    m = old.n
+    diff = (d.good[:m] != old.good) | (d.total[:m] != old.total) | (d.data[:m] != old.data)
+    c = int(np.argmax(diff)) if diff.any() else m
+    if c == m == d.n:
+        return BreachMemo(slo, old, prev.breaches)
+    first, found = _breaches_from(slo, d, max(c, 1))
+    # minute first - 1 does not fire (unless first == 1): each earlier breach ends before it
+    kept = tuple(b for b in prev.breaches if b.start < _to_dt(d.t0 + first - 1)) if first > 1 else ()
+    return BreachMemo(slo, replace(d, memo={}), kept + tuple(found))
+
+
 def _breaches(
     slo: SLO, d: _Dense, *, first_end: int = 1, merge_gap: timedelta = timedelta(0)
 ) -> list[Breach]:
     """Breaches on a dense grid whose minutes end at grid index ``first_end`` or later (evaluation at the
     end of each minute); a breach already firing there is followed back to its true start."""
+    return _breaches_from(slo, d, first_end, merge_gap)[1]
+
+
+def _breaches_from(
+    slo: SLO, d: _Dense, first_end: int = 1, merge_gap: timedelta = timedelta(0)
+) -> tuple[int, list[Breach]]:
+    """(first, breaches): :func:`_breaches`, and the first evaluation end it looked at: the alert
+    condition does not hold there, unless it is 1."""
     tiers = slo.alerting.active_tiers
     if d.n == 0 or not tiers:
-        return []
+        return 1, []
     budget = slo.error_budget
     first = min(max(first_end, 1), d.n)
     while True:
@@ -539,7 +587,7 @@ def _breaches(
         first = max(1, first - 1440)  # firing at the first end: its start lies earlier
     anyf = fire_m.any(axis=0)
     if not anyf.any():
-        return []
+        return first, []
     burn_m = np.vstack(
         [
             np.where(f, d.burn(first, _minutes(t.long), budget), 0.0)
@@ -589,7 +637,7 @@ def _breaches(
                 windows=tuple(t.label for f, t in zip(fired, tiers, strict=True) if f),
             )
         )
-    return out
+    return first, out
 
 
 def breaches_overlapping(breaches: Sequence[Breach], start: datetime, end: datetime) -> list[Breach]:
