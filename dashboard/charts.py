@@ -341,7 +341,7 @@ def burn_rate_chart(
             y=factor,
             line_dash="dot",
             line_color=palette[i % len(palette)],
-            annotation_text=f"{esc(name)} ×{factor:g}",
+            annotation_text=f"{esc(name)} ×{factor:.4g}",
         )
     _layout(fig, y_title="burn rate (× budget)", title="Burn rate per alert window")
     return add_breach_bands(fig, breaches)
