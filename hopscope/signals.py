@@ -296,6 +296,32 @@ def load_series(
     return df[COLUMNS].reset_index(drop=True)
 
 
+def grid_from_table(table: pa.Table, windows: Sequence[Window], step_s: int, nb: int) -> SeriesGrid:
+    """A SeriesGrid from one row per series: metric, service, host, series, lab (labels as JSON) and
+    the lists wins, bs, vals (window index, bucket index, value of each filled bucket)."""
+    n = table.num_rows
+    values = np.full((n, len(windows), nb), np.nan)
+    if n:
+        wins = table.column("wins").combine_chunks()
+        bs = table.column("bs").combine_chunks()
+        vals = table.column("vals").combine_chunks()
+        row = np.repeat(np.arange(n), np.diff(wins.offsets.to_numpy()))
+        values[row, wins.flatten().to_numpy(), bs.flatten().to_numpy()] = vals.flatten().to_numpy(
+            zero_copy_only=False
+        )
+    meta = pd.DataFrame(
+        {
+            "series": table.column("series").to_pylist(),
+            "metric": table.column("metric").to_pylist(),
+            "service": table.column("service").to_pylist(),
+            "host": table.column("host").to_pylist(),
+            "labels": [_parse_labels(x) for x in table.column("lab").to_pylist()],
+        },
+        columns=META_COLUMNS,
+    )
+    return SeriesGrid(meta, values, tuple(windows), step_s)
+
+
 def load_series_grid(
     store: Any,
     windows: Iterable[Window],
@@ -342,25 +368,4 @@ def load_series_grid(
     SELECT metric, service, host, {_KEY_SQL} AS series, CAST(to_json(labels) AS VARCHAR) AS lab, wins, bs, vals
     FROM per JOIN names USING (sid) ORDER BY series"""
     table: pa.Table = store.query(sql, params + [nb])
-    n = table.num_rows
-    values = np.full((n, len(windows), nb), np.nan)
-    if n:
-        wins = table.column("wins").combine_chunks()
-        bs = table.column("bs").combine_chunks()
-        vals = table.column("vals").combine_chunks()
-        lengths = np.diff(wins.offsets.to_numpy())
-        row = np.repeat(np.arange(n), lengths)
-        values[row, wins.flatten().to_numpy(), bs.flatten().to_numpy()] = vals.flatten().to_numpy(
-            zero_copy_only=False
-        )
-    meta = pd.DataFrame(
-        {
-            "series": table.column("series").to_pylist(),
-            "metric": table.column("metric").to_pylist(),
-            "service": table.column("service").to_pylist(),
-            "host": table.column("host").to_pylist(),
-            "labels": [_parse_labels(x) for x in table.column("lab").to_pylist()],
-        },
-        columns=META_COLUMNS,
-    )
-    return SeriesGrid(meta, values, tuple(windows), step_s)
+    return grid_from_table(table, windows, step_s, nb)

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from hopscope.catalog import Catalog
-from hopscope.signals import _KEY_SQL, META_COLUMNS, SeriesGrid, Window, _parse_labels, _us, n_buckets
+from hopscope.signals import _KEY_SQL, META_COLUMNS, SeriesGrid, Window, _us, grid_from_table, n_buckets
 
 
 def _marks(n: int) -> str:
@@ -113,27 +113,7 @@ def load_linked_grid(
         [_us(w.start) for w in windows], step_s * 1_000_000, nb,
     ]  # fmt: skip
     table: pa.Table = store.query(sql, params)
-    n = table.num_rows
-    values = np.full((n, len(windows), nb), np.nan)
-    if n:
-        wins = table.column("wins").combine_chunks()
-        bs = table.column("bs").combine_chunks()
-        vals = table.column("vals").combine_chunks()
-        row = np.repeat(np.arange(n), np.diff(wins.offsets.to_numpy()))
-        values[row, wins.flatten().to_numpy(), bs.flatten().to_numpy()] = vals.flatten().to_numpy(
-            zero_copy_only=False
-        )
-    meta = pd.DataFrame(
-        {
-            "series": table.column("series").to_pylist(),
-            "metric": table.column("metric").to_pylist(),
-            "service": table.column("service").to_pylist(),
-            "host": table.column("host").to_pylist(),
-            "labels": [_parse_labels(x) for x in table.column("lab").to_pylist()],
-        },
-        columns=META_COLUMNS,
-    )
-    return SeriesGrid(meta, values, tuple(windows), step_s)
+    return grid_from_table(table, windows, step_s, nb)
 
 
 __all__ = ["load_linked_grid"]
