@@ -421,7 +421,7 @@ def _shadow_to_table(req: Any) -> Decoded:
         ids = [new[b] if i is None else i for b, i in zip(blobs, ids, strict=True)]
     table = _assemble(
         n, res_idx, resources, counts, np.fromiter(ids, np.int64, len(ids)), interner,
-        [trace_ids, span_ids, pc.if_else(pc.equal(pc.binary_length(parents), 0), _NULL_BINARY, parents),
+        [trace_ids, span_ids, _parent_or_null(parents),
          names, pa.array(kinds.astype(np.int8)),
          pa.array((starts // 1000).astype(np.int64), pa.timestamp("us")),
          pa.array((ends - starts).astype(np.float64) / 1e6),
@@ -438,6 +438,13 @@ def _shadow_to_table(req: Any) -> Decoded:
 
 
 _NULL_BINARY = pa.scalar(None, pa.binary())
+_ZERO_ID = pa.scalar(b"\0" * 8, pa.binary())
+
+
+def _parent_or_null(parents: pa.Array) -> pa.Array:
+    """NULL for a root: an empty parent id, or all zeros (the invalid span id; the rollups read it as a root)."""
+    root = pc.or_(pc.equal(pc.binary_length(parents), 0), pc.equal(parents, _ZERO_ID))
+    return pc.if_else(root, _NULL_BINARY, parents)
 
 
 def _reject_reason(span: Any) -> str:

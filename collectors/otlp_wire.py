@@ -240,6 +240,16 @@ def _resource(resource: Any) -> tuple[str, str | None, list[tuple[str, str]]]:
     return service, host, list(res_attrs.items())
 
 
+_ZERO_ID = pa.scalar(b"\0" * 8, pa.binary())
+
+
+def _has_parent(parents: pa.Array, size: np.ndarray) -> np.ndarray:
+    """A parent id names a parent unless it is empty or all zeros (the invalid span id): both mean a
+    root, as the rollups already read them."""
+    zero = np.asarray(pc.equal(parents, _ZERO_ID).to_numpy(zero_copy_only=False), dtype=bool)
+    return np.asarray((size > 0) & ~zero, dtype=bool)
+
+
 def _fast_to_table(body: bytes) -> Decoded:
     """Serialized ExportTraceServiceRequest -> Decoded, read by numpy; _Slow where protobuf must decide."""
     try:
@@ -309,7 +319,10 @@ def _fast_to_table(body: bytes) -> Decoded:
     parent_arr = pa.Array.from_buffers(
         pa.binary(),
         n,
-        [pa.py_buffer(np.packbits(parent_size > 0, bitorder="little")), *parents.buffers()[1:]],
+        [
+            pa.py_buffer(np.packbits(_has_parent(parents, parent_size), bitorder="little")),
+            *parents.buffers()[1:],
+        ],
     )
     table = _fast_assemble(
         data, buf, src, n, res_idx, resources, kv_span, kv_off, kv_size,

@@ -63,7 +63,7 @@ def _request(rng: random.Random, keys: list[str]) -> ExportTraceServiceRequest:
                 s.trace_id = b"\0" * 16 if rng.random() < 0.05 else rng.randbytes(16)
                 s.span_id = rng.randbytes(rng.choice([8] * 30 + [3]))
                 if rng.random() < 0.5:
-                    s.parent_span_id = rng.randbytes(8)
+                    s.parent_span_id = b"\0" * 8 if rng.random() < 0.1 else rng.randbytes(8)
                 s.start_time_unix_nano = rng.randrange(1, 2**62)
                 s.end_time_unix_nano = (
                     1 if rng.random() < 0.03 else s.start_time_unix_nano + rng.randrange(10**10)
@@ -136,7 +136,7 @@ def _reference(req: ExportTraceServiceRequest) -> tuple[list[dict[str, Any]], in
                     else:
                         attrs[k] = _text(v)
                 rows.append({
-                    "trace_id": s.trace_id, "span_id": s.span_id, "parent_span_id": s.parent_span_id or None,
+                    "trace_id": s.trace_id, "span_id": s.span_id, "parent_span_id": s.parent_span_id.strip(b"\0") and s.parent_span_id or None,
                     "service": service, "name": s.name, "kind": s.kind,
                     "start_time": datetime(1970, 1, 1) + timedelta(microseconds=s.start_time_unix_nano // 1000),
                     "duration_ms": (s.end_time_unix_nano - s.start_time_unix_nano) / 1e6,
