@@ -21,7 +21,7 @@ import streamlit as st
 
 from hopscope import views
 from hopscope.errors import HopscopeError
-from hopscope.store import Store
+from hopscope.store import Store, current_snapshot
 
 STORE_ENV = "HOPSCOPE_STORE"
 RULES_ENV = "HOPSCOPE_SLO_RULES"
@@ -449,8 +449,8 @@ def _charts() -> Any:
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False, max_entries=20)
 def _live(path: str) -> Any:
-    """The store's snapshot (views.snapshot: it moves with every write), re-read at most every LIVE_TTL_S."""
-    return views.snapshot(_open_store(path))
+    """The store's snapshot (it moves with every write), re-read at most every LIVE_TTL_S."""
+    return current_snapshot(_open_store(path))
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=40)

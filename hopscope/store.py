@@ -13,6 +13,7 @@ writes while dashboards, the CLI and maintenance read and compact beside it.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sqlite3
 import threading
@@ -80,6 +81,33 @@ def _is_retryable(exc: BaseException) -> bool:
 def utcnow() -> datetime:
     """Now, as the naive-UTC datetime every table stores."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def current_snapshot(store: Any) -> int | None:
+    """The DuckLake snapshot id of `store` (anything with query()): every write moves it. None where it
+    cannot be told (a plain DuckDB connection): callers then neither cache nor skip a re-read."""
+    try:
+        col = store.query("SELECT id FROM current_snapshot()").column(0)
+    except Exception:  # noqa: BLE001 - not a DuckLake catalog
+        return None
+    return int(col[0].as_py()) if len(col) else None
+
+
+def store_identity(store: Any, *, with_mtime: bool = False) -> tuple[Any, ...] | None:
+    """The store's folder and catalog file (real path, device, inode), for cache keys; None: never cache.
+
+    ``with_mtime`` adds the catalog's mtime, for caches whose entries must not survive a store
+    regenerated in place (it may get the same inode and snapshot ids back); every write changes it.
+    """
+    path = getattr(store, "path", None)
+    if path is None:
+        return None
+    try:
+        st = os.stat(os.path.join(path, CATALOG_FILE))
+    except OSError:
+        return None
+    ident = (os.path.realpath(path), st.st_dev, st.st_ino)
+    return (*ident, st.st_mtime_ns) if with_mtime else ident
 
 
 @dataclass(frozen=True, slots=True)

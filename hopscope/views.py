@@ -98,15 +98,6 @@ def data_ends(store: Store) -> tuple[datetime | None, datetime | None]:
     return (row["hm"] + timedelta(minutes=1) if row["hm"] else None, row["s"])
 
 
-def snapshot(store: Store) -> int | None:
-    """The store's current DuckLake snapshot: every write moves it (None where there is none)."""
-    try:
-        t = store.query("SELECT id FROM current_snapshot()").column(0)
-    except Exception:  # noqa: BLE001 - not a DuckLake catalog: the caller re-reads on a timer
-        return None
-    return int(t[0].as_py()) if len(t) else None
-
-
 def data_start(store: Store) -> datetime | None:
     lo: datetime | None = store.query("SELECT min(minute) AS lo FROM hop_minutes").to_pylist()[0]["lo"]
     return lo

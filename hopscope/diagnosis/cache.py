@@ -8,40 +8,12 @@ maintain) moves the snapshot, and the entry is not used again. Bounded (least re
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
 from hopscope.diagnosis.model import Diagnosis
-
-
-def store_identity(store: Any) -> tuple[str, int, int, int] | None:
-    """The store's folder and catalog file; None: never cache.
-
-    The catalog's mtime is part of it: a store regenerated in place may get the same inode and
-    snapshot ids back (a checkpoint of a store in use only costs a miss).
-    """
-    from hopscope.store import CATALOG_FILE
-
-    path = getattr(store, "path", None)
-    if path is None:
-        return None
-    try:
-        st = os.stat(os.path.join(path, CATALOG_FILE))
-    except OSError:
-        return None
-    return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_mtime_ns)
-
-
-def current_snapshot(store: Any) -> int | None:
-    """The store's DuckLake snapshot id; None when it cannot be told (then nothing is cached)."""
-    try:
-        col = store.query("SELECT id FROM current_snapshot()").column(0)
-    except Exception:  # not a DuckLake store (a plain connection): never cache
-        return None
-    return int(col[0].as_py()) if len(col) else None
 
 
 class DiagnosisCache:
@@ -60,7 +32,10 @@ class DiagnosisCache:
 
     def key(self, store: Any, args: tuple[Any, ...]) -> Hashable | None:
         """The entry's key, or None when this store cannot be cached (no folder, no snapshot)."""
-        ident = store_identity(store)
+        from hopscope.store import current_snapshot, store_identity
+
+        # the catalog's mtime too: a store regenerated in place may get its inode and snapshot ids back
+        ident = store_identity(store, with_mtime=True)
         if ident is None:
             return None
         snap = current_snapshot(store)
@@ -89,4 +64,4 @@ class DiagnosisCache:
 
 CACHE = DiagnosisCache()
 
-__all__ = ["CACHE", "DiagnosisCache", "current_snapshot", "store_identity"]
+__all__ = ["CACHE", "DiagnosisCache"]

@@ -18,7 +18,6 @@ dashboard refreshing every few seconds reads only the new minutes.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -247,7 +246,9 @@ class MinuteCache:
 
     def breaches(self, store: Any, slo: SLO, arrays: MinuteArrays) -> tuple[Breach, ...]:
         """breaches_from_arrays(slo, arrays), continued from this store's last evaluation of the SLO."""
-        ident = self._identity(store)
+        from hopscope.store import store_identity
+
+        ident = store_identity(store)
         if ident is None:
             return breaches_since(slo, arrays).breaches
         key = (ident, slo.name, arrays.t0)
@@ -260,19 +261,6 @@ class MinuteCache:
                 del self._breaches[next(iter(self._breaches))]
         return memo.breaches
 
-    @staticmethod
-    def _identity(store: Any) -> tuple[str, int, int] | None:
-        from hopscope.store import CATALOG_FILE
-
-        path = getattr(store, "path", None)
-        if path is None:
-            return None
-        try:
-            st = os.stat(os.path.join(path, CATALOG_FILE))
-        except OSError:
-            return None
-        return (os.path.realpath(path), st.st_dev, st.st_ino)
-
     def arrays(
         self, store: _Queryable, series: Sequence[Series], lo: int, hi: int
     ) -> dict[Series, MinuteArrays]:
@@ -280,7 +268,9 @@ class MinuteCache:
         series = list(dict.fromkeys(series))
         if not series or hi <= lo:
             return {s: MinuteArrays(lo, np.zeros(max(hi - lo, 0)), np.zeros(max(hi - lo, 0))) for s in series}
-        ident = self._identity(store)
+        from hopscope.store import store_identity
+
+        ident = store_identity(store)
         if ident is None:
             self.reads += 1
             return _read_hop_minutes(store, series, lo, hi)
@@ -323,7 +313,9 @@ class MinuteCache:
 
     def _sync(self, store: _Queryable, state: _StoreState) -> None:
         """Bring the cached series in line with the store's current snapshot."""
-        snap = _current_snapshot(store)
+        from hopscope.store import current_snapshot
+
+        snap = current_snapshot(store)
         if snap is None or state.snapshot is None or snap < state.snapshot:
             state.series.clear()
             state.table_end = None
@@ -455,14 +447,6 @@ def _lake() -> str:
     from hopscope.store import LAKE
 
     return LAKE
-
-
-def _current_snapshot(store: _Queryable) -> int | None:
-    try:
-        t = store.query("SELECT id FROM current_snapshot()").column(0)
-    except Exception:  # not a DuckLake store (a plain DuckDB connection in a notebook): never cache
-        return None
-    return int(t[0].as_py()) if len(t) else None
 
 
 CACHE = MinuteCache()
