@@ -23,7 +23,16 @@ import pandas as pd
 import pyarrow as pa
 
 from hopscope.catalog import Catalog
-from hopscope.signals import _KEY_SQL, META_COLUMNS, SeriesGrid, Window, _us, grid_from_table, n_buckets
+from hopscope.signals import (
+    _KEY_SQL,
+    META_COLUMNS,
+    SeriesGrid,
+    Window,
+    _bucket_ctes,
+    _us,
+    grid_from_table,
+    n_buckets,
+)
 
 
 def _marks(n: int) -> str:
@@ -80,25 +89,7 @@ def load_linked_grid(
         SELECT ts, metric, service, host, labels, hash(metric, service, host, labels) AS sid,
                {value_sql} AS value, win, list_contains(?::VARCHAR[], metric) AS is_counter
         FROM raw WHERE host IN (SELECT host FROM hs) OR {in_svc} OR {probe_cond}
-    ), s2 AS (
-        SELECT ts, sid, value, win, is_counter,
-               CAST((epoch_us(ts) - list_extract(?::BIGINT[], win + 1)) // ? AS INTEGER) AS b
-        FROM s
-    ), d AS (
-        SELECT sid, win, b, value,
-               value - lag(value) OVER w AS dv, epoch(ts) - epoch(lag(ts) OVER w) AS dt
-        FROM s2 WHERE is_counter
-        WINDOW w AS (PARTITION BY sid, win ORDER BY ts)
-    ), g0 AS (
-        SELECT sid, win, b, avg(value) AS value
-        FROM s2 WHERE NOT is_counter GROUP BY sid, win, b
-        UNION ALL
-        SELECT sid, win, b, sum(CASE WHEN dv < 0 THEN value ELSE dv END) / nullif(sum(dt), 0) AS value
-        FROM d WHERE dv IS NOT NULL GROUP BY sid, win, b
-    ), names AS (
-        SELECT sid, any_value(metric) AS metric, coalesce(any_value(service), '') AS service,
-               coalesce(any_value(host), '') AS host, coalesce(any_value(labels), MAP {{}}) AS labels
-        FROM s WHERE win = 0 GROUP BY sid
+    ), {_bucket_ctes("win = 0")}
     ), per AS (
         SELECT sid, list(win) AS wins, list(b) AS bs, list(value) AS vals
         FROM g0 WHERE value IS NOT NULL AND b >= 0 AND b < ? GROUP BY sid
