@@ -141,17 +141,7 @@ def pick_exemplars(ex: pd.DataFrame, edges: Sequence[tuple[str | None, str]], li
 def descendants(frame: pd.DataFrame, service: str) -> set[str]:
     """Services reachable from ``service`` through the edges of the frame (itself included)."""
     edges = frame[["client", "server"]].drop_duplicates()
-    children: dict[str, set[str]] = {}
-    for c, s in edges.itertuples(index=False, name=None):
-        children.setdefault(c, set()).add(s)
-    seen = {service}
-    todo = [service]
-    while todo:
-        for nxt in children.get(todo.pop(), ()):
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return seen
+    return _descendants_of(list(edges.itertuples(index=False, name=None)), service)
 
 
 def _sli_edges(frame: pd.DataFrame, target: Target) -> tuple[pd.DataFrame, set[str]]:
@@ -173,6 +163,7 @@ def _edge_codes(frame: pd.DataFrame) -> tuple[np.ndarray, list[tuple[str, str]]]
 
 
 def _descendants_of(edges: Sequence[tuple[str, str]], service: str) -> set[str]:
+    """Services reachable from ``service`` through ``edges`` (client, server), itself included."""
     children: dict[str, set[str]] = {}
     for c, s in edges:
         children.setdefault(c, set()).add(s)
