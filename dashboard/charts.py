@@ -12,6 +12,7 @@ import html
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -48,45 +49,115 @@ def esc(text: Any) -> str:
     return html.escape(str(text), quote=False)
 
 
-def _layout(fig: go.Figure, *, y_title: str, height: int = 300, title: str | None = None) -> go.Figure:
-    fig.update_layout(
-        height=height,
-        margin={"l": 10, "r": 10, "t": 64 if title else 30, "b": 10},
-        title={
-            "text": esc(title),
-            "x": 0.01,
-            "xanchor": "left",
-            "y": 0.98,
-            "yanchor": "top",
-            "font": {"size": 15},
-        }
+def _base_layout(*, y_title: str, height: int = 300, title: str | None = None) -> dict[str, Any]:
+    return {
+        "height": height,
+        "margin": {"l": 10, "r": 10, "t": 64 if title else 30, "b": 10},
+        "title": {"text": esc(title), "x": 0.01, "xanchor": "left", "y": 0.98, "yanchor": "top", "font": {"size": 15}}
         if title
         else None,
-        legend={
-            "orientation": "h",
-            "yanchor": "bottom",
-            "y": 1.0,
-            "xanchor": "left",
-            "x": 0,
-            "font": {"size": 11},
-        },
-        hovermode="x unified",
-        xaxis_title=TIME_AXIS,
-        yaxis_title=y_title,
-    )
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0, "font": {"size": 11}},
+        "hovermode": "x unified",
+        "xaxis": {"title": {"text": TIME_AXIS}},
+        "yaxis": {"title": {"text": y_title}},
+    }  # fmt: skip
+
+
+def _layout(fig: go.Figure, *, y_title: str, height: int = 300, title: str | None = None) -> go.Figure:
+    fig.update_layout(_base_layout(y_title=y_title, height=height, title=title))
     return fig
 
 
-def add_breach_bands(fig: go.Figure, breaches: pd.DataFrame | None) -> go.Figure:
-    """Shade each breach [start, end) by severity and put a clickable marker (customdata = id) on it."""
-    if breaches is None or breaches.empty:
-        return fig
+def epoch_ms(values: Any) -> Any:
+    """Datetimes as float milliseconds since the epoch (UTC), for an axis typed "date": Plotly shows the
+    same dates, but the browser gets one binary array instead of ISO strings it must parse one by one."""
+    arr = np.asarray(values)
+    if arr.dtype == object:
+        if not len(arr) or not hasattr(arr[0], "to_datetime64"):
+            return arr
+        arr = np.array([v.to_datetime64() for v in arr])
+    if not np.issubdtype(arr.dtype, np.datetime64):
+        return arr
+    return arr.astype("datetime64[us]").astype("int64") / 1000.0
+
+
+def _line(x: Any, y: Any, name: str, **kw: Any) -> dict[str, Any]:
+    """A scatter trace as a dict: x on the time axis (epoch ms), markers when the points are few."""
+    ys = y.to_numpy(dtype=float, na_value=np.nan) if isinstance(y, pd.Series) else np.asarray(y, dtype=float)
+    return {"type": "scatter", "x": epoch_ms(x), "y": ys, "name": name,
+            "mode": line_mode(len(y)), "marker": MARKER, **kw}  # fmt: skip
+
+
+def _hline(
+    y: float, color: str, text: str | None, dash: str = "dash"
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A horizontal line across the plot and its label at the right end (what fig.add_hline draws)."""
+    shape = {"type": "line", "xref": "x domain", "x0": 0, "x1": 1, "yref": "y", "y0": y, "y1": y,
+             "line": {"color": color, "dash": dash}}  # fmt: skip
+    if not text:
+        return shape, None
+    note = {"text": text, "xref": "x domain", "x": 1, "yref": "y", "y": y, "xanchor": "right",
+            "yanchor": "bottom", "showarrow": False}  # fmt: skip
+    return shape, note
+
+
+def time_figure(
+    traces: list[dict[str, Any]],
+    breaches: pd.DataFrame | None = None,
+    *,
+    y_title: str,
+    title: str | None = None,
+    height: int = 300,
+    layout: dict[str, Any] | None = None,
+    hlines: Sequence[tuple[dict[str, Any], dict[str, Any] | None]] = (),
+) -> go.Figure:
+    """A time chart built in one go (each add_trace / update_layout / add_hline re-validates the figure:
+    several times the cost): the common layout, a date x axis, horizontal lines, and the breach bands."""
+    lay = _base_layout(y_title=y_title, height=height, title=title)
+    lay["xaxis"]["type"] = "date"
+    for key, value in (layout or {}).items():
+        lay[key] = (
+            {**lay[key], **value} if isinstance(value, dict) and isinstance(lay.get(key), dict) else value
+        )
+    shapes = [sh for sh, _ in hlines]
+    notes = [n for _, n in hlines if n is not None]
+    traces = list(traces)
+    if breaches is not None and not breaches.empty:
+        band_shapes, marker = _breach_parts(breaches)
+        shapes += band_shapes
+        traces.append(marker)
+        # A click selects the first hovered point: under "x unified" hover that is a line (not
+        # selectable), so Streamlit's on_select would get no point and a marker could not open its
+        # incident. "closest" makes the click pick the marker; a spike line keeps the time guide.
+        lay["yaxis9"] = {"overlaying": "y", "range": [0, 1.05], "visible": False, "fixedrange": True}
+        lay["hovermode"] = "closest"
+        lay["xaxis"].update(
+            {"showspikes": True, "spikemode": "across", "spikethickness": 1, "spikedash": "dot"}
+        )
+    if shapes:
+        lay["shapes"] = shapes
+    if notes:
+        lay["annotations"] = notes
+    return _unvalidated(traces, lay)
+
+
+def _unvalidated(traces: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
+    """go.Figure without Plotly's per-property validation (half the cost of building and serialising a
+    time chart, paid on every live refresh that brings new data). The specs are plain dicts written here;
+    tests/test_dashboard_views.py re-validates what every builder returns."""
+    try:
+        return go.Figure(data=traces, layout=layout, _validate=False)
+    except TypeError:  # a Plotly without the private switch: validate
+        return go.Figure(data=traces, layout=layout)
+
+
+def _breach_parts(breaches: pd.DataFrame) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each breach [start, end) shaded by severity, and a clickable marker (customdata = id) on each."""
     xs, ys, texts, ids, colors, shapes = [], [], [], [], [], []
     # One marker row per SLO: one event often breaches several SLOs at the same minute.
     rows = {slo: i for i, slo in enumerate(dict.fromkeys(str(s) for s in breaches["slo"]))}
     for b in breaches.itertuples(index=False):
         color = SEVERITY_COLORS.get(str(b.severity), SEVERITY_COLORS["page"])
-        # One layout update for every band: fig.add_vrect per band costs ~35 ms each.
         shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": b.start, "x1": b.end, "y0": 0, "y1": 1,
                        "fillcolor": color, "opacity": 0.15, "line": {"width": 0}, "layer": "below"})  # fmt: skip
         xs.append(b.start + (b.end - b.start) / 2)
@@ -96,24 +167,19 @@ def add_breach_bands(fig: go.Figure, breaches: pd.DataFrame | None) -> go.Figure
         )
         ids.append(str(b.id))
         colors.append(color)
+    marker = {"type": "scatter", "x": xs, "y": ys, "yaxis": "y9", "mode": "markers",
+              "marker": {"symbol": "triangle-down", "size": 14, "color": colors}, "name": BAND_MARKER_NAME,
+              "customdata": ids, "hovertext": texts, "hoverinfo": "text", "showlegend": False}  # fmt: skip
+    return shapes, marker
+
+
+def add_breach_bands(fig: go.Figure, breaches: pd.DataFrame | None) -> go.Figure:
+    """Shade each breach [start, end) by severity and put a clickable marker (customdata = id) on it."""
+    if breaches is None or breaches.empty:
+        return fig
+    shapes, marker = _breach_parts(breaches)
     fig.update_layout(shapes=[*fig.layout.shapes, *shapes])
-    fig.add_trace(
-        go.Scatter(
-            x=xs,
-            y=ys,
-            yaxis="y9",
-            mode="markers",
-            marker={"symbol": "triangle-down", "size": 14, "color": colors},
-            name=BAND_MARKER_NAME,
-            customdata=ids,
-            hovertext=texts,
-            hoverinfo="text",
-            showlegend=False,
-        )
-    )
-    # A click selects the first hovered point: under "x unified" hover that is a latency line (not
-    # selectable), so Streamlit's on_select would get no point and the marker could not open its incident.
-    # "closest" makes the click pick the marker; a spike line keeps the time guide of unified hover.
+    fig.add_trace(marker)
     fig.update_layout(
         yaxis9={"overlaying": "y", "range": [0, 1.05], "visible": False, "fixedrange": True},
         hovermode="closest",
@@ -130,66 +196,33 @@ def latency_chart(
     title: str = "End-to-end latency",
 ) -> go.Figure:
     """p50/p95/p99 over time (ms), end to end unless the title says which edge."""
-    fig = go.Figure()
-    for q in ("p50", "p95", "p99"):
-        fig.add_trace(
-            go.Scatter(
-                x=df["t"],
-                y=df[q],
-                name=q,
-                mode=line_mode(len(df)),
-                marker=MARKER,
-                line={"color": PERCENTILE_COLORS[q], "width": 1.6},
-            )  # fmt: skip
-        )
-    if threshold_ms:
-        fig.add_hline(
-            y=threshold_ms,
-            line_dash="dash",
-            line_color=SEVERITY_COLORS["page"],
-            annotation_text=f"SLO threshold {threshold_ms:g} ms",
-        )
-    _layout(fig, y_title="latency (ms)", title=title)
-    return add_breach_bands(fig, breaches)
+    traces = [
+        _line(df["t"], df[q], q, line={"color": PERCENTILE_COLORS[q], "width": 1.6})
+        for q in ("p50", "p95", "p99")
+    ]
+    hlines = (
+        [_hline(threshold_ms, SEVERITY_COLORS["page"], f"SLO threshold {threshold_ms:g} ms")]
+        if threshold_ms
+        else []
+    )
+    return time_figure(traces, breaches, y_title="latency (ms)", title=title, hlines=hlines)
 
 
 def traffic_chart(df: pd.DataFrame, breaches: pd.DataFrame | None = None) -> go.Figure:
     """Requests per second, with the error ratio (%) on a second axis."""
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=df["t"],
-            y=df["rps"],
-            name="requests/s",
-            mode=line_mode(len(df)),
-            marker=MARKER,
-            fill="tozeroy",
-            line={"color": "#5C6BC0", "width": 1.2},
-        )
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=df["t"],
-            y=df["error_ratio"] * 100,
-            name="errors (%)",
-            mode=line_mode(len(df)),
-            marker=MARKER,
-            yaxis="y2",
-            opacity=0.45,
-            line={"color": SEVERITY_COLORS["page"], "width": 0.8},
-        ),
-    )
-    _layout(fig, y_title="requests/s", title="Traffic")
-    fig.update_layout(
-        yaxis2={
-            "title": "errors (%)",
-            "overlaying": "y",
-            "side": "right",
-            "rangemode": "tozero",
-            "showgrid": False,
-        }
-    )
-    return add_breach_bands(fig, breaches)
+    traces = [
+        _line(df["t"], df["rps"], "requests/s", fill="tozeroy", line={"color": "#5C6BC0", "width": 1.2}),
+        _line(df["t"], df["error_ratio"] * 100, "errors (%)", yaxis="y2", opacity=0.45,
+              line={"color": SEVERITY_COLORS["page"], "width": 0.8}),
+    ]  # fmt: skip
+    y2 = {
+        "title": {"text": "errors (%)"},
+        "overlaying": "y",
+        "side": "right",
+        "rangemode": "tozero",
+        "showgrid": False,
+    }
+    return time_figure(traces, breaches, y_title="requests/s", title="Traffic", layout={"yaxis2": y2})
 
 
 def hop_colors(hops: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -210,7 +243,6 @@ def hop_stack_chart(
     df: pd.DataFrame, breaches: pd.DataFrame | None = None, *, highlight: str | None = None
 ) -> go.Figure:
     """Per-hop latency per request, stacked: the layers add up to the mean end-to-end latency."""
-    fig = go.Figure()
     pairs = df[["hop", "part"]].drop_duplicates()  # per hop, not per row: a 28-day range has 50k rows
     colors = hop_colors(zip(pairs["hop"].astype(str), pairs["part"].astype(str), strict=True))
     order = (
@@ -226,20 +258,10 @@ def hop_stack_chart(
         label = f"{row.hop} ({'network' if row.part == 'network' else 'self'})"
         width = 3 if highlight and row.hop == highlight else 0.5
         traces.append(
-            go.Scatter(
-                x=d["t"].to_numpy(),
-                y=d["ms"].to_numpy(dtype=float),
-                name=esc(label),
-                mode=line_mode(len(d)),
-                marker=MARKER,
-                stackgroup="hops",
-                line={"color": colors[str(row.hop)], "width": width},
-                hovertemplate="%{y:.1f} ms",
-            )
-        )
-    fig.add_traces(traces)
-    _layout(fig, y_title="ms per request", title="Latency by hop (stacked mean)")
-    return add_breach_bands(fig, breaches)
+            _line(d["t"], d["ms"], esc(label), stackgroup="hops", hovertemplate="%{y:.1f} ms",
+                  line={"color": colors[str(row.hop)], "width": width})
+        )  # fmt: skip
+    return time_figure(traces, breaches, y_title="ms per request", title="Latency by hop (stacked mean)")
 
 
 def resource_chart(
@@ -259,121 +281,72 @@ def resource_chart(
     x_range: the time range shown (the page's window), so that a series covering part of it is drawn
     where it lies, not stretched across the plot (a lone point would get a millisecond-wide axis).
     """
-    fig = go.Figure()
     base = DIMENSION_COLORS.get(dimension, "#607D8B")
     traces = []
     groups = df.groupby(["service", "series"], sort=False, observed=True) if not df.empty else []
     for i, ((service, series), d) in enumerate(groups):
         name = " ".join(p for p in (str(service), str(series)) if p) or title
+        dash = ("solid", "dot", "dashdot", "longdash")[i % 4]
+        # cliponaxis off: a point on the window's edge is drawn whole (those outside stay hidden)
         traces.append(
-            go.Scatter(
-                x=d["t"].to_numpy(),
-                y=d["value"].to_numpy(dtype=float) * scale,
-                name=esc(name),
-                mode=line_mode(len(d)),
-                marker=MARKER,
-                cliponaxis=False,  # a point on the window's edge is drawn whole (those outside stay hidden)
-                line={"color": base, "width": 1.5, "dash": ("solid", "dot", "dashdot", "longdash")[i % 4]},
-            )
-        )
+            _line(d["t"], d["value"].to_numpy(dtype=float) * scale, esc(name), cliponaxis=False,
+                  line={"color": base, "width": 1.5, "dash": dash})
+        )  # fmt: skip
     if capacity is not None and not capacity.empty:
         traces.append(
-            go.Scatter(
-                x=capacity["t"].to_numpy(),
-                y=capacity["value"].to_numpy(dtype=float) * scale,
-                name="capacity",
-                mode=line_mode(len(capacity)),
-                marker={"size": 3},
-                cliponaxis=False,
-                line={"color": "#9E9E9E", "dash": "dash", "width": 1},
-            )
-        )
-    fig.add_traces(traces)
-    _layout(fig, y_title=unit, title=title, height=height)
-    fig.update_layout(hovermode="x")
-    fig.update_yaxes(rangemode="tozero")
-    if x_range is not None:
-        fig.update_xaxes(range=list(x_range))
-    return add_breach_bands(fig, breaches)
+            _line(capacity["t"], capacity["value"].to_numpy(dtype=float) * scale, "capacity", cliponaxis=False,
+                  marker={"size": 3}, line={"color": "#9E9E9E", "dash": "dash", "width": 1})
+        )  # fmt: skip
+    xaxis = {} if x_range is None else {"range": list(x_range)}
+    return time_figure(
+        traces, breaches, y_title=unit, title=title, height=height,
+        layout={"hovermode": "x", "yaxis": {"rangemode": "tozero"}, "xaxis": xaxis},
+    )  # fmt: skip
 
 
 def sli_chart(df: pd.DataFrame, objective: float, breaches: pd.DataFrame | None = None) -> go.Figure:
     """SLI per bucket (ratio of good events, %) with the objective."""
-    fig = go.Figure(
-        go.Scatter(
-            x=df["t"],
-            y=df["sli"] * 100,
-            name="SLI",
-            mode=line_mode(len(df)),
-            marker=MARKER,
-            line={"color": "#5C6BC0"},
-        )  # fmt: skip
-    )
-    fig.add_hline(
-        y=objective * 100,
-        line_dash="dash",
-        line_color=SEVERITY_COLORS["page"],
-        annotation_text=f"objective {objective * 100:g}%",
-    )
-    _layout(fig, y_title="good events (%)", title="SLI")
-    return add_breach_bands(fig, breaches)
+    traces = [_line(df["t"], df["sli"] * 100, "SLI", line={"color": "#5C6BC0"})]
+    hl = _hline(objective * 100, SEVERITY_COLORS["page"], f"objective {objective * 100:g}%")
+    return time_figure(traces, breaches, y_title="good events (%)", title="SLI", hlines=[hl])
 
 
 def burn_rate_chart(
     df: pd.DataFrame, thresholds: dict[str, float], breaches: pd.DataFrame | None = None
 ) -> go.Figure:
     """Burn rate per alert window (columns t + one per window) with each window's alert factor."""
-    fig = go.Figure()
     palette = ("#D32F2F", "#F57C00", "#FBC02D", "#7B1FA2", "#1976D2", "#388E3C")
-    for i, col in enumerate(c for c in df.columns if c != "t"):
-        fig.add_trace(
-            go.Scatter(
-                x=df["t"],
-                y=df[col],
-                name=esc(col),
-                mode=line_mode(len(df)),
-                marker=MARKER,
-                line={"color": palette[i % len(palette)], "width": 1.4},
-            )
-        )
-    for i, (name, factor) in enumerate(thresholds.items()):
-        fig.add_hline(
-            y=factor,
-            line_dash="dot",
-            line_color=palette[i % len(palette)],
-            annotation_text=f"{esc(name)} ×{factor:.4g}",
-        )
-    _layout(fig, y_title="burn rate (× budget)", title="Burn rate per alert window")
-    return add_breach_bands(fig, breaches)
+    traces = [
+        _line(df["t"], df[col], esc(col), line={"color": palette[i % len(palette)], "width": 1.4})
+        for i, col in enumerate(c for c in df.columns if c != "t")
+    ]
+    hlines = [
+        _hline(factor, palette[i % len(palette)], f"{esc(name)} ×{factor:.4g}", dash="dot")
+        for i, (name, factor) in enumerate(thresholds.items())
+    ]
+    return time_figure(traces, breaches, y_title="burn rate (× budget)", title="Burn rate per alert window",
+                       hlines=hlines)  # fmt: skip
 
 
 def budget_burndown_chart(df: pd.DataFrame) -> go.Figure:
     """Error budget remaining (%) over the SLO window, with the ideal straight line."""
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=df["t"],
-            y=df["budget_remaining"] * 100,
-            name="budget remaining",
-            mode=line_mode(len(df)),
-            marker=MARKER,
+    traces = [
+        _line(
+            df["t"],
+            df["budget_remaining"] * 100,
+            "budget remaining",
             fill="tozeroy",
             line={"color": "#5C6BC0"},
         )
-    )
+    ]
     if "ideal" in df:
-        fig.add_trace(
-            go.Scatter(
-                x=df["t"],
-                y=df["ideal"] * 100,
-                name="even burn",
-                mode=line_mode(len(df)),
-                marker=MARKER,
-                line={"dash": "dot", "color": "#9E9E9E"},
-            )
+        traces.append(
+            _line(df["t"], df["ideal"] * 100, "even burn", line={"dash": "dot", "color": "#9E9E9E"})
         )
-    fig.add_hline(y=0, line_color=SEVERITY_COLORS["page"])
-    return _layout(fig, y_title="error budget remaining (%)", title="Error budget burn-down")
+    hl = _hline(0, SEVERITY_COLORS["page"], None, dash="solid")
+    return time_figure(
+        traces, y_title="error budget remaining (%)", title="Error budget burn-down", hlines=[hl]
+    )
 
 
 def hop_waterfall_chart(df: pd.DataFrame) -> go.Figure:

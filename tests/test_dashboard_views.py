@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -416,3 +417,70 @@ def test_live_facts_are_re_read_when_the_store_changed_and_only_then(
         state._live.clear()
         state._at_snapshot.clear()
         s.close()
+
+
+def _time_charts() -> list[tuple[str, Any]]:
+    """Every time chart builder with a small input, each with and without breach bands."""
+    from dashboard import charts
+
+    t = pd.date_range("2026-01-01", periods=90, freq="1min")
+    breaches = pd.DataFrame(
+        {"id": ["a", "b"], "number": [1, 2], "slo": ["x", "y"], "severity": ["page", "ticket"],
+         "start": [t[10], t[40]], "end": [t[20], t[50]]}
+    )  # fmt: skip
+    lat = pd.DataFrame({"t": t, "p50": 1.0, "p95": 2.0, "p99": 3.0})
+    traffic = pd.DataFrame({"t": t, "rps": 5.0, "errors": 0, "error_ratio": 0.01})
+    hops = pd.DataFrame(
+        {
+            "t": list(t) * 2,
+            "hop": ["gw"] * 90 + ["gw->ms"] * 90,
+            "part": ["self"] * 90 + ["network"] * 90,
+            "ms": 1.5,
+        }
+    )
+    res = pd.DataFrame({"t": t, "service": "ms", "series": "gpu 0", "value": 50.0})
+    cap = pd.DataFrame({"t": t, "value": 100.0})
+    sli = pd.DataFrame({"t": t, "sli": 0.999})
+    burn = pd.DataFrame({"t": t, "1h": 2.0, "6h": 1.0})
+    bd = pd.DataFrame({"t": t, "budget_remaining": 0.5, "ideal": 0.6})
+    out = []
+    for b in (None, breaches):
+        out += [
+            ("latency_chart", charts.latency_chart(lat, b, threshold_ms=200)),
+            ("traffic_chart", charts.traffic_chart(traffic, b)),
+            ("hop_stack_chart", charts.hop_stack_chart(hops, b, highlight="gw")),
+            ("resource_chart", charts.resource_chart(res, title="GPU", unit="%", dimension="compute", capacity=cap,
+                                                     breaches=b, x_range=(t[0], t[-1]))),
+            ("sli_chart", charts.sli_chart(sli, 0.999, b)),
+            ("burn_rate_chart", charts.burn_rate_chart(burn, {"1h": 14.4, "6h": 6.0}, b)),
+        ]  # fmt: skip
+    out.append(("budget_burndown_chart", charts.budget_burndown_chart(bd)))
+    return out
+
+
+def test_time_charts_built_without_validation_are_valid_plotly() -> None:
+    """The time charts skip Plotly's validation for speed: Plotly re-validates each one here, in full."""
+    import plotly.graph_objects as go
+
+    for name, fig in _time_charts():
+        spec = fig.to_dict()
+        again = go.Figure(spec)  # raises on any unknown property or bad value
+        assert again.layout.xaxis.type == "date", name
+        assert all(len(tr.x) == len(tr.y) for tr in again.data), name
+    broken = _time_charts()[0][1].to_dict()
+    broken["data"][0]["line"]["colour"] = "red"
+    with pytest.raises(ValueError, match="colour"):
+        go.Figure(broken)
+
+
+def test_time_charts_keep_lines_labels_and_breach_bands() -> None:
+    charts_by_name = dict(_time_charts()[6:12])
+    lat = charts_by_name["latency_chart"]
+    assert [tr.name for tr in lat.data] == ["p50", "p95", "p99", "breaches"]
+    assert lat.layout.annotations[0].text == "SLO threshold 200 ms" and lat.layout.shapes[0].y0 == 200
+    assert [sh.fillcolor for sh in lat.layout.shapes[1:]] == ["#D32F2F", "#F9A825"]  # page, ticket
+    burn = charts_by_name["burn_rate_chart"]
+    assert [a.text for a in burn.layout.annotations] == ["1h ×14.4", "6h ×6"]
+    hop = charts_by_name["hop_stack_chart"]
+    assert {tr.stackgroup for tr in hop.data if tr.name != "breaches"} == {"hops"}
+    assert max(tr.line.width for tr in hop.data if tr.name != "breaches") == 3  # the highlighted hop
