@@ -241,7 +241,9 @@ def to_html(rep: SloReport) -> str:
     summary = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in summary_rows(rep))
 
     def standalone(fig: Any, div_id: str, first: bool = False) -> str:
-        # Outside Streamlit's theme the figures need room for their axis titles and tick labels.
+        # Outside Streamlit's theme the figures need room for their axis titles and tick labels. Time
+        # charts come unvalidated (charts.time_figure): a validated copy resolves the template by name.
+        fig = type(fig)(fig.to_dict())
         fig.update_layout(template="plotly_white", margin={"l": 80, "r": 30, "t": 70, "b": 70})
         fig.update_xaxes(automargin=True)
         fig.update_yaxes(automargin=True)
