@@ -22,6 +22,7 @@ import time
 import urllib.request
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -207,29 +208,90 @@ def _load() -> str:
     return f"{os.getloadavg()[0]:.1f}"
 
 
+# The floor under every page, measured in the same run: Streamlit alone (a title and a line of text) and
+# Streamlit with one Plotly chart of 2,000 points. No page can load faster than these on this machine.
+FLOOR_APPS = {
+    "floor: Streamlit, text only": (
+        "import streamlit as st\nst.title('Floor')\nst.write('text only')\n",
+        "() => (document.querySelector('h1')?.textContent || '').startsWith('Floor') && document.body.innerText.includes('text only')",
+    ),
+    "floor: Streamlit + 1 Plotly chart": (
+        "import streamlit as st, plotly.graph_objects as go\nst.title('Floor')\n"
+        "st.plotly_chart(go.Figure(go.Scatter(x=list(range(2000)), y=[i % 50 for i in range(2000)]), "
+        "layout={'title': {'text': 'Main chart'}}))\n",
+        "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => "
+        "(p.querySelector('.gtitle')?.textContent || '').startsWith('Main chart') && p.querySelectorAll('.trace').length > 0)",
+    ),
+}
+
+
+def _serve(script: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """streamlit run `script` on a free loopback port; (process, base url) once it answers its health check."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
+                             "--server.port", str(port), "--server.address", "127.0.0.1"], cwd=ROOT, env=env or dict(os.environ),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    return proc, url
+
+
+def measure_floor(browser: Any, rounds: int, view: dict[str, int]) -> None:
+    """Cold and warm URL loads of the two floor apps, as the pages are measured (rows of the same table)."""
+    folder = Path(tempfile.mkdtemp(prefix="hopscope-bench-floor-"))
+    for label, (code, drawn) in FLOOR_APPS.items():
+        script = folder / "floor_app.py"
+        script.write_text(code)
+        proc, url = _serve(script)
+        try:
+            ctx = browser.new_context(viewport=view)
+            page = ctx.new_page()  # warm the server and the HTTP cache, as for the dashboard
+            page.goto(url)
+            page.wait_for_function(drawn, timeout=120_000)
+            page.close()
+            cold_ctx = browser.new_context(viewport=view)
+            page = cold_ctx.new_page()
+            t = time.monotonic()
+            page.goto(url)
+            page.wait_for_function(drawn, timeout=120_000)
+            cold = time.monotonic() - t
+            cold_ctx.close()
+            warm = []
+            for _ in range(max(rounds, 3)):
+                page = ctx.new_page()
+                t = time.monotonic()
+                page.goto(url)
+                page.wait_for_function(drawn, timeout=120_000)
+                warm.append(time.monotonic() - t)
+                page.close()
+            ctx.close()
+            print(
+                f"{label:<34} {cold:>9.2f} {statistics.median(warm):>9.2f} {'':>7} {'':>11} {'':>7}  {_load()}",
+                flush=True,
+            )
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
 def measure(store: Path, rounds: int, only: list[str] | None = None) -> None:
     """Per page: a cold URL load (new browser profile: no HTTP cache, as a first visit), a warm URL load
     (new tab, cached JS; median of `rounds`), and an in-app navigation (a click in the sidebar: the
     websocket stays open, only the page's script runs). Each with the server's script time of that load."""
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
     log = ServerLog(Path(tempfile.mkdtemp(prefix="hopscope-bench-timing-")) / "runs.tsv")
     env = {**os.environ, "HOPSCOPE_STORE": str(store), "HOPSCOPE_SLO_RULES": str(ROOT / "slo_rules"),
            "HOPSCOPE_TIMING_LOG": str(log.path)}  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     pages = [(p, t) for p, t in PAGES if not only or (p.split("?")[0] or "overview") in only]
     view = {"width": 1500, "height": 1100}
+    proc, url = _serve(ROOT / "dashboard" / "app.py", env)
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             ctx = browser.new_context(viewport=view)  # one profile: its HTTP cache holds Streamlit's JS
@@ -288,6 +350,7 @@ def measure(store: Path, rounds: int, only: list[str] | None = None) -> None:
                     f"{statistics.median(x for x, _ in n):>11.2f} {statistics.median(y for _, y in n):>7.2f}  {_load()}",
                     flush=True,
                 )
+            measure_floor(browser, rounds, view)
             browser.close()
     finally:
         proc.terminate()
