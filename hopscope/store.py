@@ -428,11 +428,16 @@ class Store:
     # -- reading ---------------------------------------------------------------------------
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pa.Table:
-        """Run one read query with bound parameters; returns Arrow."""
+        """Run one read query with bound parameters; returns Arrow.
+
+        A timezone-aware datetime parameter is bound as the naive UTC time the tables store: DuckDB
+        would bind it as TIMESTAMPTZ and convert every row of the column to compare (10M spans:
+        1.2 s instead of 10 ms, and no file or row-group pruning)."""
+        bound = _naive_params(params)
 
         def run() -> pa.Table:
             cur = self._cursor()
-            return cur.execute(sql, params if params is not None else []).fetch_arrow_table()
+            return cur.execute(sql, bound).fetch_arrow_table()
 
         try:
             result = self._retry(run, what="query")
@@ -511,6 +516,21 @@ class Store:
             return TABLES[name]
         except KeyError:
             raise StoreError(f"no table {name!r} (tables: {', '.join(TABLES)})") from None
+
+
+def _naive(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def _naive_params(params: Sequence[Any] | Mapping[str, Any] | None) -> Sequence[Any] | Mapping[str, Any]:
+    """Bound parameters with aware datetimes as naive UTC (see Store.query)."""
+    if params is None:
+        return []
+    if isinstance(params, Mapping):
+        return {k: _naive(v) for k, v in params.items()}
+    return [_naive(v) for v in params]
 
 
 def _castable(src: pa.DataType, dst: pa.DataType) -> bool:

@@ -131,6 +131,24 @@ def test_nan_and_infinities_are_stored_as_floats_not_zero(tmp_path: Path) -> Non
     assert values[0] != values[0] and values[1] == float("inf")
 
 
+@pytest.mark.parametrize("named", [False, True])
+def test_an_aware_datetime_parameter_means_the_same_utc_instant_as_the_naive_columns(
+    tmp_path: Path, named: bool
+) -> None:
+    """The tables store naive UTC: 01:00 at UTC+1 is 00:00 UTC, whatever the caller's time zone."""
+    from datetime import timezone
+
+    store = Store(tmp_path / "store")
+    store.append("samples", _sample_rows())
+    plus_one = datetime(2026, 1, 1, 1, 1, tzinfo=timezone(timedelta(hours=1)))  # 00:01 UTC
+    if named:
+        got = store.query("SELECT value FROM samples WHERE ts >= $since", {"since": plus_one})
+    else:
+        got = store.query("SELECT value FROM samples WHERE ts >= ?", [plus_one])
+    assert got.column("value").to_pylist() == [20.0]
+    assert store.query("SELECT typeof(?) AS t", [plus_one]).column("t")[0].as_py() == "TIMESTAMP"
+
+
 def test_replace_is_idempotent_and_state_keeps_the_latest_value(tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
     for _ in range(2):
