@@ -101,6 +101,22 @@ def _hline(
     return shape, note
 
 
+# The legend's font (size 11) is ~6.2 px per character; each entry adds its line sample and spacing.
+LEGEND_CHAR_PX, LEGEND_ENTRY_PX, LEGEND_ROW_PX = 6.2, 46, 18
+
+
+def legend_top(names: Sequence[str], width: int, *, top: int = 64) -> int:
+    """The top margin that leaves a horizontal legend of these entries room under a title, in a chart
+    about `width` px wide: one row fits in the usual 64 px, each further row adds LEGEND_ROW_PX."""
+    rows, used = 1, 0.0
+    for name in names:
+        w = len(html.unescape(str(name))) * LEGEND_CHAR_PX + LEGEND_ENTRY_PX
+        if used and used + w > width - 20:
+            rows, used = rows + 1, 0.0
+        used += w
+    return top + LEGEND_ROW_PX * (rows - 1)
+
+
 def time_figure(
     traces: list[dict[str, Any]],
     breaches: pd.DataFrame | None = None,
@@ -275,8 +291,12 @@ def resource_chart(
     scale: float = 1.0,
     height: int = 260,
     x_range: tuple[Any, Any] | None = None,
+    width: int = 650,
 ) -> go.Figure:
     """One resource signal over time, one line per series, in its dimension's colour; capacity dashed.
+
+    width: about how wide the chart will be drawn (px): a legend of many series wraps onto more rows,
+    and the plot moves down to leave them room under the title (the plot keeps its height).
 
     x_range: the time range shown (the page's window), so that a series covering part of it is drawn
     where it lies, not stretched across the plot (a lone point would get a millisecond-wide axis).
@@ -298,9 +318,10 @@ def resource_chart(
                   marker={"size": 3}, line={"color": "#9E9E9E", "dash": "dash", "width": 1})
         )  # fmt: skip
     xaxis = {} if x_range is None else {"range": list(x_range)}
+    top = legend_top([tr["name"] for tr in traces], width)
     return time_figure(
-        traces, breaches, y_title=unit, title=title, height=height,
-        layout={"hovermode": "x", "yaxis": {"rangemode": "tozero"}, "xaxis": xaxis},
+        traces, breaches, y_title=unit, title=title, height=height + top - 64,
+        layout={"hovermode": "x", "yaxis": {"rangemode": "tozero"}, "xaxis": xaxis, "margin": {"t": top}},
     )  # fmt: skip
 
 

@@ -360,7 +360,8 @@ def _panel_figure(
     if df.empty:
         return None
     kwargs = {"title": panel.title, "unit": panel.unit, "dimension": panel.dimension, "capacity": cap,
-              "breaches": breaches, "height": 220 if compact else 260, "x_range": (w.start, w.end)}  # fmt: skip
+              "breaches": breaches, "height": 220 if compact else 260, "x_range": (w.start, w.end),
+              "width": 340 if compact else 650}  # fmt: skip
     return _figure_of("resource_chart", (df,), tuple(sorted(kwargs.items())))
 
 

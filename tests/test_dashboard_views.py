@@ -484,3 +484,19 @@ def test_time_charts_keep_lines_labels_and_breach_bands() -> None:
     hop = charts_by_name["hop_stack_chart"]
     assert {tr.stackgroup for tr in hop.data if tr.name != "breaches"} == {"hops"}
     assert max(tr.line.width for tr in hop.data if tr.name != "breaches") == 3  # the highlighted hop
+
+
+def test_a_long_legend_moves_the_plot_down_instead_of_over_the_title() -> None:
+    from dashboard import charts
+
+    one = charts.legend_top(["gpu 0"], 340)
+    nine = [f"model-server gpu-node-{i}/eth0 receive" for i in range(9)]
+    assert one == 64 and charts.legend_top(nine, 340) == 64 + 8 * charts.LEGEND_ROW_PX  # one entry a row
+    assert charts.legend_top(nine, 1400) < charts.legend_top(nine, 340)  # a wide chart needs fewer rows
+    t = pd.date_range("2026-01-01", periods=5, freq="1min")
+    df = pd.DataFrame(
+        {"t": list(t) * 9, "service": "s", "series": [n for n in nine for _ in t], "value": 1.0}
+    )
+    fig = charts.resource_chart(df, title="NICs", unit="Gbit/s", dimension="bandwidth", height=220, width=340)
+    assert fig.layout.margin.t == charts.legend_top(nine, 340)
+    assert fig.layout.height - fig.layout.margin.t == 220 - 64  # the plot keeps its height
