@@ -55,7 +55,12 @@ if rep.incidents:
         hide_index=True,
         column_config={
             "budget_consumed": st.column_config.ProgressColumn(
-                "budget consumed", min_value=0, max_value=1, format="percent"
+                "budget consumed",
+                min_value=0,
+                max_value=1,
+                format="percent",
+                help="The incident's bad events as a share of one full SLO period's error budget, at the "
+                "traffic of the period ending with it (100% = a whole period's budget in one incident).",
             ),
             "length_min": st.column_config.NumberColumn("length (min)", format="%.0f"),
         },

@@ -468,8 +468,9 @@ def alert_series(slo: SLO, minutes_df: pd.DataFrame) -> pd.DataFrame:
 def budget_burndown(slo: SLO, minutes_df: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFrame:
     """Error budget remaining over [start, end), minute by minute: columns minute, good, total, bad, consumed, remaining.
 
-    Occurrences: the allowed bad events are (1 - objective) x the events of the whole span,
-    where the minutes with data so far stand for the rest (exact once the span is over).
+    Occurrences: the allowed bad events are (1 - objective) x the events of the span, so the last
+    minute's ``consumed`` is the status's (1 - SLI) / (1 - objective) over the same span, data gaps
+    included (minutes without data add no events; they are not assumed to have had traffic).
     Time slices: (1 - objective) x the number of slices in the span.
     """
     s_i, e_i = _dt_int(start), _dt_int(end)
@@ -477,9 +478,7 @@ def budget_burndown(slo: SLO, minutes_df: pd.DataFrame, start: datetime, end: da
     bad = np.cumsum(d.total - d.good)
     units = _period_budget_units(slo, e_i - s_i)
     if units is None:
-        covered = int(d.data.sum())
-        per_minute = d.total.sum() / covered if covered else 0.0
-        units = slo.error_budget * per_minute * (e_i - s_i)
+        units = slo.error_budget * float(d.total.sum())
     with np.errstate(divide="ignore", invalid="ignore"):
         consumed = np.where(units > 0, bad / units if units else 0.0, np.nan)
     minute = np.arange(d.t0, d.t0 + d.n).astype("datetime64[m]").astype("datetime64[ns]")
