@@ -149,6 +149,23 @@ def test_an_aware_datetime_parameter_means_the_same_utc_instant_as_the_naive_col
     assert store.query("SELECT typeof(?) AS t", [plus_one]).column("t")[0].as_py() == "TIMESTAMP"
 
 
+def test_read_snapshot_pins_this_threads_reads_to_one_snapshot(tmp_path: Path) -> None:
+    """Inside read_snapshot a commit from another thread is not seen; after it, it is. Nesting is a no-op."""
+    import threading
+
+    store = Store(tmp_path / "store")
+    store.append("samples", _sample_rows())
+    with store.read_snapshot():
+        assert store.count("samples") == 2
+        writer = threading.Thread(target=store.append, args=("samples", _sample_rows()))
+        writer.start()
+        writer.join()
+        with store.read_snapshot():
+            assert store.count("samples") == 2
+        assert store.count("samples") == 2
+    assert store.count("samples") == 4
+
+
 def test_replace_is_idempotent_and_state_keeps_the_latest_value(tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
     for _ in range(2):
