@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -648,3 +649,79 @@ def test_repeated_diagnosis_is_served_from_cache_until_the_store_changes(tmp_pat
     small.append("samples", _samples(np.random.default_rng(3), effect.start, effect.end, [], set()))
     after = diagnose(small, start=effect.start, end=effect.end)
     assert after.timings_ms[0][0] == "hop_minutes query"
+
+
+def test_a_failed_diagnosis_leaves_no_read_transaction_open(tmp_path: Path) -> None:
+    effect = Effect(*_at(1, 10), hop_ms={"model-server": 250.0}, signals={"DCGM_FI_DEV_SM_CLOCK": 900.0})
+    small = build_store(tmp_path / "s", [effect], days=2, rate=10)
+    with pytest.raises(NotFoundError):
+        diagnose(small, start=effect.start, end=effect.end, route="/nope")
+    first = diagnose(small, start=effect.start, end=effect.end)
+    # a write on the same thread (its own transaction) works, and the next diagnosis reads it
+    small.append("samples", _samples(np.random.default_rng(3), effect.start, effect.end, [], set()))
+    after = diagnose(small, start=effect.start, end=effect.end)
+    assert after.timings_ms[0][0] == "hop_minutes query" and after.causes[0].hop == first.causes[0].hop
+
+
+def _spans(start: datetime, durations: list[float], attrs: list[dict[str, str]]) -> pa.Table:
+    n = len(durations)
+    return pa.table(
+        {
+            "trace_id": [i.to_bytes(16, "big") for i in range(n)],
+            "span_id": [i.to_bytes(8, "big") for i in range(n)],
+            "service": ["model-server"] * n,
+            "name": ["POST /predict"] * n,
+            "kind": pa.array([2] * n, pa.int8()),
+            "start_time": pa.array([start + timedelta(seconds=10 * i) for i in range(n)], pa.timestamp("us")),
+            "duration_ms": durations,
+            "status_code": pa.array([0] * n, pa.int8()),
+            "http_status_code": pa.array([200] * n, pa.int32()),
+            "host_name": ["gpu-1"] * n,
+            "attributes": pa.array([list(a.items()) for a in attrs], pa.map_(pa.string(), pa.string())),
+        }
+    )
+
+
+def test_bubbleup_counts_spans_buckets_numeric_attributes_and_skips_ids(tmp_path: Path) -> None:
+    from hopscope.diagnosis.bubbleup import load_bubble_counts
+
+    rng = random.Random(4)
+    store = Store(tmp_path / "s")
+    base_w, inc_w = (
+        Window(T0, T0 + timedelta(hours=1)),
+        Window(T0 + timedelta(hours=1), T0 + timedelta(hours=2)),
+    )
+    size = [rng.randint(1, 5000) for _ in range(300)]  # payload bytes: many values, all numbers
+    base_attrs = [
+        {"model.version": "v1", "payload.bytes": str(size[i]), "request.id": f"b{i}"} for i in range(200)
+    ]
+    # the incident: 40 slow spans (1 s, model v2), 60 fast ones (1 ms, v1)
+    inc_attrs = [
+        {
+            "model.version": "v2" if i < 40 else "v1",
+            "payload.bytes": str(size[200 + i]),
+            "request.id": f"i{i}",
+        }
+        for i in range(100)
+    ]
+    store.append("spans", _spans(base_w.start, [float(d) for d in range(1, 201)], base_attrs))
+    store.append("spans", _spans(inc_w.start, [1000.0] * 40 + [1.0] * 60, inc_attrs))
+    counts, slow_total, base_total, cut = load_bubble_counts(
+        store, "model-server", "service", inc_w, [base_w]
+    )
+    assert (slow_total, base_total) == (40, 200)
+    assert cut == pytest.approx(190.05)  # the baseline's p95, interpolated as quantile_cont does
+    got = {(r.attribute, r.value): (r.slow_n, r.base_n) for r in counts.itertuples()}
+    assert "request.id" not in {a for a, _ in got}  # ids: too many values, not numbers
+    assert got[("model.version", "v2")] == (40, 0) and got[("model.version", "v1")] == (0, 200)
+    assert got[("host.name", "gpu-1")] == (40, 200)
+    assert got[("http.response.status_code", "200")] == (40, 200)
+    want: dict[str, list[int]] = {}
+    for i, b in enumerate(size[:240]):
+        label = f"<= {2 ** math.ceil(math.log2(max(b, 1)))}"
+        want.setdefault(label, [0, 0])[0 if i >= 200 else 1] += 1
+    assert {v: tuple(n) for (a, v), n in got.items() if a == "payload.bytes"} == {
+        k: (s, b) for k, (s, b) in want.items()
+    }
+    attrs, _note = bubbleup(counts, slow_total, base_total)
+    assert (attrs[0].attribute, attrs[0].value, attrs[0].slow_spans) == ("model.version", "v2", 40)

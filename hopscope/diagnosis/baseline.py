@@ -46,8 +46,16 @@ def choose_baseline(
     ``bad``: window, total, bad per bucket (requests over the threshold, or errors for an
     availability SLI; NaN where not counted exactly).
     """
-    win = wide.index.get_level_values("window") if not wide.empty else pd.Index([])
     judged = target.threshold_ms is not None or target.measure == "errors"
+    # numpy columns once (the same sums as pandas' Series.sum of the same rows)
+    empty = wide.empty
+    win = wide.index.get_level_values("window").to_numpy() if not empty else np.zeros(0, dtype=int)
+    req = wide[REQUESTS].to_numpy(dtype=float) if not empty else np.zeros(0)
+    e2e = wide[E2E].to_numpy(dtype=float) if not empty else np.zeros(0)
+    has_bad = judged and not bad.empty
+    b_win = bad["window"].to_numpy() if has_bad else np.zeros(0, dtype=int)
+    b_total = bad["total"].to_numpy(dtype=float) if has_bad else np.zeros(0)
+    b_bad = bad["bad"].to_numpy(dtype=float) if has_bad else np.zeros(0)
     what = (
         "errors"
         if target.measure == "errors"
@@ -57,15 +65,15 @@ def choose_baseline(
     )
     stats = []
     for (w, kind), i in zip(candidates, ids, strict=True):
-        part = wide[win == i] if not wide.empty else wide
-        n = float(part[REQUESTS].sum()) if not part.empty else 0.0
-        mean = float(part[E2E].sum()) / n if n else float("nan")
+        m = win == i
+        n = float(np.nansum(req[m])) if m.any() else 0.0
+        mean = float(np.nansum(e2e[m])) / n if n else float("nan")
         bad_frac = None
-        if judged and not bad.empty:
-            b = bad[bad["window"] == i]
-            tot = float(b["total"].sum())
-            if tot > 0 and b["bad"].notna().all():
-                bad_frac = float(b["bad"].sum()) / tot
+        if has_bad:
+            bm = b_win == i
+            tot = float(np.nansum(b_total[bm]))
+            if tot > 0 and not np.isnan(b_bad[bm]).any():
+                bad_frac = float(np.nansum(b_bad[bm])) / tot
         stats.append((w, kind, i, int(n), mean, bad_frac))
     ok_means = [s[4] for s in stats if s[3] >= MIN_WINDOW_REQUESTS]
     median = float(np.median(ok_means)) if ok_means else float("nan")

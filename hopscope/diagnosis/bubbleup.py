@@ -3,20 +3,20 @@
 "Slow" = an incident span longer than the baseline's 95th percentile of the same spans. The work is
 bounded whatever the span volume: spans are read from the worst stretch of the incident (at most
 ``FOCUS`` long, where the hop's latency rose most) and the same stretch of at most ``BASELINES``
-baseline windows, each side reservoir-sampled to ``SAMPLE_ROWS`` in SQL; counts per (attribute,
-value) are aggregated in SQL. Attributes with many values are read in power-of-two buckets when
+baseline windows (one scan), each side reservoir-sampled to ``SAMPLE_ROWS`` in SQL; counts per
+(attribute, value) are made here, with pyarrow. Attributes with many values are read in power-of-two buckets when
 numeric (payload sizes) and skipped otherwise (ids).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from hopscope.diagnosis.model import BubbleAttr
 from hopscope.signals import Window
@@ -73,57 +73,129 @@ def load_bubble_counts(
     def stretch(w: Window) -> tuple[Any, Any]:
         return w.start + off_lo, min(w.end, w.start + off_hi)
 
-    # one scan per stretch: a tight time range lets the scan skip the rest of the table
-    select = (
-        "SELECT duration_ms, host_name, CAST(http_status_code AS VARCHAR) AS status, server_address, attributes "
-        f"FROM spans WHERE {span_filter} AND start_time >= ? AND start_time < ?"
-    )
-    base_sql = " UNION ALL ".join(select for _ in baseline[:BASELINES]) or f"{select} AND false"
-    p_base = [x for w in baseline[:BASELINES] for x in (*params, *stretch(w))] or [
-        *params,
-        *stretch(incident),
-    ]
+    # ONE scan of spans for both sides (each DuckLake scan costs ~10-20 ms of catalog work before it
+    # reads a byte): the overall range prunes files and row groups (spans are sorted by service,
+    # start_time), the OR of the stretches is filtered inside the scan. SQL samples each side, cuts
+    # the slow incident spans and folds identical rows into one with a count (span attributes take
+    # few values: a few dozen rows come back); the counting per (attribute, value) is done here,
+    # several times faster than DuckDB's count(DISTINCT)/GROUP BY over the unnested attributes.
+    stretches = [stretch(incident), *(stretch(w) for w in baseline[:BASELINES])]
+    lo, hi = min(a for a, _ in stretches), max(b for _, b in stretches)
+    within = " OR ".join("(start_time >= ? AND start_time < ?)" for _ in stretches)
+    in_base = " OR ".join("(start_time >= ? AND start_time < ?)" for _ in stretches[1:]) or "false"
+    n = int(sample_rows)
     sql = f"""
-    WITH inc AS (
-        SELECT * FROM ({select}) USING SAMPLE reservoir({int(sample_rows)} ROWS) REPEATABLE (7)
+    WITH raw AS MATERIALIZED (
+        SELECT start_time >= ? AND start_time < ? AS inc, ({in_base}) AS is_base,
+               duration_ms, host_name, CAST(http_status_code AS VARCHAR) AS status, server_address, attributes
+        FROM spans WHERE {span_filter} AND start_time >= ? AND start_time < ? AND ({within})
+    ), inc AS (
+        SELECT * FROM (SELECT * EXCLUDE (inc, is_base) FROM raw WHERE inc)
+        USING SAMPLE reservoir({n} ROWS) REPEATABLE (7)
     ), base AS (
-        SELECT * FROM ({base_sql}) USING SAMPLE reservoir({int(sample_rows)} ROWS) REPEATABLE (7)
-    ), thr AS (SELECT quantile_cont(duration_ms, {SLOW_QUANTILE}) AS t FROM base),
-    sel AS (
-        SELECT true AS slow_side, * FROM inc WHERE duration_ms > (SELECT t FROM thr)
-        UNION ALL SELECT false, * FROM base
-    ), kv AS (
-        SELECT slow_side, 'host.name' AS k, host_name AS v FROM sel WHERE host_name IS NOT NULL
-        UNION ALL SELECT slow_side, 'http.response.status_code', status FROM sel WHERE status IS NOT NULL
-        UNION ALL SELECT slow_side, 'server.address', server_address FROM sel WHERE server_address IS NOT NULL
-        UNION ALL SELECT slow_side, unnest(map_keys(attributes)), unnest(map_values(attributes))
-                  FROM sel WHERE attributes IS NOT NULL
-    ), keys AS (
-        SELECT k, count(DISTINCT v) AS nv, bool_and(TRY_CAST(v AS DOUBLE) IS NOT NULL) AS numeric FROM kv GROUP BY k
-    ), kept AS (
-        SELECT kv.slow_side, kv.k,
-               CASE WHEN keys.nv <= {MAX_VALUES} THEN kv.v
-                    ELSE '<= ' || CAST(CAST(2 ** ceil(log2(greatest(TRY_CAST(kv.v AS DOUBLE), 1))) AS BIGINT) AS VARCHAR)
-               END AS v
-        FROM kv JOIN keys USING (k) WHERE keys.nv <= {MAX_VALUES} OR keys.numeric
-    )
-    SELECT k AS attribute, v AS value, count(*) FILTER (WHERE slow_side) AS slow_n,
-           count(*) FILTER (WHERE NOT slow_side) AS base_n,
-           (SELECT count(*) FROM sel WHERE slow_side) AS slow_total,
-           (SELECT count(*) FROM sel WHERE NOT slow_side) AS base_total,
-           (SELECT t FROM thr) AS cut
-    FROM kept GROUP BY 1, 2
+        SELECT * FROM (SELECT * EXCLUDE (inc, is_base) FROM raw WHERE is_base)
+        USING SAMPLE reservoir({n} ROWS) REPEATABLE (7)
+    ), thr AS (SELECT quantile_cont(duration_ms, {SLOW_QUANTILE}) AS t FROM base)
+    SELECT slow, host_name, status, server_address, attributes, count(*) AS n, any_value((SELECT t FROM thr)) AS cut
+    FROM (SELECT true AS slow, * FROM inc WHERE duration_ms > (SELECT t FROM thr) UNION ALL SELECT false, * FROM base)
+    GROUP BY ALL
     """
-    df = store.query_df(sql, [*params, *stretch(incident), *p_base])
-    if df.empty:
-        return pd.DataFrame(columns=["attribute", "value", "slow_n", "base_n"]), 0, 0, None
-    cut = df["cut"].iloc[0]
-    return (
-        df[["attribute", "value", "slow_n", "base_n"]],
-        int(df["slow_total"].iloc[0]),
-        int(df["base_total"].iloc[0]),
-        None if cut is None or (isinstance(cut, float) and math.isnan(cut)) else float(cut),
+    p_scan = [
+        *stretches[0],
+        *(x for s in stretches[1:] for x in s),
+        *params,
+        lo,
+        hi,
+        *(x for s in stretches for x in s),
+    ]
+    return _count_values(store, store.query(sql, p_scan))
+
+
+_COUNT_COLUMNS = ["attribute", "value", "slow_n", "base_n"]
+_NOTHING: tuple[pd.DataFrame, int, int, float | None] = (pd.DataFrame(columns=_COUNT_COLUMNS), 0, 0, None)
+
+
+def _count_values(store: Any, rows: pa.Table) -> tuple[pd.DataFrame, int, int, float | None]:
+    """Counts per (attribute, value) among the slow incident spans and the baseline spans; totals;
+    the slow cut (ms). ``rows``: slow, host_name, status, server_address, attributes, n (spans alike), cut.
+
+    Attributes with more than ``MAX_VALUES`` values are kept only when every value is a number, as
+    power-of-two buckets ("<= 64"); DuckDB parses the numbers (TRY_CAST), in one small query.
+    Nothing to count (no attribute kept): no totals either.
+    """
+    if rows.num_rows == 0:
+        return _NOTHING
+    side = rows.column("slow").to_numpy(zero_copy_only=False).astype(bool)
+    weight = rows.column("n").to_numpy().astype(np.int64)
+    keys: list[pa.Array] = []
+    values: list[pa.Array] = []
+    slow_w: list[np.ndarray] = []
+    all_w: list[np.ndarray] = []
+    for name, col in (
+        ("host.name", "host_name"),
+        ("http.response.status_code", "status"),
+        ("server.address", "server_address"),
+    ):
+        arr = rows.column(col).combine_chunks()
+        ok = arr.is_valid().to_numpy(zero_copy_only=False)
+        if ok.any():
+            values.append(arr.filter(pa.array(ok)))
+            keys.append(pa.array(np.full(int(ok.sum()), name, dtype=object), pa.string()))
+            slow_w.append(np.where(side, weight, 0)[ok])
+            all_w.append(weight[ok])
+    attrs = rows.column("attributes").combine_chunks()
+    off = attrs.offsets.to_numpy()
+    if off[-1] > off[0]:
+        keys.append(attrs.keys.slice(off[0], off[-1] - off[0]))
+        values.append(attrs.items.slice(off[0], off[-1] - off[0]))
+        slow_w.append(np.repeat(np.where(side, weight, 0), np.diff(off)))
+        all_w.append(np.repeat(weight, np.diff(off)))
+    if not keys:
+        return _NOTHING
+    kv = pa.table(
+        {
+            "k": pa.concat_arrays(keys),
+            "v": pa.concat_arrays(values),
+            "s": pa.array(np.concatenate(slow_w)),
+            "a": pa.array(np.concatenate(all_w)),
+        }
     )
+    g = kv.group_by(["k", "v"]).aggregate([("s", "sum"), ("a", "sum")]).to_pandas()
+    g = g.rename(columns={"k": "attribute", "v": "value"})
+    g["slow_n"] = g.pop("s_sum").astype(np.int64)
+    g["base_n"] = g.pop("a_sum").astype(np.int64) - g["slow_n"]
+    nv = g["value"].notna().groupby(g["attribute"]).sum()
+    many = set(nv.index[nv > MAX_VALUES])
+    if many:
+        few = g[~g["attribute"].isin(many)]
+        rest = g[g["attribute"].isin(many)]
+        labels = _numeric_buckets(store, rest["attribute"].tolist(), rest["value"].tolist())
+        # an attribute with a value that is not a number (or no value) is left out: ids and the like
+        rest = rest.assign(
+            value=[labels.get(kv) for kv in zip(rest["attribute"], rest["value"], strict=True)]
+        )
+        rest = rest[rest["value"].notna()]
+        rest = rest.groupby(["attribute", "value"], as_index=False, sort=False)[["slow_n", "base_n"]].sum()
+        g = pd.concat([few, rest], ignore_index=True)
+    if g.empty:
+        return _NOTHING
+    cut = rows.column("cut")[0].as_py()
+    slow_total = int(weight[side].sum())
+    return g[_COUNT_COLUMNS], slow_total, int(weight.sum()) - slow_total, None if cut is None else float(cut)
+
+
+def _numeric_buckets(store: Any, attrs: list[str], values: list[str | None]) -> dict[tuple[str, str], str]:
+    """Power-of-two bucket label of each (attribute, value) whose attribute has only values DuckDB
+    reads as numbers (TRY_CAST AS DOUBLE); the other attributes are left out."""
+    table = store.query(
+        """WITH kv AS (SELECT unnest(?::VARCHAR[]) AS k, unnest(?::VARCHAR[]) AS v),
+        num AS (SELECT k FROM kv GROUP BY k HAVING bool_and(TRY_CAST(v AS DOUBLE) IS NOT NULL))
+        SELECT k, v, '<= ' || CAST(CAST(2 ** ceil(log2(greatest(TRY_CAST(v AS DOUBLE), 1))) AS BIGINT) AS VARCHAR) AS b
+        FROM kv WHERE k IN (SELECT k FROM num)""",
+        [attrs, values],
+    )
+    ks, vs, bs = (table.column(c).to_pylist() for c in ("k", "v", "b"))
+    return {(k, v): b for k, v, b in zip(ks, vs, bs, strict=True)}
 
 
 def _bucket(values: pd.Series) -> pd.Series | None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,6 +42,7 @@ from hopscope.diagnosis.model import (
 from hopscope.diagnosis.series import load_linked_grid
 from hopscope.errors import NotFoundError
 from hopscope.signals import SeriesGrid, Window
+from hopscope.store import Store
 
 MIN_SHARE = 0.15  # a hop must carry this share of the added latency to be named
 TOP_HOPS = 3
@@ -150,18 +152,31 @@ def diagnose(
     )  # fmt: skip
     budgets = tuple(sorted((hop_budgets_ms or {}).items()))
     key = None
-    if use_cache:
-        t0 = time.perf_counter()
-        args = (tuple(sorted(kwargs.items())), budgets, None if catalog is None else id(catalog))
-        key = dc.CACHE.key(store, args)
-        hit = dc.CACHE.get(key) if key is not None else None
-        if hit is not None:
-            ms = round((time.perf_counter() - t0) * 1000, 2)
-            return dataclasses.replace(hit, timings_ms=(("cache hit", ms),))
-    out = _diagnose(store, hop_budgets_ms=dict(budgets), catalog=catalog, **kwargs)  # type: ignore[arg-type]
+    with _read_snapshot(store):
+        if use_cache:
+            t0 = time.perf_counter()
+            args = (tuple(sorted(kwargs.items())), budgets, None if catalog is None else id(catalog))
+            key = dc.CACHE.key(store, args)
+            hit = dc.CACHE.get(key) if key is not None else None
+            if hit is not None:
+                ms = round((time.perf_counter() - t0) * 1000, 2)
+                return dataclasses.replace(hit, timings_ms=(("cache hit", ms),))
+        out = _diagnose(store, hop_budgets_ms=dict(budgets), catalog=catalog, **kwargs)  # type: ignore[arg-type]
     if key is not None:
         dc.CACHE.put(key, catalog, out)
     return out
+
+
+@contextmanager
+def _read_snapshot(store: Any) -> Iterator[None]:
+    """This thread's queries in one read transaction (Store.read_snapshot): they read one DuckLake
+    snapshot, the one the cache key names, even while a writer commits. BubbleUp's query, on its own
+    thread, runs apart."""
+    if isinstance(store, Store):
+        with store.read_snapshot():
+            yield
+    else:
+        yield
 
 
 def _diagnose(
@@ -299,9 +314,8 @@ def _bubble(
     """BubbleUp over the top hop's spans in the worst stretch of the incident; (attrs, note, wall ms)."""
     t = time.perf_counter()
     used = [Window(w.start, w.end) for w in baseline.used]
-    top_pr = hp.per_request(wide, [top.hop])[top.hop]
     nb = int(-(-incident.seconds // step))
-    lo, hi = bu.focus_offsets(_hop_grid(top_pr, [0], nb)[0], step)
+    lo, hi = bu.focus_offsets(_hop_grid(wide, top.hop, [0], nb)[0], step)
     focus = (timedelta(seconds=lo * step), timedelta(seconds=hi * step))
     counts, slow_total, base_total, _cut = bu.load_bubble_counts(
         store, top.hop, top.hop_kind, incident, used, focus=focus
@@ -319,17 +333,15 @@ def _sli_bad(frame: pd.DataFrame, target: Target) -> pd.DataFrame:
         keep &= (frame["client"] == target.client).to_numpy()
     if not keep.any():
         return pd.DataFrame(columns=["window", "ts", "total", "bad"])
-    index, rows = hp._bucket_rows(frame, keep)
-    n = len(index)
+    w, ts, rows = hp._bucket_keys(frame, keep)
+    n = len(w)
     col = frame["errors" if target.measure == "errors" else "bad"].to_numpy(dtype=float)[keep]
     missing = np.isnan(col)
     total = np.bincount(rows, weights=frame["count"].to_numpy(dtype=float)[keep], minlength=n)
     bad = np.bincount(rows, weights=np.where(missing, 0.0, col), minlength=n)
     # a bucket with any edge not counted exactly stays NaN (a sum would hide it)
     bad[np.bincount(rows, weights=missing, minlength=n) > 0] = np.nan
-    return pd.DataFrame(
-        {"window": index.get_level_values(0), "ts": index.get_level_values(1), "total": total, "bad": bad}
-    )
+    return pd.DataFrame({"window": w, "ts": ts, "total": total, "bad": bad})
 
 
 def _degraded(dec: Decomposition, target: Target) -> tuple[bool, str]:
@@ -359,17 +371,22 @@ def _degraded(dec: Decomposition, target: Target) -> tuple[bool, str]:
     )
 
 
-def _hop_grid(per_req: pd.Series, ids: list[int], nb: int) -> np.ndarray:
-    """A hop's per-request values as [len(ids), nb] (rows in the order of ``ids``), NaN where none."""
+def _hop_grid(wide: pd.DataFrame, hop: str, ids: list[int], nb: int) -> np.ndarray:
+    """A hop's per-request values (``hops.per_request``) as [len(ids), nb] (rows in the order of
+    ``ids``), NaN where none. Numpy on the columns: the same divisions, without a DataFrame."""
     out = np.full((len(ids), nb), np.nan)
-    if per_req.empty:
+    if wide.empty:
         return out
-    pos = {w: k for k, w in enumerate(ids)}
-    win = per_req.index.get_level_values("window").to_numpy()
-    ts = per_req.index.get_level_values("ts").to_numpy()
-    keep = np.isin(win, ids) & (ts >= 0) & (ts < nb)
-    rows = np.array([pos[int(w)] for w in win[keep]], dtype=int)
-    out[rows, ts[keep].astype(int)] = per_req.to_numpy(dtype=float)[keep]
+    req = wide[hp.REQUESTS].to_numpy(dtype=float)
+    with np.errstate(all="ignore"):
+        per_req = wide[hop].to_numpy(dtype=float) / np.where(req > 0, req, np.nan)
+    pos = np.full(max(ids, default=0) + 1, -1)
+    pos[ids] = np.arange(len(ids))
+    win = wide.index.get_level_values("window").to_numpy()
+    ts = wide.index.get_level_values("ts").to_numpy()
+    keep = (win >= 0) & (win < len(pos)) & (ts >= 0) & (ts < nb)
+    keep[keep] = pos[win[keep]] >= 0
+    out[pos[win[keep]], ts[keep].astype(int)] = per_req[keep]
     return out
 
 
@@ -413,7 +430,6 @@ def _resource_causes(
     base_rows = list(range(1, len(sig_ids)))
     caps = rs.capacities(grid, catalog)
     host_map = rs.hosts_by_service(grid.meta)
-    per_req = hp.per_request(wide, list(kinds))
     nb = grid.values.shape[2] if not grid.empty else 0
     primary: list[Cause] = []
     secondary: list[tuple[float, Cause]] = []
@@ -422,7 +438,7 @@ def _resource_causes(
     for row in standing:
         linked = _link(grid, row, frame, host_map, catalog, errors)
         n_series += len(linked)
-        hop_ms = _hop_grid(per_req[row.hop], sig_ids, nb)
+        hop_ms = _hop_grid(wide, row.hop, sig_ids, nb)
         ev = rs.score_signals(grid, linked, hop_ms, base_rows, 0, catalog, caps)
         dims = rs.score_dimensions(ev)
         judged = {e.dimension for e in ev}

@@ -7,13 +7,15 @@ For an availability SLI the same split is done on errors: a service's own errors
 the calls into it minus those of its own outgoing calls (an error passed up is counted once, where
 it started).
 
-All of hop_minutes that a diagnosis needs comes from one SQL query (``load_hop_data``): per-bucket
-sums of every edge of the route in every window, the SLI's merged histogram per window, and the
-slowest minutes (with their exemplar trace ids) of each edge in the incident.
+All of hop_minutes that a diagnosis needs comes from one SQL scan (``load_hop_data``): the rows of
+every edge of the route in every window, summed here per bucket (numpy, in row order: the sums SQL's
+SUM makes), the SLI's histogram merged per window, and the slowest minutes (with their exemplar trace
+ids) of each edge in the incident.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +49,6 @@ class HopData:
 
 def load_hop_data(store: Any, windows: Sequence[Window], target: Target, step_s: int = 60) -> HopData:
     """Everything the decomposition needs from hop_minutes, in one query (window 0 is the incident)."""
-    thr = target.threshold_ms if target.threshold_ms is not None else -1.0
     edge_sql, edge_p = ("", []) if target.client is None else (" AND client = ?", [target.client])
     # One scan of hop_minutes for all windows: each scan of a DuckLake table costs 12-25 ms of
     # catalog work before it reads a byte. The overall range prunes files; the OR of the windows is
@@ -56,77 +57,159 @@ def load_hop_data(store: Any, windows: Sequence[Window], target: Target, step_s:
     within = " OR ".join("(minute >= ? AND minute < ?)" for _ in windows)
     bounds = [x for w in windows for x in (w.start, w.end)]
     lo, hi = min(w.start for w in windows), max(w.end for w in windows)
-    # The scan carries only what each part reads: histograms of the SLI's edges, exemplars of the
-    # incident, the exact bad count instead of the threshold lists. Three parts: sums per bucket x
-    # edge (no list payload in that big GROUP BY), the SLI's merged histogram per window, and per
-    # edge the exemplars of its slowest incident buckets.
+    # The scan carries only what is read: histograms of the SLI's edges, exemplars of the incident,
+    # the exact bad count instead of the threshold lists (none without a threshold). The rows come
+    # back as they are and are summed here (``_sum_buckets``): a GROUP BY, a window function and a
+    # join over a few thousand rows cost DuckDB more than the scan.
     sli = f"server = ?{edge_sql}"
-    sql = f"""
-    WITH h AS MATERIALIZED (
-        SELECT CASE {case} END AS win,
-               CAST((epoch_us(minute) - list_extract(?::BIGINT[], (CASE {case} END) + 1)) // ? AS INTEGER) AS b,
-               client, server, "count", errors, duration_ms_sum, duration_ms_max, gap_ms_sum, self_ms_sum,
-               CASE WHEN {sli} THEN hist_idx END AS hist_idx, CASE WHEN {sli} THEN hist_cnt END AS hist_cnt,
-               CASE WHEN minute >= ? AND minute < ? THEN exemplars END AS exemplars,
-               list_position(good_le_ms, ?) AS pos, pos IS NOT NULL AS exact, "count" - good_cnt[pos] AS bad_n
-        FROM hop_minutes WHERE route = ? AND minute >= ? AND minute < ? AND ({within})
-    ), top AS (
-        SELECT client, server, b, max(duration_ms_max) AS dmax
-        FROM h WHERE win = 0 GROUP BY client, server, b
-        QUALIFY row_number() OVER (PARTITION BY client, server ORDER BY dmax DESC) <= {EXEMPLAR_MINUTES}
-    ), ex AS (
-        SELECT h.client, h.server, top.dmax, h.exemplars
-        FROM h JOIN top ON h.client = top.client AND h.server = top.server AND h.b = top.b
-                       AND h.duration_ms_max = top.dmax
-        WHERE h.win = 0
-        QUALIFY row_number() OVER (PARTITION BY h.client, h.server, h.b) = 1
+    thr_sql, thr_p = (
+        (
+            ', list_position(good_le_ms, ?) IS NOT NULL AS exact, "count" - good_cnt[list_position(good_le_ms, ?)] AS bad_n',
+            [target.threshold_ms] * 2,
+        )
+        if target.threshold_ms is not None
+        else ("", [])
     )
-    SELECT 0 AS part, win, b, client, server, CAST(sum("count") AS DOUBLE) AS "count",
-           CAST(sum(errors) AS DOUBLE) AS errors, sum(duration_ms_sum) AS duration_ms_sum,
-           sum(gap_ms_sum) AS gap_ms_sum, sum(self_ms_sum) AS self_ms_sum, max(duration_ms_max) AS duration_ms_max,
-           CASE WHEN bool_and(exact) THEN CAST(sum(bad_n) AS DOUBLE) END AS bad,
-           NULL::INTEGER AS idx, NULL::BIGINT AS cnt, NULL::VARCHAR[] AS exemplars
-    FROM h GROUP BY win, b, client, server
-    UNION ALL
-    SELECT 1, win, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, idx, CAST(sum(cnt) AS BIGINT), NULL
-    FROM (SELECT win, unnest(hist_idx) AS idx, unnest(hist_cnt) AS cnt FROM h WHERE hist_idx IS NOT NULL)
-    GROUP BY win, idx
-    UNION ALL
-    SELECT 2, 0, NULL, client, server, NULL, NULL, NULL, NULL, NULL, dmax, NULL, NULL, NULL, exemplars
-    FROM ex
+    sql = f"""
+    SELECT CASE {case} END AS win, epoch_us(minute) AS us, client, server, "count", errors,
+           duration_ms_sum, duration_ms_max, gap_ms_sum, self_ms_sum,
+           CASE WHEN {sli} THEN hist_idx END AS hist_idx, CASE WHEN {sli} THEN hist_cnt END AS hist_cnt,
+           CASE WHEN minute >= ? AND minute < ? THEN exemplars END AS exemplars{thr_sql}
+    FROM hop_minutes WHERE route || '' = ? AND minute >= ? AND minute < ? AND ({within})
     """
+    # (``route || ''``: the same test, but not one DuckLake turns into a per-file stats look-up in its
+    # catalog, ~3-5 ms per query, that prunes nothing: every day's file holds every route)
     inc = windows[0]
-    params = [*bounds, [_us(w.start) for w in windows], *bounds, step_s * 1_000_000,
-              target.service, *edge_p, target.service, *edge_p, inc.start, inc.end, thr,
+    params = [*bounds, target.service, *edge_p, target.service, *edge_p, inc.start, inc.end, *thr_p,
               target.route, lo, hi, *bounds]  # fmt: skip
     table = store.query(sql, params)
-    part = table.column("part").to_numpy()
-    frame = table.filter(pa.array(part == 0)).select(["win", "b", *FRAME_COLUMNS[2:]]).to_pandas()
-    frame = frame.rename(columns={"win": "window", "b": "ts"})
-    hist = table.filter(pa.array(part == 1)).select(["win", "idx", "cnt"]).to_pandas()
-    hist = hist.rename(columns={"win": "window"}).astype({"window": int, "idx": int, "cnt": np.int64})
-    # the exemplars of each edge's slowest incident buckets (slowest first)
-    e = table.filter(pa.array(part == 2))
-    ex = pd.DataFrame(
+    win = table.column("win").to_numpy().astype(np.int32)
+    starts = np.array([_us(w.start) for w in windows], dtype=np.int64)
+    b = ((table.column("us").to_numpy() - starts[win]) // (step_s * 1_000_000)).astype(np.int32)
+    client = table.column("client").to_numpy(zero_copy_only=False)
+    server = table.column("server").to_numpy(zero_copy_only=False)
+    c_codes, _ = pd.factorize(client)
+    s_codes, s_names = pd.factorize(server)
+    edge = c_codes.astype(np.int64) * max(1, len(s_names)) + s_codes
+    return HopData(
+        _sum_buckets(table, win, b, edge, client, server),
+        _window_hist(table, win),
+        _slowest_minutes(table, win, b, edge, client, server),
+    )
+
+
+def _sum_buckets(
+    table: pa.Table, win: np.ndarray, b: np.ndarray, edge: np.ndarray, client: np.ndarray, server: np.ndarray
+) -> pd.DataFrame:
+    """FRAME_COLUMNS: the rows summed per window x bucket x edge (sums in row order, as SQL's SUM)."""
+    n = table.num_rows
+    cols = {k: table.column(k).to_numpy().astype(float) for k in FRAME_COLUMNS[4:10]}
+    if "exact" in table.column_names:
+        exact = table.column("exact").to_numpy(zero_copy_only=False).astype(bool)
+        bad_n = table.column("bad_n").to_numpy(zero_copy_only=False).astype(float)  # NaN where NULL
+    else:
+        exact, bad_n = np.zeros(n, dtype=bool), np.full(n, np.nan)
+    nw, nb = int(win.max(initial=0)) + 1, int(b.max(initial=0)) + 1
+    uniq, first, inv = np.unique((edge * nb + b) * nw + win, return_index=True, return_inverse=True)
+    if len(uniq) == n:  # one row per bucket (minute buckets): nothing to sum
+        bad = np.where(exact & ~np.isnan(bad_n), bad_n, np.nan)
+        rows: np.ndarray = np.arange(n)
+        out = cols
+    else:
+        inv = inv.ravel()
+        k = len(uniq)
+        out = {c: np.bincount(inv, weights=v, minlength=k) for c, v in cols.items()}
+        dmax = np.full(k, -np.inf)
+        np.maximum.at(dmax, inv, cols["duration_ms_max"])
+        out["duration_ms_max"] = dmax
+        all_exact = np.bincount(inv, weights=~exact, minlength=k) == 0
+        has_bad = np.bincount(inv, weights=~np.isnan(bad_n), minlength=k) > 0
+        bad = np.where(
+            all_exact & has_bad, np.bincount(inv, weights=np.nan_to_num(bad_n), minlength=k), np.nan
+        )
+        rows = first
+    return pd.DataFrame(
         {
-            "client": e.column("client").to_pylist(),
-            "server": e.column("server").to_pylist(),
-            "duration_ms_max": e.column("duration_ms_max").to_numpy(),
-            "exemplars": e.column("exemplars").to_pylist(),
+            "window": win[rows],
+            "ts": b[rows],
+            "client": client[rows],
+            "server": server[rows],
+            **{c: out[c] for c in FRAME_COLUMNS[4:10]},
+            "bad": bad,
+        },
+        columns=FRAME_COLUMNS,
+    )
+
+
+def _window_hist(table: pa.Table, win: np.ndarray) -> pd.DataFrame:
+    """window, idx, cnt: the SLI's edges' histogram merged per window."""
+    idx_col = table.column("hist_idx").combine_chunks()
+    cnt_col = table.column("hist_cnt").combine_chunks()
+    lens = np.diff(idx_col.offsets.to_numpy())  # 0 where NULL
+    idx = idx_col.flatten().to_numpy().astype(np.int64)
+    cnt = cnt_col.flatten().to_numpy().astype(np.int64)
+    if idx.size == 0:
+        return pd.DataFrame(
+            {"window": np.zeros(0, int), "idx": np.zeros(0, int), "cnt": np.zeros(0, np.int64)}
+        )
+    w = np.repeat(win.astype(np.int64), lens)
+    lo = int(idx.min())
+    span = int(idx.max()) - lo + 1
+    keys, inv = np.unique(w * span + (idx - lo), return_inverse=True)
+    sums = np.zeros(len(keys), dtype=np.int64)
+    np.add.at(sums, inv.ravel(), cnt)
+    return pd.DataFrame(
+        {"window": (keys // span).astype(int), "idx": (keys % span + lo).astype(int), "cnt": sums}
+    )
+
+
+def _slowest_minutes(
+    table: pa.Table, win: np.ndarray, b: np.ndarray, edge: np.ndarray, client: np.ndarray, server: np.ndarray
+) -> pd.DataFrame:
+    """client, server, duration_ms_max, exemplars of each edge's EXEMPLAR_MINUTES slowest incident
+    buckets (the exemplars of the bucket's slowest row), slowest first."""
+    dmax_all = table.column("duration_ms_max").to_numpy()
+    inc = np.flatnonzero((win == 0) & ~np.isnan(dmax_all))
+    dmax, e, bb = dmax_all[inc], edge[inc], b[inc]
+    # the slowest row of each (edge, bucket): sorted by edge, bucket, slowest first, row order
+    order = np.lexsort((np.arange(len(inc)), -dmax, bb, e))
+    e_s, b_s = e[order], bb[order]
+    head = order[np.r_[True, (e_s[1:] != e_s[:-1]) | (b_s[1:] != b_s[:-1])]] if len(order) else order
+    # per edge its slowest buckets (ties: the earlier bucket)
+    ranked = head[np.lexsort((bb[head], -dmax[head], e[head]))]
+    e_r = e[ranked]
+    new_edge = np.r_[True, e_r[1:] != e_r[:-1]] if len(ranked) else np.zeros(0, dtype=bool)
+    starts = np.flatnonzero(new_edge)
+    rank = np.arange(len(ranked)) - np.repeat(starts, np.diff(np.r_[starts, len(ranked)]))
+    top = ranked[rank < EXEMPLAR_MINUTES]
+    top = top[np.argsort(-dmax[top], kind="stable")]
+    rows = inc[top]
+    return pd.DataFrame(
+        {
+            "client": client[rows],
+            "server": server[rows],
+            "duration_ms_max": dmax[top],
+            "exemplars": table.column("exemplars").take(pa.array(rows, pa.int64())).to_pylist(),
         }
     )
-    ex = ex.sort_values("duration_ms_max", ascending=False, kind="stable").reset_index(drop=True)
-    return HopData(frame, hist, ex)
 
 
 def pick_exemplars(ex: pd.DataFrame, edges: Sequence[tuple[str | None, str]], limit: int = 10) -> list[str]:
     """Trace ids of the slowest minutes of the given edges (client None = any client), in that order."""
+    rows = list(
+        zip(
+            ex["client"].tolist(),
+            ex["server"].tolist(),
+            ex["duration_ms_max"].tolist(),
+            ex["exemplars"].tolist(),
+            strict=True,
+        )
+    )
     out: list[str] = []
     for client, server in edges:
-        rows = ex[ex["server"] == server]
-        if client is not None:
-            rows = rows[rows["client"] == client]
-        for ids in rows.sort_values("duration_ms_max", ascending=False)["exemplars"]:
+        mine = [r for r in rows if r[1] == server and (client is None or r[0] == client)]
+        mine.sort(key=lambda r: -r[2])  # stable: rows come slowest first already
+        for _c, _s, _d, ids in mine:
             for t in list(ids) if ids is not None else []:
                 if t not in out:
                     out.append(str(t))
@@ -177,14 +260,19 @@ def _descendants_of(edges: Sequence[tuple[str, str]], service: str) -> set[str]:
     return seen
 
 
-def _bucket_rows(frame: pd.DataFrame, keep: np.ndarray) -> tuple[pd.MultiIndex, np.ndarray]:
-    """The sorted (window, ts) index of the kept rows, and each kept row's position in it."""
+def _bucket_keys(frame: pd.DataFrame, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sorted (window, ts) pairs of the kept rows (as two arrays), and each kept row's position."""
     w_val, w_code = np.unique(frame["window"].to_numpy()[keep], return_inverse=True)
     t_val, t_code = np.unique(frame["ts"].to_numpy()[keep], return_inverse=True)
     nt = max(1, len(t_val))
     keys, rows = np.unique(w_code.ravel().astype(np.int64) * nt + t_code.ravel(), return_inverse=True)
-    index = pd.MultiIndex.from_arrays([w_val[keys // nt], t_val[keys % nt]], names=["window", "ts"])
-    return index, rows.ravel()
+    return w_val[keys // nt], t_val[keys % nt], rows.ravel()
+
+
+def _bucket_rows(frame: pd.DataFrame, keep: np.ndarray) -> tuple[pd.MultiIndex, np.ndarray]:
+    """The sorted (window, ts) index of the kept rows, and each kept row's position in it."""
+    w, t, rows = _bucket_keys(frame, keep)
+    return pd.MultiIndex.from_arrays([w, t], names=["window", "ts"]), rows
 
 
 def _pivot_sum(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n: int, k: int) -> np.ndarray:
@@ -267,19 +355,26 @@ def per_request(wide: pd.DataFrame, hops: Sequence[str]) -> pd.DataFrame:
     return wide[cols].div(req, axis=0)
 
 
-def _robust_std(x: np.ndarray) -> float:
-    x = x[np.isfinite(x)]
-    if x.size < 2:
-        return 0.0
-    mad = float(np.median(np.abs(x - np.median(x))))
-    return 1.4826 * mad
+def _robust_std_cols(a: np.ndarray) -> np.ndarray:
+    """Per column: 1.4826 x the median absolute deviation of its finite values (0 with fewer than 2)."""
+    if a.size == 0:
+        return np.zeros(a.shape[1] if a.ndim == 2 else 0)
+    a = np.where(np.isfinite(a), a, np.nan)
+    n = np.isfinite(a).sum(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: 0.0 below
+        med = np.nanmedian(a, axis=0)
+        mad = np.nanmedian(np.abs(a - med), axis=0)
+    return np.where(n >= 2, 1.4826 * mad, 0.0)
 
 
 def _merged(hist: pd.DataFrame, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
-    h = hist[hist["window"].isin(list(ids))]
-    if h.empty:
+    if hist.empty:
         return None
-    return histogram.merge([h["idx"].to_numpy()], [h["cnt"].to_numpy()])
+    m = np.isin(hist["window"].to_numpy(), list(ids))
+    if not m.any():
+        return None
+    return histogram.merge([hist["idx"].to_numpy()[m]], [hist["cnt"].to_numpy()[m]])
 
 
 def end_to_end(
@@ -395,7 +490,7 @@ def decompose_hops(
     # one array per side, a contiguous column per hop (sums in the same order as pandas' column sums)
     base_a = np.asfortranarray(vals[bmask])
     inc_a = np.asfortranarray(vals[imask])
-    base_pr_a = np.asfortranarray(pr_all[bmask])
+    robust = _robust_std_cols(pr_all[bmask])  # per hop: the spread of its per-bucket baseline values
     b_mean = {h: float(base_a[:, j].sum()) / base_req if base_req else 0.0 for j, h in enumerate(hops)}
     added = {
         h: (float(inc_a[:, j].sum()) / inc_req if inc_req else 0.0) - b_mean[h] for j, h in enumerate(hops)
@@ -414,7 +509,7 @@ def decompose_hops(
     for j, h in enumerate(hops):
         per_window = win_a[:, j] / win_req
         sd_win = float(np.std(per_window, ddof=1)) if len(per_window) >= 3 else 0.0
-        sd_bucket = _robust_std(base_pr_a[:, j]) / np.sqrt(inc_buckets)
+        sd_bucket = float(robust[j]) / np.sqrt(inc_buckets)
         noise = max(sd_win, sd_bucket)
         share = max(0.0, added[h]) / total_pos if total_pos > 0 else 0.0
         rows.append(

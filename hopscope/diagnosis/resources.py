@@ -61,26 +61,33 @@ def link_series(
         ends = {client, server}
         end_hosts = set().union(*(hosts.get(e, set()) for e in ends))
         server_names = {server} | hosts.get(server, set())
-    for i, row in enumerate(meta.itertuples(index=False)):
-        info = catalog.get(row.metric)
-        if info is None or row.metric in capacity_only:
+    rows = zip(
+        meta["metric"].tolist(),
+        meta["service"].tolist(),
+        meta["host"].tolist(),
+        meta["labels"].tolist(),
+        strict=True,
+    )
+    for i, (metric, service, host, row_labels) in enumerate(rows):
+        info = catalog.get(metric)
+        if info is None or metric in capacity_only:
             continue
-        labels = row.labels or {}
+        labels = row_labels or {}
         dim = info.dimension_for(labels)
         if dim == "none":
             continue
-        is_probe = "target" in labels or row.metric.startswith("probe_")
+        is_probe = "target" in labels or metric.startswith("probe_")
         if hop_kind == "service":
-            ok = row.service == hop or row.host in hosts.get(hop, set())
-            if is_probe and row.service != hop:
+            ok = service == hop or host in hosts.get(hop, set())
+            if is_probe and service != hop:
                 ok = _matches_target(labels, {hop} | hosts.get(hop, set()))
         else:
             if dim != "bandwidth":
                 continue
             if is_probe:
-                ok = row.service == server or _matches_target(labels, server_names)
+                ok = service == server or _matches_target(labels, server_names)
             else:
-                ok = row.service in ends or (bool(row.host) and row.host in end_hosts)
+                ok = service in ends or (bool(host) and host in end_hosts)
         if ok:
             keep.append(i)
     return keep
@@ -102,11 +109,13 @@ def capacities(grid: SeriesGrid, catalog: Catalog) -> np.ndarray:
             med[has] = np.nanmedian(flat[has], axis=1)
     exact: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], float] = {}
     loose: dict[tuple[str, str, str], list[float]] = {}
-    for i, row in enumerate(meta.itertuples(index=False)):
-        exact[(row.metric, row.service, row.host, tuple(sorted((row.labels or {}).items())))] = med[i]
-        loose.setdefault((row.metric, row.service, row.host), []).append(med[i])
-    for i, row in enumerate(meta.itertuples(index=False)):
-        info = catalog.get(row.metric)
+    rows = list(zip(meta["metric"].tolist(), meta["service"].tolist(), meta["host"].tolist(),
+                    [tuple(sorted((lab or {}).items())) for lab in meta["labels"].tolist()], strict=True))  # fmt: skip
+    for i, (metric, service, host, labels) in enumerate(rows):
+        exact[(metric, service, host, labels)] = med[i]
+        loose.setdefault((metric, service, host), []).append(med[i])
+    for i, (metric, service, host, labels) in enumerate(rows):
+        info = catalog.get(metric)
         if info is None:
             continue
         if info.capacity_value is not None:
@@ -117,9 +126,9 @@ def capacities(grid: SeriesGrid, catalog: Catalog) -> np.ndarray:
             continue
         total = 0.0
         for name in names:
-            v = exact.get((name, row.service, row.host, tuple(sorted((row.labels or {}).items()))))
+            v = exact.get((name, service, host, labels))
             if v is None:
-                same_host = loose.get((name, row.service, row.host), [])
+                same_host = loose.get((name, service, host), [])
                 v = same_host[0] if len(same_host) == 1 else None
             if v is None or not math.isfinite(v):
                 total = math.nan
@@ -196,8 +205,17 @@ def score_signals(
 ) -> list[Evidence]:
     """Evidence for every linked series (rows of the grid), best first."""
     out: list[Evidence] = []
+    meta = grid.meta
+    metrics, services, hosts = meta["metric"].tolist(), meta["service"].tolist(), meta["host"].tolist()
+    series, labels_of = meta["series"].tolist(), meta["labels"].tolist()
     for i in linked:
-        row = grid.meta.iloc[i]
+        row = {
+            "metric": metrics[i],
+            "service": services[i],
+            "host": hosts[i],
+            "series": series[i],
+            "labels": labels_of[i],
+        }
         info = catalog[row["metric"]]
         cap = float(caps[i]) if math.isfinite(caps[i]) else None
         b, inc, change, r, util, score = score_series(
