@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import pandas as pd
 import typer
 
@@ -46,7 +47,8 @@ class SloReport:
     total: float
     sli: float | None
     budget_consumed: float | None  # fraction of the window's error budget spent
-    incidents: tuple[dict[str, Any], ...]  # number, id, start, end, severity, budget_consumed, cause
+    # number, id, start, end, severity, budget_consumed (its share of this report's budget), cause
+    incidents: tuple[dict[str, Any], ...]
     hop_budgets: tuple[dict[str, Any], ...]  # hop, budget_ms, mean_ms, worst_hour_ms, used
     burndown: pd.DataFrame = field(repr=False)  # t, budget_remaining, ideal
     generated: datetime | None = None
@@ -92,8 +94,10 @@ def build_report(
     sli = good / total if total else None
     burn = pd.DataFrame(columns=["t", "budget_remaining", "ideal"])
     consumed: float | None = None
+    cum = None  # the budget consumed by the end of each minute of the span
     if not minutes.empty:
         bd = budget_burndown(spec, minutes, start, end)
+        cum = (bd["minute"].to_numpy(dtype="datetime64[us]"), bd["consumed"].fillna(0.0).to_numpy())
         step = f"{views.step_for(start, end)}s"
         bd["t"] = pd.to_datetime(bd["minute"]).dt.floor(step)
         burn = (
@@ -110,7 +114,10 @@ def build_report(
     for b in table[table["slo"] == slo].to_dict("records"):
         incidents.append(
             {
-                **{k: b[k] for k in ("number", "id", "start", "end", "severity", "budget_consumed")},
+                **{k: b[k] for k in ("number", "id", "start", "end", "severity")},
+                # its share of this report's budget: what the burn-down fell by while it lasted (within
+                # the span), so that the incidents' shares add up to at most the budget consumed
+                "budget_consumed": _consumed_between(cum, b["start"], b["end"]),
                 "cause": views.incident_cause(store, rules, b["id"]) if causes else "",
             }
         )
@@ -119,6 +126,19 @@ def build_report(
         good=good, total=total, sli=sli, budget_consumed=consumed, incidents=tuple(incidents),
         hop_budgets=tuple(_hop_budgets(store, spec, start, end)), burndown=burn, generated=end,
     )  # fmt: skip
+
+
+def _consumed_between(cum: tuple[np.ndarray, np.ndarray] | None, start: datetime, end: datetime) -> float:
+    """Budget consumed over the minutes [start, end) of a burn-down (minute, cumulative consumed)."""
+    if cum is None:
+        return 0.0
+    minute, consumed = cum
+
+    def by(t: datetime) -> float:  # consumed by the end of the minutes before t
+        i = int(np.searchsorted(minute, np.datetime64(pd.Timestamp(t).to_datetime64(), "us"), side="left"))
+        return float(consumed[i - 1]) if i > 0 else 0.0
+
+    return max(by(end) - by(start), 0.0)
 
 
 def _hop_budgets(store: Store, spec: Any, start: datetime, end: datetime) -> list[dict[str, Any]]:

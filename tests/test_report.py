@@ -63,6 +63,10 @@ def test_the_reports_budget_is_the_slo_status_budget_of_the_same_28_days(store: 
     assert rep28.sli == pytest.approx(status.sli)
     assert rep28.budget_consumed == pytest.approx(status.budget_consumed)
     assert rep28.burndown["budget_remaining"].iloc[-1] == pytest.approx(1 - status.budget_consumed)
+    # each incident's share is of the same budget: together they spent at most all that was spent
+    shares = [i["budget_consumed"] for i in rep28.incidents]
+    assert shares and all(x > 0 for x in shares)
+    assert sum(shares) <= rep28.budget_consumed + 1e-9
 
 
 def test_csv_has_one_row_per_incident_with_the_slo_summary(rep: report.SloReport) -> None:

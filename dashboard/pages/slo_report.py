@@ -59,8 +59,8 @@ if rep.incidents:
                 min_value=0,
                 max_value=1,
                 format="percent",
-                help="The incident's bad events as a share of one full SLO period's error budget, at the "
-                "traffic of the period ending with it (100% = a whole period's budget in one incident).",
+                help="The share of this report's error budget the incident spent (what the burn-down fell "
+                "by while it lasted); the incidents' shares add up to at most the budget consumed.",
             ),
             "length_min": st.column_config.NumberColumn("length (min)", format="%.0f"),
         },
