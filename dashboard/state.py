@@ -859,7 +859,20 @@ def slo_tiles(w: views.Window) -> Any:
             st.badge(f"{state_name.upper()} · {alert}", color=charts.SEVERITY_BADGES[state_name])
             a, b = st.columns(2)
             a.metric("SLI now", _pct(row.sli), help=f"objective {_pct(row.objective)} over {row.window}")
-            b.metric("Budget left", _pct(row.budget_remaining, 1))
+            spent = (
+                row.budget_remaining is not None
+                and row.budget_remaining == row.budget_remaining
+                and row.budget_remaining <= 0
+            )
+            b.metric(
+                "Budget left",
+                _pct(row.budget_remaining, 1),
+                delta="exhausted" if spent else None,
+                delta_color="inverse",
+                delta_arrow="off",
+                help=f"error budget left of the {row.window} window: 1 - (1 - SLI) / (1 - objective); below 0 "
+                "the SLO is missed for the window, whether or not a burn-rate alert fires now",
+            )
             burns = " · ".join(
                 f"{esc_md(k)} ×{v:.1f}" for k, v in row.burn_rates.items() if v == v and v is not None
             )

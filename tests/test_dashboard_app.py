@@ -124,6 +124,11 @@ def test_overview_tiles_show_each_slo_with_its_alert_state(dash_store: Path, env
     assert len(badges) == len(SLO_NAMES)
     assert all(any(s in b for s in ("OK", "TICKET", "PAGE", "NO DATA")) for b in badges)
     assert "Budget left" in shown and "SLI now" in shown
+    # an overspent budget says so whether or not an alert fires now (the demo's flash sale spent it)
+    budgets = [(m.value, m.delta) for m in at.metric if m.label == "Budget left"]
+    assert len(budgets) == len(SLO_NAMES)
+    assert all((d == "exhausted") == v.startswith("-") for v, d in budgets)
+    assert any(d == "exhausted" for _, d in budgets)
 
 
 def test_overview_draws_breaches_as_clickable_bands_and_links(dash_store: Path, env: Any) -> None:
