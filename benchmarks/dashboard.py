@@ -186,10 +186,19 @@ class ServerLog:
         while True:
             with self.path.open() as f:
                 f.seek(self.mark)
-                lines = [line for line in f if "\t" in line]
+                # page runs only: a fragment's own line ("page#fragment") is part of its page's run
+                lines = [line for line in f if "\t" in line and "#" not in line.split("\t")[0]]
             if lines or time.monotonic() > deadline:
                 return sum(float(line.split("\t")[1]) for line in lines) if lines else float("nan")
             time.sleep(0.05)
+
+    def fragment_runs(self, name: str) -> list[float]:
+        """Seconds of each run of fragment `name` ("page#fragment") since start()."""
+        if not self.path.exists():
+            return []
+        with self.path.open() as f:
+            f.seek(self.mark)
+            return [float(line.split("\t")[1]) for line in f if line.split("\t")[0] == name]
 
 
 def _wait_drawn(page: object, path: str, title: str, t: float) -> float:
@@ -369,6 +378,56 @@ def land_a_minute(store: Store) -> None:
         store.append(table, rows.set_column(i, rows.schema.field(i), moved.cast(rows.schema.field(i).type)))
 
 
+def browser_tick(store: Path, range_key: str = "28d", rounds: int = 7) -> None:
+    """Server time of the Overview's live refresh as it happens: a Chromium tab on ?refresh=5s, where each
+    tick reruns the live fragment only (its own time is logged). Ticks with no new data, then ticks
+    each preceded by a minute of new data landed in the store by this process (the server's snapshot
+    cache lives LIVE_TTL_S = 5 s: a tick may still show the previous minute; each tick is counted)."""
+    from playwright.sync_api import sync_playwright
+
+    log = ServerLog(Path(tempfile.mkdtemp(prefix="hopscope-bench-tick-")) / "runs.tsv")
+    env = {**os.environ, "HOPSCOPE_STORE": str(store), "HOPSCOPE_SLO_RULES": str(ROOT / "slo_rules"),
+           "HOPSCOPE_TIMING_LOG": str(log.path)}  # fmt: skip
+    proc, url = _serve(ROOT / "dashboard" / "app.py", env)
+    name = "overview#live"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            t = time.monotonic()
+            page.goto(f"{url}/?range={range_key}&refresh=5s")
+            _wait_drawn(page, f"?range={range_key}", "End-to-end latency", t)
+            log.start()  # the first tick after the load is not counted (it may overlap the load's own run)
+            deadline = time.monotonic() + 60
+            while not log.fragment_runs(name) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            writer = Store(store)
+            results: dict[str, list[float]] = {}
+            for case, land in (("no new data", False), ("a minute of new data before each tick", True)):
+                got: list[float] = []
+                for _ in range(rounds):
+                    log.start()
+                    if land:
+                        land_a_minute(writer)
+                    deadline = time.monotonic() + 30
+                    while not log.fragment_runs(name) and time.monotonic() < deadline:
+                        time.sleep(0.1)
+                    got += log.fragment_runs(name)[:1]
+                results[case] = got
+            writer.close()
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    print(
+        f"\nOverview ?range={range_key}, live refresh in Chromium (?refresh=5s): server time of the fragment's rerun"
+    )
+    for case, got in results.items():
+        if got:
+            print(f"  {case:<40}: median {1000 * statistics.median(got):5.0f} ms, max {1000 * max(got):5.0f} ms "
+                  f"({len(got)} ticks; load average {_load()})")  # fmt: skip
+
+
 def tick(store: Path, range_key: str = "28d", rounds: int = 7, page: str = "overview") -> None:
     """Server time of one live refresh of a page: an AppTest rerun (the page's body is its live fragment).
 
@@ -454,9 +513,12 @@ def main() -> None:
         build(path, args.days, args.hops, args.spans)
     if args.tick_only:
         tick(path, args.range, page=args.tick_page)
+        if args.tick_page == "overview":
+            browser_tick(path, args.range)
     else:
         measure(path, args.rounds, args.pages)
         tick(path, args.range, page=args.tick_page)
+        browser_tick(path, args.range)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import functools
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -617,6 +618,18 @@ def log_run_time(page: str, seconds: float) -> None:
     if path:
         with open(path, "a", encoding="utf-8") as f:
             f.write(f"{page or 'overview'}\t{seconds:.4f}\n")
+
+
+@contextmanager
+def timed(name: str) -> Iterator[None]:
+    """log_run_time(name, the block's duration): a fragment's rerun (a live refresh tick) is not a page run."""
+    import time as clock
+
+    started = clock.perf_counter()
+    try:
+        yield
+    finally:
+        log_run_time(name, clock.perf_counter() - started)
 
 
 ALL = "(all)"

@@ -15,6 +15,11 @@ every = state.refresh_interval()
 
 @st.fragment(run_every=every)
 def live() -> None:
+    with state.timed("overview#live"):  # a live refresh tick reruns this function only
+        _live()
+
+
+def _live() -> None:
     w = state.window(spec)
     state.window_caption(w)
     state.freshness_line(w)
