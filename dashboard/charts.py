@@ -189,21 +189,6 @@ def _breach_parts(breaches: pd.DataFrame) -> tuple[list[dict[str, Any]], dict[st
     return shapes, marker
 
 
-def add_breach_bands(fig: go.Figure, breaches: pd.DataFrame | None) -> go.Figure:
-    """Shade each breach [start, end) by severity and put a clickable marker (customdata = id) on it."""
-    if breaches is None or breaches.empty:
-        return fig
-    shapes, marker = _breach_parts(breaches)
-    fig.update_layout(shapes=[*fig.layout.shapes, *shapes])
-    fig.add_trace(marker)
-    fig.update_layout(
-        yaxis9={"overlaying": "y", "range": [0, 1.05], "visible": False, "fixedrange": True},
-        hovermode="closest",
-        xaxis={"showspikes": True, "spikemode": "across", "spikethickness": 1, "spikedash": "dot"},
-    )
-    return fig
-
-
 def latency_chart(
     df: pd.DataFrame,
     breaches: pd.DataFrame | None = None,
