@@ -32,7 +32,9 @@ app = typer.Typer(
 DEFAULT_DEMO_STORE = Path("var/demo")
 DEFAULT_SCENARIO = Path("sample_data/scenario.yaml")
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="hopscope.toml (default: ./hopscope.toml if present)")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="hopscope.toml (default: ./hopscope.toml if present)")
+]
 
 
 @app.command()
@@ -51,7 +53,9 @@ def demo(
         raise HopscopeError(f"{scenario}: no such scenario file")
     if regenerate:
         result = generate(scenario, store, progress=_progress)
-        typer.echo(f"generated {store} in {result.seconds:.1f} s ({result.size_bytes / 1e6:.0f} MB)", err=True)
+        typer.echo(
+            f"generated {store} in {result.seconds:.1f} s ({result.size_bytes / 1e6:.0f} MB)", err=True
+        )
     else:
         ensure_demo(store, scenario, progress=_progress)
     if serve:
@@ -60,7 +64,9 @@ def demo(
 
 @app.command()
 def dashboard(
-    store: Annotated[Path | None, typer.Option(help="store to show (default: [store] path of the config)")] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="store to show (default: [store] path of the config)")
+    ] = None,
     config: ConfigOpt = None,
     port: Annotated[int | None, typer.Option(help="port (default: [dashboard] port)")] = None,
     address: Annotated[str | None, typer.Option(help="address (default: [dashboard] address)")] = None,

@@ -129,7 +129,9 @@ def _describe(err: Mapping[str, Any]) -> str:
     return f"{loc}: {shown}: {msg}"
 
 
-def load_config(path: str | Path | None = None, *, environ: Mapping[str, str] | None = None) -> tuple[Config, str]:
+def load_config(
+    path: str | Path | None = None, *, environ: Mapping[str, str] | None = None
+) -> tuple[Config, str]:
     """Read hopscope.toml (if given or present), apply HOPSCOPE_* overrides, validate.
 
     Returns the config and a description of where it came from.

@@ -34,7 +34,9 @@ def bucket_upper(idx: np.ndarray | int) -> np.ndarray:
     return np.power(GAMMA, np.asarray(idx, dtype=np.float64))
 
 
-def merge(idx_lists: Sequence[Sequence[int]], cnt_lists: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+def merge(
+    idx_lists: Sequence[Sequence[int]], cnt_lists: Sequence[Sequence[int]]
+) -> tuple[np.ndarray, np.ndarray]:
     """Sum several sparse histograms into one, sorted by bucket index."""
     if not idx_lists:
         return np.empty(0, np.int32), np.empty(0, np.int64)
@@ -60,7 +62,9 @@ def quantile(idx: Sequence[int] | np.ndarray, cnt: Sequence[int] | np.ndarray, q
     return float(bucket_value(i[min(pos, len(i) - 1)]))
 
 
-def count_at_most(idx: Sequence[int] | np.ndarray, cnt: Sequence[int] | np.ndarray, threshold_ms: float) -> int:
+def count_at_most(
+    idx: Sequence[int] | np.ndarray, cnt: Sequence[int] | np.ndarray, threshold_ms: float
+) -> int:
     """Approximate count of durations <= threshold (buckets wholly below it)."""
     i = np.asarray(idx, dtype=np.int32)
     c = np.asarray(cnt, dtype=np.int64)

@@ -60,7 +60,13 @@ SPANS = Table(
         Column("parent_span_id", pa.binary(), "BLOB", False, "8 bytes; null for a root span"),
         Column("service", pa.string(), "VARCHAR", True, "resource service.name"),
         Column("name", pa.string(), "VARCHAR", True),
-        Column("kind", pa.int8(), "TINYINT", True, "OTLP SpanKind: 0 unspecified 1 internal 2 server 3 client 4 producer 5 consumer"),
+        Column(
+            "kind",
+            pa.int8(),
+            "TINYINT",
+            True,
+            "OTLP SpanKind: 0 unspecified 1 internal 2 server 3 client 4 producer 5 consumer",
+        ),
         Column("start_time", TS, "TIMESTAMP", True),
         Column("duration_ms", pa.float64(), "DOUBLE", True),
         Column("status_code", pa.int8(), "TINYINT", True, "OTLP StatusCode: 0 unset 1 ok 2 error"),
@@ -71,7 +77,13 @@ SPANS = Table(
         Column("server_address", pa.string(), "VARCHAR", False, "server.address"),
         Column("peer_service", pa.string(), "VARCHAR", False, "peer.service"),
         Column("host_name", pa.string(), "VARCHAR", False, "resource host.name"),
-        Column("attributes", STR_MAP, "MAP(VARCHAR, VARCHAR)", False, "every other span and resource attribute, as text"),
+        Column(
+            "attributes",
+            STR_MAP,
+            "MAP(VARCHAR, VARCHAR)",
+            False,
+            "every other span and resource attribute, as text",
+        ),
     ),
     time_column="start_time",
     doc="one row per span",
@@ -81,23 +93,35 @@ HOP_MINUTES = Table(
     "hop_minutes",
     (
         Column("minute", TS, "TIMESTAMP", True, "start of the minute"),
-        Column("client", pa.string(), "VARCHAR", True, "calling service; '' for requests entering the system"),
+        Column(
+            "client", pa.string(), "VARCHAR", True, "calling service; '' for requests entering the system"
+        ),
         Column("server", pa.string(), "VARCHAR", True, "called service"),
         Column("route", pa.string(), "VARCHAR", True, "http.route of the trace's entry span"),
         Column("count", pa.int64(), "BIGINT", True),
         Column("errors", pa.int64(), "BIGINT", True),
-        Column("duration_ms_sum", pa.float64(), "DOUBLE", True, "edge latency as the client saw it (server span where no client span)"),
+        Column(
+            "duration_ms_sum",
+            pa.float64(),
+            "DOUBLE",
+            True,
+            "edge latency as the client saw it (server span where no client span)",
+        ),
         Column("duration_ms_max", pa.float64(), "DOUBLE", True),
         Column("client_ms_sum", pa.float64(), "DOUBLE", True, "client span durations; 0 where none"),
         Column("server_ms_sum", pa.float64(), "DOUBLE", True),
         Column("gap_ms_sum", pa.float64(), "DOUBLE", True, "network + queue time: max(0, client - server)"),
         Column("self_ms_sum", pa.float64(), "DOUBLE", True, "server span minus its outgoing calls"),
         Column("skewed", pa.int64(), "BIGINT", True, "pairs whose server span outlasted its client span"),
-        Column("hist_idx", pa.list_(pa.int32()), "INTEGER[]", True, "log bucket indexes (hopscope.histogram)"),
+        Column(
+            "hist_idx", pa.list_(pa.int32()), "INTEGER[]", True, "log bucket indexes (hopscope.histogram)"
+        ),
         Column("hist_cnt", pa.list_(pa.int64()), "BIGINT[]", True),
         Column("good_le_ms", pa.list_(pa.float64()), "DOUBLE[]", True, "SLO thresholds counted exactly"),
         Column("good_cnt", pa.list_(pa.int64()), "BIGINT[]", True, "requests with duration <= good_le_ms[i]"),
-        Column("exemplars", pa.list_(pa.string()), "VARCHAR[]", True, "hex trace ids of the slowest requests"),
+        Column(
+            "exemplars", pa.list_(pa.string()), "VARCHAR[]", True, "hex trace ids of the slowest requests"
+        ),
     ),
     time_column="minute",
     doc="one row per minute x edge x route",
@@ -112,7 +136,13 @@ SAMPLES = Table(
         Column("source", pa.string(), "VARCHAR", True, "nvml, prometheus, network, probe, demo"),
         Column("service", pa.string(), "VARCHAR", False, "service the series belongs to, if known"),
         Column("host", pa.string(), "VARCHAR", False),
-        Column("labels", STR_MAP, "MAP(VARCHAR, VARCHAR)", False, "the other labels (gpu, UUID, device, phase, target, ...)"),
+        Column(
+            "labels",
+            STR_MAP,
+            "MAP(VARCHAR, VARCHAR)",
+            False,
+            "the other labels (gpu, UUID, device, phase, target, ...)",
+        ),
     ),
     time_column="ts",
     doc="one row per timestamp x series",
@@ -136,7 +166,9 @@ COLLECTOR_RUNS = Table(
 STATE = Table(
     "state",
     (
-        Column("key", pa.string(), "VARCHAR", True, "e.g. 'rollup.watermark', 'prometheus.<query>.watermark'"),
+        Column(
+            "key", pa.string(), "VARCHAR", True, "e.g. 'rollup.watermark', 'prometheus.<query>.watermark'"
+        ),
         Column("value", pa.string(), "VARCHAR", True),
         Column("updated", TS, "TIMESTAMP", True),
     ),

@@ -44,7 +44,14 @@ LAKE = "lake"
 
 # Errors a commit can meet under contention (an aborted transaction is what a lock
 # met inside a DuckLake catalog write leaves behind); anything else is a real failure.
-_RETRYABLE = ("database is locked", "conflict", "busy", "Could not set lock", "SQLITE_BUSY", "transaction is aborted")
+_RETRYABLE = (
+    "database is locked",
+    "conflict",
+    "busy",
+    "Could not set lock",
+    "SQLITE_BUSY",
+    "transaction is aborted",
+)
 
 DEFAULT_RETENTION: dict[str, timedelta] = {
     "spans": timedelta(days=2),
@@ -142,7 +149,9 @@ class Store:
         self.commit_deadline_s = commit_deadline_s
         catalog = self.path / CATALOG_FILE
         if not catalog.exists() and not create:
-            raise StoreError(f"{self.path}: no store here (missing {CATALOG_FILE}); run `hopscope demo` or `hopscope collect`")
+            raise StoreError(
+                f"{self.path}: no store here (missing {CATALOG_FILE}); run `hopscope demo` or `hopscope collect`"
+            )
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / DATA_DIR).mkdir(exist_ok=True)
         self._set_wal(catalog)
@@ -196,7 +205,9 @@ class Store:
                     con.execute(f"INSTALL {name}")
                     con.execute(f"LOAD {name}")
             except duckdb.Error as exc:
-                raise StoreError(f"cannot load the DuckDB extension {name!r} ({path or 'INSTALL'}): {exc}") from exc
+                raise StoreError(
+                    f"cannot load the DuckDB extension {name!r} ({path or 'INSTALL'}): {exc}"
+                ) from exc
         # The data always lives beside the catalog; overriding the recorded path makes a store
         # movable (built in a temporary folder and renamed, copied to another machine).
         data = str(self.path.resolve() / DATA_DIR) + "/"
@@ -215,7 +226,12 @@ class Store:
     def _ensure_tables(self) -> None:
         def create() -> None:
             cur = self._cursor()
-            existing = {r[0] for r in cur.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [LAKE]).fetchall()}
+            existing = {
+                r[0]
+                for r in cur.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [LAKE]
+                ).fetchall()
+            }
             missing = [t for t in TABLES.values() if t.name not in existing]
             if not missing:
                 return
@@ -225,7 +241,9 @@ class Store:
                     cur.execute(table.ddl())
                     if table.name in _PARTITIONED:
                         col = table.time_column
-                        cur.execute(f'ALTER TABLE "{table.name}" SET PARTITIONED BY (year({col}), month({col}), day({col}))')
+                        cur.execute(
+                            f'ALTER TABLE "{table.name}" SET PARTITIONED BY (year({col}), month({col}), day({col}))'
+                        )
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -324,7 +342,9 @@ class Store:
             raise StoreError(f"{table}: expected an Arrow table or DataFrame, got {type(data).__name__}")
         extra = [n for n in data.column_names if n not in spec.column_names]
         if extra:
-            raise StoreError(f"{table}: unknown column {extra[0]!r} (columns: {', '.join(spec.column_names)})")
+            raise StoreError(
+                f"{table}: unknown column {extra[0]!r} (columns: {', '.join(spec.column_names)})"
+            )
         arrays = []
         for col in spec.columns:
             if col.name not in data.column_names:
@@ -338,7 +358,9 @@ class Store:
             try:
                 arr = pc.cast(arr, col.arrow, safe=True)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise StoreError(f"{table}.{col.name}: cannot convert {arr.type} to {col.arrow}: {exc}") from exc
+                raise StoreError(
+                    f"{table}.{col.name}: cannot convert {arr.type} to {col.arrow}: {exc}"
+                ) from exc
             if col.required and arr.null_count:
                 raise StoreError(f"{table}.{col.name}: {arr.null_count} null value(s) in a required column")
             arrays.append(arr)
@@ -419,7 +441,9 @@ class Store:
     # -- small key/value state -----------------------------------------------------------------
 
     def get_state(self, key: str) -> str | None:
-        rows = self.query("SELECT value FROM state WHERE key = ? ORDER BY updated DESC LIMIT 1", [key]).to_pylist()
+        rows = self.query(
+            "SELECT value FROM state WHERE key = ? ORDER BY updated DESC LIMIT 1", [key]
+        ).to_pylist()
         return rows[0]["value"] if rows else None
 
     def set_state(self, key: str, value: str) -> None:
@@ -481,7 +505,9 @@ class Store:
 
     def time_range(self, table: str) -> tuple[datetime | None, datetime | None]:
         spec = self._table(table)
-        row = self.query(f'SELECT min("{spec.time_column}") AS lo, max("{spec.time_column}") AS hi FROM "{table}"').to_pylist()[0]
+        row = self.query(
+            f'SELECT min("{spec.time_column}") AS lo, max("{spec.time_column}") AS hi FROM "{table}"'
+        ).to_pylist()[0]
         return row["lo"], row["hi"]
 
     def size_bytes(self) -> int:
@@ -497,17 +523,27 @@ class Store:
         if retention:
             deleted = self._apply_retention(now)
         cur = self._cursor()
-        flushed = self._retry(lambda: cur.execute(f"CALL ducklake_flush_inlined_data('{LAKE}')").fetchall(), what="flush inlined data")
-        self._retry(lambda: cur.execute(f"CALL ducklake_merge_adjacent_files('{LAKE}')").fetchall(), what="merge files")
+        flushed = self._retry(
+            lambda: cur.execute(f"CALL ducklake_flush_inlined_data('{LAKE}')").fetchall(),
+            what="flush inlined data",
+        )
+        self._retry(
+            lambda: cur.execute(f"CALL ducklake_merge_adjacent_files('{LAKE}')").fetchall(),
+            what="merge files",
+        )
         grace = f"INTERVAL '{int(self.file_grace.total_seconds())} seconds'"
         # Counted in SQL: the rows carry TIMESTAMP WITH TIME ZONE values, and fetching those into Python
         # needs pytz, which nothing here declares (found on a bare GPU machine).
         expired = self._retry(
-            lambda: cur.execute(f"SELECT count(*) FROM ducklake_expire_snapshots('{LAKE}', older_than => now() - {grace})").fetchone(),
+            lambda: cur.execute(
+                f"SELECT count(*) FROM ducklake_expire_snapshots('{LAKE}', older_than => now() - {grace})"
+            ).fetchone(),
             what="expire snapshots",
         )
         cleaned = self._retry(
-            lambda: cur.execute(f"SELECT count(*) FROM ducklake_cleanup_old_files('{LAKE}', older_than => now() - {grace})").fetchone(),
+            lambda: cur.execute(
+                f"SELECT count(*) FROM ducklake_cleanup_old_files('{LAKE}', older_than => now() - {grace})"
+            ).fetchone(),
             what="clean up files",
         )
         return MaintenanceReport(
@@ -569,8 +605,16 @@ def _castable(src: pa.DataType, dst: pa.DataType) -> bool:
     families = (
         (pa.types.is_integer, lambda t: pa.types.is_integer(t) or pa.types.is_floating(t)),
         (pa.types.is_floating, pa.types.is_floating),
-        (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t), lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
-        (lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t), pa.types.is_binary),
+        (
+            lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+            lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+        ),
+        (
+            lambda t: (
+                pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+            ),
+            pa.types.is_binary,
+        ),
         (pa.types.is_timestamp, pa.types.is_timestamp),
         (pa.types.is_boolean, pa.types.is_boolean),
     )

@@ -52,7 +52,9 @@ def main() -> None:
                 if role == "writer":
                     time.sleep(0.1)
             elif role == "reader":
-                n = store.query("SELECT count(*) AS n, count(DISTINCT metric) AS b FROM samples").to_pylist()[0]
+                n = store.query("SELECT count(*) AS n, count(DISTINCT metric) AS b FROM samples").to_pylist()[
+                    0
+                ]
                 record(count=n["n"], batches=n["b"])
             elif role == "maintainer":
                 store.maintain(retention=False)

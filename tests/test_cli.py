@@ -57,7 +57,11 @@ def test_a_missing_store_is_one_line_on_stderr_and_exit_code_2(argv: list[str]) 
 def test_a_bad_config_value_is_named_on_one_line(tmp_path: Path) -> None:
     (tmp_path / "hopscope.toml").write_text("[dashboard]\nport = 'eighty'\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "hopscope.cli", "dashboard"], capture_output=True, text=True, cwd=tmp_path, timeout=60
+        [sys.executable, "-m", "hopscope.cli", "dashboard"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "dashboard.port: 'eighty'" in proc.stderr

@@ -52,15 +52,29 @@ def test_environment_variables_override_file_values_with_typed_values(tmp_path: 
     [
         ("[dashboard]\nport = 70000\n", {}, r"dashboard\.port: 70000"),
         ("[dashbord]\nport = 1\n", {}, r"dashbord: unknown key"),
-        ("[store.retention]\nspans = 'forever'\n", {}, r"store\.retention\.spans: 'forever': 'forever' is not a duration"),
+        (
+            "[store.retention]\nspans = 'forever'\n",
+            {},
+            r"store\.retention\.spans: 'forever': 'forever' is not a duration",
+        ),
         ("[store]\npath = \n", {}, r"not valid TOML"),
         ("", {"HOPSCOPE_DASHBOARD__REFRESH_SECONDS": "0"}, r"dashboard\.refresh_seconds: 0"),
         ("[collect.otlp]\nhttp_port = 'x'\n", {}, r"collect\.otlp\.http_port: 'x'"),
         ("[collect]\nnope = 1\n", {}, r"collect\.nope"),
     ],
-    ids=["port-out-of-range", "misspelt-section", "bad-duration", "broken-toml", "env-bad-value", "collect-bad-type", "collect-unknown-key"],
+    ids=[
+        "port-out-of-range",
+        "misspelt-section",
+        "bad-duration",
+        "broken-toml",
+        "env-bad-value",
+        "collect-bad-type",
+        "collect-unknown-key",
+    ],
 )
-def test_bad_config_is_refused_with_the_key_and_the_bad_value(tmp_path: Path, toml: str, env: dict[str, str], message: str) -> None:
+def test_bad_config_is_refused_with_the_key_and_the_bad_value(
+    tmp_path: Path, toml: str, env: dict[str, str], message: str
+) -> None:
     (tmp_path / "h.toml").write_text(toml)
     with pytest.raises(ConfigError, match=message):
         load_config(tmp_path / "h.toml", environ=env)
@@ -73,14 +87,23 @@ def test_a_missing_config_file_is_named() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("30s", timedelta(seconds=30)), ("5m", timedelta(minutes=5)), ("6h", timedelta(hours=6)), ("28d", timedelta(days=28)), ("2w", timedelta(days=14)), (90, timedelta(seconds=90))],
+    [
+        ("30s", timedelta(seconds=30)),
+        ("5m", timedelta(minutes=5)),
+        ("6h", timedelta(hours=6)),
+        ("28d", timedelta(days=28)),
+        ("2w", timedelta(days=14)),
+        (90, timedelta(seconds=90)),
+    ],
 )
 def test_durations_read_like_prometheus_ones(text: str | int, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
 
 def test_a_secret_never_appears_in_a_config_error(tmp_path: Path) -> None:
-    (tmp_path / "h.toml").write_text("[collect.prometheus]\nbearer_token = 's3cr3t-token'\nusername = 'u'\npassword = 'p'\n")
+    (tmp_path / "h.toml").write_text(
+        "[collect.prometheus]\nbearer_token = 's3cr3t-token'\nusername = 'u'\npassword = 'p'\n"
+    )
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "h.toml", environ={})
     assert "s3cr3t-token" not in str(info.value)

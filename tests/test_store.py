@@ -85,7 +85,17 @@ def test_kill_minus_9_mid_append_loses_no_committed_batch_and_shows_no_partial_o
     # At most the one batch in flight may have committed without being logged.
     assert len(set(found) - logged) <= 1
     # And the store still takes writes.
-    store.append("samples", pa.table({"ts": pa.array([datetime(2026, 2, 1)], pa.timestamp("us")), "metric": ["after"], "value": [1.0], "source": ["t"]}))
+    store.append(
+        "samples",
+        pa.table(
+            {
+                "ts": pa.array([datetime(2026, 2, 1)], pa.timestamp("us")),
+                "metric": ["after"],
+                "value": [1.0],
+                "source": ["t"],
+            }
+        ),
+    )
     assert store.count("samples") == 50 * len(found) + 1
 
 
@@ -111,7 +121,9 @@ def _sample_rows(**override: object) -> pa.Table:
     ],
     ids=["value-as-text", "ts-as-text", "metric-missing", "metric-null", "unknown-column"],
 )
-def test_append_with_a_bad_column_raises_store_error_naming_it_and_writes_nothing(tmp_path: Path, bad: pa.Table, message: str) -> None:
+def test_append_with_a_bad_column_raises_store_error_naming_it_and_writes_nothing(
+    tmp_path: Path, bad: pa.Table, message: str
+) -> None:
     store = Store(tmp_path / "store")
     store.append("samples", _sample_rows())
     with pytest.raises(StoreError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -169,7 +181,9 @@ def test_read_snapshot_pins_this_threads_reads_to_one_snapshot(tmp_path: Path) -
 def test_replace_is_idempotent_and_state_keeps_the_latest_value(tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
     for _ in range(2):
-        store.replace("samples", "ts >= ? AND ts < ?", [datetime(2026, 1, 1), datetime(2026, 1, 2)], _sample_rows())
+        store.replace(
+            "samples", "ts >= ? AND ts < ?", [datetime(2026, 1, 1), datetime(2026, 1, 2)], _sample_rows()
+        )
     assert store.count("samples") == 2
     store.set_state("rollup.watermark", "a")
     store.set_state("rollup.watermark", "b")
@@ -180,7 +194,10 @@ def test_replace_is_idempotent_and_state_keeps_the_latest_value(tmp_path: Path) 
 def test_maintain_applies_per_table_retention_and_keeps_exemplar_traces(tmp_path: Path) -> None:
     now = datetime(2026, 3, 1)
     store = Store(tmp_path / "store", retention={"samples": timedelta(days=1), "spans": timedelta(hours=6)})
-    store.append("samples", _sample_rows(ts=pa.array([now - timedelta(days=2), now - timedelta(hours=1)], pa.timestamp("us"))))
+    store.append(
+        "samples",
+        _sample_rows(ts=pa.array([now - timedelta(days=2), now - timedelta(hours=1)], pa.timestamp("us"))),
+    )
     old = now - timedelta(hours=12)
     spans = pa.table(
         {
