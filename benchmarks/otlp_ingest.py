@@ -163,6 +163,8 @@ def main() -> int:
     ap.add_argument("--bodies", type=int, default=32)
     ap.add_argument("--decoders", type=int, default=4, help="[collect.otlp] max_concurrent_requests")
     ap.add_argument("--no-grpc", action="store_true", help="run the daemon without its gRPC listener")
+    ap.add_argument("--otlp", action="append", default=[], metavar="KEY=VALUE",
+                    help="an extra [collect.otlp] setting of the daemon, e.g. commit_min_spans=16000 (repeatable)")  # fmt: skip
     args = ap.parse_args()
     load_before = os.getloadavg()
     bodies = Bodies(random.Random(1), args.bodies, args.spans)
@@ -180,7 +182,8 @@ def main() -> int:
         "[collect]\nrollup_interval_s = 3600\nmaintain_interval_s = 3600\n"
         f"[collect.otlp]\nhttp_port = {http_port}\ngrpc_port = {grpc_port}\n"
         f"grpc_enabled = {'false' if args.no_grpc else 'true'}\nmax_concurrent_requests = {args.decoders}\n"
-        f"[collect.metrics]\nport = {metrics_port}\n"
+        + "".join(f"{kv.split('=', 1)[0].strip()} = {kv.split('=', 1)[1].strip()}\n" for kv in args.otlp)
+        + f"[collect.metrics]\nport = {metrics_port}\n"
         "[collect.nvml]\nenabled = false\n[collect.network]\nenabled = false\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOPSCOPE_")}
