@@ -139,7 +139,7 @@ def time_figure(
     notes = [n for _, n in hlines if n is not None]
     traces = list(traces)
     if breaches is not None and not breaches.empty:
-        band_shapes, marker = _breach_parts(breaches)
+        band_shapes, marker = _breach_parts(breaches, _x_extent(traces))
         shapes += band_shapes
         traces.append(marker)
         # A click selects the first hovered point: under "x unified" hover that is a line (not
@@ -167,16 +167,37 @@ def _unvalidated(traces: list[dict[str, Any]], layout: dict[str, Any]) -> go.Fig
         return go.Figure(data=traces, layout=layout)
 
 
-def _breach_parts(breaches: pd.DataFrame) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Each breach [start, end) shaded by severity, and a clickable marker (customdata = id) on each."""
+def _x_extent(traces: list[dict[str, Any]]) -> tuple[float, float] | None:
+    """The first and last x (epoch ms) of the time traces, None when they have no point."""
+    lows, highs = [], []
+    for tr in traces:
+        x = np.asarray(tr.get("x", ()))
+        if len(x) and np.issubdtype(x.dtype, np.number):
+            lows.append(float(np.nanmin(x)))
+            highs.append(float(np.nanmax(x)))
+    return (min(lows), max(highs)) if lows else None
+
+
+def _breach_parts(
+    breaches: pd.DataFrame, extent: tuple[float, float] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each breach [start, end) shaded by severity, and a clickable marker (customdata = id) on each.
+
+    extent: the series' first and last x (epoch ms): a band is cut to it, so that a breach that began
+    before the range shown does not stretch the time axis over hours without data."""
     xs, ys, texts, ids, colors, shapes = [], [], [], [], [], []
     # One marker row per SLO: one event often breaches several SLOs at the same minute.
     rows = {slo: i for i, slo in enumerate(dict.fromkeys(str(s) for s in breaches["slo"]))}
     for b in breaches.itertuples(index=False):
+        x0, x1 = pd.Timestamp(b.start).value / 1e6, pd.Timestamp(b.end).value / 1e6
+        if extent is not None:
+            x0, x1 = max(x0, extent[0]), min(x1, extent[1])
+            if x0 >= x1:
+                continue
         color = SEVERITY_COLORS.get(str(b.severity), SEVERITY_COLORS["page"])
-        shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": b.start, "x1": b.end, "y0": 0, "y1": 1,
+        shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": x0, "x1": x1, "y0": 0, "y1": 1,
                        "fillcolor": color, "opacity": 0.15, "line": {"width": 0}, "layer": "below"})  # fmt: skip
-        xs.append(b.start + (b.end - b.start) / 2)
+        xs.append((x0 + x1) / 2)
         ys.append(1.0 - MARKER_ROW_STEP * rows[str(b.slo)])
         texts.append(
             f"incident {esc(getattr(b, 'number', b.id))} · {esc(b.slo)} · {esc(b.severity)}<br>click to open"

@@ -500,3 +500,21 @@ def test_a_long_legend_moves_the_plot_down_instead_of_over_the_title() -> None:
     fig = charts.resource_chart(df, title="NICs", unit="Gbit/s", dimension="bandwidth", height=220, width=340)
     assert fig.layout.margin.t == charts.legend_top(nine, 340)
     assert fig.layout.height - fig.layout.margin.t == 220 - 64  # the plot keeps its height
+
+
+def test_a_breach_that_began_before_the_range_is_cut_to_the_series_not_stretching_the_axis() -> None:
+    from dashboard import charts
+
+    t = pd.date_range("2026-01-02", periods=60, freq="1min")
+    lat = pd.DataFrame({"t": t, "p50": 1.0, "p95": 2.0, "p99": 3.0})
+    breaches = pd.DataFrame(
+        {"id": ["early", "gone"], "number": [1, 2], "slo": ["x", "x"], "severity": ["page", "page"],
+         "start": [t[0] - pd.Timedelta(hours=5), t[0] - pd.Timedelta(hours=9)],
+         "end": [t[10], t[0] - pd.Timedelta(hours=6)]}
+    )  # fmt: skip
+    fig = charts.latency_chart(lat, breaches)
+    first, cut = charts.epoch_ms(t)[0], charts.epoch_ms(t)[10]
+    (band,) = [sh for sh in fig.layout.shapes if sh.type == "rect"]  # the one ended before the data: none
+    assert (band.x0, band.x1) == (first, cut)
+    marker = next(tr for tr in fig.data if tr.name == charts.BAND_MARKER_NAME)
+    assert list(marker.customdata) == ["early"] and first < marker.x[0] < cut
