@@ -110,6 +110,18 @@ _KEY_SQL = """metric || '{' || concat_ws(',',
            x -> x.key || '="' || x.value || '"'), ','), '')) || '}'"""
 
 
+def value_expression(catalog: Catalog) -> tuple[str, list[Any]]:
+    """The SQL of a sample's value, and its bound parameters: a bitmask metric (clock-event reasons)
+    reads 1.0 when any of its catalog's "bad" bits (ints) is set, 0.0 otherwise; other metrics as stored."""
+    value_sql = "value"
+    params: list[Any] = []
+    for m in catalog.metrics.values():
+        if m.bad_bits is not None:
+            value_sql = f"CASE WHEN metric = ? THEN CAST((CAST(value AS BIGINT) & {int(m.bad_bits)}) <> 0 AS DOUBLE) ELSE {value_sql} END"
+            params.insert(0, m.name)
+    return value_sql, params
+
+
 def _bucket_ctes(names_where: str) -> str:
     """The CTEs after a CTE `s` of samples (ts, metric, service, host, labels, sid, value, win,
     is_counter): s2 (bucket index of each sample), d (counter deltas), g0 (one value per series, window
@@ -151,13 +163,7 @@ def _bucket_sql(
     hostless_services_only: bool = False,
 ) -> tuple[str, list[Any]]:
     """CTEs ending in ``g``: one row per (series id, win, b) with value, n, metric, service, host, labels."""
-    p_value: list[Any] = []
-    # bitmasks (clock-event reasons): 1.0 when any "bad" bit is set; bits come from the catalog (ints)
-    value_sql = "value"
-    for m in catalog.metrics.values():
-        if m.bad_bits is not None:
-            value_sql = f"CASE WHEN metric = ? THEN CAST((CAST(value AS BIGINT) & {int(m.bad_bits)}) <> 0 AS DOUBLE) ELSE {value_sql} END"
-            p_value.insert(0, m.name)
+    value_sql, p_value = value_expression(catalog)
     counters = [m for m in catalog.counters() if metrics is None or m in metrics]
 
     # One scan per scope over all windows. The overall range prunes files and row groups, the OR of

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from hopscope.catalog import Catalog
-from hopscope.signals import META_COLUMNS, SeriesGrid, Window, _us, n_buckets
+from hopscope.signals import META_COLUMNS, SeriesGrid, Window, _us, n_buckets, value_expression
 
 
 def _marks(n: int) -> str:
@@ -51,12 +51,7 @@ def load_linked_grid(
         return SeriesGrid(
             pd.DataFrame(columns=META_COLUMNS), np.zeros((0, len(windows), nb)), tuple(windows), step_s
         )
-    p_value: list[Any] = []
-    value_sql = "value"
-    for m in catalog.metrics.values():
-        if m.bad_bits is not None:
-            value_sql = f"CASE WHEN metric = ? THEN CAST((CAST(value AS BIGINT) & {int(m.bad_bits)}) <> 0 AS DOUBLE) ELSE {value_sql} END"
-            p_value.insert(0, m.name)
+    value_sql, p_value = value_expression(catalog)
     counters = [m for m in catalog.counters() if m in metrics]
     probes = [m for m in catalog if m.startswith("probe_") and m in metrics]
     svc = list(services)
