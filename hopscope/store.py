@@ -473,10 +473,7 @@ class Store:
             yield
         finally:
             self._local.pinned = False
-            try:
-                cur.execute("ROLLBACK")  # read only: nothing to commit
-            except duckdb.Error:
-                pass  # a failed query rolled it back already
+            self._rollback_quietly()  # read only: nothing to commit (a failed query ended it already)
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pa.Table:
         """Run one read query with bound parameters; returns Arrow.

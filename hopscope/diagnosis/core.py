@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -167,16 +167,11 @@ def diagnose(
     return out
 
 
-@contextmanager
-def _read_snapshot(store: Any) -> Iterator[None]:
+def _read_snapshot(store: Any) -> AbstractContextManager[None]:
     """This thread's queries in one read transaction (Store.read_snapshot): they read one DuckLake
     snapshot, the one the cache key names, even while a writer commits. BubbleUp's query, on its own
     thread, runs apart."""
-    if isinstance(store, Store):
-        with store.read_snapshot():
-            yield
-    else:
-        yield
+    return store.read_snapshot() if isinstance(store, Store) else nullcontext()
 
 
 def _diagnose(
