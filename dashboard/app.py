@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import streamlit as st
@@ -35,9 +34,8 @@ pages = [
 nav = st.navigation(pages)
 st.sidebar.caption(f"store: {state.esc_md(state.store_path())}")
 state.restore_shared_params()
-started = time.perf_counter()
-try:
-    nav.run()
-finally:  # also after st.stop / st.rerun / st.switch_page, which raise through here
-    state.save_shared_params()
-    state.log_run_time(nav.url_path, time.perf_counter() - started)
+with state.timed(nav.url_path):
+    try:
+        nav.run()
+    finally:  # also after st.stop / st.rerun / st.switch_page, which raise through here
+        state.save_shared_params()

@@ -70,7 +70,8 @@ def _layout(fig: go.Figure, *, y_title: str, height: int = 300, title: str | Non
 
 def epoch_ms(values: Any) -> Any:
     """Datetimes as float milliseconds since the epoch (UTC), for an axis typed "date": Plotly shows the
-    same dates, but the browser gets one binary array instead of ISO strings it must parse one by one."""
+    same dates, but the browser gets one binary array instead of ISO strings it must parse one by one.
+    Anything else comes back as ``np.asarray(values)`` (the same object for an array)."""
     arr = np.asarray(values)
     if arr.dtype == object:
         if not len(arr) or not hasattr(arr[0], "to_datetime64"):
