@@ -192,13 +192,19 @@ class ServerLog:
                 return sum(float(line.split("\t")[1]) for line in lines) if lines else float("nan")
             time.sleep(0.05)
 
-    def fragment_runs(self, name: str) -> list[float]:
-        """Seconds of each run of fragment `name` ("page#fragment") since start()."""
-        if not self.path.exists():
-            return []
-        with self.path.open() as f:
-            f.seek(self.mark)
-            return [float(line.split("\t")[1]) for line in f if line.split("\t")[0] == name]
+    def fragment_runs(self, name: str, wait_s: float = 0.0) -> list[float]:
+        """Seconds of each run of fragment `name` ("page#fragment") since start(), waiting up to wait_s
+        for a first one."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            runs: list[float] = []
+            if self.path.exists():
+                with self.path.open() as f:
+                    f.seek(self.mark)
+                    runs = [float(line.split("\t")[1]) for line in f if line.split("\t")[0] == name]
+            if runs or time.monotonic() > deadline:
+                return runs
+            time.sleep(0.1)
 
 
 def _wait_drawn(page: object, path: str, title: str, t: float) -> float:
@@ -398,9 +404,7 @@ def browser_tick(store: Path, range_key: str = "28d", rounds: int = 7) -> None:
             page.goto(f"{url}/?range={range_key}&refresh=5s")
             _wait_drawn(page, f"?range={range_key}", "End-to-end latency", t)
             log.start()  # the first tick after the load is not counted (it may overlap the load's own run)
-            deadline = time.monotonic() + 60
-            while not log.fragment_runs(name) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            log.fragment_runs(name, wait_s=60)
             writer = Store(store)
             results: dict[str, list[float]] = {}
             for case, land in (("no new data", False), ("a minute of new data before each tick", True)):
@@ -409,10 +413,7 @@ def browser_tick(store: Path, range_key: str = "28d", rounds: int = 7) -> None:
                     log.start()
                     if land:
                         land_a_minute(writer)
-                    deadline = time.monotonic() + 30
-                    while not log.fragment_runs(name) and time.monotonic() < deadline:
-                        time.sleep(0.1)
-                    got += log.fragment_runs(name)[:1]
+                    got += log.fragment_runs(name, wait_s=30)[:1]
                 results[case] = got
             writer.close()
             browser.close()
