@@ -61,9 +61,11 @@ from collectors.otlp_common import (
     _STATUS,
     _STATUS_OLD,
     _STR_SLOTS,
-    _fixed_ids,
+    _core_columns,
+    _keep_valid,
     _reason,
     _statuses,
+    _valid_spans,
 )
 from collectors.otlp_common import Decoded as Decoded
 from collectors.otlp_common import OtlpError as OtlpError
@@ -397,16 +399,8 @@ def _shadow_to_table(req: Any) -> Decoded:
     status_codes = np.fromiter(codes, np.int64, n)
     status_msgs = pa.array(messages, pa.string()) if any(messages) else pa.nulls(n, pa.string())
 
-    valid = (
-        (starts != 0)
-        & (ends >= starts)
-        & (kinds >= 0)
-        & (kinds <= 5)
-        & (status_codes >= 0)
-        & (status_codes <= 2)
-        & _fixed_ids(trace_ids, 16)
-        & _fixed_ids(span_ids, 8)
-        & np.isin(pc.binary_length(parents).to_numpy(), (0, 8))
+    valid = _valid_spans(
+        trace_ids, span_ids, pc.binary_length(parents).to_numpy(), kinds, starts, ends, status_codes
     )
 
     # Attributes: intern each serialized KeyValue, then work on ids.
@@ -421,20 +415,10 @@ def _shadow_to_table(req: Any) -> Decoded:
         ids = [new[b] if i is None else i for b, i in zip(blobs, ids, strict=True)]
     table = _assemble(
         n, res_idx, resources, counts, np.fromiter(ids, np.int64, len(ids)), interner,
-        [trace_ids, span_ids, _parent_or_null(parents),
-         names, pa.array(kinds.astype(np.int8)),
-         pa.array((starts // 1000).astype(np.int64), pa.timestamp("us")),
-         pa.array((ends - starts).astype(np.float64) / 1e6),
-         pa.array(status_codes.astype(np.int8)), status_msgs],
+        _core_columns(trace_ids, span_ids, _parent_or_null(parents), names, kinds, starts, ends,
+                      status_codes, status_msgs),
     )  # fmt: skip
-    rejected = int(n - np.count_nonzero(valid))
-    if not rejected:
-        return Decoded(table, 0, "")
-    first = int(np.argmin(valid))
-    reason = _reject_reason(spans[first])
-    table = table.filter(pa.array(valid))
-    message = f"{rejected} span(s) rejected; first: span {spans[first].span_id.hex() or '?'}: {reason}"
-    return Decoded(table, rejected, message)
+    return _keep_valid(table, valid, lambda i: (spans[i].span_id, _reject_reason(spans[i])))
 
 
 _NULL_BINARY = pa.scalar(None, pa.binary())

@@ -6,6 +6,7 @@ that reject a span."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,6 +189,66 @@ def _fixed_ids(ids: pa.Array, size: int) -> np.ndarray:
     """True where an id has `size` bytes and is not all zero."""
     ok = pc.and_(pc.equal(pc.binary_length(ids), size), pc.not_equal(ids, pa.scalar(b"\0" * size)))
     return np.asarray(ok.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _valid_spans(
+    trace_ids: pa.Array,
+    span_ids: pa.Array,
+    parent_sizes: np.ndarray,
+    kinds: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    status_codes: np.ndarray,
+) -> np.ndarray:
+    """True for each span the checks keep (``_reason`` says why one is rejected)."""
+    ok: np.ndarray = (
+        (starts != 0)
+        & (ends >= starts)
+        & (kinds >= 0)
+        & (kinds <= 5)
+        & (status_codes >= 0)
+        & (status_codes <= 2)
+        & _fixed_ids(trace_ids, 16)
+        & _fixed_ids(span_ids, 8)
+        & np.isin(parent_sizes, (0, 8))
+    )
+    return ok
+
+
+def _core_columns(
+    trace_ids: pa.Array,
+    span_ids: pa.Array,
+    parents: pa.Array,
+    names: pa.Array,
+    kinds: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    status_codes: np.ndarray,
+    status_msgs: pa.Array,
+) -> list[pa.Array]:
+    """The spans table's first columns, in its order: ids, name, kind, start (us), duration (ms), status."""
+    return [
+        trace_ids,
+        span_ids,
+        parents,
+        names,
+        pa.array(kinds.astype(np.int8)),
+        pa.array((starts // 1000).astype(np.int64), pa.timestamp("us")),
+        pa.array((ends - starts).astype(np.float64) / 1e6),
+        pa.array(status_codes.astype(np.int8)),
+        status_msgs,
+    ]
+
+
+def _keep_valid(table: pa.Table, valid: np.ndarray, why: Callable[[int], tuple[bytes, str]]) -> Decoded:
+    """The valid spans of the table; for rejected ones, the count and why the first was: ``why(i)`` gives
+    span i's (span id, reason)."""
+    rejected = int(len(valid) - np.count_nonzero(valid))
+    if not rejected:
+        return Decoded(table, 0, "")
+    sid, reason = why(int(np.argmin(valid)))
+    message = f"{rejected} span(s) rejected; first: span {sid.hex() or '?'}: {reason}"
+    return Decoded(table.filter(pa.array(valid)), rejected, message)
 
 
 def _reason(tid: bytes, sid: bytes, pid: bytes | None, start: int, end: int) -> str:

@@ -37,9 +37,11 @@ from collectors.otlp_common import (
     _STR_SLOTS,
     Decoded,
     OtlpError,
-    _fixed_ids,
+    _core_columns,
+    _keep_valid,
     _reason,
     _statuses,
+    _valid_spans,
     any_value_text,
 )
 
@@ -301,17 +303,7 @@ def _fast_to_table(body: bytes) -> Decoded:
     starts = number(7, 1)
     ends_ns = number(8, 1)
     status_codes, status_msgs = _fast_statuses(data, buf, n, *blob(15))
-    valid = (
-        (starts != 0)
-        & (ends_ns >= starts)
-        & (kinds >= 0)
-        & (kinds <= 5)
-        & (status_codes >= 0)
-        & (status_codes <= 2)
-        & _fixed_ids(trace_ids, 16)
-        & _fixed_ids(span_ids, 8)
-        & np.isin(parent_size, (0, 8))
-    )
+    valid = _valid_spans(trace_ids, span_ids, parent_size, kinds, starts, ends_ns, status_codes)
     kv_span, kv_off, kv_size, _ = f.select(9, 2, n, repeated=True)
 
     res_idx = np.repeat(np.arange(len(res_of_scope)), scope_sizes)
@@ -326,19 +318,14 @@ def _fast_to_table(body: bytes) -> Decoded:
     )
     table = _fast_assemble(
         data, buf, src, n, res_idx, resources, kv_span, kv_off, kv_size,
-        [trace_ids, span_ids, parent_arr, names, pa.array(kinds.astype(np.int8)),
-         pa.array((starts // 1000).astype(np.int64), pa.timestamp("us")),
-         pa.array((ends_ns - starts).astype(np.float64) / 1e6),
-         pa.array(status_codes.astype(np.int8)), status_msgs],
+        _core_columns(trace_ids, span_ids, parent_arr, names, kinds, starts, ends_ns, status_codes, status_msgs),
     )  # fmt: skip
-    rejected = int(n - np.count_nonzero(valid))
-    if not rejected:
-        return Decoded(table, 0, "")
-    first = int(np.argmin(valid))
-    tid, sid = trace_ids[first].as_py(), span_ids[first].as_py()
-    reason = _reason(tid, sid, parents[first].as_py(), int(starts[first]), int(ends_ns[first]))
-    message = f"{rejected} span(s) rejected; first: span {sid.hex() or '?'}: {reason}"
-    return Decoded(table.filter(pa.array(valid)), rejected, message)
+
+    def why(i: int) -> tuple[bytes, str]:
+        tid, sid = trace_ids[i].as_py(), span_ids[i].as_py()
+        return sid, _reason(tid, sid, parents[i].as_py(), int(starts[i]), int(ends_ns[i]))
+
+    return _keep_valid(table, valid, why)
 
 
 def _fast_statuses(
