@@ -381,6 +381,71 @@ def raw_span_run(path: Path, slos: list[SLO], profile: Path | None) -> tuple[flo
         store.close()
 
 
+class _Recorder:
+    """A store that remembers the last SQL it was asked (to rerun the raw path's query elsewhere)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.sql, self.params = store, "", []
+
+    def query(self, sql: str, params: Any = None) -> pa.Table:
+        self.sql, self.params = sql, list(params or [])
+        return self.store.query(sql, params)
+
+
+def raw_span_sql(path: Path, slos: list[SLO]) -> tuple[str, list[Any], list[str]]:
+    """The raw path's one query, its parameters and the spans table's current Parquet files."""
+    store = Store(path)
+    try:
+        rec = _Recorder(store)
+        slo_source.evaluate_many(rec, slos, now=END, breaches=False, source="spans")
+        files = (
+            store.query("SELECT data_file FROM ducklake_list_files('lake', 'spans')").column(0).to_pylist()
+        )
+        return (
+            rec.sql,
+            rec.params,
+            [str(path / "data" / "main" / "spans" / f) if not f.startswith("/") else f for f in files],
+        )
+    finally:
+        store.close()
+
+
+FLOOR_QUERIES = {  # the same scan on plain Parquet (no DuckLake), then with less work, to show the floor
+    "same SQL, plain DuckDB over the same Parquet files": None,
+    "  its scan and filters only (count the rows)": "SELECT count(*) FROM {src} WHERE {where}",
+    "  grouped by minute only (one route's worth of groups)": (
+        "SELECT CAST(epoch_us(start_time) // 60000000 AS BIGINT) AS m, count(*) FROM {src} WHERE {where} GROUP BY ALL"
+    ),
+}
+
+
+def floor_runs(
+    sql: str, params: list[Any], files: list[str], runs: int
+) -> dict[str, list[tuple[float, float]]]:
+    """(wall s, CPU s) per run of each FLOOR_QUERIES entry, each on a fresh in-memory DuckDB."""
+    import duckdb
+
+    src = "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "])"
+    head, _, rest = sql.partition(" FROM spans WHERE ")
+    where, _, _ = rest.partition(" GROUP BY ")
+    n_goods = head.count("count_if(duration_ms <= ?)")
+    out: dict[str, list[tuple[float, float]]] = {k: [] for k in FLOOR_QUERIES}
+    for _ in range(runs):
+        for label, shape in FLOOR_QUERIES.items():
+            q, p = (
+                (sql.replace(" FROM spans ", f" FROM {src} "), params)
+                if shape is None
+                else (shape.format(src=src, where=where), params[n_goods:])
+            )
+            con = duckdb.connect()
+            gc.collect()
+            c, t = time.process_time(), time.perf_counter()
+            con.execute(q, p).to_arrow_table()
+            out[label].append((time.perf_counter() - t, time.process_time() - c))
+            con.close()
+    return out
+
+
 def profile_operators(path: Path) -> list[tuple[str, float, int]]:
     """(operator, seconds, rows) of a DuckDB JSON profile, top-down."""
     import json
@@ -490,6 +555,16 @@ def main() -> None:
         print(
             f"  largest burn-rate difference vs hop_minutes:       {max_diff(burn_table(statuses), burn_table(from_spans)):.1e}"
         )
+        sql, params, files = raw_span_sql(path, slos)
+        floors = floor_runs(sql, params, files, max(args.spans_runs, 1))
+        print(
+            f"  the floor, measured just after ({len(files)} Parquet files; fresh DuckDB each run; best / median):"
+        )
+        for label, got in floors.items():
+            w, c = sorted(x[0] for x in got), sorted(x[1] for x in got)
+            print(f"  {label:<56} {w[0] * 1000:7.0f} / {w[len(w) // 2] * 1000:5.0f} ms   "
+                  f"{c[0]:.2f} / {c[len(c) // 2]:.2f} CPU-s")  # fmt: skip
+        print(f"  load average {os.getloadavg()[0]:.1f}")
         if args.profile:
             raw_span_run(path, slos, args.profile)  # one more cold run, profiled (not counted above)
             print(f"  DuckDB profile of one more cold run ({args.profile}); operator seconds are thread time")
