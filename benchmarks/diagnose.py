@@ -26,6 +26,7 @@ import statistics
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -238,6 +239,33 @@ def bench_incidents(path: Path, since: timedelta) -> None:
     print("  per diagnosis, ms: " + steps(ds))
 
 
+FLOOR_READS = (  # the diagnosis reads these three tables, one after the other (each read needs the last)
+    ("hop_minutes", "minute", ""),
+    ("samples", "ts", ""),
+    ("spans", "start_time", " AND service = 'gw'"),
+)
+
+
+def floor(store: Store, start: datetime, end: datetime, repeat: int) -> str:
+    """Median ms of one DuckLake read per table that the diagnosis makes: one that matches nothing (the
+    fixed cost of a read: catalog transaction, file list, footers) and a bare count of the window's rows."""
+
+    def ms(sql: str, params: list[Any]) -> float:
+        times = []
+        for _ in range(max(repeat, 3) * 2):
+            t = time.perf_counter()
+            store.query(sql, params)
+            times.append(time.perf_counter() - t)
+        return statistics.median(times) * 1000
+
+    parts = []
+    for table, col, extra in FLOOR_READS:
+        none = ms(f"SELECT count(*) FROM {table} WHERE {col} < ?", [datetime(1971, 1, 1)])
+        window = ms(f"SELECT count(*) FROM {table} WHERE {col} >= ? AND {col} < ?{extra}", [start, end])
+        parts.append(f"{table} {none:.0f} / {window:.0f}")
+    return ", ".join(parts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rebuild", action="store_true")
@@ -286,6 +314,9 @@ def main() -> None:
                 f"{top.hop if top else '-'} {top.dimension if top else ''}"
             )
             print("  steps, ms: " + steps(outs))
+        print(
+            f"  floor, ms per read (nothing matched / a bare count of the window): {floor(store, start, END, args.repeat)}"
+        )
         # the same breach again in this process (dashboard re-render, explain after incidents)
         _, warm, cpu, d, _ = timed(lambda s=start: diagnose(store, start=s, end=END, **kw), args.repeat)
         print(
