@@ -237,6 +237,16 @@ FLOOR_APPS = {
         "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => "
         "(p.querySelector('.gtitle')?.textContent || '').startsWith('Main chart') && p.querySelectorAll('.trace').length > 0)",
     ),
+    # As many charts as the Overview draws (3 time charts, 8 resource panels), 3 series of 2,000 points each;
+    # the main chart is the first. Streamlit mounts a run's charts together, so the first waits for the rest.
+    "floor: Streamlit + 11 Plotly charts": (
+        "import streamlit as st, plotly.graph_objects as go\nst.title('Floor')\n"
+        "for i in range(11):\n"
+        "    st.plotly_chart(go.Figure([go.Scatter(x=list(range(2000)), y=[(i + k + j) % 50 for j in range(2000)]) "
+        "for k in range(3)], layout={'title': {'text': 'Main chart' if i == 0 else f'Chart {i}'}}), key=f'c{i}')\n",
+        "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => "
+        "(p.querySelector('.gtitle')?.textContent || '').startsWith('Main chart') && p.querySelectorAll('.trace').length > 0)",
+    ),
 }
 
 
@@ -372,6 +382,17 @@ def measure(store: Path, rounds: int, only: list[str] | None = None) -> None:
         proc.wait(timeout=10)
 
 
+def floor_only(rounds: int) -> None:
+    """The floor apps alone, as measure() loads them (cold and warm URL loads)."""
+    from playwright.sync_api import sync_playwright
+
+    print(f"\n{'app':<34} {'cold URL':>9} {'warm URL':>9}{'':>29}load")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        measure_floor(browser, rounds, {"width": 1500, "height": 1100})
+        browser.close()
+
+
 def land_a_minute(store: Store) -> None:
     """New data: the newest minute of rollups, samples and collector runs again, one minute later."""
     import pyarrow.compute as pc
@@ -504,7 +525,13 @@ def main() -> None:
     ap.add_argument("--spans", type=int, default=10_000_000)
     ap.add_argument("--rounds", type=int, default=3, help="warm loads (and in-app navigations) per page")
     ap.add_argument("--pages", nargs="*", choices=list(TITLES), help="only these pages (default: all)")
+    ap.add_argument(
+        "--floor-only", action="store_true", help="only the floor apps (Streamlit and Plotly alone; no store)"
+    )
     args = ap.parse_args()
+    if args.floor_only:
+        floor_only(args.rounds)
+        return
     path = args.store or Path(tempfile.mkdtemp(prefix="hopscope-bench-")) / "store"
     if not (path / "catalog.sqlite").exists():
         print(
