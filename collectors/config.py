@@ -41,7 +41,7 @@ PRESETS = ("node_network", "blackbox", "dcgm", "spanmetrics", "servicegraph")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class OtlpConfig(_Model):

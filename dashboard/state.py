@@ -21,11 +21,13 @@ from typing import Any, NamedTuple
 import streamlit as st
 
 from hopscope import views
+from hopscope.config import DASHBOARD_REFRESH_ENV, DASHBOARD_RULES_ENV, DASHBOARD_STORE_ENV
 from hopscope.errors import HopscopeError
 from hopscope.store import Store, current_snapshot
 
-STORE_ENV = "HOPSCOPE_STORE"
-RULES_ENV = "HOPSCOPE_SLO_RULES"
+STORE_ENV = DASHBOARD_STORE_ENV
+RULES_ENV = DASHBOARD_RULES_ENV
+REFRESH_ENV = DASHBOARD_REFRESH_ENV  # the default Auto-refresh: [dashboard] refresh_seconds (0 = off)
 DEFAULT_STORE = Path("var/demo")
 DEFAULT_RULES = Path("slo_rules")
 # Cached views are keyed on the data's end (data_end(), re-read every LIVE_TTL_S), so new data
@@ -694,10 +696,19 @@ def route_filter() -> str | None:
     return None if picked == "(all)" else picked
 
 
+def default_refresh() -> str:
+    """The Auto-refresh choice whose seconds $HOPSCOPE_REFRESH_SECONDS names (0 = off), else DEFAULT_REFRESH."""
+    raw = os.environ.get(REFRESH_ENV, "").strip()
+    for label, seconds in REFRESH_CHOICES.items():
+        if raw == str(seconds or 0):
+            return label
+    return DEFAULT_REFRESH
+
+
 def refresh_interval() -> int | None:
     """Auto-refresh period in seconds (None = paused), from the sidebar and ?refresh=."""
     picked = synced_select(
-        "Auto-refresh", "refresh", list(REFRESH_CHOICES), DEFAULT_REFRESH, "refresh_select", sidebar=True,
+        "Auto-refresh", "refresh", list(REFRESH_CHOICES), default_refresh(), "refresh_select", sidebar=True,
         help="How often live charts re-query the store; 'off' pauses.",
     )  # fmt: skip
     return REFRESH_CHOICES[picked]

@@ -46,7 +46,8 @@ def demo(
     address: Annotated[str, typer.Option(help="dashboard address")] = "127.0.0.1",
     serve: Annotated[bool, typer.Option(help="serve the dashboard after generating")] = True,
 ) -> None:
-    """Generate the demo store (a week of AI-serving telemetry) if missing, then serve the dashboard."""
+    """Generate the demo store (a week of AI-serving telemetry) if missing or stale (its data ends over a day ago, or
+    the scenario changed), then serve the dashboard."""
     from hopscope.demo import ensure_demo, generate
 
     if not scenario.exists():
@@ -65,11 +66,11 @@ def demo(
 @app.command()
 def dashboard(
     store: Annotated[
-        Path | None, typer.Option(help="store to show (default: [store] path of the config)")
+        Path | None, typer.Option(help="store to show (default: \\[store] path of the config)")
     ] = None,
     config: ConfigOpt = None,
-    port: Annotated[int | None, typer.Option(help="port (default: [dashboard] port)")] = None,
-    address: Annotated[str | None, typer.Option(help="address (default: [dashboard] address)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: \\[dashboard] port)")] = None,
+    address: Annotated[str | None, typer.Option(help="address (default: \\[dashboard] address)")] = None,
 ) -> None:
     """Serve the dashboard over a store."""
     from hopscope.config import load_config
@@ -78,7 +79,13 @@ def dashboard(
     path = store or cfg.store.path
     if not (path / "catalog.sqlite").exists():
         raise HopscopeError(f"{path}: no store here; run `hopscope demo` or `hopscope collect` first")
-    _serve_dashboard(path, port=port or cfg.dashboard.port, address=address or cfg.dashboard.address)
+    _serve_dashboard(
+        path,
+        port=port or cfg.dashboard.port,
+        address=address or cfg.dashboard.address,
+        rules=cfg.slo.rules,
+        refresh_seconds=cfg.dashboard.refresh_seconds,
+    )
 
 
 app.command(help="Run every configured collector and the OTLP receiver; the store's only writer.")(collect)
@@ -103,12 +110,20 @@ def _progress(step: str, fraction: float) -> None:
     sys.stderr.flush()
 
 
-def _serve_dashboard(store: Path, *, port: int, address: str) -> None:
+def _serve_dashboard(
+    store: Path, *, port: int, address: str, rules: Path | None = None, refresh_seconds: int | None = None
+) -> None:
+    """Run Streamlit on the dashboard; the store, rules and default refresh travel as environment variables."""
     import dashboard
+    from hopscope.config import DASHBOARD_REFRESH_ENV, DASHBOARD_RULES_ENV, DASHBOARD_STORE_ENV
 
     app_file = Path(dashboard.__file__).parent / "app.py"
     typer.echo(f"hopscope dashboard on http://{address}:{port}  (store: {store}; Ctrl-C to stop)", err=True)
-    env = {**os.environ, "HOPSCOPE_STORE": str(store.resolve())}
+    env = {**os.environ, DASHBOARD_STORE_ENV: str(store.resolve())}
+    if rules is not None and rules.exists():  # else the dashboard's own default (the repository's slo_rules)
+        env[DASHBOARD_RULES_ENV] = str(rules.resolve())
+    if refresh_seconds is not None:
+        env[DASHBOARD_REFRESH_ENV] = str(refresh_seconds)
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(app_file),
         "--server.port", str(port), "--server.address", address,

@@ -38,7 +38,9 @@ def parse_duration(text: str | int | float) -> timedelta:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A token or name that looks like a number (HOPSCOPE_COLLECT__OTLP__BEARER_TOKEN=12345 reads as TOML 12345)
+    # is still the string it was written as.
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class RetentionConfig(_Section):
@@ -58,28 +60,31 @@ class RetentionConfig(_Section):
 class StoreConfig(_Section):
     path: Path = Path("var/hopscope")
     retention: RetentionConfig = RetentionConfig()
-    maintenance_every: str = "5m"
 
     def retention_timedeltas(self) -> dict[str, timedelta]:
         values = self.retention.model_dump()
         values.pop("exemplars")
         return {table: parse_duration(v) for table, v in values.items()}
 
-    @field_validator("maintenance_every")
-    @classmethod
-    def _is_duration(cls, value: str) -> str:
-        parse_duration(value)
-        return value
-
 
 class SloConfig(_Section):
     rules: Path = Path("slo_rules")
 
 
+REFRESH_SECONDS = (0, 5, 10, 30, 60, 300)  # the dashboard's Auto-refresh choices; 0 = off
+
+
 class DashboardConfig(_Section):
     address: str = "127.0.0.1"
     port: int = Field(8501, ge=1, le=65535)
-    refresh_seconds: int = Field(10, ge=1, le=3600, description="live refresh of the Overview page")
+    refresh_seconds: int = Field(30, description="the live pages' default auto-refresh (0 = off)")
+
+    @field_validator("refresh_seconds")
+    @classmethod
+    def _is_choice(cls, value: int) -> int:
+        if value not in REFRESH_SECONDS:
+            raise ValueError(f"is not one of the dashboard's choices {', '.join(map(str, REFRESH_SECONDS))}")
+        return value
 
 
 class Config(_Section):
@@ -166,3 +171,30 @@ def load_config(
 def _first_error(exc: ValidationError) -> str:
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return _describe(exc.errors()[0]) + more
+
+
+DEMO_STORE = Path("var/demo")
+# How `hopscope dashboard` tells the Streamlit process what to show (dashboard/state.py reads them).
+DASHBOARD_STORE_ENV = "HOPSCOPE_STORE"
+DASHBOARD_RULES_ENV = "HOPSCOPE_SLO_RULES"
+DASHBOARD_REFRESH_ENV = "HOPSCOPE_REFRESH_SECONDS"  # the default Auto-refresh, seconds (0 = off)
+
+
+def read_paths(store: Path | None, rules: Path | None, config: str | Path | None = None) -> tuple[Path, Path]:
+    """The store and SLO rules a reading command uses.
+
+    ``--store`` / ``--rules`` when given, else ``[store] path`` / ``[slo] rules`` of the config
+    (hopscope.toml and HOPSCOPE_* variables). When neither sets the store and the collector's default
+    store does not exist, the demo store (what ``make demo`` leaves) if it exists. Rules that do not exist
+    are an error: without them every command would answer "no SLOs" and exit 0.
+    """
+    cfg, _ = load_config(config)
+    if store is None:
+        store = cfg.store.path
+        unset = "path" not in cfg.store.model_fields_set
+        if unset and not (store / "catalog.sqlite").exists() and (DEMO_STORE / "catalog.sqlite").exists():
+            store = DEMO_STORE
+    rules = rules if rules is not None else cfg.slo.rules
+    if not rules.exists():
+        raise ConfigError(f"{rules}: no SLO rules here; pass --rules or set [slo] rules in hopscope.toml")
+    return store, rules

@@ -23,6 +23,8 @@ import pandas as pd
 import typer
 
 from hopscope import views
+from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt
+from hopscope.config import read_paths
 from hopscope.errors import ConfigError, NotFoundError
 from hopscope.store import Store
 
@@ -315,13 +317,15 @@ def report(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
     ] = None,
-    store: Annotated[Path, typer.Option("--store", help="Store directory.")] = Path("var/demo"),
-    rules: Annotated[Path, typer.Option("--rules", help="SLO rules folder or file.")] = Path("slo_rules"),
+    store: StoreOpt = None,
+    rules: RulesOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Write an SLO report: compliance, error budget, burn-down, incidents and their cost."""
     if format not in FORMATS:
         raise ConfigError(f"--format: {format!r} is not one of {', '.join(FORMATS)}")
     report_span(datetime(2000, 1, 1), window)  # validates --window before any work
+    store, rules = read_paths(store, rules, config)
     if not (store / "catalog.sqlite").exists():
         raise NotFoundError(f"{store}: no store here; run `hopscope demo` or `hopscope collect` first")
     st = Store(store, create=False)

@@ -78,7 +78,6 @@ def main() -> int:  # noqa: PLR0915 (one linear script, read top to bottom)
     cfg.write_text(
         f"""[store]
 path = "{store_path}"
-maintenance_every = "15s"
 
 [collect]
 rollup_interval_s = 10

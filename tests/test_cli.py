@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +68,28 @@ def test_a_bad_config_value_is_named_on_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "dashboard.port: 'eighty'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_reading_commands_follow_the_config_file(demo_store: Path, tmp_path: Path) -> None:
+    (tmp_path / "hopscope.toml").write_text(
+        f'[store]\npath = "{demo_store}"\n[slo]\nrules = "{ROOT / "slo_rules"}"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOPSCOPE_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hopscope.cli", "incidents", "--since", "30d", "--json"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert {i["slo"] for i in json.loads(proc.stdout)} >= {"recommend-latency"}
+
+
+def test_no_rules_is_an_error_not_an_empty_list(demo_store: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOPSCOPE_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hopscope.cli", "incidents", "--store", str(demo_store)],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout
+    assert proc.stderr.strip() == (
+        "hopscope: error: slo_rules: no SLO rules here; pass --rules or set [slo] rules in hopscope.toml"
+    )

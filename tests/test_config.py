@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from hopscope.config import load_config, parse_duration
+from hopscope.config import load_config, parse_duration, read_paths
 from hopscope.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +59,7 @@ def test_environment_variables_override_file_values_with_typed_values(tmp_path: 
             r"store\.retention\.spans: 'forever': 'forever' is not a duration",
         ),
         ("[store]\npath = \n", {}, r"not valid TOML"),
-        ("", {"HOPSCOPE_DASHBOARD__REFRESH_SECONDS": "0"}, r"dashboard\.refresh_seconds: 0"),
+        ("", {"HOPSCOPE_DASHBOARD__REFRESH_SECONDS": "7"}, r"dashboard\.refresh_seconds: 7: is not one of"),
         ("[collect.otlp]\nhttp_port = 'x'\n", {}, r"collect\.otlp\.http_port: 'x'"),
         ("[collect]\nnope = 1\n", {}, r"collect\.nope"),
     ],
@@ -107,3 +108,52 @@ def test_a_secret_never_appears_in_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "h.toml", environ={})
     assert "s3cr3t-token" not in str(info.value)
+
+
+def test_a_number_given_for_a_text_key_stays_the_text_it_was() -> None:
+    # Environment values are read as TOML, so 12345 arrives as a number; a token is still text.
+    cfg, _ = load_config(None, environ={"HOPSCOPE_COLLECT__OTLP__BEARER_TOKEN": "12345"})
+    token = cfg.collect.otlp.bearer_token
+    assert token is not None and token.get_secret_value() == "12345"
+
+
+def _store(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "catalog.sqlite").write_bytes(b"")  # what read_paths looks for; nothing opens it here
+    return path
+
+
+def test_reading_commands_take_the_store_and_rules_from_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store, rules = _store(tmp_path / "lake"), tmp_path / "rules"
+    rules.mkdir()
+    (tmp_path / "hopscope.toml").write_text(f'[store]\npath = "{store}"\n[slo]\nrules = "{rules}"\n')
+    monkeypatch.delenv("HOPSCOPE_STORE__PATH", raising=False)
+    assert read_paths(None, None) == (store, rules)
+    assert read_paths(tmp_path / "other", None) == (tmp_path / "other", rules)  # --store wins
+    monkeypatch.setenv("HOPSCOPE_STORE__PATH", str(tmp_path / "env"))  # the environment beats the file
+    assert read_paths(None, None)[0] == tmp_path / "env"
+
+
+def test_without_a_config_the_demo_store_is_read_when_it_is_the_only_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("HOPSCOPE_")]:
+        monkeypatch.delenv(name)
+    (tmp_path / "slo_rules").mkdir()
+    demo = _store(tmp_path / "var" / "demo")
+    assert read_paths(None, None) == (Path("var/demo"), Path("slo_rules"))
+    _store(tmp_path / "var" / "hopscope")  # once the collector has written its store, that one
+    assert read_paths(None, None)[0] == Path("var/hopscope")
+    assert demo.exists()
+
+
+def test_missing_rules_are_an_error_not_an_empty_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"nowhere: no SLO rules here; pass --rules or set \[slo\] rules"):
+        read_paths(tmp_path, Path("nowhere"))

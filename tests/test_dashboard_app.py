@@ -336,6 +336,18 @@ def test_range_and_filters_follow_from_page_to_page_and_a_changed_link(dash_stor
     assert "feature-store" in texts(run_page(None, range="7d", refresh="off", service="feature-store"))
 
 
+def test_the_configured_refresh_is_the_default_and_a_link_still_overrides_it(
+    dash_store: Path, env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`hopscope dashboard` passes [dashboard] refresh_seconds as HOPSCOPE_REFRESH_SECONDS."""
+    env(dash_store)
+    monkeypatch.setenv("HOPSCOPE_REFRESH_SECONDS", "0")
+    assert run_page(None, range="7d").sidebar.selectbox(key="refresh_select").value == "off"
+    monkeypatch.setenv("HOPSCOPE_REFRESH_SECONDS", "60")
+    assert run_page(None, range="7d").sidebar.selectbox(key="refresh_select").value == "1m"
+    assert run_page(None, range="7d", refresh="5s").sidebar.selectbox(key="refresh_select").value == "5s"
+
+
 def test_breach_markers_are_click_selectable_and_do_not_overlap_across_slos() -> None:
     """Plotly selects the first hovered point on click: under x-unified hover that is a line, so no
     breach would ever reach on_select. Concurrent breaches of two SLOs get their own marker rows."""

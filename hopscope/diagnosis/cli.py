@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
+from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt
+from hopscope.config import read_paths
 from hopscope.diagnosis import Diagnosis, diagnose_breach
 from hopscope.errors import ConfigError, NotFoundError
 
@@ -82,6 +84,12 @@ def _top(d: Diagnosis) -> str:
     return f"{c.hop} ({c.hop_kind}, {c.dimension}) {c.share:.0%}{of}"
 
 
+def _change(change: float | None, incident: float) -> str:
+    if change is None:  # the baseline was 0
+        return "from 0" if incident else "0"
+    return f"{change:+.0%}"
+
+
 def incidents(
     since: Annotated[
         str, typer.Option("--since", help="How far back from the store's latest data, e.g. 7d, 24h.")
@@ -90,10 +98,12 @@ def incidents(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print a JSON array (docs/incident-schema.json).")
     ] = False,
-    store: Annotated[Path, typer.Option("--store", help="Store directory.")] = Path("var/demo"),
-    rules: Annotated[Path, typer.Option("--rules", help="SLO rules folder or file.")] = Path("slo_rules"),
+    store: StoreOpt = None,
+    rules: RulesOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """List SLO breaches with their top cause (hop and resource)."""
+    store, rules = read_paths(store, rules, config)
     st = _open(store)
     end = _now(st)
     found = _breaches(st, _slos(rules, slo), end - _since(since), end)
@@ -147,7 +157,7 @@ def render(d: Diagnosis) -> str:
             _table(
                 ["#", "SIGNAL", "DIM", "BASELINE", "INCIDENT", "CHANGE", "UTIL", "CORR", "SCORE"],
                 [
-                    [str(r), e.signal, e.dimension, f"{e.baseline:.4g}", f"{e.incident:.4g}", f"{e.change:+.0%}",
+                    [str(r), e.signal, e.dimension, f"{e.baseline:.4g}", f"{e.incident:.4g}", _change(e.change, e.incident),
                      f"{e.utilization:.0%}" if e.utilization is not None else "-",
                      f"{e.correlation:+.2f}" if e.correlation is not None else "-", f"{e.score:.2f}"]
                     for r, e in ev
@@ -204,10 +214,12 @@ def explain(
     incident_id: Annotated[str, typer.Argument(help="Incident id from `hopscope incidents`.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the full diagnosis as JSON.")] = False,
     slo: Annotated[str | None, typer.Option("--slo", help="The incident's SLO (faster lookup).")] = None,
-    store: Annotated[Path, typer.Option("--store", help="Store directory.")] = Path("var/demo"),
-    rules: Annotated[Path, typer.Option("--rules", help="SLO rules folder or file.")] = Path("slo_rules"),
+    store: StoreOpt = None,
+    rules: RulesOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Explain one incident: which hop, which resource, and the evidence."""
+    store, rules = read_paths(store, rules, config)
     st = _open(store)
     breach, spec = find_incident(st, _slos(rules, slo), incident_id)
     d = diagnose_breach(st, breach, spec)

@@ -15,14 +15,14 @@ from typing import Annotated, Any
 import typer
 import yaml
 
+from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt
+from hopscope.config import read_paths
 from hopscope.errors import HopscopeError, NotFoundError, SpecError
 
 app = typer.Typer(
     help="SLOs: validate specs, status now, import OpenSLO/Sloth, export Prometheus rules, backtest alert policies."
 )
 
-StoreOpt = Annotated[Path, typer.Option("--store", help="store folder")]
-RulesOpt = Annotated[Path, typer.Option("--rules", help="SLO rules folder or file")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 NowOpt = Annotated[
     str | None,
@@ -87,9 +87,11 @@ def _parse_now(now: str | None) -> datetime | None:
 
 
 @app.command()
-def check(rules: RulesOpt = Path("slo_rules")) -> None:
+def check(rules: RulesOpt = None, config: ConfigOpt = None) -> None:
     """Validate SLO specs and alert window tables; exit 2 if any is refused."""
     from hopscope.slo.spec import load_slos
+
+    _, rules = read_paths(None, rules, config)
 
     slos, errors = load_slos(rules)
     for s in slos:
@@ -116,8 +118,9 @@ def _fmt(v: float | None, pct: bool = False) -> str:
 
 @app.command()
 def status(
-    store: StoreOpt = Path("var/demo"),
-    rules: RulesOpt = Path("slo_rules"),
+    store: StoreOpt = None,
+    rules: RulesOpt = None,
+    config: ConfigOpt = None,
     json_out: JsonOpt = False,
     now: NowOpt = None,
     slo: SloOpt = None,
@@ -127,6 +130,7 @@ def status(
     from hopscope.slo.source import evaluate_many, store_now
     from hopscope.store import utcnow
 
+    store, rules = read_paths(store, rules, config)
     slos = _load(rules, slo)
     st = _open_store(store)
     at = _parse_now(now)
@@ -222,13 +226,13 @@ def import_(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="write hopscope/v1 YAML here (default: stdout)")
     ] = None,
-    rules: RulesOpt = Path("slo_rules"),
+    rules: RulesOpt = None,
 ) -> None:
     """Convert an OpenSLO (v1, v1alpha) or Sloth (prometheus/v1, PrometheusServiceLevel) file to hopscope/v1 YAML."""
     from hopscope.slo.importers import to_document
     from hopscope.slo.spec import _read_yaml_docs, load_window_tables, parse_documents
 
-    tables, _ = load_window_tables(rules)
+    tables, _ = load_window_tables(rules or Path("slo_rules"))  # custom window tables, if any
     docs = _read_yaml_docs(source)
     slos, errors = parse_documents(docs, str(source), tables or None)
     for e in errors:
@@ -246,15 +250,17 @@ def import_(
 @app.command()
 def export(
     fmt: Annotated[str, typer.Option("--format", help="output format")] = "prometheus",
-    rules: RulesOpt = Path("slo_rules"),
+    rules: RulesOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write here (default: stdout)")] = None,
     slo: SloOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Prometheus recording and alerting rules (Sloth-compatible) for the Prometheus-sourced SLOs."""
     from hopscope.slo.export import prometheus_rules_yaml
 
     if fmt != "prometheus":
         raise HopscopeError(f"--format: {fmt!r} is not supported (prometheus)")
+    _, rules = read_paths(None, rules, config)
     slos = _load(rules, slo)
     text = prometheus_rules_yaml(slos)
     if out is None:
@@ -266,8 +272,9 @@ def export(
 
 @app.command()
 def backtest(
-    store: StoreOpt = Path("var/demo"),
-    rules: RulesOpt = Path("slo_rules"),
+    store: StoreOpt = None,
+    rules: RulesOpt = None,
+    config: ConfigOpt = None,
     truth: Annotated[
         Path | None,
         typer.Option(
@@ -292,6 +299,7 @@ def backtest(
     from hopscope.slo.backtest import backtest as run_backtest
     from hopscope.slo.backtest import load_truth, variants
 
+    store, rules = read_paths(store, rules, config)
     slos = _load(rules, slo)
     st = _open_store(store)
     windows = load_truth(truth or store / "scenario.json")
