@@ -725,3 +725,18 @@ def test_bubbleup_counts_spans_buckets_numeric_attributes_and_skips_ids(tmp_path
     }
     attrs, _note = bubbleup(counts, slow_total, base_total)
     assert (attrs[0].attribute, attrs[0].value, attrs[0].slow_spans) == ("model.version", "v2", 40)
+
+
+def test_a_signal_that_rose_from_zero_has_no_relative_change_and_reads_from_0() -> None:
+    from hopscope.diagnosis.cli import _change
+    from hopscope.diagnosis.core import _fmt
+    from hopscope.diagnosis.resources import score_series
+
+    hop_ms = np.array([[100.0] * 10, [100.0] * 10, [300.0] * 10])
+    zero_then_up = np.array([[0.0] * 10, [0.0] * 10, [0.16] * 10])  # e.g. the share of throttled samples
+    base, inc, change, _, _, score = score_series(zero_then_up, hop_ms, [0, 1], 2, True, None)
+    assert (base, inc, change) == (0.0, pytest.approx(0.16), None) and score > 0
+    assert _change(change, inc) == "from 0" and _change(None, 0.0) == "0"
+    _, _, change, _, _, _ = score_series(zero_then_up + 1.0, hop_ms, [0, 1], 2, True, None)
+    assert change == pytest.approx(0.16) and _change(change, 1.16) == "+16%"
+    assert _fmt(0.16, "bitmask") == "16% of samples"  # a bitmask signal is read as the share of bad samples

@@ -68,6 +68,8 @@ def incident_key(slo: str, start: datetime, end: datetime) -> str:
 
 
 def _fmt(x: float, unit: str) -> str:
+    if unit == "bitmask":  # the value is the fraction of samples with a bad bit set (hopscope.signals)
+        return f"{x:.0%} of samples"
     if unit in ("B/s", "B"):
         for scale, name in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
             if abs(x) >= scale:

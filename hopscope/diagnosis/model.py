@@ -231,7 +231,7 @@ class Evidence:
     dimension: str
     baseline: float
     incident: float
-    change: float  # relative change (incident - baseline) / |baseline|; absolute when baseline is 0
+    change: float | None  # relative change (incident - baseline) / |baseline|; None when baseline is 0
     correlation: float | None
     capacity: float | None
     utilization: float | None  # incident level / capacity

@@ -155,7 +155,7 @@ def score_series(
     inc_id: int,
     higher_is_worse: bool,
     capacity: float | None,
-) -> tuple[float, float, float, float | None, float | None, float]:
+) -> tuple[float, float, float | None, float | None, float | None, float]:
     """(baseline, incident, relative change, correlation, utilization, score) of one series.
 
     ``values`` and ``hop_ms`` are ``[window, bucket]`` arrays (NaN = no data); rows ``base_ids``
@@ -190,7 +190,7 @@ def score_series(
     r_worse = sign * r if r is not None else None
     corr_factor = 0.4 + 0.6 * max(0.0, r_worse) if r_worse is not None else 0.6
     score = max(change_score, sat) * corr_factor
-    change = (i - b) / abs(b) if abs(b) > 1e-12 else (i - b)
+    change = (i - b) / abs(b) if abs(b) > 1e-12 else None  # from zero: no relative change to give
     return b, i, change, r_worse, util, float(score)
 
 
