@@ -64,6 +64,13 @@ class SloReport:
         return None if self.budget_consumed is None else 1.0 - self.budget_consumed
 
 
+INCIDENT_SHARE_NOTE = (
+    "An incident's share is of this report's error budget (what the burn-down fell by while it lasted). "
+    "`hopscope incidents` gives each breach's share of one full SLO period's budget at the traffic seen; "
+    "the two differ while the store holds less than the report's window of data."
+)
+
+
 def report_span(end: datetime, window: str) -> tuple[datetime, datetime]:
     """[start, end) of a report window ending at `end`: a rolling 7/28/90 days or the calendar month so far."""
     if window not in WINDOWS:
@@ -226,7 +233,7 @@ def to_markdown(rep: SloReport) -> str:
     lines += ["", "## Incidents", ""]
     if rep.incidents:
         lines += [
-            "| # | start (UTC) | length | severity | budget consumed | cause |",
+            "| # | start (UTC) | length | severity | share of this report's budget | cause |",
             "|---|---|---|---|---|---|",
         ]
         for i in rep.incidents:
@@ -234,6 +241,7 @@ def to_markdown(rep: SloReport) -> str:
             lines.append(
                 f"| {i['number']} | {i['start']:%Y-%m-%d %H:%M} | {mins:.0f} min | {i['severity']} | {_pct(i['budget_consumed'], 1)} | {_md(i['cause'])} |"
             )
+        lines += ["", INCIDENT_SHARE_NOTE]
     else:
         lines.append("No incidents in this window.")
     if rep.hop_budgets:
@@ -282,7 +290,10 @@ def to_html(rep: SloReport) -> str:
             f"<td>{esc(str(i['severity']))}</td><td>{_pct(i['budget_consumed'], 1)}</td><td>{esc(str(i['cause']))}</td></tr>"
             for i in rep.incidents
         )
-        incidents = f"<table><tr><th>#</th><th>start (UTC)</th><th>length</th><th>severity</th><th>budget consumed</th><th>cause</th></tr>{rows}</table>"
+        incidents = (
+            "<table><tr><th>#</th><th>start (UTC)</th><th>length</th><th>severity</th><th>share of this report's budget</th>"
+            f"<th>cause</th></tr>{rows}</table><p class='note'>{esc(INCIDENT_SHARE_NOTE.replace('`', ''))}</p>"
+        )
     else:
         incidents = "<p>No incidents in this window.</p>"
     hops = ""

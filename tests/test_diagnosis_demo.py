@@ -99,9 +99,13 @@ def test_incidents_cli_json_lists_the_ground_truth_incidents_with_their_top_caus
     assert res.exit_code == 0, res.output
     items = json.loads(res.stdout)
     assert isinstance(items, list) and items
+    table = runner.invoke(app, ["incidents", "--since", "7d", "--slo", "recommend-latency", *args]).stdout
     for item in items:
         jsonschema.validate(item, SCHEMA)
         assert item["slo"] == "recommend-latency"
+        # the contract's fraction is capped at 1; the uncapped figure is the one the table prints
+        assert item["budget_consumed"] == min(item["budget_consumed_uncapped"], 1.0)
+        assert f"{item['budget_consumed_uncapped']:.1%}" in table
     for ev in events:
         hits = _overlapping(items, ev)
         if not ev["expect_breach"]:

@@ -88,6 +88,7 @@ def test_cli_writes_markdown_naming_each_incidents_cause(demo_store: Path, tmp_p
         line for line in text.splitlines() if line.startswith("| ") and " page " in line or " ticket " in line
     ]
     assert len(rows) == 3
+    assert report.INCIDENT_SHARE_NOTE in text  # whose budget the incidents' shares are of
     for name in EVENTS:
         t = _truth(demo_store)[name]
         assert f"{t['hop']} ({t['dimension']})" in text, name

@@ -55,7 +55,7 @@ if rep.incidents:
         hide_index=True,
         column_config={
             "budget_consumed": st.column_config.ProgressColumn(
-                "budget consumed",
+                "share of this report's budget",
                 min_value=0,
                 max_value=1,
                 format="percent",

@@ -345,6 +345,8 @@ class Diagnosis:
             "severity": self.severity,
             "peak_burn_rate": num(self.peak_burn_rate, 4) or 0.0,
             "budget_consumed": num(min(max(self.budget_consumed, 0.0), 1.0), 6) or 0.0,
+            # budget_consumed is a fraction in 0..1 by contract; a breach can spend more than a period's budget
+            "budget_consumed_uncapped": num(max(self.budget_consumed, 0.0), 6) or 0.0,
             "verdict": self.verdict,
             "causes": [c.to_dict() for c in self.causes],
             "notes": list(self.notes),

@@ -148,7 +148,10 @@ def status(
     head = ["SLO", "SLI", "objective", "budget left", *[f"burn {k}" for k in labels], "state", "exhausted in"]
     rows = []
     for s in statuses:
-        tte = "-" if s.time_to_exhaustion is None else _fmt_td(s.time_to_exhaustion)
+        if s.budget_remaining is not None and s.budget_remaining <= 0:
+            tte = "exhausted"
+        else:
+            tte = "-" if s.time_to_exhaustion is None else _fmt_td(s.time_to_exhaustion)
         rows.append(
             [s.slo, _fmt(s.sli, True), f"{s.objective * 100:g}%", _fmt(s.budget_remaining, True)]
             + [_fmt(s.burn_rates.get(k)) for k in labels]
