@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from hopscope.errors import HopscopeError
+
 StoreOpt = Annotated[
     Path | None,
     typer.Option(
@@ -27,3 +29,11 @@ RulesOpt = Annotated[
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="hopscope.toml (default: ./hopscope.toml if present).")
 ]
+
+
+def write_output(path: Path, text: str) -> None:
+    """Write a command's output file; a folder that is missing, a directory or a full disk is one clear line."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise HopscopeError(f"{path}: cannot write: {exc.strerror or exc}") from None

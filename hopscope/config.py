@@ -150,6 +150,8 @@ def load_config(
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{file}: no such config file") from None
+        except OSError as exc:  # a directory, no permission
+            raise ConfigError(f"{file}: cannot read the config file: {exc.strerror or exc}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{file}: not valid TOML: {exc}") from None
         source = str(file)

@@ -23,7 +23,7 @@ import pandas as pd
 import typer
 
 from hopscope import views
-from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt
+from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt, write_output
 from hopscope.config import read_paths
 from hopscope.errors import ConfigError, NotFoundError
 from hopscope.store import Store
@@ -344,5 +344,5 @@ def report(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        write_output(output, text)
         typer.echo(f"wrote {output} ({len(text.encode()) / 1e3:.0f} kB)", err=True)

@@ -152,6 +152,8 @@ class Store:
             raise StoreError(
                 f"{self.path}: no store here (missing {CATALOG_FILE}); run `hopscope demo` or `hopscope collect`"
             )
+        if not create:
+            self._check_catalog(catalog)  # a reader never turns a stray file into a new store
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / DATA_DIR).mkdir(exist_ok=True)
         self._set_wal(catalog)
@@ -174,6 +176,23 @@ class Store:
         return cls(path_or_config, **kwargs)
 
     @staticmethod
+    def _check_catalog(catalog: Path) -> None:
+        """Refuse a catalog file that is not a DuckLake catalog (empty, truncated, another database)."""
+        try:
+            with sqlite3.connect(catalog.resolve().as_uri() + "?mode=ro", uri=True, timeout=5) as con:
+                found = con.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'ducklake_metadata'"
+                ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"{catalog}: not a hopscope store catalog ({exc}); nothing was changed"
+            ) from None
+        if not found or not found[0]:
+            raise StoreError(
+                f"{catalog}: not a hopscope store catalog (no DuckLake tables); nothing was changed"
+            )
+
+    @staticmethod
     def _set_wal(catalog: Path) -> None:
         # WAL lets readers in other processes run beside the one writer.
         deadline = time.monotonic() + 10
@@ -186,6 +205,8 @@ class Store:
             except sqlite3.OperationalError as exc:
                 if time.monotonic() > deadline or not _is_retryable(exc):
                     raise StoreError(f"{catalog}: cannot put the catalog in WAL mode: {exc}") from exc
+            except sqlite3.DatabaseError as exc:  # not a database at all (a corrupt or foreign file)
+                raise StoreError(f"{catalog}: not a hopscope store catalog ({exc})") from None
             time.sleep(0.05)
 
     def _connect(self, catalog: Path, inlining_rows: int) -> duckdb.DuckDBPyConnection:

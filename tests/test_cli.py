@@ -93,3 +93,57 @@ def test_no_rules_is_an_error_not_an_empty_list(demo_store: Path, tmp_path: Path
     assert proc.stderr.strip() == (
         "hopscope: error: slo_rules: no SLO rules here; pass --rules or set [slo] rules in hopscope.toml"
     )
+
+
+def _hopscope(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOPSCOPE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "hopscope.cli", *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["report", "--slo", "recommend-latency", "--format", "md", "-o", "{tmp}/missing/r.md"], "cannot write: No such file"),
+        (["slo", "import", "{sloth}", "-o", "{tmp}"], "cannot write: Is a directory"),
+        (["incidents", "--config", "{tmp}"], "cannot read the config file: Is a directory"),
+        (["slo", "backtest", "--truth", "{tmp}"], "cannot read the ground truth: Is a directory"),
+        (["incidents", "--store", "{tmp}/empty"], "not a hopscope store catalog (no DuckLake tables); nothing was changed"),
+        (["slo", "status", "--store", "{tmp}/garbage"], "not a hopscope store catalog (file is not a database)"),
+    ],
+    ids=["report-into-missing-folder", "import-onto-a-folder", "config-is-a-folder", "truth-is-a-folder",
+         "empty-catalog", "corrupt-catalog"],
+)  # fmt: skip
+def test_bad_paths_are_one_line_and_exit_2_and_change_nothing(
+    demo_store: Path, tmp_path: Path, argv: list[str], message: str
+) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "catalog.sqlite").write_bytes(b"")
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "catalog.sqlite").write_bytes(b"not sqlite " * 20)
+    sloth = ROOT.parent / "shared" / "conformance" / "sloth" / "examples" / "getting-started.yml"
+    args = [a.format(tmp=tmp_path, sloth=sloth) for a in argv]
+    if "--store" not in args and argv[0] != "slo" or argv[:2] == ["slo", "backtest"]:
+        args += ["--store", str(demo_store)]
+    args += (
+        ["--rules", str(ROOT / "slo_rules")] if argv[0] != "slo" or argv[1] in ("status", "backtest") else []
+    )
+    before = sorted(p.name for p in (tmp_path / "empty").iterdir())
+    proc = _hopscope(*args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hopscope: error:") and message in lines[0], proc.stderr
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == before  # a reader created nothing
+
+
+def test_a_huge_since_is_cut_to_the_stored_data(demo_store: Path) -> None:
+    args = ["incidents", "--json", "--store", str(demo_store), "--rules", str(ROOT / "slo_rules")]
+    huge, month = _hopscope(*args, "--since", "99999d"), _hopscope(*args, "--since", "30d")
+    assert huge.returncode == 0, huge.stderr
+    assert json.loads(huge.stdout) == json.loads(month.stdout) != []

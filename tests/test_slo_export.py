@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -283,10 +284,30 @@ def test_cli_export_writes_rules_for_prometheus_slos_only(tmp_path: Path) -> Non
         "sloth-slo-meta-recordings-myservice-requests-availability",
         "sloth-slo-alerts-myservice-requests-availability",
     ]
-    shipped = CliRunner().invoke(app, ["export", "--rules", str(ROOT / "slo_rules")])
-    assert shipped.exit_code == 0 and "Not exported (span SLIs evaluated by hopscope): " in shipped.output
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for f in (EXAMPLES / "getting-started.yml", ROOT / "slo_rules" / "recommend.yaml"):
+        (mixed / f.name).write_text(f.read_text())
+    shipped = CliRunner().invoke(app, ["export", "--rules", str(mixed)])
+    assert shipped.exit_code == 0, shipped.output
+    assert (
+        "Not exported (span SLIs evaluated by hopscope): recommend-latency, recommend-availability"
+        in shipped.output
+    )
 
 
 def test_cli_export_refuses_unknown_formats() -> None:
     r = CliRunner().invoke(app, ["export", "--format", "nagios", "--rules", str(ROOT / "slo_rules")])
     assert r.exit_code != 0 and "'nagios' is not supported" in str(r.exception)
+
+
+def test_cli_export_refuses_when_a_spec_is_refused_or_nothing_is_left(tmp_path: Path) -> None:
+    """A CI job must not ship a rule file that silently lacks an SLO."""
+    shutil.copytree(ROOT / "slo_rules", tmp_path / "rules")
+    (tmp_path / "rules" / "broken.yaml").write_text(
+        "apiVersion: hopscope/v1\nkind: SLO\nmetadata: {name: broken}\nspec: {objective: 99.9}\n"
+    )
+    r = CliRunner().invoke(app, ["export", "--rules", str(tmp_path / "rules")])
+    assert r.exit_code != 0 and "spec error" in str(r.exception)
+    r = CliRunner().invoke(app, ["export", "--rules", str(ROOT / "slo_rules")])  # the demo's: all span SLIs
+    assert r.exit_code != 0 and "no Prometheus-sourced SLO to export" in str(r.exception)

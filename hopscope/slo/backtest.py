@@ -97,7 +97,12 @@ def _median(values: Sequence[timedelta]) -> timedelta | None:
 def load_truth(path: Path) -> list[Incident]:
     if not path.exists():
         raise NotFoundError(f"{path}: no ground truth here (a scenario.json or a YAML/JSON list of windows)")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:  # a directory, no permission, a binary file
+        raise SpecError(
+            f"{path}: cannot read the ground truth: {getattr(e, 'strerror', None) or e}"
+        ) from None
     try:
         doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:

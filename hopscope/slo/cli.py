@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt
+from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt, write_output
 from hopscope.config import read_paths
 from hopscope.errors import HopscopeError, NotFoundError, SpecError
 
@@ -246,7 +246,7 @@ def import_(
     if out is None:
         typer.echo(text, nl=False)
     else:
-        out.write_text(text, encoding="utf-8")
+        write_output(out, text)
         typer.echo(f"wrote {len(slos)} SLO(s) to {out}", err=True)
 
 
@@ -259,17 +259,19 @@ def export(
     config: ConfigOpt = None,
 ) -> None:
     """Prometheus recording and alerting rules (Sloth-compatible) for the Prometheus-sourced SLOs."""
-    from hopscope.slo.export import prometheus_rules_yaml
+    from hopscope.slo.export import PROMETHEUS_KINDS, prometheus_rules_yaml
 
     if fmt != "prometheus":
         raise HopscopeError(f"--format: {fmt!r} is not supported (prometheus)")
     _, rules = read_paths(None, rules, config)
-    slos = _load(rules, slo)
+    slos = _load(rules, slo, strict=True)  # a refused spec must not ship as a rule file without it
+    if not any(s.sli.kind in PROMETHEUS_KINDS for s in slos):
+        raise SpecError(f"{rules}: no Prometheus-sourced SLO to export (span SLIs are evaluated by hopscope)")
     text = prometheus_rules_yaml(slos)
     if out is None:
         typer.echo(text, nl=False)
     else:
-        out.write_text(text, encoding="utf-8")
+        write_output(out, text)
         typer.echo(f"wrote {out}", err=True)
 
 

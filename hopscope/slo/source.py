@@ -616,6 +616,9 @@ def evaluate(store: _Queryable, slo: SLO, *, now: datetime | None = None) -> Slo
     return evaluate_many(store, [slo], now=now)[0]
 
 
+LONG_SPAN = timedelta(days=400)  # the longest rollup retention by default
+
+
 def find_breaches(
     store: _Queryable, slo: SLO, *, start: datetime | None = None, end: datetime | None = None
 ) -> list[Breach]:
@@ -635,12 +638,15 @@ def find_breaches_many(
     last one of the same store (``MinuteCache.breaches``): a new minute re-evaluates the newest minutes."""
     if not slos:
         return {}
-    if start is None or end is None:
+    if start is None or end is None or end - start > LONG_SPAN:
+        # (a span longer than any retention is cut to the data: the minute grid would not fit in memory)
         row = store.query("SELECT min(minute) AS lo, max(minute) AS hi FROM hop_minutes").to_pylist()[0]
         if row["lo"] is None:
             return {s.name: [] for s in slos}
-        start = start or row["lo"]
+        start = row["lo"] if start is None else max(start, row["lo"])
         end = end or row["hi"] + timedelta(minutes=1)
+        if start >= end:
+            return {s.name: [] for s in slos}
     # windows warm up over the longest long window; a breach's budget share needs one period before it
     backs = {s.name: max([t.long for t in s.alerting.tiers] + [s.window.nominal]) for s in slos}
     cache = cache or CACHE
