@@ -134,6 +134,7 @@ class Event:
     dimension: str | None = None
     bubbleup: Mapping[str, str] | None = None
     note: str = ""
+    slos: tuple[str, ...] = ()  # the SLOs the event must breach (backtests score each SLO on its own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +209,7 @@ class GroundTruth:
     bubbleup: Mapping[str, str] | None
     traffic: float
     note: str
+    slos: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -222,6 +224,7 @@ class GroundTruth:
             "bubbleup": dict(self.bubbleup) if self.bubbleup else None,
             "traffic": self.traffic,
             "note": self.note,
+            "slos": list(self.slos),
         }
 
 
@@ -597,6 +600,9 @@ def _parse_event(d: _Doc, days: int, hosts: set[str]) -> Event:
         raise ConfigError(
             f"{d.source}: {d.path}.truth.dimension: {dimension!r} is not compute, bandwidth or memory"
         )
+    slos = truth.get("slos", [])
+    if not isinstance(slos, list) or not all(isinstance(x, str) and x for x in slos):
+        raise ConfigError(f"{d.source}: {d.path}.truth.slos: {slos!r} is not a list of SLO names")
     return Event(
         name=name,
         title=str(d.get("title", name)),
@@ -616,6 +622,7 @@ def _parse_event(d: _Doc, days: int, hosts: set[str]) -> Event:
         dimension=dimension,
         bubbleup=bubble,
         note=str(truth.get("note", "")),
+        slos=tuple(slos),
     )
 
 
@@ -1556,6 +1563,7 @@ def ground_truth(sc: Scenario, start: datetime) -> tuple[GroundTruth, ...]:
             bubbleup=ev.bubbleup,
             traffic=ev.traffic,
             note=ev.note,
+            slos=ev.slos,
         )
         for ev in sorted(sc.events, key=lambda e: e.start_s)
     )

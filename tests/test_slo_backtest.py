@@ -126,6 +126,11 @@ def test_demo_store_backtest_and_status_show_the_incidents(demo_store: Path) -> 
     overall = next(x for x in rows if x["variant"] == "as written" and x["slo"] == "all")
     assert overall["incidents"] == len(expected)
     assert overall["recall"] == 1.0, rows
+    # each SLO is scored against the events the scenario says it must breach, and no others
+    for slo in ("recommend-latency", "model-server-latency", "recommend-availability"):
+        row = next(x for x in rows if x["variant"] == "as written" and x["slo"] == slo)
+        own = [e for e in expected if slo in e["slos"]]
+        assert (row["incidents"], row["missed"], row["false_positives"]) == (len(own), 0, 0), row
     s = runner.invoke(
         app, ["status", "--store", str(demo_store), "--rules", str(ROOT / "slo_rules"), "--json"]
     )
