@@ -120,7 +120,9 @@ def incidents(
         for d in results
     ]  # fmt: skip
     typer.echo(_table(["ID", "SLO", "START (UTC)", "LENGTH", "SEVERITY", "BUDGET", "TOP CAUSE"], rows))
-    typer.echo("BUDGET: the share of one full SLO period's error budget (at the traffic seen) the breach spent.")
+    typer.echo(
+        "BUDGET: the share of one full SLO period's error budget (at the traffic seen) the breach spent."
+    )
 
 
 def render(d: Diagnosis) -> str:
