@@ -54,6 +54,16 @@ class SloReport:
     hop_budgets: tuple[dict[str, Any], ...]  # hop, budget_ms, mean_ms, worst_hour_ms, used
     burndown: pd.DataFrame = field(repr=False)  # t, budget_remaining, ideal
     generated: datetime | None = None
+    data_from: datetime | None = None  # the first minute of the window with events
+    data_minutes: int = 0  # minutes of the window with events
+
+    @property
+    def coverage(self) -> str:
+        """How much of the window the figures stand on: a 28d report over a week of data says so."""
+        if self.data_from is None:
+            return "no events in this window"
+        days, have = (self.end - self.start).total_seconds() / 86400, self.data_minutes / 1440
+        return f"events from {self.data_from:%Y-%m-%d %H:%M} UTC; {have:.1f} of the window's {days:.0f} days have data"
 
     @property
     def compliant(self) -> bool | None:
@@ -101,6 +111,11 @@ def build_report(
     good = float(minutes["good"].sum()) if not minutes.empty else 0.0
     total = float(minutes["total"].sum()) if not minutes.empty else 0.0
     sli = good / total if total else None
+    seen = (
+        []
+        if minutes.empty
+        else list(pd.to_datetime(minutes.loc[minutes["total"] > 0, "minute"]).sort_values())
+    )
     burn = pd.DataFrame(columns=["t", "budget_remaining", "ideal"])
     consumed: float | None = None
     cum = None  # the budget consumed by the end of each minute of the span
@@ -134,6 +149,7 @@ def build_report(
         slo=spec.name, description=spec.description, objective=spec.objective, window=window, start=start, end=end,
         good=good, total=total, sli=sli, budget_consumed=consumed, incidents=tuple(incidents),
         hop_budgets=tuple(_hop_budgets(store, spec, start, end)), burndown=burn, generated=end,
+        data_from=seen[0] if len(seen) else None, data_minutes=len(seen),
     )  # fmt: skip
 
 
@@ -183,6 +199,7 @@ def summary_rows(rep: SloReport) -> list[tuple[str, str]]:
         ("Error budget consumed", _pct(rep.budget_consumed, 1)),
         ("Error budget remaining", _pct(rep.budget_remaining, 1)),
         ("Incidents", str(len(rep.incidents))),
+        ("Data", rep.coverage),
     ]
 
 
@@ -233,13 +250,13 @@ def to_markdown(rep: SloReport) -> str:
     lines += ["", "## Incidents", ""]
     if rep.incidents:
         lines += [
-            "| # | start (UTC) | length | severity | share of this report's budget | cause |",
-            "|---|---|---|---|---|---|",
+            "| # | id | start (UTC) | length | severity | share of this report's budget | cause |",
+            "|---|---|---|---|---|---|---|",
         ]
         for i in rep.incidents:
             mins = (i["end"] - i["start"]).total_seconds() / 60
             lines.append(
-                f"| {i['number']} | {i['start']:%Y-%m-%d %H:%M} | {mins:.0f} min | {i['severity']} | {_pct(i['budget_consumed'], 1)} | {_md(i['cause'])} |"
+                f"| {i['number']} | {i['id']} | {i['start']:%Y-%m-%d %H:%M} | {mins:.0f} min | {i['severity']} | {_pct(i['budget_consumed'], 1)} | {_md(i['cause'])} |"
             )
         lines += ["", INCIDENT_SHARE_NOTE]
     else:
@@ -286,12 +303,12 @@ def to_html(rep: SloReport) -> str:
         inc = pd.DataFrame(rep.incidents)
         parts.append(standalone(charts.incident_cost_chart(inc), "incident-cost"))
         rows = "".join(
-            f"<tr><td>{i['number']}</td><td>{i['start']:%Y-%m-%d %H:%M}</td><td>{(i['end'] - i['start']).total_seconds() / 60:.0f} min</td>"
+            f"<tr><td>{i['number']}</td><td>{esc(str(i['id']))}</td><td>{i['start']:%Y-%m-%d %H:%M}</td><td>{(i['end'] - i['start']).total_seconds() / 60:.0f} min</td>"
             f"<td>{esc(str(i['severity']))}</td><td>{_pct(i['budget_consumed'], 1)}</td><td>{esc(str(i['cause']))}</td></tr>"
             for i in rep.incidents
         )
         incidents = (
-            "<table><tr><th>#</th><th>start (UTC)</th><th>length</th><th>severity</th><th>share of this report's budget</th>"
+            "<table><tr><th>#</th><th>id</th><th>start (UTC)</th><th>length</th><th>severity</th><th>share of this report's budget</th>"
             f"<th>cause</th></tr>{rows}</table><p class='note'>{esc(INCIDENT_SHARE_NOTE.replace('`', ''))}</p>"
         )
     else:

@@ -89,6 +89,7 @@ def test_cli_writes_markdown_naming_each_incidents_cause(demo_store: Path, tmp_p
     ]
     assert len(rows) == 3
     assert report.INCIDENT_SHARE_NOTE in text  # whose budget the incidents' shares are of
+    assert "| Data | events from " in text
     for name in EVENTS:
         t = _truth(demo_store)[name]
         assert f"{t['hop']} ({t['dimension']})" in text, name
@@ -157,3 +158,14 @@ def test_exported_html_is_self_contained_and_draws_its_charts_in_chromium(
     page.close()
     assert {"Error budget burn-down", "Budget consumed per incident", "Hop sub-budgets"} <= set(titles)
     assert errors == [] and requests == []
+
+
+def test_a_report_longer_than_the_data_says_how_much_of_its_window_has_data(demo_store: Path) -> None:
+    truth = json.loads((demo_store / "scenario.json").read_text())
+    rep = report.build_report(
+        Store(demo_store, create=False), rules=str(RULES), slo="recommend-latency", window="28d", causes=False
+    )
+    days = (datetime.fromisoformat(truth["end"]) - datetime.fromisoformat(truth["start"])).days
+    assert rep.data_from == datetime.fromisoformat(truth["start"])
+    assert f"{days:.1f} of the window's 28 days have data" in rep.coverage
+    assert ("Data", rep.coverage) in report.summary_rows(rep)

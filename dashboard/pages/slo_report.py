@@ -29,7 +29,9 @@ state.set_param("slo", slo, names[0])
 state.set_param("window", window, "28d")
 
 rep = state.slo_report(slo, window)
-st.caption(f"{state.esc_md(rep.description)} · {rep.start:%Y-%m-%d %H:%M} – {rep.end:%Y-%m-%d %H:%M} UTC")
+st.caption(
+    f"{state.esc_md(rep.description)} · {rep.start:%Y-%m-%d %H:%M} – {rep.end:%Y-%m-%d %H:%M} UTC · {rep.coverage}"
+)
 c = st.columns(4)
 c[0].metric("SLI", report._pct(rep.sli), help=f"{rep.good:,.0f} good of {rep.total:,.0f} events")
 c[1].metric("Objective", report._pct(rep.objective))
