@@ -147,3 +147,17 @@ def test_a_huge_since_is_cut_to_the_stored_data(demo_store: Path) -> None:
     huge, month = _hopscope(*args, "--since", "99999d"), _hopscope(*args, "--since", "30d")
     assert huge.returncode == 0, huge.stderr
     assert json.loads(huge.stdout) == json.loads(month.stdout) != []
+
+
+def test_a_negative_min_events_guard_is_refused(demo_store: Path) -> None:
+    proc = _hopscope(
+        "slo",
+        "backtest",
+        "--store",
+        str(demo_store),
+        "--rules",
+        str(ROOT / "slo_rules"),
+        "--min-events",
+        "-5",
+    )
+    assert proc.returncode == 2 and "--min-events" in proc.stderr and "Traceback" not in proc.stderr

@@ -139,6 +139,9 @@ def test_sloth_fields_map_to_hopscope(
     slos, _ = load_slos(root / rel)
     s = next(x for x in slos if x.name == name)
     assert s.objective == pytest.approx(objective) and s.sli.kind == kind
+    assert s.objective == round(
+        s.objective, 12
+    )  # 99.9% is 0.999, not 0.9990000000000001 (exported as written)
     assert (s.sli.error_query, s.sli.error_ratio_query) == queries
     assert s.window.length == timedelta(days=30) and s.alerting.policy == "sloth"
 

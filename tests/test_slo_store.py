@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -176,8 +176,9 @@ def test_cli_status_on_the_demo_store_lists_the_incidents_that_burned_budget(dem
     r = runner.invoke(app, [*args, "--json", "--slo", "recommend-latency", "--slo", "recommend-availability"])
     assert r.exit_code == 0, r.output
     by = {x["slo"]: x for x in json.loads(r.stdout)}
+    assert all(b["start"].endswith("Z") for b in by["recommend-latency"]["breaches"])  # UTC, said so
     breaches = [
-        {**b, "start": datetime.fromisoformat(b["start"]), "end": datetime.fromisoformat(b["end"])}
+        {**b, "start": _naive_utc(b["start"]), "end": _naive_utc(b["end"])}
         for b in by["recommend-latency"]["breaches"]
     ]
     for e in incidents:
@@ -195,7 +196,7 @@ def test_cli_status_on_the_demo_store_lists_the_incidents_that_burned_budget(dem
     data_start = datetime.fromisoformat(json.loads((demo_store / "scenario.json").read_text())["start"])
     first_incident = min(e["start"] for e in incidents)
     for name in ("recommend-latency", "recommend-availability"):
-        starts = [datetime.fromisoformat(b["start"]) for b in by[name]["breaches"]]
+        starts = [_naive_utc(b["start"]) for b in by[name]["breaches"]]
         assert all(s >= first_incident for s in starts), (name, data_start, starts)
     table = runner.invoke(app, args)
     assert table.exit_code == 0, table.output
@@ -401,3 +402,7 @@ def test_the_minute_cache_adds_inserted_minutes_as_a_fresh_read_sees_them(
             )
     finally:
         s.close()
+
+
+def _naive_utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC).replace(tzinfo=None)

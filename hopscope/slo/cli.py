@@ -32,8 +32,8 @@ SloOpt = Annotated[list[str] | None, typer.Option("--slo", help="only these SLOs
 
 
 def _jsonable(v: Any) -> Any:
-    if isinstance(v, datetime):
-        return v.isoformat()
+    if isinstance(v, datetime):  # naive UTC, marked as such (as incidents --json does)
+        return v.isoformat() + ("Z" if v.tzinfo is None else "")
     if isinstance(v, timedelta):
         return v.total_seconds()
     if isinstance(v, dict):
@@ -295,7 +295,7 @@ def backtest(
     ] = None,
     min_events: Annotated[
         list[int] | None,
-        typer.Option("--min-events", help="what-if: another minimum-events guard (repeatable)"),
+        typer.Option("--min-events", min=0, help="what-if: another minimum-events guard (repeatable)"),
     ] = None,
     slo: SloOpt = None,
     json_out: JsonOpt = False,

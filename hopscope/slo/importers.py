@@ -38,6 +38,11 @@ SLOTH_POLICY = "sloth"
 _OPENSLO_DURATION = re.compile(r"^(\d+)([mhdwMQY])$")
 
 
+def _percent(value: object) -> float:
+    """A percentage as a ratio without binary noise: 99.9 -> 0.999 (not 0.9990000000000001)."""
+    return round(float(value) / 100, 12)  # type: ignore[arg-type]
+
+
 def import_documents(
     docs: Sequence[Any], file: str, tables: Mapping[str, WindowTable] | None = None, *, first_index: int = 0
 ) -> tuple[list[SLO], list[SpecError]]:
@@ -180,7 +185,7 @@ def _sloth_slo(
     return SLO(
         name=f"{service}-{name}",
         description=_str(m.get("description"), sa / "description") or "",
-        objective=float(obj) / 100,
+        objective=_percent(obj),
         window=window,
         sli=sli,
         alerting=Alerting(
@@ -399,7 +404,7 @@ def _openslo_v1(
                 if k in om:
                     raise (oa / k).fail("per-objective thresholds and indicators are not supported")
             if "targetPercent" in om:
-                target = _target(float(om["targetPercent"]) / 100, oa / "targetPercent")
+                target = _target(_percent(om["targetPercent"]), oa / "targetPercent")
             else:
                 target = _target(om.get("target"), oa / "target")
             budgeting = Budgeting()
