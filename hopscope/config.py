@@ -114,6 +114,20 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     return tree
 
 
+# Paths a config file names are relative to the file's folder (as Prometheus reads its own), not to
+# wherever the command runs; the same keys from HOPSCOPE_* variables are relative to the working folder.
+_PATH_KEYS = (("store", "path"), ("slo", "rules"))
+
+
+def _relative_to(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    out = dict(data)
+    for section, key in _PATH_KEYS:
+        part = out.get(section)
+        if isinstance(part, dict) and isinstance(part.get(key), str) and not Path(part[key]).is_absolute():
+            out[section] = {**part, key: str(folder / part[key])}
+    return out
+
+
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
@@ -155,6 +169,7 @@ def load_config(
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{file}: not valid TOML: {exc}") from None
         source = str(file)
+        data = _relative_to(data, file.parent)
     overrides = _env_overrides(environ)
     if overrides:
         data = _merge(data, overrides)

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_shipped_example_config_loads_with_its_documented_values() -> None:
     cfg, source = load_config(ROOT / "hopscope.example.toml", environ={})
     assert source.endswith("hopscope.example.toml")
-    assert cfg.store.path == Path("var/hopscope")
+    assert cfg.store.path == ROOT / "var/hopscope"  # relative to the file
     assert cfg.store.retention_timedeltas()["spans"] == timedelta(days=2)
     assert cfg.dashboard.port == 8501
     assert cfg.collect.otlp.http_port == 4318
@@ -157,3 +157,17 @@ def test_missing_rules_are_an_error_not_an_empty_answer(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"nowhere: no SLO rules here; pass --rules or set \[slo\] rules"):
         read_paths(tmp_path, Path("nowhere"))
+
+
+def test_paths_in_a_config_file_are_relative_to_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "h.toml").write_text('[store]\npath = "data/lake"\n[slo]\nrules = "/abs/rules"\n')
+    monkeypatch.chdir(tmp_path)
+    cfg, _ = load_config("etc/h.toml", environ={})
+    assert (cfg.store.path, cfg.slo.rules) == (Path("etc/data/lake"), Path("/abs/rules"))
+    cfg, _ = load_config(
+        "etc/h.toml", environ={"HOPSCOPE_STORE__PATH": "here"}
+    )  # a variable: the working folder
+    assert cfg.store.path == Path("here")
