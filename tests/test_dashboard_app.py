@@ -409,6 +409,8 @@ def test_collectors_page_shows_freshness_runs_and_store(dash_store: Path, env: A
     at = run_page("pages/collectors.py")
     fresh = at.dataframe[0].value
     assert len(fresh) >= 1 and fresh["stale"].all()  # demo data ended long before the wall clock
+    assert (fresh["last_error"] == "").all()  # no error: an empty cell, never the text "None"
+    assert "count every collection run the store keeps" in texts(at)
     assert "Collector runs" in chart_titles(at)
     assert any(m.label == "Size on disk" for m in at.metric)
     tables = at.dataframe[1].value

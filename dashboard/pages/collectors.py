@@ -30,8 +30,13 @@ def live() -> None:
                 else ":green[all fresh]"
             )
         )
+        st.caption(
+            "Attempts, failures and rows count every collection run the store keeps (see retention below), "
+            "not only the range above; the chart below is the range."
+        )
+        shown = fresh.assign(last_error=fresh["last_error"].fillna(""))  # no error: an empty cell, not "None"
         st.dataframe(
-            fresh[
+            shown[
                 [
                     "source",
                     "target",
@@ -51,7 +56,9 @@ def live() -> None:
                     "last sample (UTC)", format="YYYY-MM-DD HH:mm:ss"
                 ),
                 "error_ratio": st.column_config.NumberColumn("error rate", format="percent"),
-                "rows": st.column_config.NumberColumn("rows written"),
+                "attempts": st.column_config.NumberColumn("attempts", format="localized"),
+                "failures": st.column_config.NumberColumn("failures", format="localized"),
+                "rows": st.column_config.NumberColumn("rows written", format="localized"),
                 "last_error": st.column_config.TextColumn("last error"),
             },
         )
