@@ -26,9 +26,15 @@ SEVERITY_COLORS: dict[str, str] = {
 # Streamlit badge colours for the same severities.
 SEVERITY_BADGES: dict[str, str] = {"ok": "green", "ticket": "orange", "page": "red", "no data": "gray"}
 PERCENTILE_COLORS: dict[str, str] = {"p50": "#5C6BC0", "p95": "#AB47BC", "p99": "#EF5350"}
+# Colours drawn as data are mid-tones: each keeps a contrast of at least 2.5:1 against both themes'
+# backgrounds (Streamlit's #FFFFFF and #0E1117); near-black or near-white ones vanish on one of them.
 # Self-time hops cycle through these; network hops use shades of the bandwidth colour.
-SELF_COLORS = ("#8E24AA", "#E8710A", "#12A37F", "#6D4C41", "#C2185B", "#00838F")
-NETWORK_COLORS = ("#1A73E8", "#64B5F6", "#0D47A1", "#42A5F5", "#90CAF9", "#1565C0")
+SELF_COLORS = ("#8E24AA", "#E8710A", "#12A37F", "#8D6E63", "#C2185B", "#00838F")
+NETWORK_COLORS = ("#1A73E8", "#42A5F5", "#1565C0", "#0288D1", "#536DFE", "#00ACC1")
+# Reference data (baselines, capacity, non-critical spans): a grey that reads on both themes.
+NEUTRAL_COLOR = "#9E9E9E"
+# One colour per burn-rate alert window.
+BURN_COLORS = ("#D32F2F", "#F57C00", "#B8860B", "#9C27B0", "#1976D2", "#388E3C")
 BAND_MARKER_NAME = "breaches"
 # Breach markers of different SLOs sit on rows this far apart (fraction of the plot's height).
 MARKER_ROW_STEP = 0.08
@@ -343,7 +349,7 @@ def burn_rate_chart(
     df: pd.DataFrame, thresholds: dict[str, float], breaches: pd.DataFrame | None = None
 ) -> go.Figure:
     """Burn rate per alert window (columns t + one per window) with each window's alert factor."""
-    palette = ("#D32F2F", "#F57C00", "#FBC02D", "#7B1FA2", "#1976D2", "#388E3C")
+    palette = BURN_COLORS
     traces = [
         _line(df["t"], df[col], esc(col), line={"color": palette[i % len(palette)], "width": 1.4})
         for i, col in enumerate(c for c in df.columns if c != "t")
@@ -436,6 +442,18 @@ def comparison_chart(df: pd.DataFrame, *, value: str, unit: str, dimension: str 
     return fig
 
 
+# The hop's latency next to a resource signal: a mid-tone that reads on the light and the dark theme
+# (Streamlit's backgrounds #FFFFFF and #0E1117), unlike the dimension colours of the signal.
+HOP_LINE_COLOR = "#A259C4"
+# Units shown otherwise than stored: (factor, axis title). A bitmask signal is read as 1 when a bad bit
+# is set (views.evidence_series), so its mean is a share of samples.
+UNIT_VIEWS: dict[str, tuple[float, str]] = {"bitmask": (100.0, "% of samples with a bad bit set")}
+
+
+def _ms(t: Any) -> float:
+    return float(pd.Timestamp(t).value / 1e6)
+
+
 def evidence_chart(
     signal: pd.DataFrame,
     hop: pd.DataFrame,
@@ -446,49 +464,65 @@ def evidence_chart(
     hop_name: str,
     baseline: tuple[Any, Any] | None = None,
     incident: tuple[Any, Any] | None = None,
+    baseline_value: float | None = None,
+    hop_baseline_ms: float | None = None,
+    x_range: tuple[Any, Any] | None = None,
+    title: str | None = None,
+    width: int = 700,
 ) -> go.Figure:
-    """A resource signal next to the hop latency it explains, with baseline and incident windows shaded."""
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=signal["t"],
-            y=signal["value"],
-            name=esc(signal_name),
-            mode=line_mode(len(signal)),
-            marker=MARKER,
-            line={"color": DIMENSION_COLORS.get(dimension, "#607D8B")},
-        )
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=hop["t"],
-            y=hop["ms"],
-            name=f"{esc(hop_name)} (ms)",
-            mode=line_mode(len(hop)),
-            marker=MARKER,
-            yaxis="y2",
-            line={"color": "#424242", "dash": "dot"},
-        )
-    )
-    for (lo, hi), color, label in (
-        (baseline or (None, None), "#9E9E9E", "baseline"),
-        (incident or (None, None), SEVERITY_COLORS["page"], "incident"),
+    """A resource signal next to the hop latency it explains: the incident shaded, each one's baseline
+    level (what the diagnosis compared with) dashed in its colour.
+
+    x_range: the time shown (e.g. views.evidence_window: the incident and as long before it); a baseline
+    window outside it is not drawn (it lies days earlier: drawn, it would squeeze the incident into a
+    corner) but its level is. Labels sit in the legend, not on the plot, where lines would cross them.
+    """
+    scale, y_title = UNIT_VIEWS.get(unit, (1.0, unit))
+    color = DIMENSION_COLORS.get(dimension, "#607D8B")
+    lo, hi = (_ms(x_range[0]), _ms(x_range[1])) if x_range is not None else (None, None)
+    traces = [
+        _line(signal["t"], signal["value"].to_numpy(dtype=float) * scale, esc(signal_name),
+              line={"color": color, "width": 2})
+    ]  # fmt: skip
+    ends = (lo, hi) if lo is not None else _x_extent(traces) or _x_extent([_line(hop["t"], hop["ms"], "")])
+    if baseline_value is not None and np.isfinite(baseline_value) and ends is not None:
+        traces.append({"type": "scatter", "x": list(ends), "y": [baseline_value * scale] * 2, "mode": "lines",
+                       "name": "baseline level", "line": {"color": color, "dash": "dash", "width": 1.2},
+                       "hoverinfo": "skip"})  # fmt: skip
+    traces.append(
+        _line(hop["t"], hop["ms"], f"{esc(hop_name)} latency (ms)", yaxis="y2",
+              line={"color": HOP_LINE_COLOR, "dash": "dot", "width": 2})
+    )  # fmt: skip
+    if hop_baseline_ms is not None and np.isfinite(hop_baseline_ms) and ends is not None:
+        traces.append({"type": "scatter", "x": list(ends), "y": [hop_baseline_ms] * 2, "mode": "lines",
+                       "yaxis": "y2", "name": "hop baseline (ms)", "hoverinfo": "skip",
+                       "line": {"color": HOP_LINE_COLOR, "dash": "dash", "width": 1.2}})  # fmt: skip
+    shapes = []
+    for window, fill, label in (
+        (incident, SEVERITY_COLORS["page"], "incident"),
+        (baseline, NEUTRAL_COLOR, "baseline window"),
     ):
+        if window is None or window[0] is None or window[1] is None:
+            continue
+        x0, x1 = _ms(window[0]), _ms(window[1])
         if lo is not None and hi is not None:
-            fig.add_vrect(
-                x0=lo,
-                x1=hi,
-                fillcolor=color,
-                opacity=0.12,
-                line_width=0,
-                annotation_text=label,
-                annotation_position="top left",
-            )
-    _layout(fig, y_title=unit, height=260)
-    fig.update_layout(
-        yaxis2={"title": "hop latency (ms)", "overlaying": "y", "side": "right", "showgrid": False}
-    )
-    return fig
+            x0, x1 = max(x0, lo), min(x1, hi)
+        if x0 >= x1:
+            continue
+        shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": x0, "x1": x1, "y0": 0, "y1": 1,
+                       "fillcolor": fill, "opacity": 0.12, "line": {"width": 0}, "layer": "below",
+                       "name": label, "showlegend": True})  # fmt: skip
+    names = [str(t["name"]) for t in traces] + [str(sh["name"]) for sh in shapes]
+    top = legend_top(names, width, top=64 if title else 30)
+    y2 = {"title": {"text": "hop latency (ms)"}, "overlaying": "y", "side": "right", "showgrid": False,
+          "rangemode": "tozero"}  # fmt: skip
+    layout: dict[str, Any] = {"yaxis2": y2, "yaxis": {"rangemode": "tozero"}, "margin": {"t": top, "r": 10},
+                              "hovermode": "x"}  # fmt: skip
+    if lo is not None:
+        layout["xaxis"] = {"range": [lo, hi]}
+    if shapes:
+        layout["shapes"] = shapes
+    return time_figure(traces, y_title=y_title, title=title, height=260 + top - 30, layout=layout)
 
 
 def trace_gantt_chart(spans: pd.DataFrame) -> go.Figure:
@@ -574,7 +608,7 @@ def service_graph(edges: pd.DataFrame, selected: str | None = None) -> go.Figure
             marker={
                 "size": 34,
                 "color": [
-                    "#CFD8DC" if n == "(clients)" else SELF_COLORS[0] if selected == n else "#5C6BC0"
+                    "#90A4AE" if n == "(clients)" else SELF_COLORS[0] if selected == n else "#5C6BC0"
                     for n in nodes
                 ],
             },
@@ -682,7 +716,7 @@ def hop_budget_chart(df: pd.DataFrame) -> go.Figure:
     """Hop sub-budgets: mean and worst-hour time per request against each hop's budget (ms)."""
     names = [esc(h) for h in df["hop"]]
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=names, y=df["budget_ms"], name="budget", marker_color="#CFD8DC"))
+    fig.add_trace(go.Bar(x=names, y=df["budget_ms"], name="budget", marker_color="#90A4AE"))
     fig.add_trace(go.Bar(x=names, y=df["mean_ms"], name="mean", marker_color="#5C6BC0"))
     fig.add_trace(
         go.Bar(x=names, y=df["worst_hour_ms"], name="worst hour", marker_color=SEVERITY_COLORS["page"])

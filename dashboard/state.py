@@ -476,7 +476,8 @@ def _live_view(path: str, name: str, args: tuple[Any, ...]) -> Any:
 # Views read from hop_minutes only, and from samples only: each is keyed on its own table's end, so a
 # new sample each second does not re-run the per-minute rollup queries (and SLO evaluations).
 HOP_VIEWS = frozenset({"latency_series", "traffic_series", "hop_latency_series", "hop_edges", "hop_series",
-                       "breach_table", "slo_statuses", "slo_timeline", "exemplar_traces", "incident"})  # fmt: skip
+                       "breach_table", "slo_statuses", "slo_timeline", "exemplar_traces", "exemplars_named",
+                       "incident"})  # fmt: skip
 SAMPLE_VIEWS = frozenset(
     {"metric_series", "panel_series", "panels_series", "evidence_series", "sample_metrics"}
 )
@@ -963,14 +964,22 @@ def incident_picker() -> tuple[Any, str]:
 
 
 def cause_sections(d: dict[str, Any], w: views.Window, incident: tuple[Any, Any]) -> None:
-    """The ranked causes, each with its evidence table and its top signals next to the hop's latency."""
+    """The ranked causes, each with its evidence table and its top signals next to the hop's latency.
+
+    The evidence charts show the incident and as long before it (views.evidence_window), not the
+    page's window: the baseline windows lie days earlier, so the baseline is drawn as the level the
+    diagnosis measured there, for the signal and for the hop.
+    """
     import pandas as pd
 
     st.subheader("Ranked causes")
-    baseline = next(
-        ((pd.Timestamp(x["start"]), pd.Timestamp(x["end"])) for x in d["baseline"]["windows"] if x["used"]),
-        None,
+    used = str((d.get("baseline") or {}).get("used") or "").replace("_", " ")
+    if used:
+        st.caption(f"Dashed levels on the charts: the baseline the diagnosis compared with ({esc_md(used)}).")
+    ew = views.evidence_window(
+        pd.Timestamp(incident[0]).to_pydatetime(), pd.Timestamp(incident[1]).to_pydatetime()
     )
+    hop_base = {h["hop"]: h.get("baseline_ms") for h in (d.get("decomposition") or {}).get("hops", [])}
     for cause in d["causes"]:
         with st.expander(
             f"#{cause['rank']} {cause['hop']} · {cause['dimension']} · {100 * cause['share_of_added_latency']:.0f}% of added latency",
@@ -982,18 +991,22 @@ def cause_sections(d: dict[str, Any], w: views.Window, incident: tuple[Any, Any]
                 st.caption("No linked resource signal.")
                 continue
             st.dataframe(ev.drop(columns=["labels"], errors="ignore"), hide_index=True)
-            hop = q("hop_series", w, cause["hop"])
+            hop = q("hop_series", ew, cause["hop"])
             for e in cause["evidence"][:2]:
-                sig = q("evidence_series", w, e["metric"], e["labels"])
+                sig = q("evidence_series", ew, e["metric"], e["labels"])
+                where = views.series_label(e["labels"])
                 fig = figure(
                     "evidence_chart",
                     sig,
                     hop,
-                    signal_name=e["signal"],
+                    signal_name=e["metric"],
+                    title=f"{e['metric']} · {where}" if where else e["metric"],
                     unit=e.get("unit") or "",
                     dimension=e["dimension"],
                     hop_name=cause["hop"],
-                    baseline=baseline,
                     incident=incident,
+                    baseline_value=e.get("baseline"),
+                    hop_baseline_ms=hop_base.get(cause["hop"]),
+                    x_range=(ew.start, ew.end),
                 )
                 chart(fig, f"ev_{cause['rank']}_{e['signal']}", clickable=False)

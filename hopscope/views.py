@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -294,8 +294,15 @@ def metric_series(
     *,
     counters: Sequence[str] = (),
     service: str | None = None,
+    match: Mapping[str, str] | None = None,
+    bad_bits: bool = False,
 ) -> pd.DataFrame:
     """Samples of the given metrics per bucket: mean for gauges, per-second rate for counters.
+
+    match: only the one series these labels name (its host and its SERIES_LABELS values; a key it
+    lacks must be absent or empty), e.g. a diagnosis evidence's labels. bad_bits: a bitmask metric
+    (clock-event reasons) reads 1 when a catalog "bad" bit is set, 0 otherwise, as the diagnosis
+    reads it, so its mean is the share of samples with a bad bit set (a mean of raw bitmasks means nothing).
 
     Columns: t, metric, service, series (the identifying label values), value.
     """
@@ -305,6 +312,17 @@ def metric_series(
     # The host leads the series name: two GPU nodes both have a GPU 0, and must not be averaged.
     label_expr = "concat_ws('/', host, " + ", ".join(f"labels['{k}']" for k in SERIES_LABELS) + ")"
     svc, sp = (" AND service = ?", [service]) if service else ("", [])
+    if match is not None:
+        svc += " AND coalesce(host, '') = ?" + "".join(
+            f" AND coalesce(labels['{k}'], '') = ?" for k in SERIES_LABELS
+        )
+        sp += [str(match.get("host") or ""), *(str(match.get(k) or "") for k in SERIES_LABELS)]
+    value_sql, vp = "value", list[Any]()
+    if bad_bits:
+        from hopscope.catalog import load_catalog
+        from hopscope.signals import value_expression
+
+        value_sql, vp = value_expression(load_catalog())
     # Gauges: the mean per bucket. Counters: the last value of each bucket against the last value
     # of the bucket before (a drop is a reset: count from zero), so no per-sample window is needed.
     gauges = [m for m in metrics if m not in counters]
@@ -313,10 +331,10 @@ def metric_series(
         gm = ", ".join("?" for _ in gauges)
         parts.append(f"""
         SELECT time_bucket(to_seconds(?::BIGINT), ts) AS t, metric, coalesce(service, '') AS service,
-               {label_expr} AS series, avg(value) AS value
+               {label_expr} AS series, avg({value_sql}) AS value
         FROM samples WHERE metric IN ({gm}) AND ts >= ? AND ts < ? AND isfinite(value){svc}
         GROUP BY ALL""")
-        params += [w.sample_step_s, *gauges, w.start, w.end, *sp]
+        params += [w.sample_step_s, *vp, *gauges, w.start, w.end, *sp]
     if counters:
         cm = ", ".join("?" for _ in counters)
         parts.append(f"""
@@ -517,7 +535,8 @@ def state_rows(store: Store, prefix: str = "") -> pd.DataFrame:
 
 
 def trace_spans(store: Store, trace_id: str) -> pd.DataFrame:
-    """Spans of one trace (hex id), ordered by start, with their critical-path flag.
+    """Spans of one trace (hex id), ordered by start, with their critical-path flag; empty when none
+    are stored (spans expire long before the rollups that name a trace as an exemplar).
 
     Columns: span_id, parent_span_id, service, name, kind, start_time, duration_ms, status_code,
     offset_ms (from the trace's start), critical (bool).
@@ -525,13 +544,18 @@ def trace_spans(store: Store, trace_id: str) -> pd.DataFrame:
     tid = trace_id.strip().lower()
     if len(tid) != 32 or any(ch not in "0123456789abcdef" for ch in tid):
         raise NotFoundError(f"trace id {trace_id!r} is not 32 hex digits")
+    # Not `trace_id = unhex(?)`: DuckDB 1.5.5 probes a Parquet file's bloom filter with a BLOB constant
+    # hashed in its escaped text form (duckdb/duckdb#24994), so every span file written with a bloom
+    # filter on trace_id (one dictionary-encoded row group) looks as if it lacked the trace, and the
+    # read finds nothing. A range of one value is pruned by the files' min/max alone (as fast), and
+    # probes no bloom filter.
     df = store.query_df(
         """
         SELECT lower(hex(span_id)) AS span_id, lower(hex(parent_span_id)) AS parent_span_id, service, name, kind,
                start_time, duration_ms, status_code
-        FROM spans WHERE trace_id = unhex(?) ORDER BY start_time
+        FROM spans WHERE trace_id >= unhex(?) AND trace_id <= unhex(?) ORDER BY start_time
         """,
-        [tid],
+        [tid, tid],
     )
     if df.empty:
         return df.assign(offset_ms=pd.Series(dtype=float), critical=pd.Series(dtype=bool))
@@ -541,25 +565,51 @@ def trace_spans(store: Store, trace_id: str) -> pd.DataFrame:
     return df
 
 
+# Timestamps are microseconds: a call that starts within this of the previous one's end follows it.
+CRITICAL_SLACK_MS = 0.001
+
+
 def critical_path(spans: pd.DataFrame) -> set[str]:
-    """Span ids on the critical path: from the root, repeatedly the child that ends last."""
-    ids = set(spans["span_id"])
+    """Span ids on the critical path, walked back from the root's end as Jaeger does.
+
+    Within a span, from its end (or from where the walk came back to it): the child that finishes
+    last before that point is critical; walk into it, then go on back from that child's start.
+    Calls made one after another are all critical; of calls in parallel, the one that ends last.
+    A child is clipped to its parent's time (an async child outliving its parent counts up to the
+    parent's end; one starting after the parent ended is not on the path).
+    Columns used: span_id, parent_span_id, offset_ms, duration_ms.
+    """
+    recs = spans.to_dict("records")
+    ids = {r["span_id"] for r in recs}
     children: dict[str, list[dict[str, Any]]] = {}
     roots = []
-    for rec in spans.to_dict("records"):
-        parent = rec.get("parent_span_id") or ""
-        if parent and parent in ids:
+    for rec in recs:
+        parent = rec.get("parent_span_id")
+        if isinstance(parent, str) and parent and parent in ids and parent != rec["span_id"]:
             children.setdefault(parent, []).append(rec)
         else:
             roots.append(rec)
     if not roots:
         return set()
-    node = max(roots, key=lambda r: r["duration_ms"])
-    path = set()
-    while node is not None:
-        path.add(node["span_id"])
-        kids = children.get(node["span_id"], [])
-        node = max(kids, key=lambda r: r["offset_ms"] + r["duration_ms"]) if kids else None
+    root = max(roots, key=lambda r: r["duration_ms"])
+    path: set[str] = set()
+    todo = [(root, float(root["offset_ms"]), float(root["offset_ms"] + root["duration_ms"]))]
+    while todo:
+        span, lo, hi = todo.pop()
+        if span["span_id"] in path:  # a span id seen twice (bad data): walk it once
+            continue
+        path.add(span["span_id"])
+        clipped = []
+        for kid in children.get(span["span_id"], []):
+            start, end = float(kid["offset_ms"]), float(kid["offset_ms"] + kid["duration_ms"])
+            start, end = max(start, lo), min(end, hi)
+            if end > start:
+                clipped.append((end, start, kid))
+        point = hi
+        for end, start, kid in sorted(clipped, key=lambda c: -c[0]):  # the last to finish first
+            if end <= point + CRITICAL_SLACK_MS:
+                todo.append((kid, start, end))
+                point = start
     return path
 
 
@@ -567,6 +617,10 @@ def exemplar_traces(store: Store, start: datetime, end: datetime, limit: int = 1
     """The slowest exemplar traces named by end-to-end rollups in [start, end) that still have spans.
 
     Columns: trace_id, duration_ms, start_time, spans.
+
+    The join compares hex text: on the blob column DuckDB 1.5.5 pushes a few join keys into the Parquet
+    reader as constants, which miss in files with a bloom filter on trace_id (duckdb/duckdb#24994; one
+    exemplar found none of its spans).
     """
     return store.query_df(
         """
@@ -576,12 +630,29 @@ def exemplar_traces(store: Store, start: datetime, end: datetime, limit: int = 1
         )
         SELECT lower(hex(s.trace_id)) AS trace_id, max(s.duration_ms) AS duration_ms, min(s.start_time) AS start_time,
                count(*) AS spans
-        FROM spans s JOIN ex ON s.trace_id = unhex(ex.trace_id)
+        FROM spans s JOIN ex ON lower(hex(s.trace_id)) = ex.trace_id
         WHERE s.start_time >= ? - INTERVAL 1 HOUR AND s.start_time < ? + INTERVAL 1 HOUR
         GROUP BY 1 ORDER BY duration_ms DESC LIMIT ?
         """,
         [ENTRY_CLIENT, start, end, start, end, int(limit)],
     )
+
+
+def exemplars_named(store: Store, start: datetime, end: datetime) -> int:
+    """How many distinct traces the end-to-end rollups in [start, end) name as exemplars (with spans or not)."""
+    row = store.query(
+        "SELECT count(DISTINCT t) AS n FROM (SELECT unnest(exemplars) AS t FROM hop_minutes "
+        "WHERE client = ? AND minute >= ? AND minute < ?)",
+        [ENTRY_CLIENT, start, end],
+    ).to_pylist()[0]
+    return int(row["n"] or 0)
+
+
+def span_retention(store: Store) -> tuple[timedelta | None, timedelta | None]:
+    """(how long spans are kept, how long exemplar and error traces are kept): rollups outlive both."""
+    keep = store.retention.get("spans")
+    exemplar = getattr(store, "exemplar_retention", None)
+    return keep, (max(exemplar, keep) if exemplar is not None and keep is not None else exemplar)
 
 
 # --------------------------------------------------------------------------------- resource panels
@@ -959,21 +1030,40 @@ def slo_timeline(
     return sli, burn, thresholds
 
 
-def evidence_series(store: Store, w: Window, metric: str, labels: dict[str, str]) -> pd.DataFrame:
-    """One evidence signal (metric + the labels that identify it) per bucket, in stored units."""
+def evidence_series(store: Store, w: Window, metric: str, labels: Mapping[str, str]) -> pd.DataFrame:
+    """The one series a diagnosis evidence names (metric + its labels: service, host, GPU index, NIC...)
+    per bucket, valued as the diagnosis values it: stored units, counters as rates, bitmasks as the
+    share of samples with a bad bit set. Columns: t, value."""
     from hopscope.catalog import load_catalog
 
     info = load_catalog().get(metric)
     counters = [metric] if info is not None and info.is_counter else []
-    df = metric_series(store, w, [metric], counters=counters, service=labels.get("service"))
-    key = "/".join(labels[k] for k in SERIES_LABELS if labels.get(k))
-    if key and not df.empty:
-        df = df[df["series"] == key]
+    df = metric_series(
+        store, w, [metric], counters=counters, service=labels.get("service"), match=labels, bad_bits=True
+    )
     return (
         df.groupby("t", as_index=False)["value"].mean()
         if not df.empty
         else pd.DataFrame(columns=["t", "value"])
     )
+
+
+def series_label(labels: Mapping[str, str]) -> str:
+    """The short name of a series, as metric_series names it: host, then its SERIES_LABELS values
+    ("gpu-node-2/0", "gw-node-1/eth0"); '' when it has none."""
+    return "/".join(str(labels[k]) for k in ("host", *SERIES_LABELS) if labels.get(k))
+
+
+def evidence_window(start: datetime, end: datetime) -> Window:
+    """What an evidence chart shows of an incident [start, end): the same length before it (at least
+    EVIDENCE_BEFORE) to compare with, and a quarter of it after (at least EVIDENCE_AFTER) to see it end."""
+    span = end - start
+    lo, hi = start - max(span, EVIDENCE_BEFORE), end + max(span / 4, EVIDENCE_AFTER)
+    return Window(lo, hi, step_for(lo, hi), False, None)
+
+
+EVIDENCE_BEFORE = timedelta(minutes=30)
+EVIDENCE_AFTER = timedelta(minutes=15)
 
 
 def hop_series(store: Store, w: Window, hop: str) -> pd.DataFrame:

@@ -494,3 +494,49 @@ def test_framebuffer_chart_draws_used_memory_under_the_h200_capacity(h200_store:
     assert all(139 < c < 141 for c in cap["y"])  # H200: 141 GB = ~140 GiB of framebuffer (used + free)
     assert max(used["y"]) > 8 and min(used["y"]) < 2  # 8 GiB held during the load, released after
     assert max(used["y"]) < min(cap["y"])
+
+
+def test_incident_page_draws_the_named_gpu_signal_the_incident_in_context_and_its_trace(
+    dash_store: Path, env: Any
+) -> None:
+    """The GPU incident: each evidence chart draws the series on the host the evidence names (two GPU
+    nodes both have a GPU 0), over the incident and as long before it; the slow trace is drawn."""
+    import pandas as pd
+
+    from dashboard.charts import HOP_LINE_COLOR
+    from hopscope import views
+
+    env(dash_store)
+    breach = breach_for(dash_store, truth(dash_store, "gpu-thermal-throttling"))
+    at = run_page("pages/incident.py", incident=breach["id"])
+    top = next(s.value for s in at.success).replace("\\", "")
+    assert top.count("of the added latency") == 1, top  # said once, not "X% of … — X% of …"
+    evidence = [s for s in chart_specs(at) if "yaxis2" in s["layout"] and s["layout"].get("title")]
+    assert evidence, chart_titles(at)
+    first = evidence[0]
+    assert "gpu-node-2/0" in first["layout"]["title"]["text"]
+    signal = [y for y in values(first["data"][0]["y"]) if y == y]
+    assert len(signal) >= 10, first["layout"]["title"]["text"]  # the resource line is drawn
+    w = views.evidence_window(pd.Timestamp(breach["start"]), pd.Timestamp(breach["end"]))
+    ms = [pd.Timestamp(t).value / 1e6 for t in (w.start, w.end)]
+    for spec in evidence:
+        assert spec["layout"]["xaxis"]["range"] == ms  # not stretched back to a day-earlier baseline
+        assert [sh.get("name") for sh in spec["layout"]["shapes"]] == ["incident"]
+        assert not spec["layout"].get("annotations")  # labels in the legend, not under the lines
+        hop = next(t for t in spec["data"] if t.get("yaxis") == "y2" and "latency" in t["name"])
+        assert hop["line"]["color"] == HOP_LINE_COLOR
+    gantt = next(s for s in chart_specs(at) if s["layout"]["title"]["text"].startswith("Trace waterfall"))
+    bars = gantt["data"][0]
+    assert len(values(bars["x"])) >= 2 and "#D32F2F" in bars["marker"]["color"]
+
+
+def test_incident_page_says_when_the_exemplar_traces_have_no_spans_left(tmp_path: Path, env: Any) -> None:
+    path = tmp_path / "store"
+    store = build_store(path, evil=False)
+    store.delete("spans", "start_time IS NOT NULL", [])  # expired: the rollups still name the trace
+    store.close()
+    env(path)
+    at = run_page("pages/incident.py", incident="1")
+    shown = texts(at)
+    assert "name 1 slow-trace exemplar in this window" in shown and "spans are kept" in shown
+    assert not any(t.startswith("Trace waterfall") for t in chart_titles(at))

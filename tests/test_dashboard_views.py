@@ -259,7 +259,9 @@ def test_freshness_marks_a_source_stale_and_counts_failures(store: Store) -> Non
 def test_trace_spans_mark_the_critical_path(store: Store) -> None:
     df = views.trace_spans(store, TRACE).set_index("name")
     assert bool(df.loc["POST /infer", "critical"]) and bool(df.loc["infer", "critical"])
-    assert not bool(df.loc["GET features", "critical"])
+    # GET features (5-27 ms) ends before POST /infer (30-370 ms) starts: called one after the other,
+    # the request waited for both
+    assert bool(df.loc["GET features", "critical"])
     assert df.loc["infer", "offset_ms"] == pytest.approx(180.0)
 
 
@@ -518,3 +520,252 @@ def test_a_breach_that_began_before_the_range_is_cut_to_the_series_not_stretchin
     assert (band.x0, band.x1) == (first, cut)
     marker = next(tr for tr in fig.data if tr.name == charts.BAND_MARKER_NAME)
     assert list(marker.customdata) == ["early"] and first < marker.x[0] < cut
+
+
+# ------------------------------------------------------------------ incident page: evidence and traces
+
+TWIN_START = datetime(2026, 11, 20, 9, 0)
+TWIN_MINUTES = 60
+
+
+def build_twin_store(path: Path) -> Store:
+    """Two GPU nodes that both have a GPU 0, and two gateways that both have an eth0, each with its own
+    values: GPU util 20 % on gpu-node-1 and 90 % on gpu-node-2; receive 100 B/s on gw-node-1 and
+    500 B/s on gw-node-2; clock-event reasons with a bad bit (0x40 hw thermal) in 1 of 4 samples on
+    gpu-node-2 only (0x1 idle, not a bad bit, on gpu-node-1)."""
+    store = Store(path)
+    rows = []
+    for i in range(TWIN_MINUTES * 4):  # every 15 s
+        ts = TWIN_START + timedelta(seconds=15 * i)
+        for host, util, rx, reasons in (
+            ("gpu-node-1", 20.0, 100.0, 0x1),
+            ("gpu-node-2", 90.0, 500.0, 0x40 if i % 4 == 0 else 0),
+        ):
+            gpu = {"gpu": "0", "UUID": f"GPU-{host}", "modelName": "H100"}
+            rows += [
+                (ts, "DCGM_FI_DEV_GPU_UTIL", util, "model-server", host, gpu),
+                (ts, "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", float(reasons), "model-server", host, gpu),
+            ]
+            gw = host.replace("gpu", "gw")
+            rows.append(
+                (ts, "node_network_receive_bytes_total", rx * 15 * i, "api-gateway", gw, {"device": "eth0"})
+            )
+    df = pd.DataFrame(rows, columns=["ts", "metric", "value", "service", "host", "labels"])
+    df["source"] = "test"
+    labels = pa.array([list(d.items()) for d in df["labels"]], type=pa.map_(pa.string(), pa.string()))
+    table = pa.Table.from_pandas(df.drop(columns=["labels"]), preserve_index=False).append_column(
+        "labels", labels
+    )
+    store.append("samples", table)
+    return store
+
+
+@pytest.fixture(scope="module")
+def twin_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    return build_twin_store(tmp_path_factory.mktemp("twins") / "store")
+
+
+@pytest.mark.parametrize(
+    ("metric", "labels", "expected"),
+    [
+        ("DCGM_FI_DEV_GPU_UTIL", {"service": "model-server", "host": "gpu-node-1", "gpu": "0", "UUID": "GPU-gpu-node-1"}, 20.0),
+        ("DCGM_FI_DEV_GPU_UTIL", {"service": "model-server", "host": "gpu-node-2", "gpu": "0", "UUID": "GPU-gpu-node-2"}, 90.0),
+        ("node_network_receive_bytes_total", {"service": "api-gateway", "host": "gw-node-1", "device": "eth0"}, 100.0),
+        ("node_network_receive_bytes_total", {"service": "api-gateway", "host": "gw-node-2", "device": "eth0"}, 500.0),
+        # a bitmask reads as the share of samples with a bad bit set, as the diagnosis measured it
+        ("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", {"service": "model-server", "host": "gpu-node-2", "gpu": "0"}, 0.25),
+        ("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", {"service": "model-server", "host": "gpu-node-1", "gpu": "0"}, 0.0),
+    ],
+)  # fmt: skip
+def test_evidence_series_is_the_named_hosts_gpu_or_nic_when_hosts_share_an_index(
+    twin_store: Store, metric: str, labels: dict[str, str], expected: float
+) -> None:
+    w = views.Window(TWIN_START, TWIN_START + timedelta(minutes=TWIN_MINUTES), 60, False, None, 300)
+    df = views.evidence_series(twin_store, w, metric, labels)
+    assert len(df) >= 10
+    assert df["value"].to_numpy() == pytest.approx(expected, rel=1e-6)
+
+
+def test_evidence_series_of_a_series_that_is_not_stored_is_empty(twin_store: Store) -> None:
+    w = views.Window(TWIN_START, TWIN_START + timedelta(minutes=TWIN_MINUTES), 60, False, None)
+    labels = {"service": "model-server", "host": "gpu-node-3", "gpu": "0"}
+    assert views.evidence_series(twin_store, w, "DCGM_FI_DEV_GPU_UTIL", labels).empty
+    assert views.series_label(labels) == "gpu-node-3/0" and views.series_label({"service": "x"}) == ""
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "lo", "hi"),
+    [  # the incident and as long before it (30 min at least), a quarter of it after (15 min at least)
+        ("12:00", "13:30", "10:30", "13:52:30"),
+        ("12:00", "12:10", "11:30", "12:25"),
+    ],
+)
+def test_evidence_window_shows_the_incident_with_as_much_before_it(
+    start: str, end: str, lo: str, hi: str
+) -> None:
+    day = "2026-11-23 "
+    w = views.evidence_window(datetime.fromisoformat(day + start), datetime.fromisoformat(day + end))
+    assert (w.start, w.end) == (datetime.fromisoformat(day + lo), datetime.fromisoformat(day + hi))
+    assert (w.end - w.start) / timedelta(seconds=w.step_s) <= views.MAX_POINTS
+
+
+def _spans(rows: list[tuple[str, str | None, float, float]]) -> pd.DataFrame:
+    """Hand-built spans: (span_id, parent_span_id, offset_ms, duration_ms)."""
+    return pd.DataFrame(rows, columns=["span_id", "parent_span_id", "offset_ms", "duration_ms"])
+
+
+@pytest.mark.parametrize(
+    ("rows", "critical"),
+    [
+        pytest.param(  # gateway calls the feature store (1050 ms), then the model server (50 ms)
+            [("root", None, 0, 1110), ("fs-call", "root", 2, 1050), ("fs", "fs-call", 3, 1048),
+             ("ms-call", "root", 1055, 50), ("ms", "ms-call", 1057, 46)],
+            {"root", "fs-call", "fs", "ms-call", "ms"},
+            id="sequential",
+        ),
+        pytest.param(  # two calls at once: the request waited for the one that ended last
+            [("root", None, 0, 500), ("a", "root", 10, 290), ("b", "root", 10, 470), ("b1", "b", 20, 100),
+             ("b2", "b", 130, 340)],
+            {"root", "b", "b1", "b2"},  # a ended first; within b, b1 then b2 one after the other
+            id="parallel",
+        ),
+        pytest.param(  # sequential, then two in parallel: the first call and the longer of the pair
+            [("root", None, 0, 300), ("first", "root", 0, 100), ("p1", "root", 100, 150), ("p2", "root", 100, 190)],
+            {"root", "first", "p2"},
+            id="sequential-then-parallel",
+        ),
+        pytest.param(  # an async child outlives its parent: counted up to the parent's end, where it
+            # overlaps the sync call, which is then off the path; a span starting after its parent's
+            # end is not on it, nor is the outliving child's child that starts after the parent's end
+            [("root", None, 0, 100), ("sync", "root", 10, 85), ("async", "root", 20, 380),
+             ("late", "root", 150, 50), ("async-child", "async", 250, 50)],
+            {"root", "async"},
+            id="child-outlives-parent",
+        ),
+        pytest.param(  # no parent among the spans (the root was not kept): the longest span leads
+            [("a", "gone", 0, 50), ("b", "gone", 0, 80), ("b1", "b", 5, 20), ("b2", "b", 30, 40)],
+            {"b", "b1", "b2"},
+            id="orphans",
+        ),
+    ],
+)  # fmt: skip
+def test_critical_path_walks_back_from_each_spans_end(rows: list[tuple], critical: set[str]) -> None:
+    assert views.critical_path(_spans(rows)) == critical
+
+
+def test_critical_path_survives_a_span_id_that_is_its_own_ancestor() -> None:
+    rows = [("root", None, 0, 100), ("x", "root", 10, 50), ("x", "x", 20, 10)]
+    assert views.critical_path(_spans(rows)) == {"root", "x"}
+
+
+def test_trace_spans_find_traces_in_span_files_with_a_bloom_filter(tmp_path: Path) -> None:
+    """DuckDB writes a bloom filter on trace_id into a file of one dictionary-encoded row group, and its
+    1.5.5 reader probes it wrongly for a BLOB constant (duckdb/duckdb#24994): `trace_id = unhex(?)`
+    found no spans in such files (demo incidents 1 and 2). Every stored trace must be found."""
+    import duckdb
+
+    rng = random.Random(7)
+    # five spans a trace (as the demo's): the writer dictionary-encodes trace_id and adds the bloom filter
+    n_traces, per, t0 = 3000, 5, datetime(2026, 11, 20, 10, 0)
+    ids = [rng.getrandbits(128).to_bytes(16, "big") for _ in range(n_traces)]
+    spans = pd.DataFrame(
+        {
+            "trace_id": [t for t in ids for _ in range(per)],
+            "span_id": [rng.getrandbits(64).to_bytes(8, "big") for _ in range(per * n_traces)],
+            "parent_span_id": None,
+            "service": "api-gateway",
+            "name": "POST /recommend",
+            "kind": 2,
+            "start_time": [t0 + timedelta(milliseconds=10 * i) for i in range(per * n_traces)],
+            "duration_ms": 5.0,
+            "status_code": 0,
+        }
+    )
+    store = Store(tmp_path / "store")
+    try:
+        store.append("spans", spans)
+        store.maintain(now=t0, retention=False)  # inlined rows to Parquet, as a long-running store has them
+        files = store.query("SELECT DISTINCT filename FROM spans").column("filename").to_pylist()
+        con = duckdb.connect()
+        bloom = [
+            con.execute(
+                "SELECT bloom_filter_length FROM parquet_metadata(?) WHERE path_in_schema = 'trace_id'", [f]
+            ).fetchall()
+            for f in files
+        ]
+        assert any(length for rows in bloom for (length,) in rows), "no bloom filter: the case is not covered"
+        for tid in rng.sample(ids, 40):
+            df = views.trace_spans(store, tid.hex())
+            assert len(df) == per and df["critical"].any(), tid.hex()
+        assert views.trace_spans(store, "f" * 32).empty  # no such trace: empty, with its columns
+        # the rollups name exemplars; one named trace must be found through the exemplar join too
+        from hopscope.rollup import rollup_range
+
+        rollup_range(store, t0, t0 + timedelta(minutes=3), [100.0], exemplars=1)
+        minute = t0 + timedelta(minutes=1)
+        named = views.exemplar_traces(store, minute, minute + timedelta(minutes=1))
+        assert len(named) == 1 and named["spans"].iloc[0] == per, named
+        assert {"offset_ms", "critical"} <= set(views.trace_spans(store, "f" * 32).columns)
+    finally:
+        store.close()
+
+
+def test_exemplars_named_counts_them_with_or_without_spans_and_retention_is_known(store: Store) -> None:
+    assert views.exemplars_named(store, SPIKE[0], SPIKE[1]) == 1
+    assert views.exemplars_named(store, END - timedelta(hours=6), SPIKE[0]) == 0
+    keep, exemplar = views.span_retention(store)
+    assert keep is not None and exemplar is not None and exemplar >= keep
+
+
+def _contrast(a: str, b: str) -> float:
+    def lum(h: str) -> float:
+        c = [int(h.lstrip("#")[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+        lin = [x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4 for x in c]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_data_colours_read_on_the_light_and_the_dark_theme() -> None:
+    from dashboard import charts
+
+    colours = {
+        *charts.DIMENSION_COLORS.values(), *charts.PERCENTILE_COLORS.values(), *charts.SELF_COLORS,
+        *charts.NETWORK_COLORS, *charts.BURN_COLORS, charts.HOP_LINE_COLOR, charts.NEUTRAL_COLOR,
+    }  # fmt: skip
+    for background in ("#FFFFFF", "#0E1117"):  # Streamlit's light and dark backgrounds
+        weak = {c: round(_contrast(c, background), 2) for c in colours if _contrast(c, background) < 2.5}
+        assert not weak, (background, weak)
+    src = (Path(__file__).resolve().parents[1] / "dashboard" / "charts.py").read_text()
+    assert "#424242" not in src  # the hop line that vanished on the dark theme
+
+
+def test_evidence_chart_shows_the_incident_with_context_levels_and_no_baseline_stretch() -> None:
+    from dashboard import charts
+
+    t = pd.date_range("2026-11-23 10:30", "2026-11-23 13:50", freq="1min")
+    signal = pd.DataFrame(
+        {"t": t, "value": np.where((t >= "2026-11-23 12:00") & (t < "2026-11-23 13:30"), 0.4, 0.0)}
+    )
+    hop = pd.DataFrame({"t": t, "ms": 40.0})
+    x_range = (datetime(2026, 11, 23, 10, 30), datetime(2026, 11, 23, 13, 52, 30))
+    fig = charts.evidence_chart(
+        signal, hop, signal_name="DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", unit="bitmask", dimension="compute",
+        hop_name="model-server", baseline=(datetime(2026, 11, 22, 12), datetime(2026, 11, 22, 13, 30)),
+        incident=(datetime(2026, 11, 23, 12), datetime(2026, 11, 23, 13, 30)), baseline_value=0.0,
+        hop_baseline_ms=41.0, x_range=x_range, title="DCGM_FI_DEV_CLOCK_THROTTLE_REASONS · gpu-node-2/0",
+    )  # fmt: skip
+    import plotly.graph_objects as go
+
+    go.Figure(fig.to_dict())  # valid Plotly, in full
+    ms = [charts.epoch_ms(np.array([x], dtype="datetime64[us]"))[0] for x in x_range]
+    assert list(fig.layout.xaxis.range) == ms  # the day-earlier baseline window does not stretch it
+    assert [sh.name for sh in fig.layout.shapes] == ["incident"]  # labelled in the legend, not on the plot
+    assert not fig.layout.annotations
+    line, level, hop_line, hop_level = fig.data
+    assert max(line.y) == pytest.approx(40.0) and fig.layout.yaxis.title.text.startswith("% of samples")
+    assert list(level.y) == [0.0, 0.0] and list(hop_level.y) == [41.0, 41.0] and hop_level.yaxis == "y2"
+    assert (
+        hop_line.line.color == charts.HOP_LINE_COLOR and line.line.color == charts.DIMENSION_COLORS["compute"]
+    )

@@ -36,9 +36,8 @@ with st.spinner("Diagnosing: which hop, and is it compute, bandwidth or memory�
     d = state.view("incident", state.rules(), picked)["diagnosis"]
 top = d["causes"][0] if d["causes"] else None
 if top:
-    st.success(
-        f"**{state.esc_md(top['hop'])}** · {top['dimension']} · {100 * top['share_of_added_latency']:.0f}% of the added latency — {state.esc_md(top['summary'])}"
-    )
+    # the summary itself begins with the share ("100% of the added latency (+13.6 ms per request) is in ...")
+    st.success(f"**{state.esc_md(top['hop'])}** · {top['dimension']} — {state.esc_md(top['summary'])}")
 else:
     st.warning(f"No clear cause. Checked: {state.esc_md('; '.join(d['checked']))}")
 
@@ -53,15 +52,35 @@ if d.get("decomposition"):
 
 st.subheader("Slow-trace exemplars")
 traces = state.view("exemplar_traces", b["start"], b["end"])
+
+
+def _kept() -> str:
+    """How long spans are kept, in words (rollups, and so exemplar ids, are kept far longer)."""
+    keep, exemplar = state.view("span_retention")
+    days = [f"{t.total_seconds() / 86400:g} d" for t in (keep, exemplar) if t is not None]
+    return f"spans are kept {days[0]}, exemplar traces {days[-1]}" if days else "spans expire"
+
+
 if traces.empty:
-    st.caption("No exemplar traces kept for this window (raw spans expire after the hot window).")
+    named = state.view("exemplars_named", b["start"], b["end"])
+    if named:
+        st.caption(
+            f"The rollups name {named} slow-trace exemplar{'s' if named != 1 else ''} in this window, but "
+            f"none of their spans are stored any more ({_kept()}; latency rollups much longer)."
+        )
+    else:
+        st.caption("No exemplar traces were recorded in this window.")
 else:
     tid = st.selectbox(
         "Trace",
         list(traces["trace_id"]),
         format_func=lambda t: f"{t} · {traces.set_index('trace_id').loc[t, 'duration_ms']:.0f} ms",
     )
-    state.chart(state.figure("trace_gantt_chart", state.q("trace_spans", tid)), "trace", clickable=False)
+    spans = state.view("trace_spans", tid)
+    if spans.empty:
+        st.caption(f"No spans are stored for trace {tid} ({_kept()}).")
+    else:
+        state.chart(state.figure("trace_gantt_chart", state.q("trace_spans", tid)), "trace", clickable=False)
 
 bubble = pd.DataFrame(d["bubbleup"]["attributes"])
 if bubble.empty:
