@@ -110,6 +110,7 @@ def _hline(
 
 # The legend's font (size 11) is ~6.2 px per character; each entry adds its line sample and spacing.
 LEGEND_CHAR_PX, LEGEND_ENTRY_PX, LEGEND_ROW_PX = 6.2, 46, 18
+MAX_LEGEND_ENTRIES = 9  # a resource chart with more series shows none (hover names them)
 
 
 def legend_top(names: Sequence[str], width: int, *, top: int = 64) -> int:
@@ -250,6 +251,7 @@ def traffic_chart(df: pd.DataFrame, breaches: pd.DataFrame | None = None) -> go.
         "side": "right",
         "rangemode": "tozero",
         "showgrid": False,
+        "tickformat": ".2~g",  # 0.078, not 0.0775 (the auto ticks of a small percentage)
     }
     return time_figure(traces, breaches, y_title="requests/s", title="Traffic", layout={"yaxis2": y2})
 
@@ -331,10 +333,19 @@ def resource_chart(
                   marker={"size": 3}, line={"color": "#9E9E9E", "dash": "dash", "width": 1})
         )  # fmt: skip
     xaxis = {} if x_range is None else {"range": list(x_range)}
-    top = legend_top([tr["name"] for tr in traces], width)
+    extra: dict[str, Any] = {}
+    if len(traces) > MAX_LEGEND_ENTRIES:
+        # 20 probe series (4 targets x 5 phases) made a legend taller than the plot, scrolling over it:
+        # the names stay in the hover, a subtitle says how to narrow the chart down.
+        top = 64
+        extra = {"showlegend": False, "title": {"subtitle": {
+            "text": f"{len(traces)} series: hover for names, or pick one service in the sidebar"}}}  # fmt: skip
+    else:
+        top = legend_top([tr["name"] for tr in traces], width)
     return time_figure(
         traces, breaches, y_title=unit, title=title, height=height + top - 64,
-        layout={"hovermode": "x", "yaxis": {"rangemode": "tozero"}, "xaxis": xaxis, "margin": {"t": top}},
+        layout={"hovermode": "x", "yaxis": {"rangemode": "tozero"}, "xaxis": xaxis, "margin": {"t": top},
+                **extra},
     )  # fmt: skip
 
 

@@ -362,9 +362,11 @@ def _panel_figure(
     df, cap = _panels(path, gen, w, batch, service)[key]
     if df.empty:
         return None
+    # width: the column the legend must fit, on a 1024 px screen (Overview: a third, Resources: a half). Too
+    # wide an estimate lets a many-series legend run over the plot; too narrow only adds top margin.
     kwargs = {"title": panel.title, "unit": panel.unit, "dimension": panel.dimension, "capacity": cap,
               "breaches": breaches, "height": 220 if compact else 260, "x_range": (w.start, w.end),
-              "width": 340 if compact else 650}  # fmt: skip
+              "width": 280 if compact else 420}  # fmt: skip
     return _figure_of("resource_chart", (df,), tuple(sorted(kwargs.items())))
 
 
@@ -882,14 +884,19 @@ def slo_tiles(w: views.Window) -> Any:
                 state_name, f"{state_name} alert firing"
             )
             st.badge(f"{state_name.upper()} · {alert}", color=charts.SEVERITY_BADGES[state_name])
-            a, b = st.columns(2)
-            a.metric("SLI now", _pct(row.sli), help=f"objective {_pct(row.objective)} over {row.window}")
+            # One above the other: side by side, a 1024 px screen cut both numbers to "9…".
+            st.metric(
+                f"SLI · {row.window}",
+                _pct(row.sli),
+                help=f"good events / all events over the SLO's {row.window} window up to now (objective "
+                f"{_pct(row.objective)}); the burn rates below say how fast it is going now",
+            )
             spent = (
                 row.budget_remaining is not None
                 and row.budget_remaining == row.budget_remaining
                 and row.budget_remaining <= 0
             )
-            b.metric(
+            st.metric(
                 "Budget left",
                 _pct(row.budget_remaining, 1),
                 delta="exhausted" if spent else None,
@@ -917,12 +924,12 @@ def breach_links(breaches: Any) -> None:
         st.caption("No breaches in this range.")
         return
     st.markdown("**Breaches in this range** (shaded on the charts; click a marker or a link)")
-    cols = st.columns(min(len(breaches), 4))
+    cols = st.columns(min(len(breaches), 3))  # when to read it first: a narrow column cuts the end
     for i, b in enumerate(breaches.itertuples(index=False)):
         with cols[i % len(cols)]:
             st.page_link(
                 "pages/incident.py",
-                label=f"Incident {b.number} · {b.slo} · {b.start:%b %d %H:%M}",
+                label=f"Incident {b.number} · {b.start:%b %d %H:%M} · {b.slo}",
                 query_params={"incident": str(b.number)},
             )
 

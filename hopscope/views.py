@@ -840,6 +840,20 @@ def panels_series(
 # --------------------------------------------------------------------------------- SLOs and breaches
 
 
+def entry_latency_threshold(rules: str, route: str | None) -> float | None:
+    """The latency threshold (ms) of the end-to-end SLOs on ``route`` (any route when None), to draw on the
+    end-to-end latency chart; None when there is none or they disagree (one line would mislead)."""
+    found = {
+        float(s.sli.threshold_ms)
+        for s in load_rules(rules)[0]
+        if s.sli.kind == "latency"
+        and not getattr(s.sli, "hop", None)
+        and s.sli.threshold_ms is not None
+        and (route is None or getattr(s.sli, "route", None) in (None, route))
+    }
+    return found.pop() if len(found) == 1 else None
+
+
 def load_rules(rules: str) -> tuple[list[Any], list[str]]:
     """The SLOs under a rules path and the errors of the files that were refused (as text)."""
     slos, errors = _load_rules(rules, _rules_signature(rules))

@@ -769,3 +769,38 @@ def test_evidence_chart_shows_the_incident_with_context_levels_and_no_baseline_s
     assert (
         hop_line.line.color == charts.HOP_LINE_COLOR and line.line.color == charts.DIMENSION_COLORS["compute"]
     )
+
+
+def test_the_end_to_end_latency_chart_gets_the_entry_slos_threshold(tmp_path: Path) -> None:
+    rules = str(Path(__file__).resolve().parents[1] / "slo_rules")
+    # recommend-latency is on the entry edge (200 ms); model-server-latency is a hop's (150 ms): not drawn
+    assert views.entry_latency_threshold(rules, None) == 200.0
+    assert views.entry_latency_threshold(rules, "/recommend") == 200.0
+    assert views.entry_latency_threshold(rules, "/other") is None
+    two = tmp_path / "two.yaml"
+    text = (Path(rules) / "recommend.yaml").read_text()
+    two.write_text(
+        text.replace("recommend-latency", "strict-latency").replace("thresholdMs: 200", "thresholdMs: 120")
+    )
+    (tmp_path / "one.yaml").write_text(text)
+    assert views.entry_latency_threshold(str(tmp_path), None) is None  # two lines would mislead: none
+
+
+def test_a_resource_chart_of_many_series_names_them_in_the_hover_not_a_legend_over_the_plot() -> None:
+    from dashboard import charts
+
+    t = pd.date_range("2026-11-20", periods=10, freq="1min")
+
+    def frame(n: int) -> pd.DataFrame:
+        return pd.concat(
+            [
+                pd.DataFrame({"t": t, "service": "svc", "series": f"probe-{i}/connect", "value": 1.0})
+                for i in range(n)
+            ]
+        )
+
+    many = charts.resource_chart(frame(20), title="Probe phases", unit="ms", dimension="bandwidth")
+    assert many.layout.showlegend is False and "20 series" in many.layout.title.subtitle.text
+    assert {tr.name for tr in many.data} == {f"svc probe-{i}/connect" for i in range(20)}  # hover names them
+    few = charts.resource_chart(frame(3), title="Probe phases", unit="ms", dimension="bandwidth")
+    assert few.layout.showlegend is not False
