@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -740,3 +740,26 @@ def test_a_signal_that_rose_from_zero_has_no_relative_change_and_reads_from_0() 
     _, _, change, _, _, _ = score_series(zero_then_up + 1.0, hop_ms, [0, 1], 2, True, None)
     assert change == pytest.approx(0.16) and _change(change, 1.16) == "+16%"
     assert _fmt(0.16, "bitmask") == "16% of samples"  # a bitmask signal is read as the share of bad samples
+
+
+def test_a_sentence_names_a_signal_by_metric_and_place_not_by_its_whole_series_key() -> None:
+    from hopscope.diagnosis.core import _evidence_phrase
+    from hopscope.diagnosis.model import Evidence
+
+    labels = {
+        "service": "model-server",
+        "host": "gpu-node-2",
+        "UUID": "GPU-a93e",
+        "gpu": "0",
+        "modelName": "H100",
+    }
+    e = Evidence(
+        signal='DCGM_FI_DEV_GPU_TEMP{host="gpu-node-2",UUID="GPU-a93e",gpu="0",modelName="H100"}',
+        metric="DCGM_FI_DEV_GPU_TEMP", labels=labels, dimension="compute", baseline=60.0, incident=90.0,
+        change=0.5, correlation=0.9, capacity=None, utilization=None, score=0.8, unit="°C",
+    )  # fmt: skip
+    assert _evidence_phrase(e) == "DCGM_FI_DEV_GPU_TEMP on gpu-node-2 GPU 0 went from 60 °C to 90 °C"
+    nic = {"service": "api-gateway", "host": "gw-node-1", "device": "eth0"}
+    assert replace(e, metric="node_network_transmit_bytes_total", labels=nic).short == (
+        "node_network_transmit_bytes_total on gw-node-1 eth0"
+    )

@@ -160,7 +160,7 @@ def render(d: Diagnosis) -> str:
             _table(
                 ["#", "SIGNAL", "DIM", "BASELINE", "INCIDENT", "CHANGE", "UTIL", "CORR", "SCORE"],
                 [
-                    [str(r), e.signal, e.dimension, f"{e.baseline:.4g}", f"{e.incident:.4g}", _change(e.change, e.incident),
+                    [str(r), e.short, e.dimension, f"{e.baseline:.4g}", f"{e.incident:.4g}", _change(e.change, e.incident),
                      f"{e.utilization:.0%}" if e.utilization is not None else "-",
                      f"{e.correlation:+.2f}" if e.correlation is not None else "-", f"{e.score:.2f}"]
                     for r, e in ev

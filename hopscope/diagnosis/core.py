@@ -79,8 +79,8 @@ def _fmt(x: float, unit: str) -> str:
 
 def _evidence_phrase(e: Evidence) -> str:
     if e.utilization is not None and e.utilization >= 0.5:
-        return f"{e.signal} ran at {e.utilization:.0%} of its capacity"
-    return f"{e.signal} went from {_fmt(e.baseline, e.unit)} to {_fmt(e.incident, e.unit)}"
+        return f"{e.short} ran at {e.utilization:.0%} of its capacity"
+    return f"{e.short} went from {_fmt(e.baseline, e.unit)} to {_fmt(e.incident, e.unit)}"
 
 
 def _summary(row: HopRow, dim: str, ev: list[Evidence]) -> str:

@@ -238,6 +238,19 @@ class Evidence:
     score: float
     unit: str = ""
 
+    @property
+    def short(self) -> str:
+        """The signal for a sentence: the metric and where it was measured, without UUIDs and model names
+        ("DCGM_FI_DEV_GPU_TEMP on gpu-node-2 GPU 0"); ``signal`` keeps the full series key."""
+        where = [self.labels.get("host") or self.labels.get("service") or ""]
+        if self.labels.get("gpu") not in (None, ""):
+            where.append(f"GPU {self.labels['gpu']}")
+        for key in ("device", "target", "phase"):
+            if self.labels.get(key):
+                where.append(str(self.labels[key]))
+        at = " ".join(w for w in where if w)
+        return f"{self.metric} on {at}" if at else self.metric
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "signal": self.signal,
