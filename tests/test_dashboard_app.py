@@ -13,6 +13,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from test_dashboard_views import EVIL, TRACE, build_store
 
+from hopscope.store import Store
+
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 RULES = str(Path(__file__).resolve().parents[1] / "slo_rules")
 SLO_NAMES = ("recommend-latency", "recommend-availability", "model-server-latency")
@@ -522,7 +524,16 @@ def test_incident_page_draws_the_named_gpu_signal_the_incident_in_context_and_it
     assert "gpu-node-2/0" in first["layout"]["title"]["text"]
     signal = [y for y in values(first["data"][0]["y"]) if y == y]
     assert len(signal) >= 10, first["layout"]["title"]["text"]  # the resource line is drawn
-    w = views.evidence_window(pd.Timestamp(breach["start"]), pd.Timestamp(breach["end"]))
+    # the part of the breach the diagnosis read (it burned budget), and as long before it
+    store = Store(dash_store, create=False)
+    try:
+        read = views.incident(store, RULES, breach["id"])["diagnosis"]["diagnosed_window"]
+    finally:
+        store.close()
+    lo, hi = (pd.Timestamp(read[k]).tz_convert(None) for k in ("start", "end"))
+    assert (hi - lo) < (pd.Timestamp(breach["end"]) - pd.Timestamp(breach["start"]))  # trimmed
+    assert "the part of the breach that burned budget" in texts(at)
+    w = views.evidence_window(lo.to_pydatetime(), hi.to_pydatetime())
     ms = [pd.Timestamp(t).value / 1e6 for t in (w.start, w.end)]
     for spec in evidence:
         assert spec["layout"]["xaxis"]["range"] == ms  # not stretched back to a day-earlier baseline

@@ -763,3 +763,36 @@ def test_a_sentence_names_a_signal_by_metric_and_place_not_by_its_whole_series_k
     assert replace(e, metric="node_network_transmit_bytes_total", labels=nic).short == (
         "node_network_transmit_bytes_total on gw-node-1 eth0"
     )
+
+
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        ({0: 50}, (0, 15)),  # one burning bucket at the start: at least 15 minutes are read
+        ({10: 50, 20: 50}, (10, 25)),  # first to the end of the last burning bucket
+        ({}, None),  # a slow burn: no 5-minute bucket over the budget, the whole breach is read
+        ({m: 50 for m in range(60)}, None),  # burning throughout: nothing to trim
+        ({30: 1}, None),  # one slow request in a bucket of 500: under the 1 % budget
+    ],
+    ids=["first-bucket", "middle", "slow-burn", "throughout", "at-the-budget"],
+)
+def test_a_breach_is_diagnosed_where_it_burned_budget(
+    bad: dict[int, int], expected: tuple[int, int] | None
+) -> None:
+    from hopscope.diagnosis.baseline import burning_span
+
+    t0 = datetime(2026, 11, 24, 17, 0)
+    minutes = pd.DataFrame(
+        {
+            "minute": [t0 + timedelta(minutes=m) for m in range(60)],
+            "total": 100,
+            "good": [100 - bad.get(m, 0) for m in range(60)],
+        }
+    )
+    got = burning_span(minutes, 0.99, t0, t0 + timedelta(minutes=60))
+    want = (
+        None
+        if expected is None
+        else (t0 + timedelta(minutes=expected[0]), t0 + timedelta(minutes=expected[1]))
+    )
+    assert got == want

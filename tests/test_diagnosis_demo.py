@@ -4,7 +4,7 @@ ground truth the generator writes next to it (scenario.json), never against lite
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -112,6 +112,11 @@ def test_incidents_cli_json_lists_the_ground_truth_incidents_with_their_top_caus
             assert hits == [], ev["name"]
             continue
         assert hits, ev["name"]
+        # the breach outlasts the event (its alert windows clear later); the diagnosis reads the event
+        w = hits[0]["diagnosed_window"]
+        assert ev["start"] - timedelta(minutes=30) <= _ts(w["start"]) and _ts(w["end"]) <= ev[
+            "end"
+        ] + timedelta(minutes=30), (ev["name"], w)
         top = hits[0]["causes"][0]
         assert hits[0]["verdict"] == VERDICT_CAUSE
         assert (top["hop"], top["hop_kind"], top["dimension"]) == (

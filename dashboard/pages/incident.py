@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pandas as pd
 import streamlit as st
 
@@ -18,6 +20,13 @@ c[0].metric("Start (UTC)", f"{b['start']:%b %d %H:%M}")
 c[1].metric("Duration", f"{(b['end'] - b['start']).total_seconds() / 60:.0f} min")
 c[2].metric("Peak burn rate", f"×{b['peak_burn_rate']:.1f}")
 c[3].metric("Budget consumed", f"{100 * b['budget_consumed']:.1f}%")
+
+
+def _naive(text: str | None, default: object) -> datetime:
+    """An ISO time of the diagnosis JSON ('...Z') as naive UTC; `default` when absent."""
+    t = pd.Timestamp(text if text else default)
+    return (t.tz_convert(None) if t.tzinfo is not None else t).to_pydatetime()
+
 
 w = views.context_window(b["start"], b["end"])
 band = table[table["number"] == b["number"]]
@@ -42,7 +51,16 @@ else:
     st.warning(f"No clear cause. Checked: {state.esc_md('; '.join(d['checked']))}")
 
 
-state.cause_sections(d, w, (b["start"], b["end"]))
+# The numbers come from the part of the breach that burned budget: an alert holds a breach open after
+# recovery (hopscope.diagnosis.baseline.burning_span).
+dw = d.get("diagnosed_window") or {}
+read = (_naive(dw.get("start"), b["start"]), _naive(dw.get("end"), b["end"]))
+if read != (pd.Timestamp(b["start"]).to_pydatetime(), pd.Timestamp(b["end"]).to_pydatetime()):
+    st.caption(
+        f"Diagnosed over {read[0]:%b %d %H:%M}–{read[1]:%H:%M} UTC, the part of the breach that burned budget; "
+        "the breach stays open until its alert windows clear."
+    )
+state.cause_sections(d, w, read)
 
 if d.get("decomposition"):
     hops = pd.DataFrame(d["decomposition"]["hops"])
@@ -51,7 +69,7 @@ if d.get("decomposition"):
     state.chart(waterfall, "waterfall", clickable=False)
 
 st.subheader("Slow-trace exemplars")
-traces = state.view("exemplar_traces", b["start"], b["end"])
+traces = state.view("exemplar_traces", read[0], read[1])
 
 
 def _kept() -> str:
@@ -62,7 +80,7 @@ def _kept() -> str:
 
 
 if traces.empty:
-    named = state.view("exemplars_named", b["start"], b["end"])
+    named = state.view("exemplars_named", read[0], read[1])
     if named:
         st.caption(
             f"The rollups name {named} slow-trace exemplar{'s' if named != 1 else ''} in this window, but "

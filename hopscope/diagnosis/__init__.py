@@ -8,8 +8,11 @@ d.to_dict()                                   # the JSON contract (docs/incident
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
+from hopscope.diagnosis.baseline import burning_span
 from hopscope.diagnosis.core import diagnose, incident_key, step_for
 from hopscope.diagnosis.model import (
     VERDICT_CAUSE,
@@ -50,18 +53,41 @@ def target_kwargs(slo: Any) -> dict[str, Any]:
     }
 
 
+def _minutes(td: timedelta) -> int:
+    return round(td.total_seconds() / 60)
+
+
 def diagnose_breach(store: Any, breach: Any, slo: Any, **kwargs: Any) -> Diagnosis:
-    """Diagnose one Breach of an SLO (ids, severity, burn and budget carried over)."""
-    return diagnose(
+    """Diagnose one Breach of an SLO (ids, severity, burn and budget carried over).
+
+    The numbers come from the part of the breach that burned budget (``burning_span``): an alert
+    holds a breach open for hours after recovery. The diagnosis keeps the breach's start and end and
+    says which part it read (``diagnosed``, and a note).
+    """
+    from hopscope.slo import minute_series
+
+    span = burning_span(
+        minute_series(store, slo, breach.start, breach.end), slo.objective, breach.start, breach.end
+    )
+    start, end = span or (breach.start, breach.end)
+    d = diagnose(
         store,
-        start=breach.start,
-        end=breach.end,
+        start=start,
+        end=end,
         incident_id=breach.id,
         severity=breach.severity,
         peak_burn_rate=breach.peak_burn_rate,
         budget_consumed=breach.budget_consumed,
         **{**target_kwargs(slo), **kwargs},
     )
+    if span is None:
+        return d
+    note = (
+        f"diagnosed {start:%Y-%m-%d %H:%M}-{end:%H:%M} UTC, the {_minutes(end - start)} min of the "
+        f"{_minutes(breach.end - breach.start)} min breach that burned budget (the breach lasts until its "
+        "alert windows clear)"
+    )
+    return replace(d, start=breach.start, end=breach.end, diagnosed=(start, end), notes=(*d.notes, note))
 
 
 __all__ = [

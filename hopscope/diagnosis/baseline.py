@@ -22,6 +22,38 @@ MIN_BASELINE_REQUESTS = 200
 SLOW_FACTOR = 1.5  # a candidate this much slower than the candidates' median is contaminated
 
 
+BURN_BUCKET = timedelta(minutes=5)
+MIN_BURNING = timedelta(minutes=15)
+
+
+def burning_span(
+    minutes: pd.DataFrame, objective: float, start: datetime, end: datetime, bucket: timedelta = BURN_BUCKET
+) -> tuple[datetime, datetime] | None:
+    """The part of a breach [start, end) that burned error budget: from the first to the end of the last
+    ``bucket`` whose bad fraction exceeds 1 - objective (minute frame: minute, good, total).
+
+    A breach lasts as long as an alert condition holds: a 3d/6h tier keeps one open for hours after the
+    SLI recovered, and diagnosing all of it would dilute the change with healthy minutes. None when
+    nothing is left to trim (a slow burn, or no data): diagnose the whole breach. At least MIN_BURNING.
+    """
+    if minutes.empty:
+        return None
+    t = pd.to_datetime(minutes["minute"])
+    inside = minutes[(t >= pd.Timestamp(start)) & (t < pd.Timestamp(end))]
+    if inside.empty:
+        return None
+    k = ((pd.to_datetime(inside["minute"]) - pd.Timestamp(start)) // pd.Timedelta(bucket)).to_numpy()
+    sums = inside[["good", "total"]].groupby(k).sum()
+    sums = sums[sums["total"] > 0]
+    burning = sums.index[(sums["total"] - sums["good"]) / sums["total"] > 1 - objective]
+    if len(burning) == 0:
+        return None
+    lo = start + bucket * int(burning.min())
+    hi = min(end, start + bucket * (int(burning.max()) + 1))
+    hi = min(end, max(hi, lo + MIN_BURNING))
+    return None if (lo, hi) == (start, end) else (lo, hi)
+
+
 def candidate_windows(start: datetime, end: datetime, days: int = 7) -> list[tuple[Window, str]]:
     """The previous same-length window, then the same hours on each of ``days`` earlier days."""
     length = end - start

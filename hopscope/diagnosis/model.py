@@ -343,6 +343,8 @@ class Diagnosis:
     peak_burn_rate: float = 0.0
     budget_consumed: float = 0.0
     timings_ms: tuple[tuple[str, float], ...] = field(default=(), compare=False)  # per step (not in JSON)
+    # the part of the breach the numbers come from (None: all of it), see baseline.burning_span
+    diagnosed: tuple[datetime, datetime] | None = None
 
     @property
     def top(self) -> Cause | None:
@@ -360,6 +362,10 @@ class Diagnosis:
             "budget_consumed": num(min(max(self.budget_consumed, 0.0), 1.0), 6) or 0.0,
             # budget_consumed is a fraction in 0..1 by contract; a breach can spend more than a period's budget
             "budget_consumed_uncapped": num(max(self.budget_consumed, 0.0), 6) or 0.0,
+            "diagnosed_window": {
+                "start": iso(self.diagnosed[0] if self.diagnosed else self.start),
+                "end": iso(self.diagnosed[1] if self.diagnosed else self.end),
+            },
             "verdict": self.verdict,
             "causes": [c.to_dict() for c in self.causes],
             "notes": list(self.notes),
