@@ -997,7 +997,11 @@ def cause_sections(d: dict[str, Any], w: views.Window, incident: tuple[Any, Any]
             if ev.empty:
                 st.caption("No linked resource signal.")
                 continue
-            st.dataframe(ev.drop(columns=["labels"], errors="ignore"), hide_index=True)
+            # "name" says metric and place; the full series key and labels stay in the JSON
+            shown = ev.drop(columns=["labels", "signal", "metric"], errors="ignore")
+            st.dataframe(
+                shown, hide_index=True, column_config={"name": st.column_config.TextColumn("signal")}
+            )
             hop = q("hop_series", ew, cause["hop"])
             for e in cause["evidence"][:2]:
                 sig = q("evidence_series", ew, e["metric"], e["labels"])

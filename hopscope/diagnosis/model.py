@@ -254,6 +254,7 @@ class Evidence:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "signal": self.signal,
+            "name": self.short,
             "metric": self.metric,
             "labels": dict(self.labels),
             "dimension": self.dimension,
