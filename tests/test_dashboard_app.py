@@ -519,7 +519,9 @@ def test_incident_page_draws_the_named_gpu_signal_the_incident_in_context_and_it
     top = next(s.value for s in at.success).replace("\\", "")
     assert top.count("of the added latency") == 1, top  # said once, not "X% of … — X% of …"
     table = next(df.value for df in at.dataframe if "name" in df.value.columns)
-    assert "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS on gpu-node-2 GPU 0" in set(table["name"])  # not the series key
+    assert "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS on gpu-node-2 GPU 0" in set(
+        table["name"]
+    )  # not the series key
     assert "signal" not in table.columns and not table["name"].str.contains("UUID").any()
     evidence = [s for s in chart_specs(at) if "yaxis2" in s["layout"] and s["layout"].get("title")]
     assert evidence, chart_titles(at)
