@@ -327,3 +327,21 @@ def test_real_h200_samples_are_drawn_as_visible_points_in_chromium(
             assert w.real_errors() == []
         finally:
             w.page.close()
+
+
+def test_the_slo_reports_html_is_built_when_its_button_is_clicked_and_downloads_whole(
+    server: str, browser: Any
+) -> None:
+    """The page hands Streamlit a callable: the ~5 MB file is made on the click, not on every rerun."""
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    try:
+        page.goto(f"{server}/slo_report?slo=recommend-latency&window=28d")
+        wait_for_chart(page, "Error budget")
+        with page.expect_download(timeout=120_000) as got:
+            page.locator("[data-testid='stDownloadButton'] button", has_text="HTML (self-contained)").click()
+        text = Path(got.value.path()).read_text(encoding="utf-8")
+        assert got.value.suggested_filename == "slo-report-recommend-latency-28d.html"
+        assert text.startswith("<!doctype html>") and "SLO report: recommend-latency" in text
+        assert len(text) > 1_000_000 and "Plotly.newPlot" in text  # plotly.js and the charts inline
+    finally:
+        page.close()

@@ -86,8 +86,9 @@ if rep.hop_budgets:
 st.subheader("Export")
 e = st.columns(3)
 stem = f"slo-report-{slo}-{window}"
+# The HTML (charts and plotly.js inline, ~5 MB) is built when the button is clicked, not on every rerun.
 e[0].download_button(
-    "HTML (self-contained)", report.to_html(rep), f"{stem}.html", "text/html", on_click="ignore"
+    "HTML (self-contained)", lambda: report.to_html(rep), f"{stem}.html", "text/html", on_click="ignore"
 )
 e[1].download_button("CSV", report.to_csv(rep), f"{stem}.csv", "text/csv", on_click="ignore")
 e[2].download_button("Markdown", report.to_markdown(rep), f"{stem}.md", "text/markdown", on_click="ignore")
