@@ -136,12 +136,28 @@ def _serve_dashboard(
 
 
 def main() -> None:
-    """Console entry point: one line on stderr and exit 2 for domain errors."""
+    """Console entry point: one line on stderr and exit 2 for domain errors and for bad command lines
+    (typer would draw the latter in a box of six lines)."""
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="hopscope")
     except HopscopeError as exc:
         typer.echo(f"hopscope: error: {exc}", err=True)
         raise SystemExit(2) from None
+    except typer.Exit as exc:  # --help, no arguments
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:  # Ctrl-C at a prompt
+        raise SystemExit(130) from None
+    except typer.TyperException as exc:  # an unknown option, a bad value, a missing argument
+        ctx = getattr(exc, "ctx", None)
+        if (
+            ctx is not None and not exc.format_message()
+        ):  # no arguments: the command's help, as typer shows it
+            typer.echo(ctx.get_help())
+            raise SystemExit(2) from None
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        typer.echo(f"hopscope: error: {where}{exc.format_message()} (see --help)", err=True)
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

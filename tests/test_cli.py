@@ -161,3 +161,27 @@ def test_a_negative_min_events_guard_is_refused(demo_store: Path) -> None:
         "-5",
     )
     assert proc.returncode == 2 and "--min-events" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["incidents", "--bogus"], "hopscope incidents: No such option: --bogus"),
+        (["report"], "hopscope report: Missing option '--slo'"),
+        (["explain"], "hopscope explain: Missing argument 'incident_id'"),
+        (["incidents", "--json", "yes"], "hopscope incidents: Got unexpected extra argument(s) (yes)"),
+    ],
+    ids=["unknown-option", "missing-option", "missing-argument", "extra-argument"],
+)
+def test_a_bad_command_line_is_one_line_and_exit_2_not_a_box(argv: list[str], message: str) -> None:
+    proc = _hopscope(*argv)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"hopscope: error: {message}"), proc.stderr
+    assert "╭" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_help_and_no_arguments_still_show_the_usage() -> None:
+    assert _hopscope("--help").returncode == 0
+    bare = _hopscope()
+    assert bare.returncode == 2 and "Usage: hopscope" in bare.stdout
