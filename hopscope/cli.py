@@ -145,7 +145,8 @@ def main() -> None:
         raise SystemExit(2) from None
     except typer.Exit as exc:  # --help, no arguments
         raise SystemExit(exc.exit_code) from None
-    except typer.Abort:  # Ctrl-C at a prompt
+    except (typer.Abort, KeyboardInterrupt):  # Ctrl-C (click's standalone mode would have caught it)
+        typer.echo("hopscope: interrupted", err=True)
         raise SystemExit(130) from None
     except typer.TyperException as exc:  # an unknown option, a bad value, a missing argument
         ctx = getattr(exc, "ctx", None)
