@@ -74,6 +74,11 @@ def _layout(fig: go.Figure, *, y_title: str, height: int = 300, title: str | Non
     return fig
 
 
+def _ms(t: Any) -> float:
+    """One datetime as epoch_ms gives an array's: float milliseconds since the epoch (UTC)."""
+    return float(pd.Timestamp(t).value / 1e6)
+
+
 def epoch_ms(values: Any) -> Any:
     """Datetimes as float milliseconds since the epoch (UTC), for an axis typed "date": Plotly shows the
     same dates, but the browser gets one binary array instead of ISO strings it must parse one by one.
@@ -197,7 +202,7 @@ def _breach_parts(
     # One marker row per SLO: one event often breaches several SLOs at the same minute.
     rows = {slo: i for i, slo in enumerate(dict.fromkeys(str(s) for s in breaches["slo"]))}
     for b in breaches.itertuples(index=False):
-        x0, x1 = pd.Timestamp(b.start).value / 1e6, pd.Timestamp(b.end).value / 1e6
+        x0, x1 = _ms(b.start), _ms(b.end)
         if extent is not None:
             x0, x1 = max(x0, extent[0]), min(x1, extent[1])
             if x0 >= x1:
@@ -459,10 +464,6 @@ HOP_LINE_COLOR = "#A259C4"
 # Units shown otherwise than stored: (factor, axis title). A bitmask signal is read as 1 when a bad bit
 # is set (views.evidence_series), so its mean is a share of samples.
 UNIT_VIEWS: dict[str, tuple[float, str]] = {"bitmask": (100.0, "% of samples with a bad bit set")}
-
-
-def _ms(t: Any) -> float:
-    return float(pd.Timestamp(t).value / 1e6)
 
 
 def evidence_chart(

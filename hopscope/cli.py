@@ -16,6 +16,14 @@ import typer
 
 from collectors.cli import collect
 from hopscope import __version__
+from hopscope.cli_options import ConfigOpt
+from hopscope.config import (
+    DASHBOARD_REFRESH_ENV,
+    DASHBOARD_RULES_ENV,
+    DASHBOARD_STORE_ENV,
+    DEMO_STORE,
+    load_config,
+)
 from hopscope.diagnosis.cli import explain, incidents
 from hopscope.errors import HopscopeError
 from hopscope.report import report
@@ -29,17 +37,12 @@ app = typer.Typer(
     add_completion=False,
 )
 
-DEFAULT_DEMO_STORE = Path("var/demo")
 DEFAULT_SCENARIO = Path("sample_data/scenario.yaml")
-
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="hopscope.toml (default: ./hopscope.toml if present)")
-]
 
 
 @app.command()
 def demo(
-    store: Annotated[Path, typer.Option(help="where to keep the demo store")] = DEFAULT_DEMO_STORE,
+    store: Annotated[Path, typer.Option(help="where to keep the demo store")] = DEMO_STORE,
     scenario: Annotated[Path, typer.Option(help="scenario file to generate from")] = DEFAULT_SCENARIO,
     regenerate: Annotated[bool, typer.Option(help="generate again even if the store exists")] = False,
     port: Annotated[int, typer.Option(help="dashboard port")] = 8501,
@@ -73,8 +76,6 @@ def dashboard(
     address: Annotated[str | None, typer.Option(help="address (default: \\[dashboard] address)")] = None,
 ) -> None:
     """Serve the dashboard over a store."""
-    from hopscope.config import load_config
-
     cfg, _ = load_config(config)
     path = store or cfg.store.path
     if not (path / "catalog.sqlite").exists():
@@ -115,7 +116,6 @@ def _serve_dashboard(
 ) -> None:
     """Run Streamlit on the dashboard; the store, rules and default refresh travel as environment variables."""
     import dashboard
-    from hopscope.config import DASHBOARD_REFRESH_ENV, DASHBOARD_RULES_ENV, DASHBOARD_STORE_ENV
 
     app_file = Path(dashboard.__file__).parent / "app.py"
     typer.echo(f"hopscope dashboard on http://{address}:{port}  (store: {store}; Ctrl-C to stop)", err=True)

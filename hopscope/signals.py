@@ -43,6 +43,9 @@ from hopscope.catalog import Catalog, load_catalog
 from hopscope.errors import StoreError
 
 COLUMNS = ["ts", "window", "series", "metric", "service", "host", "labels", "value", "n"]
+# The labels that tell apart the series of one metric on one host: GPU index, NIC, probe phase and target
+# (an allow-list: their values become part of a series' name).
+SERIES_LABELS: tuple[str, ...] = ("gpu", "device", "phase", "target")
 META_COLUMNS = ["series", "metric", "service", "host", "labels"]
 _EPOCH = datetime(1970, 1, 1)
 _US = timedelta(microseconds=1)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from hopscope.errors import NotFoundError
 from hopscope.histogram import GAMMA
+from hopscope.signals import SERIES_LABELS
 from hopscope.store import Store, utcnow
 
 # Points per series at most: about one per pixel of a half-width chart (as Grafana's max data points).
@@ -283,8 +284,6 @@ def hop_edges(store: Store, w: Window, route: str | None = None) -> pd.DataFrame
 # A counter's first bucket in a window is a rate against the last sample before it, up to this far back
 # (Prometheus's default lookback): scrapes sparser than the bucket still give every bucket its rate.
 COUNTER_LOOKBACK = timedelta(minutes=5)
-# Label keys that name a series inside one metric (allow-list: they become part of a series name).
-SERIES_LABELS: tuple[str, ...] = ("gpu", "device", "phase", "target")
 
 
 def metric_series(

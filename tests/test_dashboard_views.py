@@ -804,3 +804,10 @@ def test_a_resource_chart_of_many_series_names_them_in_the_hover_not_a_legend_ov
     assert {tr.name for tr in many.data} == {f"svc probe-{i}/connect" for i in range(20)}  # hover names them
     few = charts.resource_chart(frame(3), title="Probe phases", unit="ms", dimension="bandwidth")
     assert few.layout.showlegend is not False
+
+
+def test_the_configs_refresh_choices_are_the_dashboards() -> None:
+    from dashboard.state import REFRESH_CHOICES
+    from hopscope.config import REFRESH_SECONDS
+
+    assert sorted(s or 0 for s in REFRESH_CHOICES.values()) == sorted(REFRESH_SECONDS)

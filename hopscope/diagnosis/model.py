@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from hopscope.signals import SERIES_LABELS
+
 VERDICT_CAUSE = "cause found"
 VERDICT_NONE = "no clear cause"
 DIMENSIONS = ("compute", "bandwidth", "memory")
@@ -243,11 +245,10 @@ class Evidence:
         """The signal for a sentence: the metric and where it was measured, without UUIDs and model names
         ("DCGM_FI_DEV_GPU_TEMP on gpu-node-2 GPU 0"); ``signal`` keeps the full series key."""
         where = [self.labels.get("host") or self.labels.get("service") or ""]
-        if self.labels.get("gpu") not in (None, ""):
-            where.append(f"GPU {self.labels['gpu']}")
-        for key in ("device", "target", "phase"):
-            if self.labels.get(key):
-                where.append(str(self.labels[key]))
+        for key in SERIES_LABELS:  # the labels that name the series on its host, as views.series_label
+            value = self.labels.get(key)
+            if value not in (None, ""):
+                where.append(f"GPU {value}" if key == "gpu" else str(value))
         at = " ".join(w for w in where if w)
         return f"{self.metric} on {at}" if at else self.metric
 
