@@ -21,14 +21,10 @@ from typing import Any, NamedTuple
 import streamlit as st
 
 from hopscope import views
-from hopscope.config import DASHBOARD_REFRESH_ENV, DASHBOARD_RULES_ENV, DASHBOARD_STORE_ENV
+from hopscope.config import DASHBOARD_REFRESH_ENV, DASHBOARD_RULES_ENV, DASHBOARD_STORE_ENV, DEMO_STORE
 from hopscope.errors import HopscopeError
 from hopscope.store import Store, current_snapshot
 
-STORE_ENV = DASHBOARD_STORE_ENV
-RULES_ENV = DASHBOARD_RULES_ENV
-REFRESH_ENV = DASHBOARD_REFRESH_ENV  # the default Auto-refresh: [dashboard] refresh_seconds (0 = off)
-DEFAULT_STORE = Path("var/demo")
 DEFAULT_RULES = Path("slo_rules")
 # Cached views are keyed on the data's end (data_end(), re-read every LIVE_TTL_S), so new data
 # refreshes them at once; the TTL only bounds what data_end does not see (late rows, collector runs).
@@ -73,12 +69,12 @@ def _parse_args(argv: tuple[str, ...]) -> argparse.Namespace:
 
 def store_path() -> Path:
     """`--store PATH` after `--` on the streamlit command line, else $HOPSCOPE_STORE, else var/demo."""
-    return Path(_args().store or os.environ.get(STORE_ENV) or DEFAULT_STORE)
+    return Path(_args().store or os.environ.get(DASHBOARD_STORE_ENV) or DEMO_STORE)
 
 
 def rules_path() -> Path:
     """`--rules PATH`, else $HOPSCOPE_SLO_RULES, else ./slo_rules, else the repository's slo_rules/."""
-    given = _args().rules or os.environ.get(RULES_ENV)
+    given = _args().rules or os.environ.get(DASHBOARD_RULES_ENV)
     if given:
         return Path(given)
     return DEFAULT_RULES if DEFAULT_RULES.exists() else Path(__file__).resolve().parents[1] / DEFAULT_RULES
@@ -701,7 +697,7 @@ def route_filter() -> str | None:
 
 def default_refresh() -> str:
     """The Auto-refresh choice whose seconds $HOPSCOPE_REFRESH_SECONDS names (0 = off), else DEFAULT_REFRESH."""
-    raw = os.environ.get(REFRESH_ENV, "").strip()
+    raw = os.environ.get(DASHBOARD_REFRESH_ENV, "").strip()
     for label, seconds in REFRESH_CHOICES.items():
         if raw == str(seconds or 0):
             return label
@@ -970,7 +966,7 @@ def incident_picker() -> tuple[Any, str]:
     return table, picked
 
 
-def cause_sections(d: dict[str, Any], w: views.Window, incident: tuple[Any, Any]) -> None:
+def cause_sections(d: dict[str, Any], incident: tuple[Any, Any]) -> None:
     """The ranked causes, each with its evidence table and its top signals next to the hop's latency.
 
     The evidence charts show the incident and as long before it (views.evidence_window), not the

@@ -111,11 +111,7 @@ def build_report(
     good = float(minutes["good"].sum()) if not minutes.empty else 0.0
     total = float(minutes["total"].sum()) if not minutes.empty else 0.0
     sli = good / total if total else None
-    seen = (
-        []
-        if minutes.empty
-        else list(pd.to_datetime(minutes.loc[minutes["total"] > 0, "minute"]).sort_values())
-    )
+    seen = minutes.loc[minutes["total"] > 0, "minute"] if not minutes.empty else pd.Series([], dtype=object)
     burn = pd.DataFrame(columns=["t", "budget_remaining", "ideal"])
     consumed: float | None = None
     cum = None  # the budget consumed by the end of each minute of the span
@@ -149,7 +145,7 @@ def build_report(
         slo=spec.name, description=spec.description, objective=spec.objective, window=window, start=start, end=end,
         good=good, total=total, sli=sli, budget_consumed=consumed, incidents=tuple(incidents),
         hop_budgets=tuple(_hop_budgets(store, spec, start, end)), burndown=burn, generated=end,
-        data_from=seen[0] if len(seen) else None, data_minutes=len(seen),
+        data_from=pd.Timestamp(seen.min()).to_pydatetime() if len(seen) else None, data_minutes=len(seen),
     )  # fmt: skip
 
 

@@ -60,7 +60,7 @@ if read != (pd.Timestamp(b["start"]).to_pydatetime(), pd.Timestamp(b["end"]).to_
         f"Diagnosed over {read[0]:%b %d %H:%M}–{read[1]:%H:%M} UTC, the part of the breach that burned budget; "
         "the breach stays open until its alert windows clear."
     )
-state.cause_sections(d, w, read)
+state.cause_sections(d, read)
 
 if d.get("decomposition"):
     hops = pd.DataFrame(d["decomposition"]["hops"])

@@ -39,11 +39,11 @@ def burning_span(
     if minutes.empty:
         return None
     t = pd.to_datetime(minutes["minute"])
-    inside = minutes[(t >= pd.Timestamp(start)) & (t < pd.Timestamp(end))]
-    if inside.empty:
+    keep = ((t >= pd.Timestamp(start)) & (t < pd.Timestamp(end))).to_numpy()
+    if not keep.any():
         return None
-    k = ((pd.to_datetime(inside["minute"]) - pd.Timestamp(start)) // pd.Timedelta(bucket)).to_numpy()
-    sums = inside[["good", "total"]].groupby(k).sum()
+    k = ((t[keep] - pd.Timestamp(start)) // pd.Timedelta(bucket)).to_numpy()
+    sums = minutes.loc[keep, ["good", "total"]].groupby(k).sum()
     sums = sums[sums["total"] > 0]
     burning = sums.index[(sums["total"] - sums["good"]) / sums["total"] > 1 - objective]
     if len(burning) == 0:
