@@ -68,7 +68,10 @@ class OtlpConfig(_Model):
     )
     commit_linger_s: float = Field(default=0.25, ge=0, description="...but no longer than this")
     ack_timeout_s: float = Field(
-        default=10.0, gt=0, description="a request queued this long without a commit gets 503"
+        default=5.0,
+        gt=0,
+        description="every request is answered within this (200 once committed, else 503 with Retry-After), "
+        "well inside the OpenTelemetry exporters' 10 s timeout, so a retry never meets a late commit",
     )
     retry_after_s: int = Field(default=1, ge=1, le=300)
     max_concurrent_requests: int = Field(
@@ -210,6 +213,14 @@ class CollectConfig(_Model):
     host_name: str = Field(default_factory=socket.gethostname, description="host column of local samples")
     rollup_interval_s: float = Field(default=60.0, gt=0)
     maintain_interval_s: float = Field(default=300.0, gt=0)
+    heal_after_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="writes failing this long: reopen the store connection (frees a leaked lock)",
+    )
+    stop_timeout_s: float = Field(
+        default=15.0, gt=0, description="SIGTERM: commit what was acknowledged and exit within this"
+    )
     otlp: OtlpConfig = Field(default_factory=OtlpConfig)
     nvml: NvmlConfig = Field(default_factory=NvmlConfig)
     network: NetworkConfig = Field(default_factory=NetworkConfig)

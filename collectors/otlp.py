@@ -558,7 +558,7 @@ _prctl: Any = None
 
 
 class SpanSink(Protocol):
-    def append(self, table: str, data: pa.Table) -> int: ...
+    def append(self, table: str, data: pa.Table, *, deadline: float | None = None) -> int: ...
 
 
 class Backpressure(Exception):
@@ -574,12 +574,13 @@ _EMPTY = pa.table({})
 
 
 class _Ticket:
-    __slots__ = ("table", "nbytes", "queued_at", "state", "error", "done")
+    __slots__ = ("table", "nbytes", "queued_at", "deadline", "state", "error", "done")
 
-    def __init__(self, table: pa.Table) -> None:
+    def __init__(self, table: pa.Table, ack_timeout_s: float) -> None:
         self.table = table
         self.nbytes = table.get_total_buffer_size()  # .nbytes walks offsets: slower
         self.queued_at = time.monotonic()
+        self.deadline = self.queued_at + ack_timeout_s  # the commit ends by then, committed or not
         self.state = _QUEUED
         self.error: str | None = None
         self.done = threading.Event()
@@ -632,7 +633,7 @@ class SpanWriter:
         n = table.num_rows
         if n == 0:
             return
-        ticket = _Ticket(table)
+        ticket = _Ticket(table, ack_timeout_s)
         with self._cond:
             if self._closing:
                 raise Backpressure(503, "the receiver is shutting down")
@@ -659,7 +660,9 @@ class SpanWriter:
                     self._queued_bytes -= ticket.nbytes
                     self._metrics.queue_spans.set(self._queued_spans)
                     raise Backpressure(503, f"the store did not commit within {ack_timeout_s:g} s")
-            ticket.done.wait()  # in a commit now: its outcome decides the answer
+            # In a commit now: its outcome decides the answer. The commit stops retrying at the
+            # earliest deadline of its batch, so this wait is one commit attempt at most.
+            ticket.done.wait()
         if ticket.error is not None:
             raise Backpressure(503, f"the store refused the write: {ticket.error}")
 
@@ -695,7 +698,7 @@ class SpanWriter:
             t0 = time.perf_counter()
             try:
                 table = batch[0].table if len(batch) == 1 else pa.concat_tables([t.table for t in batch])
-                self._store.append("spans", table)
+                self._store.append("spans", table, deadline=min(t.deadline for t in batch))
             except Exception as exc:  # StoreError, or anything the sink raises: every waiter learns it
                 error = str(exc)[:300]
                 self._metrics.store_errors.labels("spans").inc()

@@ -3,13 +3,21 @@
 Each collector runs in its own thread at its own interval; a failing target or a
 crashing collector becomes a `collector_runs` row (ok=False) and never stops the
 others. Samples and run records are buffered briefly and appended in bulk.
-SIGTERM/SIGINT: stop accepting, commit everything acknowledged, exit 0.
+
+Every write goes through one StoreWriter (hopscope/writer.py): span commits, samples, runs,
+rollups, state and maintenance slices take turns on one connection and one thread, so no two
+store transactions of the daemon ever compete for the catalog. Reads (rollups, watermarks) use
+the daemon's reading connection. Maintenance runs as bounded slices between ingest writes.
+
+SIGTERM/SIGINT: stop accepting, commit everything acknowledged, exit within `stop_timeout_s`;
+what could not be committed is counted on stderr.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -22,8 +30,10 @@ from typing import Any, Protocol, TextIO
 from collectors.config import CollectConfig
 from collectors.records import Run, Sample, TargetResult, runs_table, samples_table
 from collectors.selfmetrics import SelfMetrics
-from hopscope.errors import HopscopeError
+from hopscope.errors import HopscopeError, StoreError
+from hopscope.health import DaemonStatus, write_status
 from hopscope.store import Store, utcnow
+from hopscope.writer import StoreWriter, WriterListener, WritingStore
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +46,18 @@ class Collector(Protocol):
 
 
 class RecordSink:
-    """Buffers samples and run records; writes them in bulk every `flush_s` and at stop."""
+    """Buffers samples and run records; writes them in bulk every `flush_s` and at stop.
 
-    def __init__(self, store: Any, metrics: SelfMetrics, flush_s: float = 2.0) -> None:
+    While the store refuses writes they stay buffered and are retried at the next flush, up to
+    `max_buffered` samples: past that the oldest are dropped and counted (never silently)."""
+
+    def __init__(
+        self, store: Any, metrics: SelfMetrics, flush_s: float = 2.0, *, max_buffered: int = 500_000
+    ) -> None:
         self._store = store
         self._metrics = metrics
         self._flush_s = flush_s
+        self._max_buffered = max_buffered
         self._lock = threading.Lock()
         self._samples: list[Sample] = []
         self._sample_sources: list[tuple[str, int]] = []
@@ -53,6 +69,12 @@ class RecordSink:
             if samples:
                 self._sample_sources.append((collector, len(samples)))
             self._runs.append(run)
+
+    @property
+    def pending(self) -> tuple[int, int]:
+        """(samples, runs) not yet written."""
+        with self._lock:
+            return len(self._samples), len(self._runs)
 
     def flush(self) -> None:
         with self._lock:
@@ -70,6 +92,7 @@ class RecordSink:
                 with self._lock:
                     self._samples[:0] = samples
                     self._sample_sources[:0] = sources
+                    self._bound()
         if runs:
             try:
                 self._store.append("collector_runs", runs_table(runs))
@@ -78,6 +101,20 @@ class RecordSink:
                 log.warning("writing %d collector runs failed (will retry): %s", len(runs), exc)
                 with self._lock:
                     self._runs[:0] = runs
+                    self._bound()
+        with self._lock:
+            self._metrics.samples_buffered.set(len(self._samples) + len(self._runs))
+
+    def _bound(self) -> None:
+        """Drop the oldest records past the bound (the lock is held)."""
+        over = len(self._samples) - self._max_buffered
+        if over > 0:
+            del self._samples[:over]
+            self._metrics.samples_dropped.inc(over)
+            log.warning("the store refuses writes: dropped the %d oldest buffered samples", over)
+        over = len(self._runs) - self._max_buffered // 10
+        if over > 0:
+            del self._runs[:over]
 
 
 def run_once(collector: Collector, sink: RecordSink, metrics: SelfMetrics) -> list[Run]:
@@ -134,7 +171,21 @@ class Daemon:
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.sink = RecordSink(self.store, self.metrics, self.flush_s)
+        # The one writer: a connection of its own (a clone of the store), so that a reconnect after a
+        # wedge never disturbs the readers, and no reader's transaction ever holds up a write.
+        self.writer: StoreWriter | None = None
+        self.wstore: Any = self.store
+        if isinstance(self.store, Store):
+            self.writer = StoreWriter(
+                self.store.clone(),
+                heal_after_s=self.cfg.heal_after_s,
+                listener=_MetricsListener(self.metrics),
+            )
+            self.wstore = WritingStore(self.store, self.writer)
+        self.sink = RecordSink(self.wstore, self.metrics, self.flush_s)
+        self.maintenance_pending = False
+        self._started_unix = time.time()
+        self._listener = self.writer.listener if self.writer is not None else None
         self.otlp: Any = None
         self.metrics_port: int | None = None
         self._metrics_server: Any = None
@@ -147,14 +198,14 @@ class Daemon:
 
         enabled: list[Collector]
         if self.collectors is None:
-            enabled, self.disabled = build_collectors(self.cfg, self.store, nvml_module=self.nvml_module)
+            enabled, self.disabled = build_collectors(self.cfg, self.wstore, nvml_module=self.nvml_module)
         else:
             enabled = list(self.collectors)
         lines = []
         if self.cfg.otlp.enabled:
             from collectors.otlp import OtlpReceiver  # noqa: PLC0415
 
-            self.otlp = OtlpReceiver(self.store, self.cfg.otlp, self.metrics)
+            self.otlp = OtlpReceiver(self.wstore, self.cfg.otlp, self.metrics)
             self.otlp.start()
             lines += [f"  listening: {a}" for a in self.otlp.addresses]
         else:
@@ -181,6 +232,7 @@ class Daemon:
         self._spawn("flush", self._every, self.flush_s, self.sink.flush)
         self._spawn("rollup", self._every, self.cfg.rollup_interval_s, self._rollup)
         self._spawn("maintain", self._every, self.cfg.maintain_interval_s, self._maintain)
+        self._spawn("status", self._every, _STATUS_EVERY_S, self._status)
         print(f"hopscope collect: store {getattr(self.store, 'path', '?')}", file=self.out)
         print("\n".join(lines), file=self.out, flush=True)
 
@@ -211,9 +263,10 @@ class Daemon:
             log.warning("rollups skipped: hopscope.rollup is not importable (%s)", exc)
             return
         try:
-            result = rollup.run_rollup(self.store, list(self.thresholds_ms))
+            result = rollup.run_rollup(self.wstore, list(self.thresholds_ms))
             rows = int(result) if isinstance(result, int) else int(getattr(result, "rows", 0) or 0)
             run = Run(utcnow(), "rollup", "hop_minutes", True, rows, None, (time.perf_counter() - t0) * 1000)
+            self.metrics.rollup_last_success.set(time.time())
         except Exception as exc:
             log.warning("rollup failed: %s", exc)
             run = Run(
@@ -223,33 +276,175 @@ class Daemon:
         count_run(self.metrics, run)
 
     def _maintain(self) -> None:
+        """One maintenance cycle: its slices run on the writer one at a time, between ingest writes.
+
+        A cycle that runs out of its interval stops where it is (the next cycle goes on); a failed
+        slice is recorded and the cycle moves on to the next step."""
         t0 = time.perf_counter()
+        budget_end = time.monotonic() + 0.8 * self.cfg.maintain_interval_s
         self.sink.flush()
-        try:
-            report = self.store.maintain()
-            rows = sum(getattr(report, "deleted_rows", {}).values())
-            run = Run(utcnow(), "maintain", "store", True, rows, None, (time.perf_counter() - t0) * 1000)
-        except Exception as exc:
-            log.warning("store maintenance failed: %s", exc)
-            run = Run(
-                utcnow(), "maintain", "store", False, 0, str(exc)[:500], (time.perf_counter() - t0) * 1000
-            )
+        steps = self.wstore.maintenance_steps(utcnow())
+        rows = 0
+        errors: list[str] = []
+        pending = False
+        for step in steps:
+            for _ in range(1000):
+                if self._stop.is_set() or time.monotonic() > budget_end:
+                    pending = True
+                    break
+                try:
+                    result = self._run_slice(step)
+                except Exception as exc:  # noqa: BLE001 - recorded; the other steps still run
+                    errors.append(f"{step.name}: {exc}"[:300])
+                    log.warning("maintenance slice %s failed: %s", step.name, exc)
+                    break
+                if step.kind == "retention":
+                    rows += result.rows
+                if not result.more:
+                    break
+            if pending:
+                break
+        seconds = time.perf_counter() - t0
+        ok = not errors
+        self.maintenance_pending = pending
+        self.metrics.maintenance_pending.set(int(pending))
+        self.metrics.maintenance_cycles.labels(str(ok).lower()).inc()
+        self.metrics.maintenance_last_cycle.set(seconds)
+        error = "; ".join(errors)[:500] or (
+            "partial: ran out of its interval, goes on next cycle" if pending else None
+        )
+        run = Run(utcnow(), "maintain", "store", ok, rows, error, seconds * 1000)
         self.sink.add("maintain", (), run)
         count_run(self.metrics, run)
 
+    def _status(self) -> None:
+        """/metrics' writer gauges and the status file beside the store (the Collectors page reads it)."""
+        w = self.writer
+        failing = w.failing_for_s if w is not None else 0.0
+        self.metrics.failing_seconds.set(failing)
+        path = getattr(self.store, "path", None)
+        if w is None or path is None:
+            return
+        m = self.metrics
+        status = DaemonStatus(
+            pid=os.getpid(),
+            host=self.cfg.host_name,
+            started_unix=self._started_unix,
+            updated_unix=time.time(),
+            last_commit_unix=w.last_commit_unix,
+            failing_for_s=round(failing, 1),
+            last_error=w.last_error[:300] if w.last_error and failing else None,
+            last_error_cause=w.last_error_cause if failing else None,
+            reconnects=w.reconnects,
+            writer_queue=w.queued,
+            span_queue=self.otlp.writer.queued_spans if self.otlp is not None else 0,
+            buffered_records=sum(self.sink.pending),
+            spans_received=int(_total(m.spans_received)),
+            spans_refused=int(_total(m.spans_refused)),
+            rollup_last_success_unix=_gauge(m.rollup_last_success),
+            maintenance_pending=self.maintenance_pending,
+            longest_slice_s=round(getattr(self._listener, "longest_slice_s", 0.0), 3),
+        )
+        try:
+            write_status(path, status)
+        except OSError as exc:  # a full or read-only disk: /metrics and the log still say it
+            log.debug("cannot write the status file: %s", exc)
+
+    def _run_slice(self, step: Any) -> Any:
+        if isinstance(self.wstore, WritingStore):
+            return self.wstore.run_slice(step, deadline=time.monotonic() + _SLICE_DEADLINE_S)
+        return step.run(self.wstore)
+
     # -- stop ----------------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Stop accepting, commit what was acknowledged and what collectors gathered, stop threads."""
+    def stop(self, err: TextIO | None = None) -> None:
+        """Stop accepting, commit what was acknowledged and what collectors gathered, stop threads.
+
+        Bounded by `stop_timeout_s` even when the store refuses writes: requests in flight are
+        answered (503 where their spans were not committed), and samples or runs that could not be
+        committed are counted on ``err`` (stderr), never dropped silently."""
+        err = err or sys.stderr
+        end = time.monotonic() + self.cfg.stop_timeout_s - 1.0
+
+        def left() -> float:
+            return max(0.1, end - time.monotonic())
+
         self._stop.set()
         if self.otlp is not None:
-            self.otlp.stop()
+            self.otlp.stop(grace_s=min(left(), self.cfg.otlp.ack_timeout_s + 1.0))
         for t in self._threads:
-            t.join(timeout=30)
+            t.join(timeout=min(left(), 2.0))  # a thread inside a slow write is a daemon thread
         self.sink.flush()
+        unwritten_jobs = self.writer.close(timeout=left()) if self.writer is not None else 0
+        samples, runs = self.sink.pending
+        if samples or runs or unwritten_jobs:
+            cause = ""
+            if self.writer is not None and self.writer.last_error:
+                cause = f" (last store error: {self.writer.last_error_cause or self.writer.last_error[:200]})"
+            print(
+                f"hopscope collect: could not commit {samples} sample(s) and {runs} collector run(s) before "
+                f"stopping{cause}",
+                file=err,
+                flush=True,
+            )
+        if self.writer is not None and not self.writer.alive:
+            self.writer.store.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
+
+
+# A maintenance slice that cannot start or finish within this gives the writer back (retried next cycle).
+_SLICE_DEADLINE_S = 5.0
+_STATUS_EVERY_S = 2.0
+
+
+def _total(metric: Any) -> float:
+    """Sum of a labelled counter's samples (prometheus_client keeps no total)."""
+    return float(sum(s.value for fam in metric.collect() for s in fam.samples if s.name.endswith("_total")))
+
+
+def _gauge(metric: Any) -> float | None:
+    value = next((s.value for fam in metric.collect() for s in fam.samples), 0.0)
+    return float(value) or None
+
+
+class _MetricsListener(WriterListener):
+    """The writer's events on the daemon's /metrics."""
+
+    def __init__(self, metrics: SelfMetrics) -> None:
+        self.m = metrics
+        self._refusing: str | None = None
+        self.longest_slice_s = 0.0
+
+    def job_done(self, kind: str, seconds: float, ok: bool) -> None:
+        self.m.writer_job_seconds.labels(kind).observe(seconds)
+        if kind.startswith("maintain:") and seconds > self.longest_slice_s:
+            self.longest_slice_s = seconds
+            self.m.maintenance_slice_max.set(seconds)
+
+    def committed(self, at_unix: float) -> None:
+        self.m.last_commit.set(at_unix)
+        self.m.failing_seconds.set(0)
+        if self._refusing is not None:
+            self.m.store_refusing.labels(self._refusing).set(0)
+            log.warning("the store takes writes again")
+            self._refusing = None
+
+    def failed(self, kind: str, error: StoreError) -> None:
+        cause = getattr(error, "cause", None) or "other"
+        if self._refusing != cause:
+            if self._refusing is not None:
+                self.m.store_refusing.labels(self._refusing).set(0)
+            log.warning("the store refuses writes (%s): %s", cause, error)
+            self._refusing = cause
+        self.m.store_refusing.labels(cause).set(1)
+
+    def reconnected(self) -> None:
+        self.m.reconnects.inc()
+
+    def queue_depth(self, jobs: int) -> None:
+        self.m.writer_queue.set(jobs)
 
 
 def _describe(c: Collector) -> str:

@@ -54,3 +54,67 @@ class SelfMetrics:
         self.collector_enabled = Gauge(
             "hopscope_collector_enabled", "1 if the collector runs", ["collector"], registry=r
         )
+        # The store's one writer (hopscope/writer.py): is the store taking writes, and how busy is it?
+        self.last_commit = Gauge(
+            "hopscope_store_last_commit_timestamp_seconds",
+            "Unix time of the store's last successful write (any table)",
+            registry=r,
+        )
+        self.failing_seconds = Gauge(
+            "hopscope_store_failing_seconds",
+            "Seconds the store has been refusing writes (0: it takes them)",
+            registry=r,
+        )
+        self.store_refusing = Gauge(
+            "hopscope_store_refusing",
+            "1 while the store refuses writes, by the cause recognised (disk full, read-only, locked, other)",
+            ["cause"],
+            registry=r,
+        )
+        self.reconnects = Counter(
+            "hopscope_store_reconnects",
+            "Times the writer reopened its store connection after writes kept failing",
+            registry=r,
+        )
+        self.writer_queue = Gauge(
+            "hopscope_writer_queue_jobs", "Writes waiting for the store's writer", registry=r
+        )
+        self.writer_job_seconds = Histogram(
+            "hopscope_writer_job_seconds",
+            "How long one write held the store's writer, by kind (spans, samples, rollup, maintain:<step>, ...)",
+            ["kind"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+            registry=r,
+        )
+        self.maintenance_slice_max = Gauge(
+            "hopscope_maintenance_slice_max_seconds",
+            "The longest a maintenance slice has held the writer since start",
+            registry=r,
+        )
+        self.maintenance_cycles = Counter(
+            "hopscope_maintenance_cycles",
+            "Maintenance cycles, by whether every slice succeeded",
+            ["ok"],
+            registry=r,
+        )
+        self.maintenance_last_cycle = Gauge(
+            "hopscope_maintenance_last_cycle_seconds", "Wall time of the last maintenance cycle", registry=r
+        )
+        self.maintenance_pending = Gauge(
+            "hopscope_maintenance_pending",
+            "1 if the last cycle ran out of time with work left (it goes on at the next cycle)",
+            registry=r,
+        )
+        self.rollup_last_success = Gauge(
+            "hopscope_rollup_last_success_timestamp_seconds",
+            "Unix time of the last successful rollup",
+            registry=r,
+        )
+        self.samples_buffered = Gauge(
+            "hopscope_samples_buffered", "Samples and collector runs waiting to be written", registry=r
+        )
+        self.samples_dropped = Counter(
+            "hopscope_samples_dropped",
+            "Samples dropped because the retry buffer was full while the store refused writes",
+            registry=r,
+        )

@@ -31,7 +31,14 @@ class CollectorError(HopscopeError):
 
 
 class StoreError(HopscopeError):
-    """The store refused a write or a query."""
+    """The store refused a write or a query.
+
+    ``cause`` names a condition an operator can act on, where one was recognised:
+    "disk full", "read-only", "locked" (another writer holds the catalog); None otherwise."""
+
+    def __init__(self, message: str, *, cause: str | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class NotFoundError(HopscopeError):

@@ -18,7 +18,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -86,6 +86,44 @@ def _is_retryable(exc: BaseException) -> bool:
     return any(marker.lower() in text.lower() for marker in _RETRYABLE)
 
 
+# What an operator can act on, recognised in the messages of SQLite, DuckDB and the OS.
+_CAUSES = (
+    ("disk full", ("no space left on device", "database or disk is full", "disk is full", "sqlite_full")),
+    (
+        "read-only",
+        ("readonly database", "read-only file system", "permission denied", "sqlite_readonly"),
+    ),
+    ("locked", ("database is locked", "sqlite_busy", "could not set lock")),
+)
+
+
+def failure_cause(exc: BaseException) -> str | None:
+    """'disk full', 'read-only' or 'locked' where the error (or one it was raised from) says so."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen).lower()
+        for cause, markers in _CAUSES:
+            if any(m in text for m in markers):
+                return cause
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _sql_text(value: str) -> str:
+    """A SQL string literal: for the few statements (ATTACH) that take no bound parameters."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _check_writable(path: Path, catalog: Path) -> None:
+    """A reader needs to write beside the catalog (SQLite's WAL index): say "read-only", not "no store"."""
+    if not os.access(path, os.W_OK) or not os.access(catalog, os.W_OK):
+        raise StoreError(
+            f"{path}: the store is read-only (its folder or {CATALOG_FILE} is not writable); "
+            "SQLite's WAL needs write access beside the catalog even to read",
+            cause="read-only",
+        )
+
+
 def utcnow() -> datetime:
     """Now, as the naive-UTC datetime every table stores."""
     return datetime.now(UTC).replace(tzinfo=None)
@@ -147,6 +185,7 @@ class Store:
         self.exemplar_retention = exemplar_retention
         self.file_grace = file_grace
         self.commit_deadline_s = commit_deadline_s
+        self.inlining_rows = inlining_rows
         catalog = self.path / CATALOG_FILE
         if not catalog.exists() and not create:
             raise StoreError(
@@ -154,11 +193,14 @@ class Store:
             )
         if not create:
             self._check_catalog(catalog)  # a reader never turns a stray file into a new store
+            _check_writable(self.path, catalog)
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / DATA_DIR).mkdir(exist_ok=True)
         self._set_wal(catalog)
+        self._catalog = catalog
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by reconnect(): every thread's cursor of the old connection is stale
         self._con = self._connect(catalog, inlining_rows)
         self._ensure_tables()
         if create:
@@ -232,10 +274,12 @@ class Store:
         # The data always lives beside the catalog; overriding the recorded path makes a store
         # movable (built in a temporary folder and renamed, copied to another machine).
         data = str(self.path.resolve() / DATA_DIR) + "/"
+        # ATTACH takes no bound parameters: the paths go in as SQL string literals, quotes doubled.
         self._retry(
             lambda: con.execute(
-                f"ATTACH 'ducklake:sqlite:{catalog}' AS {LAKE} "
-                f"(DATA_PATH '{data}', OVERRIDE_DATA_PATH true, DATA_INLINING_ROW_LIMIT {int(inlining_rows)})"
+                f"ATTACH {_sql_text(f'ducklake:sqlite:{catalog}')} AS {LAKE} "
+                f"(DATA_PATH {_sql_text(data)}, OVERRIDE_DATA_PATH true, "
+                f"DATA_INLINING_ROW_LIMIT {int(inlining_rows)})"
             ),
             what="attach",
         )
@@ -293,9 +337,10 @@ class Store:
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cur = getattr(self._local, "cur", None)
-        if cur is None:
+        if cur is None or getattr(self._local, "generation", -1) != self._generation:
             with self._lock:
                 cur = self._con.cursor()
+                self._local.generation = self._generation
             cur.execute(f"USE {LAKE}")
             self._local.cur = cur
         return cur
@@ -303,6 +348,48 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+    def reconnect(self) -> None:
+        """Close the DuckDB connection and open a new one on the same catalog.
+
+        Closing ends every transaction this connection had open in the SQLite catalog, so a catalog
+        lock that one of them leaked is released; cursors of the old connection are replaced on the
+        next call of each thread."""
+        with self._lock:
+            old = self._con
+            self._generation += 1
+        try:
+            old.close()
+        except duckdb.Error as exc:  # closing a connection in a bad state: the new one is what matters
+            log.debug("closing the old store connection: %s", exc)
+        con = self._connect(self._catalog, self.inlining_rows)
+        with self._lock:
+            self._con = con
+
+    def clone(self) -> Store:
+        """Another Store on the same files with the same settings and a connection of its own
+        (the daemon's writer writes through one, its readers read through the other)."""
+        return Store(
+            self.path,
+            retention=self.retention,
+            exemplar_retention=self.exemplar_retention,
+            file_grace=self.file_grace,
+            inlining_rows=self.inlining_rows,
+            commit_deadline_s=self.commit_deadline_s,
+            create=False,
+        )
+
+    @contextmanager
+    def deadline(self, at: float | None) -> Iterator[None]:
+        """Bound this thread's retries inside the block by ``at`` (time.monotonic()); None: the default.
+
+        The writer gives each job its own deadline: a span commit must end inside the client's patience."""
+        previous = getattr(self._local, "deadline", None)
+        self._local.deadline = at
+        try:
+            yield
+        finally:
+            self._local.deadline = previous
 
     def __enter__(self) -> Store:
         return self
@@ -315,6 +402,9 @@ class Store:
     def _retry(self, fn: Any, *, what: str) -> Any:
         """Run fn, retrying contention errors with jittered backoff until the deadline."""
         deadline = time.monotonic() + self.commit_deadline_s
+        bound = getattr(self._local, "deadline", None)
+        if bound is not None:
+            deadline = min(deadline, bound)
         delay = 0.01
         attempt = 0
         while True:
@@ -324,7 +414,11 @@ class Store:
             except (duckdb.Error, sqlite3.Error) as exc:
                 self._rollback_quietly()
                 if not _is_retryable(exc) or time.monotonic() + delay > deadline:
-                    raise StoreError(f"{self.path}: {what} failed after {attempt} attempt(s): {exc}") from exc
+                    cause = failure_cause(exc)
+                    said = f"{cause}: " if cause else ""
+                    raise StoreError(
+                        f"{self.path}: {what} failed after {attempt} attempt(s): {said}{exc}", cause=cause
+                    ) from exc
                 log.debug("%s: retry %d after %s", what, attempt, exc)
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
@@ -337,6 +431,19 @@ class Store:
                 cur.execute("ROLLBACK")
             except duckdb.Error:
                 pass
+
+    def release(self) -> None:
+        """End what this thread's cursor left open: a result not read to its end (its autocommit
+        transaction commits when the next statement starts), then any transaction left open (rolled
+        back). The writer calls it after every job, so no catalog lock outlives the job."""
+        cur = getattr(self._local, "cur", None)
+        if cur is None or getattr(self._local, "generation", -1) != self._generation:
+            return
+        try:
+            cur.execute("SELECT 1").fetchall()
+        except duckdb.Error:
+            pass
+        self._rollback_quietly()
 
     def _in_transaction(self, statements: Any, *, what: str) -> Any:
         def run() -> Any:
@@ -387,11 +494,16 @@ class Store:
             arrays.append(arr)
         return pa.Table.from_arrays(arrays, schema=spec.arrow_schema)
 
-    def append(self, table: str, data: pa.Table | pd.DataFrame) -> int:
-        """Append rows atomically: all of them are committed, or none. Returns the row count."""
+    def append(self, table: str, data: pa.Table | pd.DataFrame, *, deadline: float | None = None) -> int:
+        """Append rows atomically: all of them are committed, or none. Returns the row count.
+
+        ``deadline`` (time.monotonic()) ends the retries early: past it, StoreError and nothing written."""
         arrow = self.conform(table, data)
         if arrow.num_rows == 0:
             return 0
+        if deadline is not None:
+            with self.deadline(deadline):
+                return self.append(table, arrow)
 
         def insert(cur: duckdb.DuckDBPyConnection) -> int:
             cur.register("_hopscope_in", arrow)
@@ -534,62 +646,57 @@ class Store:
     # -- maintenance -------------------------------------------------------------------------
 
     def maintain(self, now: datetime | None = None, *, retention: bool = True) -> MaintenanceReport:
-        """Flush inlined rows, apply retention, merge small files, expire snapshots, delete old files."""
+        """Apply retention, flush inlined rows, merge small files, expire snapshots, delete old files.
+
+        Runs every step of maintenance_steps() to the end on this thread. The daemon runs the same
+        steps one slice at a time on its writer instead, between ingest writes."""
         t0 = time.monotonic()
-        now = now or utcnow()
+        done: dict[str, int] = {}
         deleted: dict[str, int] = {}
-        if retention:
-            deleted = self._apply_retention(now)
-        cur = self._cursor()
-        flushed = self._retry(
-            lambda: cur.execute(f"CALL ducklake_flush_inlined_data('{LAKE}')").fetchall(),
-            what="flush inlined data",
-        )
-        self._retry(
-            lambda: cur.execute(f"CALL ducklake_merge_adjacent_files('{LAKE}')").fetchall(),
-            what="merge files",
-        )
-        grace = f"INTERVAL '{int(self.file_grace.total_seconds())} seconds'"
-        # Counted in SQL: the rows carry TIMESTAMP WITH TIME ZONE values, and fetching those into Python
-        # needs pytz, which nothing here declares (found on a bare GPU machine).
-        expired = self._retry(
-            lambda: cur.execute(
-                f"SELECT count(*) FROM ducklake_expire_snapshots('{LAKE}', older_than => now() - {grace})"
-            ).fetchone(),
-            what="expire snapshots",
-        )
-        cleaned = self._retry(
-            lambda: cur.execute(
-                f"SELECT count(*) FROM ducklake_cleanup_old_files('{LAKE}', older_than => now() - {grace})"
-            ).fetchone(),
-            what="clean up files",
-        )
+        for step in self.maintenance_steps(now or utcnow(), retention=retention):
+            for _ in range(_MAX_SLICES):
+                result = step.run(self)
+                done[step.kind] = done.get(step.kind, 0) + result.rows
+                if step.kind == "retention" and step.table:
+                    deleted[step.table] = deleted.get(step.table, 0) + result.rows
+                if not result.more:
+                    break
         return MaintenanceReport(
-            flushed=sum(int(r[-1] or 0) for r in flushed),
+            flushed=done.get("flush", 0),
             merged=True,
-            expired_snapshots=int(expired[0]) if expired else 0,
-            cleaned_files=int(cleaned[0]) if cleaned else 0,
+            expired_snapshots=done.get("expire", 0),
+            cleaned_files=done.get("cleanup", 0),
             deleted_rows=deleted,
             seconds=time.monotonic() - t0,
         )
 
-    def _apply_retention(self, now: datetime) -> dict[str, int]:
-        deleted: dict[str, int] = {}
-        for name, keep in self.retention.items():
-            spec = self._table(name)
-            cutoff = now - keep
-            if name == "spans":
-                # Past the hot window, keep the traces that rollups named as exemplars, and errors.
-                exemplar_cutoff = now - max(self.exemplar_retention, keep)
-                deleted[name] = self.delete(
-                    name,
-                    "start_time < ? AND (start_time < ? OR (status_code <> 2 AND lower(hex(trace_id)) NOT IN "
-                    "(SELECT unnest(exemplars) FROM hop_minutes WHERE minute >= ?)))",
-                    [cutoff, exemplar_cutoff, exemplar_cutoff],
+    def maintenance_steps(self, now: datetime, *, retention: bool = True) -> list[MaintenanceStep]:
+        """Maintenance as bounded slices, in order: retention (a day of one table per slice), flush of
+        inlined rows (one table), merge (a few output files of one table), expire (a few hundred
+        snapshots), clean up (the files replaced before the grace). Each slice is one short
+        transaction that ends before run() returns: no cursor keeps a catalog lock between slices.
+        A step whose result says `more` is run again for the rest."""
+        steps: list[MaintenanceStep] = []
+        if retention:
+            for name, keep in self.retention.items():
+                steps.append(
+                    MaintenanceStep(f"retention {name}", "retention", name, _retention_slice(name, keep, now))
                 )
-            else:
-                deleted[name] = self.delete(name, f'"{spec.time_column}" < ?', [cutoff])
-        return deleted
+        for name in TABLES:
+            steps.append(MaintenanceStep(f"flush {name}", "flush", name, _flush_slice(name)))
+        for name in TABLES:
+            steps.append(MaintenanceStep(f"merge {name}", "merge", name, _merge_slice(name)))
+        steps.append(MaintenanceStep("expire snapshots", "expire", None, _expire_slice))
+        steps.append(MaintenanceStep("clean up files", "cleanup", None, _cleanup_slice))
+        return steps
+
+    def _call(self, sql: str, params: Sequence[Any] | None = None, *, what: str) -> list[tuple[Any, ...]]:
+        """One maintenance statement, its result read to the end: a result left open (fetchone) keeps
+        its autocommit transaction, and with it the catalog's write lock, until the cursor's next
+        statement (that wedged the daemon at its first maintenance)."""
+        cur = self._cursor()
+        rows = self._retry(lambda: cur.execute(sql, list(params or [])).fetchall(), what=what)
+        return list(rows)
 
     @staticmethod
     def _table(name: str) -> Table:
@@ -597,6 +704,113 @@ class Store:
             return TABLES[name]
         except KeyError:
             raise StoreError(f"no table {name!r} (tables: {', '.join(TABLES)})") from None
+
+
+# Enough for any store: a step that still says `more` after this many slices is left for the next cycle.
+_MAX_SLICES = 10_000
+# Slice sizes: each slice stays well under a second on this machine (benchmarks/soak.py reports them).
+_MERGE_FILES_PER_SLICE = 4
+_EXPIRE_PER_SLICE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class SliceResult:
+    rows: int  # rows deleted or flushed, files merged or cleaned, snapshots expired
+    more: bool = False  # run the step again: there is more of the same work
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceStep:
+    """One kind of maintenance on one table; run() does one bounded slice of it."""
+
+    name: str
+    kind: str  # retention | flush | merge | expire | cleanup
+    table: str | None
+    run: Callable[[Store], SliceResult]
+
+
+def _retention_slice(name: str, keep: timedelta, now: datetime) -> Callable[[Store], SliceResult]:
+    """Delete one day of rows older than the table's retention (the oldest day first)."""
+    spec = TABLES[name]
+    col = spec.time_column
+    cutoff = now - keep
+
+    def run(store: Store) -> SliceResult:
+        oldest = store._call(f'SELECT min("{col}") FROM "{name}"', what=f"retention {name}")[0][0]
+        if oldest is None or oldest >= cutoff:
+            return SliceResult(0)
+        upto = min(cutoff, oldest.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1))
+        if name == "spans":
+            # Past the hot window, keep the traces that rollups named as exemplars, and errors.
+            exemplar_cutoff = now - max(store.exemplar_retention, keep)
+            deleted = store.delete(
+                name,
+                "start_time < ? AND (start_time < ? OR (status_code <> 2 AND lower(hex(trace_id)) NOT IN "
+                "(SELECT unnest(exemplars) FROM hop_minutes WHERE minute >= ?)))",
+                [upto, exemplar_cutoff, exemplar_cutoff],
+            )
+        else:
+            deleted = store.delete(name, f'"{col}" < ?', [upto])
+        return SliceResult(deleted, more=upto < cutoff)
+
+    return run
+
+
+def _flush_slice(name: str) -> Callable[[Store], SliceResult]:
+    def run(store: Store) -> SliceResult:
+        rows = store._call(
+            f"CALL ducklake_flush_inlined_data('{LAKE}', table_name => ?)", [name], what=f"flush {name}"
+        )
+        return SliceResult(sum(int(r[-1] or 0) for r in rows))
+
+    return run
+
+
+def _merge_slice(name: str) -> Callable[[Store], SliceResult]:
+    def run(store: Store) -> SliceResult:
+        rows = store._call(
+            f"CALL ducklake_merge_adjacent_files('{LAKE}', ?, max_compacted_files => {_MERGE_FILES_PER_SLICE})",
+            [name],
+            what=f"merge {name}",
+        )
+        processed = sum(int(r[2] or 0) for r in rows)
+        created = sum(int(r[3] or 0) for r in rows)
+        return SliceResult(processed, more=created >= _MERGE_FILES_PER_SLICE)
+
+    return run
+
+
+def _expire_slice(store: Store) -> SliceResult:
+    grace = int(store.file_grace.total_seconds())
+    ids = [
+        int(r[0])
+        for r in store._call(
+            f"SELECT snapshot_id FROM ducklake_snapshots('{LAKE}') "
+            f"WHERE snapshot_time < now() - to_seconds({grace}) "
+            f"AND snapshot_id < (SELECT max(snapshot_id) FROM ducklake_snapshots('{LAKE}')) "
+            f"ORDER BY snapshot_id LIMIT {_EXPIRE_PER_SLICE}",
+            what="find snapshots to expire",
+        )
+    ]
+    if not ids:
+        return SliceResult(0)
+    # Counted in SQL: the rows carry TIMESTAMP WITH TIME ZONE values, and fetching those into Python
+    # needs pytz, which nothing here declares (found on a bare GPU machine).
+    rows = store._call(
+        f"SELECT count(*) FROM ducklake_expire_snapshots('{LAKE}', versions => ?::UBIGINT[])",
+        [ids],
+        what="expire snapshots",
+    )
+    return SliceResult(int(rows[0][0]) if rows else 0, more=len(ids) == _EXPIRE_PER_SLICE)
+
+
+def _cleanup_slice(store: Store) -> SliceResult:
+    grace = int(store.file_grace.total_seconds())
+    rows = store._call(
+        f"SELECT count(*) FROM ducklake_cleanup_old_files('{LAKE}', older_than => now() - to_seconds({grace}))",
+        what="clean up files",
+    )
+    return SliceResult(int(rows[0][0]) if rows else 0)
 
 
 def _naive(value: Any) -> Any:

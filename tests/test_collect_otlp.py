@@ -387,7 +387,7 @@ class _GatedStore:
         self.gate = threading.Event()
         self.appends = 0
 
-    def append(self, table: str, data: pa.Table) -> int:
+    def append(self, table: str, data: pa.Table, *, deadline: float | None = None) -> int:
         self.gate.wait()
         self.appends += 1
         return self.store.append(table, data)
