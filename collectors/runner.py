@@ -370,10 +370,12 @@ class Daemon:
             return max(0.1, end - time.monotonic())
 
         self._stop.set()
+        if self.writer is not None:  # writes in flight and to come give up by then
+            self.writer.finish_by(end - 0.5)
         if self.otlp is not None:
             self.otlp.stop(grace_s=min(left(), self.cfg.otlp.ack_timeout_s + 1.0))
         for t in self._threads:
-            t.join(timeout=min(left(), 2.0))  # a thread inside a slow write is a daemon thread
+            t.join(timeout=left())  # each is at most inside one write, bounded above
         self.sink.flush()
         unwritten_jobs = self.writer.close(timeout=left()) if self.writer is not None else 0
         samples, runs = self.sink.pending

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import sqlite3
 import threading
 import time
@@ -97,16 +98,29 @@ _CAUSES = (
 )
 
 
-def failure_cause(exc: BaseException) -> str | None:
-    """'disk full', 'read-only' or 'locked' where the error (or one it was raised from) says so."""
+def failure_cause(exc: BaseException, path: str | Path | None = None) -> str | None:
+    """'disk full', 'read-only' or 'locked' where the error (or one it was raised from) says so.
+
+    SQLite reports a full disk met while growing its WAL index as a plain "disk I/O error": with
+    the store's ``path``, such an error on a filesystem with (almost) no space left is "disk full"."""
     seen: BaseException | None = exc
     while seen is not None:
         text = str(seen).lower()
         for cause, markers in _CAUSES:
             if any(m in text for m in markers):
                 return cause
+        if path is not None and "i/o error" in text and _nearly_full(path):
+            return "disk full"
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _nearly_full(path: str | Path) -> bool:
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError:
+        return False
+    return usage.free < max(1 << 20, usage.total // 1000)
 
 
 def _sql_text(value: str) -> str:
@@ -191,9 +205,10 @@ class Store:
             raise StoreError(
                 f"{self.path}: no store here (missing {CATALOG_FILE}); run `hopscope demo` or `hopscope collect`"
             )
+        if catalog.exists():
+            _check_writable(self.path, catalog)
         if not create:
             self._check_catalog(catalog)  # a reader never turns a stray file into a new store
-            _check_writable(self.path, catalog)
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / DATA_DIR).mkdir(exist_ok=True)
         self._set_wal(catalog)
@@ -414,7 +429,7 @@ class Store:
             except (duckdb.Error, sqlite3.Error) as exc:
                 self._rollback_quietly()
                 if not _is_retryable(exc) or time.monotonic() + delay > deadline:
-                    cause = failure_cause(exc)
+                    cause = failure_cause(exc, self.path)
                     said = f"{cause}: " if cause else ""
                     raise StoreError(
                         f"{self.path}: {what} failed after {attempt} attempt(s): {said}{exc}", cause=cause

@@ -100,6 +100,7 @@ class StoreWriter:
         self.last_error: str | None = None
         self.last_error_cause: str | None = None
         self._failing_since: float | None = None
+        self._cap: float | None = None  # no job's deadline is later than this (set when stopping)
         self._last_heal: float | None = None
         self.reconnects = 0
         self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
@@ -117,7 +118,10 @@ class StoreWriter:
     ) -> Future[T]:
         """Queue fn(store); the Future holds its result or its StoreError."""
         future: Future[T] = Future()
-        job = _Job(kind, fn, deadline if deadline is not None else self._clock() + DEFAULT_DEADLINE_S, future)
+        at = deadline if deadline is not None else self._clock() + DEFAULT_DEADLINE_S
+        if self._cap is not None:
+            at = min(at, self._cap)
+        job = _Job(kind, fn, at, future)
         with self._close_lock:
             if self._closing:
                 raise WriterClosed(f"{self.store.path}: the writer is stopping; {kind} not written")
@@ -162,6 +166,8 @@ class StoreWriter:
     def _run_job(self, job: _Job) -> None:
         if not job.future.set_running_or_notify_cancel():
             return
+        if self._cap is not None:
+            job.deadline = min(job.deadline, self._cap)
         now = self._clock()
         if now >= job.deadline:
             job.future.set_exception(
@@ -175,6 +181,8 @@ class StoreWriter:
         except BaseException as exc:  # every failure goes to the waiter; the thread lives on
             self._settle()
             error = exc if isinstance(exc, StoreError) else _as_store_error(self.store, job.kind, exc)
+            if error.cause is None:
+                error.cause = failure_cause(error, self.store.path)
             self._failure(job.kind, error)
             self.listener.job_done(job.kind, time.perf_counter() - t0, False)
             job.future.set_exception(error)
@@ -194,7 +202,7 @@ class StoreWriter:
     def _failure(self, kind: str, error: StoreError) -> None:
         now = self._clock()
         self.last_error = str(error)
-        self.last_error_cause = getattr(error, "cause", None) or failure_cause(error)
+        self.last_error_cause = getattr(error, "cause", None) or failure_cause(error, self.store.path)
         if self._failing_since is None:
             self._failing_since = now
         self.listener.failed(kind, error)
@@ -220,6 +228,10 @@ class StoreWriter:
 
     # -- stopping -----------------------------------------------------------------------------------
 
+    def finish_by(self, at: float) -> None:
+        """From now on no job, queued or new, runs or retries past ``at`` (a bounded stop)."""
+        self._cap = at
+
     def close(self, timeout: float | None = None) -> int:
         """Refuse new jobs, run the queued ones (each still bounded by its deadline), stop the thread.
 
@@ -243,7 +255,7 @@ class StoreWriter:
 
 
 def _as_store_error(store: Store, kind: str, exc: BaseException) -> StoreError:
-    cause = failure_cause(exc)
+    cause = failure_cause(exc, store.path)
     said = f"{cause}: " if cause else ""
     error = StoreError(f"{store.path}: {kind} failed: {said}{type(exc).__name__}: {exc}", cause=cause)
     error.__cause__ = exc

@@ -1,0 +1,1 @@
+"""Test beds that drive hopscope for real: a soak of `hopscope collect` (testbed.soak)."""
