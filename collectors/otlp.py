@@ -1028,8 +1028,11 @@ class _TraceService:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Backpressure as exc:
             r.metrics.requests.labels("grpc", str(exc.status)).inc()
-            # UNAVAILABLE is retryable for every OTLP client (RESOURCE_EXHAUSTED only with RetryInfo).
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            # As the OTLP spec says: a full queue is RESOURCE_EXHAUSTED, a store that did not commit in
+            # time UNAVAILABLE; both carry RetryInfo, which makes RESOURCE_EXHAUSTED retryable too.
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.status == 429 else grpc.StatusCode.UNAVAILABLE
+            context.set_trailing_metadata(_retry_info(code, str(exc), r.cfg.retry_after_s))
+            context.abort(code, str(exc))
         r.metrics.requests.labels("grpc", "200").inc()
         return _response(decoded)
 
@@ -1133,6 +1136,23 @@ class OtlpReceiver:
         if self.grpc_port:
             out.append(f"OTLP/gRPC {self.cfg.host}:{self.grpc_port}")
         return out
+
+
+def _retry_info(code: Any, message: str, seconds: int) -> tuple[tuple[str, bytes], ...]:
+    """RetryInfo as gRPC clients read it: in grpc-status-details-bin (google.rpc.Status with the RetryInfo
+    detail, the standard) and in google.rpc.retryinfo-bin (what the OpenTelemetry Python exporter reads)."""
+    from google.protobuf import any_pb2  # noqa: PLC0415  (with gRPC only)
+    from google.rpc import error_details_pb2, status_pb2  # noqa: PLC0415
+
+    info = error_details_pb2.RetryInfo()
+    info.retry_delay.seconds = seconds
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    return (
+        ("grpc-status-details-bin", status.SerializeToString()),
+        ("google.rpc.retryinfo-bin", info.SerializeToString()),
+    )
 
 
 def _grpc_host(host: str) -> str:

@@ -67,3 +67,63 @@ def read_status(store_path: str | Path) -> DaemonStatus | None:
         return DaemonStatus(**{k: v for k, v in raw.items() if k in names})
     except TypeError:  # written by another version, missing a field
         return None
+
+
+# A daemon that has not rewritten its status for this long is taken as stopped (it writes every 2 s).
+STALE_AFTER_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class WriteHealth:
+    """What the Collectors page says about the daemon's writes: a verdict and the figures behind it."""
+
+    level: str  # "ok", "warning" (falling behind, recovering) or "error" (refusing writes, or stopped)
+    headline: str
+    figures: tuple[tuple[str, str], ...]
+
+
+def write_health(status: DaemonStatus | None, now: float | None = None) -> WriteHealth | None:
+    """None where no daemon has written a status for this store (a demo store, a copied store)."""
+    if status is None:
+        return None
+    now = now or time.time()
+    age = status.age_s(now)
+    last = "never" if status.last_commit_unix is None else f"{_ago(now - status.last_commit_unix)} ago"
+    figures = (
+        ("last commit", last),
+        ("queued writes", f"{status.writer_queue:,}"),
+        ("spans waiting", f"{status.span_queue:,}"),
+        ("records buffered", f"{status.buffered_records:,}"),
+        ("spans stored", f"{status.spans_received:,}"),
+        ("spans refused", f"{status.spans_refused:,}"),
+        ("reconnects", f"{status.reconnects:,}"),
+        ("longest maintenance slice", f"{status.longest_slice_s:.2f} s"),
+    )
+    if age > STALE_AFTER_S:
+        return WriteHealth(
+            "error",
+            f"hopscope collect (pid {status.pid} on {status.host}) last reported {_ago(age)} ago: stopped?",
+            figures,
+        )
+    if status.refusing:
+        cause = status.last_error_cause or "see the daemon's log"
+        return WriteHealth(
+            "error",
+            f"The store refuses writes ({cause}) for {_ago(status.failing_for_s)}: spans are answered 503 "
+            "and retried by their clients; samples wait in memory",
+            figures,
+        )
+    if status.maintenance_pending:
+        return WriteHealth(
+            "warning", "Writes are taken; maintenance ran out of its interval and goes on", figures
+        )
+    return WriteHealth("ok", f"Writes are taken: last commit {last}", figures)
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -67,7 +67,13 @@ DEFAULT_FILE_GRACE = timedelta(minutes=10)
 
 _PARTITIONED = ("spans", "hop_minutes", "samples")
 _LAYOUT_KEY = "store.layout"
-_LAYOUT_VERSION = "2: parquet v2, spans sorted by service, start_time"
+_LAYOUT_VERSION = "3: parquet v2, spans sorted by service, start_time, 8 MB target files"
+# One merge operation reads about this much: the slices of a busy day's store stay well under a second.
+TARGET_FILE_BYTES = 8 << 20
+# Only files under this size are merged. A merge's output compresses better than its inputs (sorted),
+# so it lands at 2-4 MB; were it a candidate again, every operation would rewrite the last one's output
+# (measured: 102 slices of ~1 s instead of 17 of ~0.35 s on a day of 4.4M spans, benchmarks/maintenance.py).
+MERGE_CANDIDATE_BYTES = TARGET_FILE_BYTES // 4
 
 
 def _extension_path(module: str, name: str) -> str | None:
@@ -345,6 +351,7 @@ class Store:
         def run() -> None:
             cur = self._cursor()
             cur.execute(f"CALL {LAKE}.set_option('parquet_version', 2)")
+            cur.execute(f"CALL {LAKE}.set_option('target_file_size', '{TARGET_FILE_BYTES >> 20}MiB')")
             cur.execute('ALTER TABLE "spans" SET SORTED BY ("service" ASC, "start_time" ASC)')
 
         self._retry(run, what="set the file layout")
@@ -724,7 +731,7 @@ class Store:
 # Enough for any store: a step that still says `more` after this many slices is left for the next cycle.
 _MAX_SLICES = 10_000
 # Slice sizes: each slice stays well under a second on this machine (benchmarks/soak.py reports them).
-_MERGE_FILES_PER_SLICE = 4
+_MERGE_FILES_PER_SLICE = 2  # merge operations (output files) per slice
 _EXPIRE_PER_SLICE = 500
 
 
@@ -784,7 +791,8 @@ def _flush_slice(name: str) -> Callable[[Store], SliceResult]:
 def _merge_slice(name: str) -> Callable[[Store], SliceResult]:
     def run(store: Store) -> SliceResult:
         rows = store._call(
-            f"CALL ducklake_merge_adjacent_files('{LAKE}', ?, max_compacted_files => {_MERGE_FILES_PER_SLICE})",
+            f"CALL ducklake_merge_adjacent_files('{LAKE}', ?, max_compacted_files => {_MERGE_FILES_PER_SLICE}, "
+            f"max_file_size => {MERGE_CANDIDATE_BYTES})",
             [name],
             what=f"merge {name}",
         )

@@ -434,6 +434,42 @@ def test_backpressure_answers_429_or_503_and_the_exporter_retry_gets_everything_
     assert len(rows) == 40 and all(row["n"] == 1 for row in rows)  # everything, exactly once
 
 
+def test_a_full_queue_answers_grpc_resource_exhausted_with_retry_info(store: Store) -> None:
+    import grpc
+    from google.rpc import error_details_pb2
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    gated = _GatedStore(store)
+    r = OtlpReceiver(gated, OtlpConfig(http_port=0, grpc_port=0, max_queue_spans=10, retry_after_s=3))
+    r.start()
+    try:
+        first = threading.Thread(target=lambda: HttpExporter(
+            endpoint=f"http://127.0.0.1:{r.http_port}/v1/traces", timeout=20).export(_chain(2, seed=1)))  # fmt: skip
+        first.start()  # its 10 spans wait at the gate, in a commit
+        second = threading.Thread(target=lambda: HttpExporter(
+            endpoint=f"http://127.0.0.1:{r.http_port}/v1/traces", timeout=20).export(_chain(2, seed=2)))  # fmt: skip
+        time.sleep(1.0)
+        second.start()  # its 10 spans fill the queue
+        time.sleep(1.0)
+        request = trace_service_pb2.ExportTraceServiceRequest.FromString(
+            encode_spans(_chain(1, seed=3)).SerializeToString()
+        )
+        with grpc.insecure_channel(f"127.0.0.1:{r.grpc_port}") as channel:
+            with pytest.raises(grpc.RpcError) as err:
+                trace_service_pb2_grpc.TraceServiceStub(channel).Export(request, timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        trailers = dict(err.value.trailing_metadata())
+        status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+        info = error_details_pb2.RetryInfo()
+        assert status.details[0].Unpack(info) and info.retry_delay.seconds == 3
+        assert "write queue full" in status.message
+    finally:
+        gated.gate.set()
+        first.join(30)
+        second.join(30)
+        r.stop()
+
+
 def _samples(r: OtlpReceiver, name: str) -> dict[tuple[str, ...], float]:
     out = {}
     for metric in r.metrics.registry.collect():

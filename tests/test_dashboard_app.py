@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -422,6 +423,45 @@ def test_collectors_page_shows_freshness_runs_and_store(dash_store: Path, env: A
     assert any(m.label == "Size on disk" for m in at.metric)
     tables = at.dataframe[1].value
     assert set(tables["table"]) == {"spans", "hop_minutes", "samples", "collector_runs"}
+
+
+def test_collectors_page_says_when_the_store_refuses_writes_and_why(tmp_path: Path, env: Any) -> None:
+    import dataclasses
+    import time
+
+    from hopscope.health import DaemonStatus, write_status
+    from hopscope.store import Store
+
+    Store(tmp_path / "s").close()
+    now = time.time()
+    status = DaemonStatus(
+        pid=4242, host="edge-1", started_unix=now - 600, updated_unix=now, last_commit_unix=now - 95,
+        failing_for_s=95.0, last_error="append to spans failed: disk full", last_error_cause="disk full",
+        reconnects=2, writer_queue=3, span_queue=1200, buffered_records=450, spans_received=10_000,
+        spans_refused=300, rollup_last_success_unix=now - 100, maintenance_pending=False, longest_slice_s=0.42,
+    )  # fmt: skip
+    write_status(tmp_path / "s", status)
+    env(tmp_path / "s")
+    at = run_page("pages/collectors.py")
+    assert [e.value for e in at.error] == [
+        "The store refuses writes \\(disk full\\) for 2 min\\: spans are answered 503 and retried by their "
+        "clients; samples wait in memory"
+    ]
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["last commit"] == "2 min ago" and shown["reconnects"] == "2"
+    assert (shown["queued writes"], shown["spans waiting"], shown["spans refused"]) == ("3", "1,200", "300")
+
+    now = time.time()
+    write_status(
+        tmp_path / "s", dataclasses.replace(status, failing_for_s=0.0, updated_unix=now, last_commit_unix=now)
+    )
+    at = run_page("pages/collectors.py")
+    assert not at.error and len(at.success) == 1
+    assert re.fullmatch(r"Writes are taken\\: last commit \d s ago", at.success[0].value), at.success[0].value
+
+    write_status(tmp_path / "s", dataclasses.replace(status, updated_unix=time.time() - 600))
+    at = run_page("pages/collectors.py")
+    assert "last reported 10 min ago\\: stopped?" in at.error[0].value
 
 
 # ---------------------------------------------------------------- real samples from an NVIDIA H200

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -235,3 +235,28 @@ def test_maintain_applies_per_table_retention_and_keeps_exemplar_traces(tmp_path
 def test_opening_a_missing_store_without_create_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no store here"):
         Store(tmp_path / "nothing", create=False)
+
+
+def test_a_store_path_with_quotes_opens_and_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / 'it\'s a "store"; DROP TABLE x; --'
+    with Store(path) as s:
+        s.set_state("k", "v")
+    with Store(path, create=False) as s:  # ATTACH takes the path as a literal: quotes are doubled
+        assert s.get_state("k") == "v"
+
+
+def test_maintenance_slices_each_end_their_transaction_so_another_process_can_write_between_them(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "s", file_grace=timedelta(0))
+    for i in range(5):
+        store.set_state(f"k{i}", "v")
+    other = (
+        "import sys; from hopscope.store import Store; "
+        "Store(sys.argv[1], commit_deadline_s=2).set_state('other', 'v')"
+    )
+    for step in store.maintenance_steps(datetime.now(UTC).replace(tzinfo=None)):
+        step.run(store)  # no release() here: each slice must end what it started
+        done = subprocess.run([sys.executable, "-c", other, str(store.path)], capture_output=True, text=True)
+        assert done.returncode == 0, f"after {step.name}: {done.stderr[-300:]}"
+    store.close()

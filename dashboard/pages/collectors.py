@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import streamlit as st
 
 from dashboard import state
-from hopscope import views
+from hopscope import health, views
 
 state.page("Collectors")
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text)
+
+
 spec = state.time_range()
 every = state.refresh_interval()
 
@@ -16,6 +24,13 @@ every = state.refresh_interval()
 def live() -> None:
     w = state.window(spec)
     state.window_caption(w)
+    writes = health.write_health(health.read_status(state.store_path()))
+    if writes is not None:
+        show = {"ok": st.success, "warning": st.warning, "error": st.error}[writes.level]
+        show(_plain(writes.headline))  # Streamlit reads it as Markdown: a host name is text, not markup
+        for row in range(0, len(writes.figures), 4):  # four tiles a row stay readable at 1024 px
+            for col, (label, value) in zip(st.columns(4), writes.figures[row : row + 4], strict=False):
+                col.metric(label, value)
     now = views.utcnow().replace(microsecond=0)
     fresh = state.freshness(now, True)
     if fresh.empty:
