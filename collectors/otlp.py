@@ -991,6 +991,14 @@ class _HttpServer(ThreadingHTTPServer):
                 if not busy:
                     _shut_read(conn)
 
+    def shut_all_reads(self) -> None:
+        """End every read still going on: a client still sending its body when the stop's grace is
+        over gets no answer (nothing of it was acknowledged); requests waiting for their commit
+        are not reading, and still answer."""
+        with self._conns_lock:
+            for conn in self._conns:
+                _shut_read(conn)
+
 
 def _shut_read(conn: socket.socket) -> None:
     try:
@@ -1122,13 +1130,19 @@ class OtlpReceiver:
         """Stop accepting, answer every request in flight after its commit, flush the queue."""
         if self._grpc_service is not None:
             self._grpc_service.stopping = True
+        t_end = time.monotonic() + grace_s
         stopped_grpc = self._grpc.stop(grace_s) if self._grpc is not None else None
         if self._http is not None:
             self._http.stop_accepting()
+            # A client trickling its body must not hold the stop past its grace.
+            cut = threading.Timer(max(0.0, grace_s - 1.0), self._http.shut_all_reads)
+            cut.daemon = True
+            cut.start()
             self._http.server_close()  # joins handler threads; each waits for its commit
+            cut.cancel()
         if stopped_grpc is not None:
-            stopped_grpc.wait(grace_s)
-        self.writer.close()
+            stopped_grpc.wait(max(0.0, t_end - time.monotonic()))
+        self.writer.close(max(0.5, t_end - time.monotonic()))
 
     @property
     def addresses(self) -> list[str]:

@@ -106,15 +106,26 @@ class RecordSink:
             self._metrics.samples_buffered.set(len(self._samples) + len(self._runs))
 
     def _bound(self) -> None:
-        """Drop the oldest records past the bound (the lock is held)."""
+        """Drop the oldest records past the bound (the lock is held), and say how many."""
         over = len(self._samples) - self._max_buffered
         if over > 0:
             del self._samples[:over]
+            left = over  # the per-collector counts of what was dropped go too
+            while left and self._sample_sources:
+                collector, n = self._sample_sources[0]
+                if n <= left:
+                    self._sample_sources.pop(0)
+                    left -= n
+                else:
+                    self._sample_sources[0] = (collector, n - left)
+                    left = 0
             self._metrics.samples_dropped.inc(over)
             log.warning("the store refuses writes: dropped the %d oldest buffered samples", over)
         over = len(self._runs) - self._max_buffered // 10
         if over > 0:
             del self._runs[:over]
+            self._metrics.samples_dropped.inc(over)
+            log.warning("the store refuses writes: dropped the %d oldest buffered collector runs", over)
 
 
 def run_once(collector: Collector, sink: RecordSink, metrics: SelfMetrics) -> list[Run]:
@@ -253,7 +264,10 @@ class Daemon:
 
     def _every(self, interval_s: float, fn: Callable[[], None]) -> None:
         while not self._stop.wait(interval_s):
-            fn()
+            try:
+                fn()
+            except Exception:  # a bug in one periodic task must not end it for good
+                log.exception("%s failed", getattr(fn, "__name__", "a periodic task"))
 
     def _rollup(self) -> None:
         t0 = time.perf_counter()
@@ -288,8 +302,8 @@ class Daemon:
         errors: list[str] = []
         pending = False
         for step in steps:
-            for _ in range(1000):
-                if self._stop.is_set() or time.monotonic() > budget_end:
+            for slice_no in range(_MAX_SLICES_PER_STEP + 1):
+                if self._stop.is_set() or time.monotonic() > budget_end or slice_no == _MAX_SLICES_PER_STEP:
                     pending = True
                     break
                 try:
@@ -343,6 +357,7 @@ class Daemon:
             spans_refused=int(_total(m.spans_refused)),
             rollup_last_success_unix=_gauge(m.rollup_last_success),
             maintenance_pending=self.maintenance_pending,
+            busy_for_s=round(w.busy_for_s, 1),
             longest_slice_s=round(getattr(self._listener, "longest_slice_s", 0.0), 3),
         )
         try:
@@ -383,9 +398,10 @@ class Daemon:
             cause = ""
             if self.writer is not None and self.writer.last_error:
                 cause = f" (last store error: {self.writer.last_error_cause or self.writer.last_error[:200]})"
+            jobs = f", {unwritten_jobs} queued write(s) did not run" if unwritten_jobs else ""
             print(
                 f"hopscope collect: could not commit {samples} sample(s) and {runs} collector run(s) before "
-                f"stopping{cause}",
+                f"stopping{jobs}{cause}",
                 file=err,
                 flush=True,
             )
@@ -397,7 +413,8 @@ class Daemon:
 
 
 # A maintenance slice that cannot start or finish within this gives the writer back (retried next cycle).
-_SLICE_DEADLINE_S = 5.0
+_SLICE_DEADLINE_S = 2.0
+_MAX_SLICES_PER_STEP = 1000
 _STATUS_EVERY_S = 2.0
 
 

@@ -39,6 +39,9 @@ class StoreError(HopscopeError):
     def __init__(self, message: str, *, cause: str | None = None) -> None:
         super().__init__(message)
         self.cause = cause
+        # True where the database refused (a failed commit or statement), False for the caller's own
+        # mistakes (an unknown column, a bad type): only the first means the store is refusing writes.
+        self.refused = False
 
 
 class NotFoundError(HopscopeError):

@@ -37,6 +37,7 @@ class DaemonStatus:
     rollup_last_success_unix: float | None
     maintenance_pending: bool
     longest_slice_s: float
+    busy_for_s: float = 0.0  # how long the write now running has held the writer
 
     @property
     def refusing(self) -> bool:
@@ -71,6 +72,8 @@ def read_status(store_path: str | Path) -> DaemonStatus | None:
 
 # A daemon that has not rewritten its status for this long is taken as stopped (it writes every 2 s).
 STALE_AFTER_S = 30.0
+# No write holds the writer this long when the store is well (a span commit ~30 ms, a slice < 1 s).
+STUCK_AFTER_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,12 @@ def write_health(status: DaemonStatus | None, now: float | None = None) -> Write
             "error",
             f"The store refuses writes ({cause}) for {_ago(status.failing_for_s)}: spans are answered 503 "
             "and retried by their clients; samples wait in memory",
+            figures,
+        )
+    if status.busy_for_s > STUCK_AFTER_S:
+        return WriteHealth(
+            "error",
+            f"The store's writer has been inside one write for {_ago(status.busy_for_s)}: new writes wait",
             figures,
         )
     if status.maintenance_pending:

@@ -379,14 +379,14 @@ class Store:
         next call of each thread."""
         with self._lock:
             old = self._con
-            self._generation += 1
         try:
-            old.close()
+            old.close()  # first: it ends the old transactions (the new connection may need their lock)
         except duckdb.Error as exc:  # closing a connection in a bad state: the new one is what matters
             log.debug("closing the old store connection: %s", exc)
         con = self._connect(self._catalog, self.inlining_rows)
-        with self._lock:
+        with self._lock:  # swapped together: no thread tags a cursor of the old one with the new generation
             self._con = con
+            self._generation += 1
 
     def clone(self) -> Store:
         """Another Store on the same files with the same settings and a connection of its own
@@ -438,9 +438,11 @@ class Store:
                 if not _is_retryable(exc) or time.monotonic() + delay > deadline:
                     cause = failure_cause(exc, self.path)
                     said = f"{cause}: " if cause else ""
-                    raise StoreError(
+                    error = StoreError(
                         f"{self.path}: {what} failed after {attempt} attempt(s): {said}{exc}", cause=cause
-                    ) from exc
+                    )
+                    error.refused = True  # the database refused, not the caller's data
+                    raise error from exc
                 log.debug("%s: retry %d after %s", what, attempt, exc)
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
@@ -752,13 +754,20 @@ class MaintenanceStep:
 
 
 def _retention_slice(name: str, keep: timedelta, now: datetime) -> Callable[[Store], SliceResult]:
-    """Delete one day of rows older than the table's retention (the oldest day first)."""
+    """Delete one day of rows older than the table's retention (the oldest day first).
+
+    Each slice starts where the last one ended: rows the delete keeps on purpose (error spans and
+    exemplar traces, kept 30 days) stay the oldest, and must not make the next slice the same day."""
     spec = TABLES[name]
     col = spec.time_column
     cutoff = now - keep
+    done_upto: list[datetime] = []  # the upper bound of the last slice of this step
 
     def run(store: Store) -> SliceResult:
-        oldest = store._call(f'SELECT min("{col}") FROM "{name}"', what=f"retention {name}")[0][0]
+        if done_upto:
+            oldest: datetime | None = done_upto[-1]
+        else:
+            oldest = store._call(f'SELECT min("{col}") FROM "{name}"', what=f"retention {name}")[0][0]
         if oldest is None or oldest >= cutoff:
             return SliceResult(0)
         upto = min(cutoff, oldest.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1))
@@ -773,6 +782,7 @@ def _retention_slice(name: str, keep: timedelta, now: datetime) -> Callable[[Sto
             )
         else:
             deleted = store.delete(name, f'"{col}" < ?', [upto])
+        done_upto.append(upto)
         return SliceResult(deleted, more=upto < cutoff)
 
     return run

@@ -26,15 +26,18 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import duckdb
 import pyarrow as pa
 
 from hopscope.errors import StoreError
@@ -49,6 +52,8 @@ T = TypeVar("T")
 
 URGENT, NORMAL = 0, 1  # span commits before everything else
 DEFAULT_DEADLINE_S = 10.0
+_RECONNECT_DEADLINE_S = 5.0
+_NOT_A_COMMIT = ("maintain:",)
 
 
 class WriterClosed(StoreError):
@@ -101,6 +106,7 @@ class StoreWriter:
         self.last_error_cause: str | None = None
         self._failing_since: float | None = None
         self._cap: float | None = None  # no job's deadline is later than this (set when stopping)
+        self._job_started: float | None = None
         self._last_heal: float | None = None
         self.reconnects = 0
         self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
@@ -151,17 +157,31 @@ class StoreWriter:
     @property
     def failing_for_s(self) -> float:
         """Seconds since writes started failing (0 while they succeed)."""
-        return 0.0 if self._failing_since is None else self._clock() - self._failing_since
+        since = self._failing_since  # read once: the writer thread may clear it meanwhile
+        return 0.0 if since is None else self._clock() - since
+
+    @property
+    def busy_for_s(self) -> float:
+        """How long the job now running has held the writer (0 when idle): a stuck writer shows here."""
+        started = self._job_started
+        return 0.0 if started is None else self._clock() - started
 
     # -- the thread ---------------------------------------------------------------------------------
 
     def _loop(self) -> None:
         while True:
             _, _, job = self._queue.get()
-            self.listener.queue_depth(self._queue.qsize())
             if job is None:
                 return
-            self._run_job(job)
+            try:
+                self.listener.queue_depth(self._queue.qsize())
+                self._run_job(job)
+            except BaseException as exc:  # noqa: BLE001 - a bug here must not kill the only writer
+                log.exception("store writer: %s failed outside its job", job.kind)
+                if not job.future.done():
+                    job.future.set_exception(_as_store_error(self.store, job.kind, exc))
+            finally:
+                self._job_started = None
 
     def _run_job(self, job: _Job) -> None:
         if not job.future.set_running_or_notify_cancel():
@@ -175,22 +195,27 @@ class StoreWriter:
             )
             return
         t0 = time.perf_counter()
+        self._job_started = now
         try:
             with self.store.deadline(job.deadline):
                 result = job.fn(self.store)
         except BaseException as exc:  # every failure goes to the waiter; the thread lives on
             self._settle()
+            refused = isinstance(exc, (duckdb.Error, sqlite3.Error)) or getattr(exc, "refused", False)
             error = exc if isinstance(exc, StoreError) else _as_store_error(self.store, job.kind, exc)
             if error.cause is None:
                 error.cause = failure_cause(error, self.store.path)
-            self._failure(job.kind, error)
+            if refused:  # the caller's own mistake (bad data, a bug) says nothing of the store
+                self._failure(job.kind, error)
             self.listener.job_done(job.kind, time.perf_counter() - t0, False)
             job.future.set_exception(error)
             return
         self._settle()
-        self._failing_since = None
-        self.last_commit_unix = time.time()
-        self.listener.committed(self.last_commit_unix)
+        if not job.kind.startswith(_NOT_A_COMMIT):
+            # A slice that found nothing to do wrote nothing: it proves nothing about the store.
+            self._failing_since = None
+            self.last_commit_unix = time.time()
+            self.listener.committed(self.last_commit_unix)
         self.listener.job_done(job.kind, time.perf_counter() - t0, True)
         job.future.set_result(result)
 
@@ -219,7 +244,8 @@ class StoreWriter:
             self.last_error,
         )
         try:
-            self.store.reconnect()
+            with self.store.deadline(self._clock() + _RECONNECT_DEADLINE_S):
+                self.store.reconnect()
         except Exception as exc:  # noqa: BLE001 - still failing: the next heal tries again
             log.warning("reopening the store connection failed: %s", exc)
             return
@@ -251,6 +277,7 @@ class StoreWriter:
                 if job is not None and job.future.set_running_or_notify_cancel():
                     job.future.set_exception(WriterClosed(f"{job.kind}: the writer stopped before it ran"))
                     left += 1
+            self._queue.put((NORMAL + 1, next(self._seq), None))  # the thread ends after its job
         return left
 
 
@@ -276,8 +303,18 @@ class WritingStore:
         return self.reader.path
 
     def _write(self, kind: str, fn: Callable[[Store], T], deadline: float | None) -> T:
+        """Run fn on the writer; past its deadline a job still waiting in the queue is withdrawn and
+        DeadlineExceeded raised at once, so a caller never waits on someone else's long job."""
         at = deadline if deadline is not None else time.monotonic() + self.deadline_s
-        return self.writer.run(kind, fn, deadline=at, priority=URGENT if kind == "spans" else NORMAL)
+        future = self.writer.submit(kind, fn, deadline=at, priority=URGENT if kind == "spans" else NORMAL)
+        try:
+            return future.result(timeout=max(0.0, at - time.monotonic()))
+        except FutureTimeout:
+            if future.cancel():  # never started: nothing was written
+                raise DeadlineExceeded(f"{self.path}: {kind} did not reach the writer in time") from None
+        # Started before its deadline: its outcome decides (an answer given before it could be
+        # contradicted by a late commit). Its retries stop at the deadline; one attempt is left.
+        return future.result()
 
     # -- writes: on the writer's thread ----------------------------------------------------------
 

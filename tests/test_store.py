@@ -260,3 +260,35 @@ def test_maintenance_slices_each_end_their_transaction_so_another_process_can_wr
         done = subprocess.run([sys.executable, "-c", other, str(store.path)], capture_output=True, text=True)
         assert done.returncode == 0, f"after {step.name}: {done.stderr[-300:]}"
     store.close()
+
+
+def test_retention_slices_move_past_rows_they_keep_on_purpose(tmp_path: Path) -> None:
+    # An error span five days old is kept (errors stay 30 days): it stays the oldest row, and the
+    # retention step must still end, having deleted the ordinary spans of every day after it.
+    now = datetime(2026, 3, 10)
+    store = Store(tmp_path / "store", retention={"spans": timedelta(days=2)})
+    days = [now - timedelta(days=d, hours=1) for d in (5, 4, 3, 1)]
+    store.append(
+        "spans",
+        pa.table(
+            {
+                "trace_id": [bytes([i + 1]) * 16 for i in range(4)],
+                "span_id": [bytes([i + 1]) * 8 for i in range(4)],
+                "service": ["svc"] * 4,
+                "name": ["GET /x"] * 4,
+                "kind": pa.array([2] * 4, pa.int8()),
+                "start_time": pa.array(days, pa.timestamp("us")),
+                "duration_ms": [10.0] * 4,
+                "status_code": pa.array([2, 0, 0, 0], pa.int8()),
+            }
+        ),
+    )
+    [step] = [s for s in store.maintenance_steps(now) if s.name == "retention spans"]
+    results = []
+    for _ in range(10):
+        results.append(step.run(store))
+        if not results[-1].more:
+            break
+    assert not results[-1].more, results  # it ends: one slice a day, oldest first
+    assert sum(r.rows for r in results) == 2  # days 4 and 3; the error span and yesterday's stay
+    assert store.count("spans") == 2

@@ -219,3 +219,38 @@ def test_the_writing_store_writes_on_the_writer_and_reads_on_the_callers_connect
         assert report.expired_snapshots >= 0
     finally:
         assert writer.close(5) == 0
+
+
+def test_a_write_stuck_behind_a_long_job_is_withdrawn_at_its_deadline_and_never_runs(store: Store) -> None:
+    writer = StoreWriter(store.clone())
+    ws = WritingStore(store, writer)
+    try:
+        gate = threading.Event()
+        blocker = writer.submit("block", lambda s: gate.wait(10))
+        t0 = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            ws.append("state", _state_row("late"), deadline=time.monotonic() + 0.5)
+        assert time.monotonic() - t0 < 2  # answered at its deadline, not when the long job ends
+        gate.set()
+        blocker.result(10)
+        writer.run("state", lambda s: s.set_state("after", "v"))
+        assert store.get_state("late") is None and store.get_state("after") == "v"
+    finally:
+        writer.close(5)
+
+
+def test_a_close_that_times_out_still_ends_the_writer_thread_after_its_job(store: Store) -> None:
+    writer = StoreWriter(store.clone())
+    gate = threading.Event()
+    running = writer.submit("block", lambda s: gate.wait(10))
+    queued = writer.submit("state", lambda s: s.set_state("queued", "v"))
+    time.sleep(0.2)
+    assert writer.close(timeout=0.2) == 1  # the queued job did not run in time
+    with pytest.raises(StoreError):
+        queued.result(1)
+    gate.set()
+    running.result(5)
+    deadline = time.monotonic() + 5
+    while writer.alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not writer.alive
