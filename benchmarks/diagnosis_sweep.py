@@ -152,7 +152,9 @@ def diagnose_store(path: Path, scenario: str) -> list[Case]:
     from hopscope.diagnosis import diagnose
     from hopscope.store import Store
 
-    events = truth_events(json.loads((path / "scenario.json").read_text()))
+    truth = json.loads((path / "scenario.json").read_text())
+    events = truth_events(truth)
+    target = {k: truth["slo"][k] for k in ("service", "route", "threshold_ms")}  # the scenario's SLI
     store = Store(path, create=False)
     out: list[Case] = []
     try:
@@ -165,7 +167,7 @@ def diagnose_store(path: Path, scenario: str) -> list[Case]:
                 windows.append((f"{ev['name']} -1d", *ctl, None))
         for name, start, end, want in windows:
             t = time.perf_counter()
-            d = diagnose(store, start=start, end=end, with_bubbleup=False)
+            d = diagnose(store, start=start, end=end, with_bubbleup=False, **target)
             got = tuple((c.hop, c.dimension) for c in d.causes)
             out.append(Case(scenario, name, want, got, d.verdict, time.perf_counter() - t))
     finally:

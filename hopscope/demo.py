@@ -1581,7 +1581,7 @@ def truth_document(sc: Scenario, start: datetime, end: datetime) -> dict[str, An
         "end": end.isoformat(),
         "route": sc.route,
         "thresholds_ms": list(sc.thresholds_ms),
-        "slo": {"route": sc.route, "threshold_ms": 200.0, "objective": 0.99},
+        "slo": {"service": sc.gateway, "route": sc.route, "threshold_ms": 200.0, "objective": 0.99},
         "events": [t.to_json() for t in ground_truth(sc, start)],
     }
 

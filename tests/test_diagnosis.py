@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from conftest import DEMO_TARGET
 
 from hopscope import histogram
 from hopscope.catalog import load_catalog, parse_catalog
@@ -262,7 +263,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 def test_diagnose_names_the_hop_and_resource_that_was_degraded(
     store: Store, name: str, effect: Effect, expected: tuple[str, str]
 ) -> None:
-    d = diagnose(store, start=effect.start, end=effect.end)
+    d = diagnose(store, **DEMO_TARGET, start=effect.start, end=effect.end)
     assert d.verdict == VERDICT_CAUSE, d.notes
     top = d.causes[0]
     assert (top.hop, top.dimension) == expected, [(c.hop, c.dimension, c.score) for c in d.causes]
@@ -284,7 +285,7 @@ def test_diagnose_names_the_hop_and_resource_that_was_degraded(
 
 
 def test_healthy_window_gives_no_clear_cause(store: Store) -> None:
-    d = diagnose(store, start=BUSY.start, end=BUSY.end)
+    d = diagnose(store, **DEMO_TARGET, start=BUSY.start, end=BUSY.end)
     assert d.verdict == VERDICT_NONE
     assert d.causes == ()
     assert any("SLI" in n for n in d.notes)
@@ -294,7 +295,7 @@ def test_healthy_window_gives_no_clear_cause(store: Store) -> None:
 def test_missing_gpu_data_is_reported_as_not_judged(tmp_path: Path) -> None:
     effect = Effect(*_at(1, 10), hop_ms={"model-server": 250.0})
     small = build_store(tmp_path / "s", [effect], days=2, rate=10, drop={"DCGM_"})
-    d = diagnose(small, start=effect.start, end=effect.end)
+    d = diagnose(small, **DEMO_TARGET, start=effect.start, end=effect.end)
     top = d.causes[0]
     assert (top.hop, top.dimension) == ("model-server", "unknown")
     assert set(top.not_judged) == {"compute", "bandwidth", "memory"}
@@ -302,21 +303,21 @@ def test_missing_gpu_data_is_reported_as_not_judged(tmp_path: Path) -> None:
 
 
 def test_two_simultaneous_causes_are_both_ranked(store: Store) -> None:
-    d = diagnose(store, start=TWO_CAUSES.start, end=TWO_CAUSES.end)
+    d = diagnose(store, **DEMO_TARGET, start=TWO_CAUSES.start, end=TWO_CAUSES.end)
     got = [(c.hop, c.dimension) for c in d.causes[:2]]
     assert got == [("model-server", "compute"), ("feature-store", "memory")]
     assert d.causes[0].share + d.causes[1].share == pytest.approx(1.0, abs=0.1)
 
 
 def test_too_little_baseline_is_reported_not_guessed(store: Store) -> None:
-    d = diagnose(store, start=EARLY.start, end=EARLY.end)
+    d = diagnose(store, **DEMO_TARGET, start=EARLY.start, end=EARLY.end)
     assert d.verdict == VERDICT_NONE
     assert not d.baseline.sufficient
     assert "baseline" in d.notes[0]
 
 
 def test_degraded_baseline_windows_are_left_out_with_a_reason(store: Store) -> None:
-    d = diagnose(store, start=NOW.start, end=NOW.end)
+    d = diagnose(store, **DEMO_TARGET, start=NOW.start, end=NOW.end)
     left_out = [w for w in d.baseline.windows if not w.used and w.requests]
     assert [w.kind for w in left_out] == ["same_hours_-1d"]
     assert "degraded" in left_out[0].reason
@@ -324,7 +325,9 @@ def test_degraded_baseline_windows_are_left_out_with_a_reason(store: Store) -> N
 
 
 def test_availability_breach_is_decomposed_into_errors_by_the_service_they_start_in(store: Store) -> None:
-    d = diagnose(store, start=FAILING.start, end=FAILING.end, sli_kind="availability", objective=0.999)
+    d = diagnose(
+        store, **DEMO_TARGET, start=FAILING.start, end=FAILING.end, sli_kind="availability", objective=0.999
+    )
     assert d.verdict == VERDICT_CAUSE, d.notes
     top = d.causes[0]
     assert (top.hop, top.hop_kind, top.share_of) == ("model-server", "service", "errors")
@@ -336,12 +339,20 @@ def test_availability_breach_is_decomposed_into_errors_by_the_service_they_start
     assert {r["unit"] for r in dec["hops"]} == {"errors per request"}
     assert any("decomposition is of the added errors" in n for n in d.notes)
     # the same window judged on latency: nothing is slower, so no cause is invented
-    assert diagnose(store, start=FAILING.start, end=FAILING.end, with_bubbleup=False).verdict == VERDICT_NONE
+    assert (
+        diagnose(store, **DEMO_TARGET, start=FAILING.start, end=FAILING.end, with_bubbleup=False).verdict
+        == VERDICT_NONE
+    )
 
 
 def test_unknown_route_raises_not_found(store: Store) -> None:
     with pytest.raises(NotFoundError, match="/nope"):
-        diagnose(store, start=T0 + timedelta(hours=20), end=T0 + timedelta(hours=21), route="/nope")
+        diagnose(
+            store,
+            **{**DEMO_TARGET, "route": "/nope"},
+            start=T0 + timedelta(hours=20),
+            end=T0 + timedelta(hours=21),
+        )
 
 
 # -- pure parts -----------------------------------------------------------------------------------
@@ -370,7 +381,7 @@ def test_decompose_hops_splits_added_latency_exactly_for_hand_built_frame() -> N
         rows,
         columns=["window", "ts", "client", "server", "count", "duration_ms_sum", "gap_ms_sum", "self_ms_sum"],
     )
-    target = Target()
+    target = Target(**DEMO_TARGET)
     wide, kinds = hop_matrix(frame, target)
     assert kinds == {
         "api-gateway": "service", "feature-store": "service", "model-server": "service",
@@ -378,7 +389,9 @@ def test_decompose_hops_splits_added_latency_exactly_for_hand_built_frame() -> N
     }  # fmt: skip
     empty_hist = pd.DataFrame(columns=["window", "idx", "cnt"])
     empty_bad = pd.DataFrame(columns=["window", "ts", "total", "bad"])
-    e2e = end_to_end(empty_hist, empty_bad, wide, [1, 2, 3], 0, Target(threshold_ms=None))
+    e2e = end_to_end(
+        empty_hist, empty_bad, wide, [1, 2, 3], 0, Target(service="api-gateway", route="/recommend")
+    )
     assert e2e.added_mean_ms == pytest.approx(40.0)
     dec = decompose_hops(wide, kinds, [1, 2, 3], 0, e2e, target)
     top = dec.hops[0]
@@ -580,7 +593,7 @@ def test_error_matrix_counts_an_error_where_it_started() -> None:
             (w, 0, "api-gateway", "feature-store", 1000, fs_err),
         ]
     frame = pd.DataFrame(rows, columns=["window", "ts", "client", "server", "count", "errors"])
-    wide, kinds = error_matrix(frame, Target())
+    wide, kinds = error_matrix(frame, Target(**DEMO_TARGET))
     assert kinds == {"api-gateway": "service", "feature-store": "service", "model-server": "service"}
     assert wide.loc[(0, 0), ["__e2e", "api-gateway", "model-server", "feature-store"]].tolist() == [
         35,
@@ -593,7 +606,15 @@ def test_error_matrix_counts_an_error_where_it_started() -> None:
         pytest.approx(0.005),
         pytest.approx(0.035),
     )
-    dec = decompose_hops(wide, kinds, [1, 2, 3], 0, e2e, Target(kind="availability"), floor=0.0001)
+    dec = decompose_hops(
+        wide,
+        kinds,
+        [1, 2, 3],
+        0,
+        e2e,
+        Target(service="api-gateway", route="/recommend", kind="availability"),
+        floor=0.0001,
+    )
     assert (dec.hops[0].hop, dec.hops[0].share, dec.measure) == (
         "model-server",
         pytest.approx(29 / 30),
@@ -634,20 +655,20 @@ def test_repeated_diagnosis_is_served_from_cache_until_the_store_changes(tmp_pat
 
     effect = Effect(*_at(1, 10), hop_ms={"model-server": 250.0}, signals={"DCGM_FI_DEV_SM_CLOCK": 900.0})
     small = build_store(tmp_path / "s", [effect], days=2, rate=10)
-    first = diagnose(small, start=effect.start, end=effect.end)
+    first = diagnose(small, **DEMO_TARGET, start=effect.start, end=effect.end)
     hits = CACHE.hits
-    again = diagnose(small, start=effect.start, end=effect.end)
+    again = diagnose(small, **DEMO_TARGET, start=effect.start, end=effect.end)
     assert CACHE.hits == hits + 1
     assert [name for name, _ in again.timings_ms] == ["cache hit"]
     assert again == first and again.causes[0].hop == "model-server"
     # other arguments, or use_cache=False, are computed afresh
-    other = diagnose(small, start=effect.start, end=effect.end, threshold_ms=150.0)
+    other = diagnose(small, **{**DEMO_TARGET, "threshold_ms": 150.0}, start=effect.start, end=effect.end)
     assert other.timings_ms[0][0] == "hop_minutes query"
-    fresh = diagnose(small, start=effect.start, end=effect.end, use_cache=False)
+    fresh = diagnose(small, **DEMO_TARGET, start=effect.start, end=effect.end, use_cache=False)
     assert fresh.timings_ms[0][0] == "hop_minutes query" and fresh == first
     # a write moves the DuckLake snapshot: the cached answer is not used again
     small.append("samples", _samples(np.random.default_rng(3), effect.start, effect.end, [], set()))
-    after = diagnose(small, start=effect.start, end=effect.end)
+    after = diagnose(small, **DEMO_TARGET, start=effect.start, end=effect.end)
     assert after.timings_ms[0][0] == "hop_minutes query"
 
 
@@ -655,11 +676,11 @@ def test_a_failed_diagnosis_leaves_no_read_transaction_open(tmp_path: Path) -> N
     effect = Effect(*_at(1, 10), hop_ms={"model-server": 250.0}, signals={"DCGM_FI_DEV_SM_CLOCK": 900.0})
     small = build_store(tmp_path / "s", [effect], days=2, rate=10)
     with pytest.raises(NotFoundError):
-        diagnose(small, start=effect.start, end=effect.end, route="/nope")
-    first = diagnose(small, start=effect.start, end=effect.end)
+        diagnose(small, **{**DEMO_TARGET, "route": "/nope"}, start=effect.start, end=effect.end)
+    first = diagnose(small, **DEMO_TARGET, start=effect.start, end=effect.end)
     # a write on the same thread (its own transaction) works, and the next diagnosis reads it
     small.append("samples", _samples(np.random.default_rng(3), effect.start, effect.end, [], set()))
-    after = diagnose(small, start=effect.start, end=effect.end)
+    after = diagnose(small, **DEMO_TARGET, start=effect.start, end=effect.end)
     assert after.timings_ms[0][0] == "hop_minutes query" and after.causes[0].hop == first.causes[0].hop
 
 
@@ -796,3 +817,31 @@ def test_a_breach_is_diagnosed_where_it_burned_budget(
         else (t0 + timedelta(minutes=expected[0]), t0 + timedelta(minutes=expected[1]))
     )
     assert got == want
+
+
+def test_an_slo_without_a_route_is_diagnosed_over_every_route_of_its_service(store: Store) -> None:
+    one = diagnose(store, start=BUSY.start, end=BUSY.end, **DEMO_TARGET)
+    every = diagnose(store, start=BUSY.start, end=BUSY.end, service="api-gateway", threshold_ms=200.0)
+    assert every.target.route is None and "of every route under api-gateway" in every.checked[0]
+    # this store holds one route, so every route is that route: the same answer
+    assert [(c.hop, c.dimension) for c in every.causes] == [(c.hop, c.dimension) for c in one.causes]
+
+
+def test_an_slo_that_names_no_service_is_refused_not_diagnosed_as_the_demo(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from hopscope.diagnosis import target_kwargs
+    from hopscope.errors import SpecError
+    from hopscope.slo import load_slos
+
+    (tmp_path / "x.yaml").write_text(
+        "apiVersion: hopscope/v1\nkind: SLO\nmetadata: {name: x}\n"
+        "spec: {objective: 0.99, window: 28d, sli: {kind: latency, thresholdMs: 300}}\n"
+    )
+    slos, refused = load_slos(tmp_path)
+    assert not slos and "spec.sli.service: is required" in str(refused[0])
+    # ...and an SLO built some other way without one is refused by the diagnosis, never defaulted
+    sli = SimpleNamespace(service=None, hop=None, route=None, kind="latency", threshold_ms=300.0)
+    slo = SimpleNamespace(name="x", sli=sli, service=None, objective=0.99, hop_budgets_ms=None)
+    with pytest.raises(SpecError, match="names no service"):
+        target_kwargs(slo)

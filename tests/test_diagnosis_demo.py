@@ -11,7 +11,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import load_benchmark
+from conftest import DEMO_TARGET, load_benchmark
 from typer.testing import CliRunner
 
 from hopscope.cli import app
@@ -52,7 +52,7 @@ def test_demo_incidents_are_diagnosed_as_the_ground_truth_says(
     expected = [e for e in events if e["expect_breach"]]
     assert len(expected) >= 3
     for ev in expected:
-        d = diagnose(store, start=ev["start"], end=ev["end"], with_bubbleup=False)
+        d = diagnose(store, **DEMO_TARGET, start=ev["start"], end=ev["end"], with_bubbleup=False)
         assert d.verdict == VERDICT_CAUSE, (ev["name"], d.notes)
         top = d.causes[0]
         assert (top.hop, top.hop_kind, top.dimension) == (ev["hop"], ev["hop_kind"], ev["dimension"]), (
@@ -66,7 +66,7 @@ def test_demo_high_traffic_window_has_no_clear_cause(demo: tuple[Store, list[dic
     healthy = [e for e in events if not e["expect_breach"]]
     assert healthy
     for ev in healthy:
-        d = diagnose(store, start=ev["start"], end=ev["end"], with_bubbleup=False)
+        d = diagnose(store, **DEMO_TARGET, start=ev["start"], end=ev["end"], with_bubbleup=False)
         assert d.verdict == VERDICT_NONE and d.causes == (), (
             ev["name"],
             [(c.hop, c.dimension) for c in d.causes],
@@ -82,7 +82,7 @@ def test_demo_breach_with_bubbleup_finds_the_attribute_the_scenario_planted(
     assert planted
     ev = planted[0]
     want = ev.get("bubbleup") or ev["truth"]["bubbleup"]
-    d = diagnose(store, start=_ts(ev["start"]), end=_ts(ev["end"]))
+    d = diagnose(store, **DEMO_TARGET, start=_ts(ev["start"]), end=_ts(ev["end"]))
     doc = d.to_dict()
     jsonschema.validate(doc, SCHEMA)
     assert (want["attribute"], want["value"]) in {(b.attribute, b.value) for b in d.bubbleup}, d.bubbleup_note

@@ -1,6 +1,6 @@
 """Diagnosis: for an SLO breach, which hop and which resource (compute, bandwidth, memory), with evidence.
 
-d = diagnose(store, start=..., end=..., service="api-gateway", route="/recommend", threshold_ms=200)
+d = diagnose(store, start=..., end=..., service="checkout", route="/pay", threshold_ms=300)
 d = diagnose_breach(store, breach, slo)       # a Breach and SLO from hopscope.slo
 d.verdict, d.causes[0].hop, d.causes[0].dimension
 d.to_dict()                                   # the JSON contract (docs/incident-schema.json)
@@ -28,6 +28,7 @@ from hopscope.diagnosis.model import (
     HopRow,
     Target,
 )
+from hopscope.errors import SpecError
 
 
 def target_kwargs(slo: Any) -> dict[str, Any]:
@@ -38,12 +39,14 @@ def target_kwargs(slo: Any) -> dict[str, Any]:
     """
     sli = slo.sli
     client = None
-    service = sli.service or slo.service or "api-gateway"
+    service = sli.service or slo.service
     if getattr(sli, "hop", None) and "->" in sli.hop:
         client, service = sli.hop.split("->", 1)
+    if not service:
+        raise SpecError(f"SLO {slo.name}: names no service, so there is nothing to diagnose")
     return {
         "service": service,
-        "route": sli.route or "/recommend",
+        "route": sli.route,  # None: every route of the service, as the SLO engine counts it
         "client": client,
         "threshold_ms": sli.threshold_ms if sli.kind == "latency" else None,
         "objective": slo.objective,

@@ -122,10 +122,10 @@ def diagnose(
     *,
     start: datetime,
     end: datetime,
-    service: str = "api-gateway",
-    route: str = "/recommend",
+    service: str,
+    route: str | None = None,
     client: str | None = None,
-    threshold_ms: float | None = 200.0,
+    threshold_ms: float | None = None,
     objective: float = 0.99,
     percentile: float | None = None,
     hop_budgets_ms: Mapping[str, float] | None = None,
@@ -182,7 +182,7 @@ def _diagnose(
     start: datetime,
     end: datetime,
     service: str,
-    route: str,
+    route: str | None,
     client: str | None,
     threshold_ms: float | None,
     objective: float,
@@ -227,13 +227,15 @@ def _diagnose(
         severity=severity, peak_burn_rate=peak_burn_rate, budget_consumed=budget_consumed,
     )  # fmt: skip
     what = "own errors" if errors else "hops"
-    checked = [f"{len(kinds)} {what} of {route} under {service}: " + ", ".join(sorted(kinds))]
+    routes = route if route is not None else "every route"
+    checked = [f"{len(kinds)} {what} of {routes} under {service}: " + ", ".join(sorted(kinds))]
 
     inc_rows = wide[wide.index.get_level_values("window") == 0] if not wide.empty else wide
     if inc_rows.empty or float(inc_rows[hp.REQUESTS].sum()) == 0:
         if wide.empty and not kinds:
             raise NotFoundError(
-                f"no hop_minutes rows for route {route!r} into {service!r} around {start}..{end}"
+                f"no hop_minutes rows for {f'route {route!r}' if route is not None else 'any route'} "
+                f"into {service!r} around {start}..{end}"
             )
         return Diagnosis(**common, verdict=VERDICT_NONE, causes=(), decomposition=None,  # type: ignore[arg-type]
                          checked=tuple(checked), notes=("no requests in the incident window",))  # fmt: skip

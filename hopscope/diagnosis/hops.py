@@ -75,13 +75,14 @@ def load_hop_data(store: Any, windows: Sequence[Window], target: Target, step_s:
            duration_ms_sum, duration_ms_max, gap_ms_sum, self_ms_sum,
            CASE WHEN {sli} THEN hist_idx END AS hist_idx, CASE WHEN {sli} THEN hist_cnt END AS hist_cnt,
            CASE WHEN minute >= ? AND minute < ? THEN exemplars END AS exemplars{thr_sql}
-    FROM hop_minutes WHERE route || '' = ? AND minute >= ? AND minute < ? AND ({within})
+    FROM hop_minutes WHERE (CAST(? AS VARCHAR) IS NULL OR route || '' = ?) AND minute >= ? AND minute < ?
+      AND ({within})
     """
     # (``route || ''``: the same test, but not one DuckLake turns into a per-file stats look-up in its
     # catalog, ~3-5 ms per query, that prunes nothing: every day's file holds every route)
     inc = windows[0]
     params = [*bounds, target.service, *edge_p, target.service, *edge_p, inc.start, inc.end, *thr_p,
-              target.route, lo, hi, *bounds]  # fmt: skip
+              target.route, target.route, lo, hi, *bounds]  # fmt: skip
     table = store.query(sql, params)
     win = table.column("win").to_numpy().astype(np.int32)
     starts = np.array([_us(w.start) for w in windows], dtype=np.int64)

@@ -33,12 +33,14 @@ def num(x: float | None, digits: int = 6) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """What the SLO measures: latency of requests into ``service`` on ``route``."""
+    """What the SLO measures: latency of requests into ``service`` on ``route`` (None: every route).
 
-    service: str = "api-gateway"
-    route: str = "/recommend"
+    No defaults for what an SLO names: a target without a service would be some other service's."""
+
+    service: str
+    route: str | None = None
     client: str | None = None  # only the edge from this client into service (an SLI on one hop)
-    threshold_ms: float | None = 200.0
+    threshold_ms: float | None = None
     objective: float = 0.99  # good fraction; the tail percentile examined when no percentile is given
     percentile: float | None = None
     hop_budgets_ms: tuple[tuple[str, float], ...] = ()
