@@ -23,19 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from hopscope.durations import parse_duration
 from hopscope.errors import ConfigError
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> timedelta:
-    """'90s', '5m', '6h', '30d', '2w' -> timedelta (the same spelling as the rest of hopscope.toml)."""
-    m = _DURATION.match(text)
-    if not m:
-        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 6h or 30d")
-    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
-
 
 PRESETS = ("node_network", "blackbox", "dcgm", "spanmetrics", "servicegraph")
 
@@ -184,7 +173,9 @@ class PrometheusConfig(_Model):
     @field_validator("backfill", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:
-        return parse_duration(v) if isinstance(v, str) and _DURATION.match(v) else v
+        if isinstance(v, str) and not v.startswith("P"):  # ISO 8601 (P30D) is pydantic's own
+            return parse_duration(v, bare_seconds=True)
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> PrometheusConfig:

@@ -10,7 +10,6 @@ and the bad value.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
@@ -19,22 +18,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hopscope.durations import parse_duration as _parse_duration
 from hopscope.errors import ConfigError
 
 ENV_PREFIX = "HOPSCOPE_"
 DEFAULT_CONFIG_FILE = Path("hopscope.toml")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(text: str | int | float) -> timedelta:
-    """'90s', '5m', '6h', '28d', '2w' -> timedelta. Plain numbers are seconds."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        return timedelta(seconds=float(text))
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 6h or 28d")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+def parse_duration(value: str | int | float) -> timedelta:
+    """A duration of hopscope.toml: ``90s``, ``500ms``, ``5m``, ``6h``, ``28d``, ``2w``; a TOML number is seconds."""
+    return _parse_duration(value, bare_seconds=True)
 
 
 class _Section(BaseModel):

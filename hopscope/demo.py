@@ -54,6 +54,7 @@ import yaml
 
 from hopscope import histogram
 from hopscope.catalog import load_catalog
+from hopscope.durations import parse_duration
 from hopscope.errors import ConfigError, HopscopeError
 from hopscope.rollup import WATERMARK_KEY, check_thresholds
 from hopscope.schema import COLLECTOR_RUNS, HOP_MINUTES, SAMPLES, SPANS
@@ -322,14 +323,16 @@ class _Doc:
 
 
 def _parse_duration(v: Any) -> int | None:
+    """Whole seconds of a scenario duration (the one grammar of hopscope.durations; a number is
+    seconds, and may be 0 here: no ramp); None where it is not one."""
     if isinstance(v, bool):
         return None
     if isinstance(v, int | float) and v >= 0:
         return int(v)
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*", str(v))
-    if not m:
+    try:
+        return int(parse_duration(v).total_seconds())
+    except ValueError:
         return None
-    return int(float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)])
 
 
 def load_scenario(path: Path | str) -> Scenario:

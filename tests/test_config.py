@@ -171,3 +171,20 @@ def test_paths_in_a_config_file_are_relative_to_its_folder(
         "etc/h.toml", environ={"HOPSCOPE_STORE__PATH": "here"}
     )  # a variable: the working folder
     assert cfg.store.path == Path("here")
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [("store.retention", "spans", "500ms"), ("collect.prometheus", "backfill", "1h30m")],
+)
+def test_every_section_reads_durations_in_one_grammar(tmp_path: Path, section: str, key: str, value: str) -> None:
+    # [store] and [collect] used to have two grammars: "500ms" was a duration in one and an error in the other.
+    from hopscope.durations import parse_duration as one_grammar
+
+    config = tmp_path / "hopscope.toml"
+    config.write_text(f"[{section}]\n{key} = '{value}'\n")
+    cfg, _ = load_config(config, environ={})
+    if section == "store.retention":
+        assert cfg.store.retention_timedeltas()["spans"] == one_grammar(value)
+    else:
+        assert cfg.collect.prometheus.backfill == one_grammar(value)

@@ -57,7 +57,7 @@ def test_shipped_rules_load_without_errors_and_cover_the_demo_system() -> None:
     ("replace", "message"),
     [
         ("objective: 0.99", "spec.objective: 99.9 is not a ratio in (0, 1); write 0.999"),
-        ("window: 28d", "spec.window: '28x' is not a duration like 5m, 1h or 28d"),
+        ("window: 28d", "spec.window: '28x' is not a duration like 500ms, 30s, 5m, 1h30m or 28d"),
         ("thresholdMs: 200", "spec.sli.thresholdMs: -5 is not a positive number"),
         (
             "kind: latency",

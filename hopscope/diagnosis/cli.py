@@ -50,7 +50,7 @@ def _now(store: Any) -> datetime:
 
 
 def _since(text: str) -> timedelta:
-    from hopscope.slo import parse_duration
+    from hopscope.durations import parse_duration
 
     try:
         return parse_duration(text)

@@ -12,6 +12,7 @@ reads through the per-process ``CACHE``, or ``minute_arrays_from_spans`` from ra
 A status carries the breaches of its period (``SloStatus.breaches``).
 """
 
+from hopscope.durations import parse_duration
 from hopscope.errors import SpecError
 from hopscope.slo.burn import (
     Breach,
@@ -53,7 +54,6 @@ from hopscope.slo.spec import (
     default_window_tables,
     load_slos,
     load_window_tables,
-    parse_duration,
     parse_slo,
     slo_thresholds_ms,
     with_policy,

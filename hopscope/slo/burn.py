@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hopscope.durations import format_duration
 from hopscope.errors import HopscopeError
-from hopscope.slo.spec import SLO, AlertTier, format_duration
+from hopscope.slo.spec import SLO, AlertTier
 
 _MIN = np.timedelta64(1, "m")
 

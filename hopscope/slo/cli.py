@@ -210,7 +210,7 @@ def _print_breaches(statuses: list[Any]) -> None:
 
 
 def _duration_key(label: str) -> float:
-    from hopscope.slo.spec import parse_duration
+    from hopscope.durations import parse_duration
 
     try:
         return parse_duration(label).total_seconds()

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from hopscope.slo.spec import SLO, AlertTier, format_duration
+from hopscope.durations import format_duration
+from hopscope.slo.spec import SLO, AlertTier
 
 PROMETHEUS_KINDS = ("prometheus_ratio", "prometheus_histogram")
 

@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from hopscope.durations import format_duration
 from hopscope.errors import SpecError
 from hopscope.slo.spec import (
     API_VERSION,
@@ -31,7 +32,6 @@ from hopscope.slo.spec import (
     _str,
     _tz,
     default_window_tables,
-    format_duration,
 )
 
 SLOTH_POLICY = "sloth"

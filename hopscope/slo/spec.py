@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from hopscope.durations import format_duration, parse_duration
 from hopscope.errors import SpecError
 
 API_VERSION = "hopscope/v1"
@@ -31,41 +32,10 @@ DEFAULT_RULES = Path("slo_rules")
 # Nominal lengths of calendar periods, used where a length must be fixed (burn factors).
 CALENDAR_NOMINAL = {"month": timedelta(days=30), "week": timedelta(days=7)}
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_UNIT = {
-    "ms": timedelta(milliseconds=1),
-    "s": timedelta(seconds=1),
-    "m": timedelta(minutes=1),
-    "h": timedelta(hours=1),
-    "d": timedelta(days=1),
-    "w": timedelta(weeks=1),
-}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
 # -- durations --------------------------------------------------------------------------------
-
-
-def parse_duration(text: Any) -> timedelta:
-    """``5m``, ``1h30m``, ``28d``, ``2w`` -> timedelta; ValueError otherwise."""
-    s = str(text).strip()
-    if not s or _DURATION_PART.sub("", s) != "":
-        raise ValueError(f"{text!r} is not a duration like 5m, 1h or 28d")
-    total = timedelta(0)
-    for num, unit in _DURATION_PART.findall(s):
-        total += float(num) * _UNIT[unit]
-    if total <= timedelta(0):
-        raise ValueError(f"{text!r} is not a positive duration")
-    return total
-
-
-def format_duration(td: timedelta) -> str:
-    """timedelta -> the shortest Prometheus-style label (``1h``, ``30m``, ``3d``, ``90s``)."""
-    secs = int(round(td.total_seconds()))
-    for unit, size in (("w", 0), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if size and secs % size == 0:
-            return f"{secs // size}{unit}"
-    return f"{secs}s"
 
 
 # -- records ----------------------------------------------------------------------------------
