@@ -177,7 +177,9 @@ def test_paths_in_a_config_file_are_relative_to_its_folder(
     ("section", "key", "value"),
     [("store.retention", "spans", "500ms"), ("collect.prometheus", "backfill", "1h30m")],
 )
-def test_every_section_reads_durations_in_one_grammar(tmp_path: Path, section: str, key: str, value: str) -> None:
+def test_every_section_reads_durations_in_one_grammar(
+    tmp_path: Path, section: str, key: str, value: str
+) -> None:
     # [store] and [collect] used to have two grammars: "500ms" was a duration in one and an error in the other.
     from hopscope.durations import parse_duration as one_grammar
 
