@@ -52,6 +52,9 @@ _RETRYABLE = (
     "Could not set lock",
     "SQLITE_BUSY",
     "transaction is aborted",
+    # A reader that planned against files a concurrent maintenance slice just removed: planning the
+    # query again reads the newest snapshot (seen once in a 15-minute soak, on the `state` table).
+    "cannot open file",
 )
 
 DEFAULT_RETENTION: dict[str, timedelta] = {

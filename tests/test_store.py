@@ -292,3 +292,30 @@ def test_retention_slices_move_past_rows_they_keep_on_purpose(tmp_path: Path) ->
     assert not results[-1].more, results  # it ends: one slice a day, oldest first
     assert sum(r.rows for r in results) == 2  # days 4 and 3; the error span and yesterday's stay
     assert store.count("spans") == 2
+
+
+def test_a_read_that_meets_a_file_removed_under_it_is_planned_again(tmp_path: Path) -> None:
+    import duckdb
+
+    store = Store(tmp_path / "s")
+    store.set_state("k", "v")
+    real = store._cursor
+    calls = {"n": 0}
+
+    class _Once:
+        def __init__(self, cur: duckdb.DuckDBPyConnection) -> None:
+            self.cur = cur
+
+        def execute(self, *args: object) -> object:
+            calls["n"] += 1
+            if calls["n"] == 1:  # as a concurrent cleanup would make the first plan fail
+                raise duckdb.IOException('IO Error: Cannot open file "data/main/state/ducklake-x.parquet"')
+            return self.cur.execute(*args)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.cur, name)
+
+    store._cursor = lambda: _Once(real())  # type: ignore[method-assign,assignment,return-value]
+    assert store.get_state("k") == "v" and calls["n"] >= 2
+    store._cursor = real  # type: ignore[method-assign]
+    store.close()
