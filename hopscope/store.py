@@ -406,11 +406,12 @@ class Store:
 
     @contextmanager
     def deadline(self, at: float | None) -> Iterator[None]:
-        """Bound this thread's retries inside the block by ``at`` (time.monotonic()); None: the default.
+        """Bound this thread's retries inside the block by ``at`` (time.monotonic()); None: no new bound.
+        Nested blocks keep the earlier deadline.
 
         The writer gives each job its own deadline: a span commit must end inside the client's patience."""
         previous = getattr(self._local, "deadline", None)
-        self._local.deadline = at
+        self._local.deadline = min((d for d in (previous, at) if d is not None), default=None)
         try:
             yield
         finally:
@@ -528,9 +529,6 @@ class Store:
         arrow = self.conform(table, data)
         if arrow.num_rows == 0:
             return 0
-        if deadline is not None:
-            with self.deadline(deadline):
-                return self.append(table, arrow)
 
         def insert(cur: duckdb.DuckDBPyConnection) -> int:
             cur.register("_hopscope_in", arrow)
@@ -540,7 +538,8 @@ class Store:
                 cur.unregister("_hopscope_in")
             return int(arrow.num_rows)
 
-        return int(self._in_transaction(insert, what=f"append to {table}"))
+        with self.deadline(deadline):
+            return int(self._in_transaction(insert, what=f"append to {table}"))
 
     def replace(self, table: str, where: str, params: Sequence[Any], data: pa.Table | pd.DataFrame) -> int:
         """Delete the rows matching ``where`` and insert ``data`` in one transaction (idempotent rewrites)."""

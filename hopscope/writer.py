@@ -29,10 +29,9 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -227,7 +226,7 @@ class StoreWriter:
     def _failure(self, kind: str, error: StoreError) -> None:
         now = self._clock()
         self.last_error = str(error)
-        self.last_error_cause = getattr(error, "cause", None) or failure_cause(error, self.store.path)
+        self.last_error_cause = error.cause  # classified by _run_job
         if self._failing_since is None:
             self._failing_since = now
         self.listener.failed(kind, error)
@@ -291,7 +290,7 @@ def _as_store_error(store: Store, kind: str, exc: BaseException) -> StoreError:
 
 class WritingStore:
     """A Store for code that reads and writes (collectors, rollups): reads go to the reading Store on the
-    caller's thread, writes run on the writer. Same methods as Store for what that code uses."""
+    caller's thread, writes run on the writer. Store's methods that the daemon's code uses, no more."""
 
     def __init__(self, reader: Store, writer: StoreWriter, *, deadline_s: float = DEFAULT_DEADLINE_S) -> None:
         self.reader = reader
@@ -338,9 +337,6 @@ class WritingStore:
             table, lambda s: s.replace_range(table, start, end, data, columns=columns, labels=labels), None
         )
 
-    def delete(self, table: str, where: str, params: Sequence[Any]) -> int:
-        return self._write(table, lambda s: s.delete(table, where, params), None)
-
     def set_state(self, key: str, value: str) -> None:
         self._write("state", lambda s: s.set_state(key, value), None)
 
@@ -352,25 +348,11 @@ class WritingStore:
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pa.Table:
         return self.reader.query(sql, params)
 
-    def query_df(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
-        return self.reader.query_df(sql, params)
-
     def get_state(self, key: str) -> str | None:
         return self.reader.get_state(key)
-
-    def count(self, table: str) -> int:
-        return self.reader.count(table)
 
     def time_range(self, table: str) -> tuple[datetime | None, datetime | None]:
         return self.reader.time_range(table)
 
-    @contextmanager
-    def read_snapshot(self) -> Iterator[None]:
-        with self.reader.read_snapshot():
-            yield
-
     def maintenance_steps(self, now: datetime, *, retention: bool = True) -> list[MaintenanceStep]:
         return self.reader.maintenance_steps(now, retention=retention)
-
-    def conform(self, table: str, data: pa.Table | pd.DataFrame) -> pa.Table:
-        return self.reader.conform(table, data)
