@@ -504,7 +504,7 @@ def run_collect(
 ) -> int:
     """The `hopscope collect` daemon. Returns the exit code (0 after SIGTERM/SIGINT or `stop`).
 
-    store_options: keyword arguments of Store (retention per table, exemplar retention).
+    store_options: keyword arguments of Store (retention per table, exemplar retention, memory limit).
     """
     out = out or sys.stdout
     stop = stop or threading.Event()

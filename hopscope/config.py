@@ -10,6 +10,7 @@ and the bad value.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
@@ -20,9 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hopscope.durations import parse_duration as _parse_duration
 from hopscope.errors import ConfigError
+from hopscope.store import DEFAULT_MEMORY_LIMIT
 
 ENV_PREFIX = "HOPSCOPE_"
 DEFAULT_CONFIG_FILE = Path("hopscope.toml")
+_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
 
 
 def parse_duration(value: str | int | float) -> timedelta:
@@ -53,6 +56,17 @@ class RetentionConfig(_Section):
 class StoreConfig(_Section):
     path: Path = Path("var/hopscope")
     retention: RetentionConfig = RetentionConfig()
+    memory_limit: str = Field(
+        DEFAULT_MEMORY_LIMIT,
+        description="DuckDB memory per store connection, its caches included (e.g. 512MB)",
+    )
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _is_size(cls, value: str) -> str:
+        if not _SIZE.fullmatch(value.strip()):
+            raise ValueError(f"{value!r} is not a size such as 512MB or 2GB")
+        return value.strip()
 
     def retention_timedeltas(self) -> dict[str, timedelta]:
         values = self.retention.model_dump()
