@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -18,6 +18,9 @@ import yaml
 from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt, write_output
 from hopscope.config import read_paths
 from hopscope.errors import HopscopeError, NotFoundError, SpecError
+
+if TYPE_CHECKING:  # the package imports the engine (numpy, pandas): too slow for every CLI start
+    from hopscope.slo.model import SLO
 
 app = typer.Typer(
     help="SLOs: validate specs, status now, import OpenSLO/Sloth, export Prometheus rules, backtest alert policies."
@@ -47,7 +50,7 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def _load(rules: Path, names: list[str] | None = None, *, strict: bool = False) -> list[Any]:
+def _load(rules: Path, names: list[str] | None = None, *, strict: bool = False) -> list[SLO]:
     from hopscope.slo.loader import load_slos
 
     slos, errors = load_slos(rules)

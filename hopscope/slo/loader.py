@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -26,7 +25,7 @@ DEFAULT_RULES = Path("slo_rules")
 # -- reading files ----------------------------------------------------------------------------
 
 
-def read_yaml_docs(path: Path) -> list[Any]:
+def read_yaml_docs(path: Path) -> list[object]:
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
@@ -39,7 +38,7 @@ def read_yaml_docs(path: Path) -> list[Any]:
     return parse_yaml_text(text, str(path))
 
 
-def parse_yaml_text(text: str, file: str) -> list[Any]:
+def parse_yaml_text(text: str, file: str) -> list[object]:
     try:
         return [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as e:
@@ -52,7 +51,7 @@ def parse_yaml_text(text: str, file: str) -> list[Any]:
 # -- window tables ----------------------------------------------------------------------------
 
 
-def parse_window_table(doc: Any, file: str, name: str | None = None) -> WindowTable:
+def parse_window_table(doc: object, file: str, name: str | None = None) -> WindowTable:
     """A hopscope ``AlertWindows`` table, or Sloth's ``sloth.slok.dev/v1 AlertWindows``."""
     at = At(file)
     d = as_mapping(doc, at)
@@ -92,13 +91,13 @@ def default_window_tables() -> dict[str, WindowTable]:
 
 
 def parse_documents(
-    docs: Sequence[Any], file: str, tables: Mapping[str, WindowTable] | None = None
+    docs: Sequence[object], file: str, tables: Mapping[str, WindowTable] | None = None
 ) -> tuple[list[SLO], list[SpecError]]:
     """Every SLO document of one file (hopscope/v1, OpenSLO or Sloth); each refused on its own."""
     tables = tables if tables is not None else default_window_tables()
     slos: list[SLO] = []
     errors: list[SpecError] = []
-    peers: list[tuple[int, Any]] = []
+    peers: list[tuple[int, object]] = []
     for i, doc in enumerate(docs):
         if isinstance(doc, dict) and doc.get("apiVersion") == hopscope.API_VERSION:
             if doc.get("kind") == "AlertWindows":
@@ -123,7 +122,7 @@ def parse_documents(
 
 
 def _parse_peer(
-    doc: Any, at: At, tables: Mapping[str, WindowTable], named: Mapping[tuple[str, str], dict[str, Any]]
+    doc: object, at: At, tables: Mapping[str, WindowTable], named: Mapping[tuple[str, str], dict[str, object]]
 ) -> tuple[list[SLO], list[SpecError]]:
     """The SLOs of one Sloth or OpenSLO document (none for the kinds read through references)."""
     if not isinstance(doc, dict):

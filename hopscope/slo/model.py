@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hopscope.durations import format_duration, parse_duration
@@ -243,7 +242,7 @@ class At:
         return SpecError(f"{self.where()}: {msg}")
 
 
-def as_mapping(v: Any, at: At, allowed: Iterable[str] | None = None) -> dict[str, Any]:
+def as_mapping(v: object, at: At, allowed: Iterable[str] | None = None) -> dict[str, object]:
     if v is None:
         return {}
     if not isinstance(v, dict):
@@ -256,12 +255,12 @@ def as_mapping(v: Any, at: At, allowed: Iterable[str] | None = None) -> dict[str
     return v
 
 
-def short_repr(v: Any) -> str:
+def short_repr(v: object) -> str:
     text = repr(v)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def as_text(v: Any, at: At, *, required: bool = False) -> str | None:
+def as_text(v: object, at: At, *, required: bool = False) -> str | None:
     if v is None:
         if required:
             raise at.fail("is required")
@@ -271,7 +270,7 @@ def as_text(v: Any, at: At, *, required: bool = False) -> str | None:
     return str(v)
 
 
-def as_ratio(v: Any, at: At) -> float:
+def as_ratio(v: object, at: At) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise at.fail(f"{short_repr(v)} is not a ratio in (0, 1)")
     f = float(v)
@@ -281,25 +280,25 @@ def as_ratio(v: Any, at: At) -> float:
     return f
 
 
-def as_positive(v: Any, at: At) -> float:
+def as_positive(v: object, at: At) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v) > 0 or float(v) != float(v):
         raise at.fail(f"{short_repr(v)} is not a positive number")
     return float(v)
 
 
-def as_duration(v: Any, at: At) -> timedelta:
+def as_duration(v: object, at: At) -> timedelta:
     try:
         return parse_duration(v)
     except ValueError as e:
         raise at.fail(str(e)) from None
 
 
-def as_labels(v: Any, at: At) -> dict[str, str]:
+def as_labels(v: object, at: At) -> dict[str, str]:
     m = as_mapping(v, at)
     return {str(k): str(val) for k, val in m.items()}
 
 
-def as_time_zone(v: Any, at: At) -> str:
+def as_time_zone(v: object, at: At) -> str:
     name = as_text(v, at) or "UTC"
     try:
         ZoneInfo(name)

@@ -6,7 +6,6 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from hopscope.durations import format_duration
 from hopscope.slo.model import (
@@ -41,7 +40,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # -- window tables ----------------------------------------------------------------------------
 
 
-def parse_window_table(doc: Any, at: At, name: str | None = None) -> WindowTable:
+def parse_window_table(doc: object, at: At, name: str | None = None) -> WindowTable:
     """A ``hopscope/v1 AlertWindows`` table; ``name`` when the document names none (else the file's stem)."""
     d = as_mapping(doc, at, ("apiVersion", "kind", "name", "period", "scale", "tiers"))
     if d.get("apiVersion") != API_VERSION or d.get("kind") != "AlertWindows":
@@ -111,7 +110,7 @@ _ALERT_KEYS = (
 )
 
 
-def parse_slo(doc: Any, file: str, tables: Mapping[str, WindowTable], *, doc_index: int = 0) -> SLO:
+def parse_slo(doc: object, file: str, tables: Mapping[str, WindowTable], *, doc_index: int = 0) -> SLO:
     """One ``hopscope/v1`` SLO document -> :class:`SLO`; SpecError naming file, path and value."""
     at = At(file, doc=doc_index)
     d = as_mapping(doc, at, ("apiVersion", "kind", "metadata", "spec"))
@@ -165,7 +164,7 @@ def parse_slo(doc: Any, file: str, tables: Mapping[str, WindowTable], *, doc_ind
     )
 
 
-def _parse_window(v: Any, at: At) -> Window:
+def _parse_window(v: object, at: At) -> Window:
     if isinstance(v, str) and v in CALENDAR_NOMINAL:
         return Window("calendar", None, v, "UTC")
     if isinstance(v, (str, int)) and not isinstance(v, bool):
@@ -184,7 +183,7 @@ def _parse_window(v: Any, at: At) -> Window:
     return Window("calendar", None, str(unit), as_time_zone(m.get("timeZone"), at / "timeZone"))
 
 
-def _parse_budgeting(v: Any, at: At) -> Budgeting:
+def _parse_budgeting(v: object, at: At) -> Budgeting:
     if isinstance(v, str):
         v = {"method": v}
     m = as_mapping(v, at, ("method", "slice", "sliceObjective"))
@@ -211,7 +210,7 @@ def _parse_budgeting(v: Any, at: At) -> Budgeting:
     return Budgeting(method, sl, so)
 
 
-def _parse_sli(v: Any, at: At) -> SLI:
+def _parse_sli(v: object, at: At) -> SLI:
     m = as_mapping(v, at, _SLI_KEYS)
     if not m:
         raise at.fail("is required")
@@ -281,7 +280,7 @@ def _parse_sli(v: Any, at: At) -> SLI:
     return SLI(kind, metric=metric, selector=selector, le=le, threshold_ms=le_s * 1000)
 
 
-def _parse_alerting(v: Any, at: At, window: Window, tables: Mapping[str, WindowTable]) -> Alerting:
+def _parse_alerting(v: object, at: At, window: Window, tables: Mapping[str, WindowTable]) -> Alerting:
     m = as_mapping(v, at, _ALERT_KEYS)
     policy = as_text(m.get("policy"), at / "policy") or DEFAULT_POLICY
     if policy not in tables:
@@ -328,9 +327,9 @@ def _parse_alerting(v: Any, at: At, window: Window, tables: Mapping[str, WindowT
 # -- writing hopscope/v1 ----------------------------------------------------------------------
 
 
-def to_document(slo: SLO) -> dict[str, Any]:
+def to_document(slo: SLO) -> dict[str, object]:
     """An SLO as a ``hopscope/v1`` YAML document (what ``hopscope slo import`` writes)."""
-    sli: dict[str, Any] = {"kind": slo.sli.kind}
+    sli: dict[str, object] = {"kind": slo.sli.kind}
     fields = (
         ("service", slo.sli.service),
         ("route", slo.sli.route),
@@ -346,19 +345,20 @@ def to_document(slo: SLO) -> dict[str, Any]:
     )
     sli.update({k: v for k, v in fields if v is not None})
     if slo.window.kind == "rolling":
-        window: Any = format_duration(slo.window.length or timedelta(days=28))
+        window: object = format_duration(slo.window.length or timedelta(days=28))
     else:
         window = {"calendar": slo.window.unit, "timeZone": slo.window.tz}
-    budgeting: Any = slo.budgeting.method
+    budgeting: object = slo.budgeting.method
     if slo.budgeting.method != "occurrences":
-        budgeting = {
+        sliced: dict[str, object] = {
             "method": slo.budgeting.method,
             "slice": format_duration(slo.budgeting.slice or timedelta(minutes=1)),
         }
         if slo.budgeting.slice_objective is not None:
-            budgeting["sliceObjective"] = slo.budgeting.slice_objective
+            sliced["sliceObjective"] = slo.budgeting.slice_objective
+        budgeting = sliced
     a = slo.alerting
-    alerting: dict[str, Any] = {"policy": a.policy}
+    alerting: dict[str, object] = {"policy": a.policy}
     if a.disabled:
         alerting["disable"] = list(a.disabled)
     if a.min_events:
@@ -376,14 +376,14 @@ def to_document(slo: SLO) -> dict[str, Any]:
     ):
         if val:
             alerting[key] = val
-    spec: dict[str, Any] = {"description": slo.description}
+    spec: dict[str, object] = {"description": slo.description}
     if slo.service:
         spec["service"] = slo.service
     spec.update({"objective": slo.objective, "window": window, "budgeting": budgeting, "sli": sli})
     if slo.hop_budgets_ms:
         spec["hopBudgetsMs"] = dict(slo.hop_budgets_ms)
     spec["alerting"] = alerting
-    meta: dict[str, Any] = {"name": slo.name}
+    meta: dict[str, object] = {"name": slo.name}
     if slo.labels:
         meta["labels"] = dict(slo.labels)
     return {"apiVersion": API_VERSION, "kind": "SLO", "metadata": meta, "spec": spec}

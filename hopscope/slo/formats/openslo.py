@@ -10,7 +10,6 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from hopscope.errors import SpecError
 from hopscope.slo.model import (
@@ -47,9 +46,9 @@ REFERENCED_KINDS = (
 _DURATION = re.compile(r"^(\d+)([mhdwMQY])$")
 
 
-def named_objects(docs: Sequence[Any]) -> dict[tuple[str, str], dict[str, Any]]:
+def named_objects(docs: Sequence[object]) -> dict[tuple[str, str], dict[str, object]]:
     """The v1 documents of one file by (kind, name): OpenSLO v1 documents refer to each other by name."""
-    named: dict[tuple[str, str], dict[str, Any]] = {}
+    named: dict[tuple[str, str], dict[str, object]] = {}
     for d in docs:
         if isinstance(d, dict) and d.get("apiVersion") == V1 and isinstance(d.get("metadata"), dict):
             named[(str(d.get("kind")), str(d["metadata"].get("name")))] = d
@@ -57,7 +56,7 @@ def named_objects(docs: Sequence[Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def parse_v1alpha(
-    doc: dict[str, Any], at: At, tables: Mapping[str, WindowTable]
+    doc: dict[str, object], at: At, tables: Mapping[str, WindowTable]
 ) -> tuple[list[SLO], list[SpecError]]:
     """One ``openslo/v1alpha`` SLO: one hopscope SLO per objective; each objective refused on its own."""
     as_mapping(doc, at, ("apiVersion", "kind", "metadata", "spec"))
@@ -118,13 +117,13 @@ def parse_v1alpha(
     return slos, errors
 
 
-def _target(v: Any, at: At) -> float:
+def _target(v: object, at: At) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < float(v) < 1:
         raise at.fail(f"{short_repr(v)} is not a ratio in (0, 1)")
     return float(v)
 
 
-def _v1alpha_window(v: Any, at: At) -> Window:
+def _v1alpha_window(v: object, at: At) -> Window:
     if v is None:
         return Window("rolling", timedelta(days=30))
     if not isinstance(v, list) or len(v) != 1:
@@ -140,7 +139,7 @@ def _v1alpha_window(v: Any, at: At) -> Window:
     return Window("rolling", as_duration(f"{w.get('count')}{unit}", at / 0 / "count"))
 
 
-def _openslo_v1_window(v: Any, at: At) -> tuple[Window, list[str]]:
+def _openslo_v1_window(v: object, at: At) -> tuple[Window, list[str]]:
     notes: list[str] = []
     if v is None:
         return Window("rolling", timedelta(days=28)), notes
@@ -170,8 +169,8 @@ def _openslo_v1_window(v: Any, at: At) -> tuple[Window, list[str]]:
 
 
 def _resolve(
-    v: Any, at: At, kind: str, ref_key: str, named: Mapping[tuple[str, str], dict[str, Any]]
-) -> dict[str, Any]:
+    v: object, at: At, kind: str, ref_key: str, named: Mapping[tuple[str, str], dict[str, object]]
+) -> dict[str, object]:
     """An inline OpenSLO object, or the one its ``*Ref`` names in the same file."""
     if isinstance(v, dict) and ref_key in v:
         ref = str(v[ref_key])
@@ -182,10 +181,10 @@ def _resolve(
 
 
 def parse_v1(
-    doc: dict[str, Any],
+    doc: dict[str, object],
     at: At,
     tables: Mapping[str, WindowTable],
-    named: Mapping[tuple[str, str], dict[str, Any]],
+    named: Mapping[tuple[str, str], dict[str, object]],
 ) -> tuple[list[SLO], list[SpecError]]:
     """One ``openslo/v1`` SLO (``named``: the file's objects it may refer to); each objective refused on its own."""
     as_mapping(doc, at, ("apiVersion", "kind", "metadata", "spec"))
@@ -294,7 +293,7 @@ def parse_v1(
     return slos, errors
 
 
-def _metric_query(v: Any, at: At) -> str:
+def _metric_query(v: object, at: At) -> str:
     m = as_mapping(v, at, ("metricSource",))
     ms_at = at / "metricSource"
     ms = as_mapping(m.get("metricSource"), ms_at, ("metricSourceRef", "type", "spec"))
@@ -307,7 +306,7 @@ def _metric_query(v: Any, at: At) -> str:
     return q
 
 
-def _openslo_sli(v: Any, at: At) -> SLI:
+def _openslo_sli(v: object, at: At) -> SLI:
     m = as_mapping(v, at, ("thresholdMetric", "ratioMetric", "description"))
     if "thresholdMetric" in m:
         raise (at / "thresholdMetric").fail(
@@ -330,11 +329,11 @@ def _openslo_sli(v: Any, at: At) -> SLI:
 
 
 def _openslo_alerting(
-    v: Any,
+    v: object,
     at: At,
     window: Window,
     tables: Mapping[str, WindowTable],
-    named: Mapping[tuple[str, str], dict[str, Any]],
+    named: Mapping[tuple[str, str], dict[str, object]],
 ) -> Alerting:
     if not v:
         return Alerting(policy=DEFAULT_POLICY, tiers=tables[DEFAULT_POLICY].resolve(window.nominal))
@@ -346,7 +345,8 @@ def _openslo_alerting(
         pa = at / i
         pol = _resolve(p, pa, "AlertPolicy", "alertPolicyRef", named)
         pol_spec = as_mapping(pol.get("spec", pol), pa / "spec")
-        names.append(str((pol.get("metadata") or {}).get("name", f"policy-{i}")))
+        meta = pol.get("metadata")
+        names.append(str(meta.get("name", f"policy-{i}") if isinstance(meta, dict) else f"policy-{i}"))
         conds = pol_spec.get("conditions")
         if not isinstance(conds, list) or not conds:
             raise (pa / "spec" / "conditions").fail(f"{short_repr(conds)} is not a non-empty list")

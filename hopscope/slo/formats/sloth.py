@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from hopscope.errors import SpecError
 from hopscope.slo.model import (
@@ -34,7 +33,7 @@ API_VERSION = "sloth.slok.dev/v1"  # the Kubernetes CRDs (PrometheusServiceLevel
 VERSION = "prometheus/v1"  # the plain service file's ``version``
 
 
-def parse_window_table(d: Mapping[str, Any], at: At, name: str | None = None) -> WindowTable:
+def parse_window_table(d: Mapping[str, object], at: At, name: str | None = None) -> WindowTable:
     """Sloth's ``sloth.slok.dev/v1 AlertWindows`` (``d`` is the document, already a mapping)."""
     spec = as_mapping(d.get("spec"), at / "spec", ("sloPeriod", "page", "ticket"))
     period = as_duration(spec.get("sloPeriod"), at / "spec" / "sloPeriod")
@@ -60,7 +59,7 @@ def _k(k8s: bool, snake: str) -> str:
 
 
 def parse_slos(
-    spec: Any, at: At, tables: Mapping[str, WindowTable], *, k8s: bool
+    spec: object, at: At, tables: Mapping[str, WindowTable], *, k8s: bool
 ) -> tuple[list[SLO], list[SpecError]]:
     """The SLOs of one Sloth service (``k8s``: the CRD's ``spec``, camelCase keys); each refused on its own."""
     top = ("service", "labels", "slos", _k(k8s, "slo_plugins")) + (() if k8s else ("version",))
@@ -86,7 +85,7 @@ def parse_slos(
 
 
 def _sloth_slo(
-    s: Any, sa: At, service: str, glabels: dict[str, str], tables: Mapping[str, WindowTable], k8s: bool
+    s: object, sa: At, service: str, glabels: dict[str, str], tables: Mapping[str, WindowTable], k8s: bool
 ) -> SLO:
     m = as_mapping(s, sa, ("name", "objective", "description", "labels", "sli", "alerting", "plugins"))
     if "plugins" in m:
