@@ -15,8 +15,9 @@ from pathlib import Path
 import yaml
 
 from hopscope.errors import SpecError
-from hopscope.slo.formats import hopscope, openslo, sloth
-from hopscope.slo.model import SLO, At, WindowTable, as_mapping, short_repr
+from hopscope.slo.formats import check, hopscope, openslo, sloth
+from hopscope.slo.formats.check import At
+from hopscope.slo.model import SLO, WindowTable
 
 MAX_FILE_BYTES = 1_000_000
 DEFAULT_RULES = Path("slo_rules")
@@ -54,7 +55,7 @@ def parse_yaml_text(text: str, file: str) -> list[object]:
 def parse_window_table(doc: object, file: str, name: str | None = None) -> WindowTable:
     """A hopscope ``AlertWindows`` table, or Sloth's ``sloth.slok.dev/v1 AlertWindows``."""
     at = At(file)
-    d = as_mapping(doc, at)
+    d = check.mapping(doc, at)
     if d.get("apiVersion") == sloth.API_VERSION:
         return sloth.parse_window_table(d, at, name)
     return hopscope.parse_window_table(d, at, name)
@@ -126,7 +127,7 @@ def _parse_peer(
 ) -> tuple[list[SLO], list[SpecError]]:
     """The SLOs of one Sloth or OpenSLO document (none for the kinds read through references)."""
     if not isinstance(doc, dict):
-        raise at.fail(f"{short_repr(doc)} is not a mapping")
+        raise at.fail(f"{check.short_repr(doc)} is not a mapping")
     api, kind = doc.get("apiVersion"), doc.get("kind")
     if doc.get("version") == sloth.VERSION:
         return sloth.parse_slos(doc, at, tables, k8s=False)

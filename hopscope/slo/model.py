@@ -1,9 +1,7 @@
-"""The SLO model every spec format loads into, and the field checks the formats share.
+"""The SLO model every spec format loads into.
 
 An :class:`SLO` is what the engine evaluates, whichever file format it came from
-(``hopscope/v1``, OpenSLO, Sloth: see :mod:`hopscope.slo.formats`). Every refusal
-is a :class:`SpecError` whose message names the file, the path inside it and the
-bad value; :class:`At` carries that position.
+(``hopscope/v1``, OpenSLO, Sloth: see :mod:`hopscope.slo.formats`).
 """
 
 from __future__ import annotations
@@ -13,10 +11,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from hopscope.durations import format_duration, parse_duration
-from hopscope.errors import SpecError
+from hopscope.durations import format_duration
 
 SLI_KINDS = ("latency", "availability", "prometheus_ratio", "prometheus_histogram")
 SPAN_KINDS = ("latency", "availability")
@@ -217,96 +214,3 @@ def with_policy(slo: SLO, table: WindowTable, *, min_events: int | None = None) 
 def slo_thresholds_ms(slos: Iterable[SLO]) -> list[float]:
     """Every latency threshold the span SLOs use, sorted, once each (the rollup counts them exactly)."""
     return sorted({float(s.sli.threshold_ms) for s in slos if s.sli.kind == "latency" and s.sli.threshold_ms})
-
-
-# -- validation helpers -----------------------------------------------------------------------
-
-
-class At:
-    """A position inside a spec file, for messages: ``file: spec.sli.kind: 'x' ...``."""
-
-    def __init__(self, file: str, path: str = "", doc: int = 0) -> None:
-        self.file, self.path, self.doc = file, path, doc
-
-    def __truediv__(self, key: str | int) -> At:
-        sub = f"[{key}]" if isinstance(key, int) else (f"{self.path}.{key}" if self.path else str(key))
-        if isinstance(key, int):
-            sub = f"{self.path}{sub}"
-        return At(self.file, sub, self.doc)
-
-    def where(self) -> str:
-        doc = f" (document {self.doc + 1})" if self.doc else ""
-        return f"{self.file}{doc}: {self.path}" if self.path else f"{self.file}{doc}"
-
-    def fail(self, msg: str) -> SpecError:
-        return SpecError(f"{self.where()}: {msg}")
-
-
-def as_mapping(v: object, at: At, allowed: Iterable[str] | None = None) -> dict[str, object]:
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        raise at.fail(f"{short_repr(v)} is not a mapping")
-    if allowed is not None:
-        allowed = tuple(allowed)
-        for k in v:
-            if k not in allowed:
-                raise (at / str(k)).fail(f"unknown field; expected one of {', '.join(allowed)}")
-    return v
-
-
-def short_repr(v: object) -> str:
-    text = repr(v)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def as_text(v: object, at: At, *, required: bool = False) -> str | None:
-    if v is None:
-        if required:
-            raise at.fail("is required")
-        return None
-    if not isinstance(v, (str, int, float)) or isinstance(v, bool):
-        raise at.fail(f"{short_repr(v)} is not text")
-    return str(v)
-
-
-def as_ratio(v: object, at: At) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise at.fail(f"{short_repr(v)} is not a ratio in (0, 1)")
-    f = float(v)
-    if not 0 < f < 1:
-        hint = f"; write {f / 100:g}" if 1 < f < 100 else ""
-        raise at.fail(f"{v!r} is not a ratio in (0, 1){hint}")
-    return f
-
-
-def as_positive(v: object, at: At) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v) > 0 or float(v) != float(v):
-        raise at.fail(f"{short_repr(v)} is not a positive number")
-    return float(v)
-
-
-def as_duration(v: object, at: At) -> timedelta:
-    try:
-        return parse_duration(v)
-    except ValueError as e:
-        raise at.fail(str(e)) from None
-
-
-def as_labels(v: object, at: At) -> dict[str, str]:
-    m = as_mapping(v, at)
-    return {str(k): str(val) for k, val in m.items()}
-
-
-def as_time_zone(v: object, at: At) -> str:
-    name = as_text(v, at) or "UTC"
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise at.fail(f"{name!r} is not a time zone (IANA name like Europe/Paris)") from None
-    return name
-
-
-def percent_ratio(value: object) -> float:
-    """A percentage as a ratio without binary noise: 99.9 -> 0.999 (not 0.9990000000000001)."""
-    return round(float(value) / 100, 12)  # type: ignore[arg-type]

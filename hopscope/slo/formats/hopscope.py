@@ -8,6 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from hopscope.durations import format_duration
+from hopscope.slo.formats import check
+from hopscope.slo.formats.check import At
 from hopscope.slo.model import (
     BUDGETING,
     CALENDAR_NOMINAL,
@@ -18,18 +20,9 @@ from hopscope.slo.model import (
     SLO,
     SPAN_KINDS,
     Alerting,
-    At,
     Budgeting,
     Window,
     WindowTable,
-    as_duration,
-    as_labels,
-    as_mapping,
-    as_positive,
-    as_ratio,
-    as_text,
-    as_time_zone,
-    short_repr,
 )
 
 API_VERSION = "hopscope/v1"
@@ -42,35 +35,35 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 def parse_window_table(doc: object, at: At, name: str | None = None) -> WindowTable:
     """A ``hopscope/v1 AlertWindows`` table; ``name`` when the document names none (else the file's stem)."""
-    d = as_mapping(doc, at, ("apiVersion", "kind", "name", "period", "scale", "tiers"))
+    d = check.mapping(doc, at, ("apiVersion", "kind", "name", "period", "scale", "tiers"))
     if d.get("apiVersion") != API_VERSION or d.get("kind") != "AlertWindows":
         raise at.fail(
             f"apiVersion/kind {d.get('apiVersion')!r}/{d.get('kind')!r} is not {API_VERSION}/AlertWindows"
         )
-    tname = as_text(d.get("name"), at / "name") or name or Path(at.file).stem
-    period = as_duration(d.get("period"), at / "period")
+    tname = check.text(d.get("name"), at / "name") or name or Path(at.file).stem
+    period = check.duration(d.get("period"), at / "period")
     scale = d.get("scale", "factors")
     if scale not in ("factors", "windows"):
         raise (at / "scale").fail(f"{scale!r} is not one of factors, windows")
     raw = d.get("tiers")
     if not isinstance(raw, list) or not raw:
-        raise (at / "tiers").fail(f"{short_repr(raw)} is not a non-empty list")
+        raise (at / "tiers").fail(f"{check.short_repr(raw)} is not a non-empty list")
     tiers: list[tuple[str, timedelta, timedelta, float | None, float | None]] = []
     for i, t in enumerate(raw):
         t_at = at / "tiers" / i
-        tm = as_mapping(t, t_at, ("severity", "long", "short", "factor", "budget_percent"))
+        tm = check.mapping(t, t_at, ("severity", "long", "short", "factor", "budget_percent"))
         sev = str(tm.get("severity"))
         if sev not in SEVERITIES:
             raise (t_at / "severity").fail(f"{tm.get('severity')!r} is not one of {', '.join(SEVERITIES)}")
-        long = as_duration(tm.get("long"), t_at / "long")
-        short = as_duration(tm.get("short"), t_at / "short")
+        long = check.duration(tm.get("long"), t_at / "long")
+        short = check.duration(tm.get("short"), t_at / "short")
         if short >= long:
             raise (t_at / "short").fail(
                 f"{tm.get('short')!r} is not shorter than the long window {tm.get('long')!r}"
             )
-        factor = as_positive(tm["factor"], t_at / "factor") if "factor" in tm else None
+        factor = check.positive(tm["factor"], t_at / "factor") if "factor" in tm else None
         percent = (
-            as_positive(tm["budget_percent"], t_at / "budget_percent") if "budget_percent" in tm else None
+            check.positive(tm["budget_percent"], t_at / "budget_percent") if "budget_percent" in tm else None
         )
         if factor is None and percent is None:
             raise t_at.fail("needs factor or budget_percent")
@@ -113,29 +106,29 @@ _ALERT_KEYS = (
 def parse_slo(doc: object, file: str, tables: Mapping[str, WindowTable], *, doc_index: int = 0) -> SLO:
     """One ``hopscope/v1`` SLO document -> :class:`SLO`; SpecError naming file, path and value."""
     at = At(file, doc=doc_index)
-    d = as_mapping(doc, at, ("apiVersion", "kind", "metadata", "spec"))
+    d = check.mapping(doc, at, ("apiVersion", "kind", "metadata", "spec"))
     if d.get("apiVersion") != API_VERSION:
         raise (at / "apiVersion").fail(f"{d.get('apiVersion')!r} is not {API_VERSION}")
     if d.get("kind") != "SLO":
         raise (at / "kind").fail(f"{d.get('kind')!r} is not SLO")
-    meta = as_mapping(d.get("metadata"), at / "metadata", ("name", "labels", "displayName"))
-    name = as_text(meta.get("name"), at / "metadata" / "name", required=True)
+    meta = check.mapping(d.get("metadata"), at / "metadata", ("name", "labels", "displayName"))
+    name = check.text(meta.get("name"), at / "metadata" / "name", required=True)
     assert name is not None
     if not _NAME.match(name):
         raise (at / "metadata" / "name").fail(f"{name!r} is not a name (letters, digits, - _ . :)")
     sa = at / "spec"
-    spec = as_mapping(d.get("spec"), sa, _SPEC_KEYS)
+    spec = check.mapping(d.get("spec"), sa, _SPEC_KEYS)
     if "objective" not in spec:
         raise (sa / "objective").fail("is required (a ratio in (0, 1), e.g. 0.999)")
-    objective = as_ratio(spec["objective"], sa / "objective")
+    objective = check.ratio(spec["objective"], sa / "objective")
     window = _parse_window(spec.get("window", "28d"), sa / "window")
     budgeting = _parse_budgeting(spec.get("budgeting", "occurrences"), sa / "budgeting")
     sli = _parse_sli(spec.get("sli"), sa / "sli")
     notes: list[str] = []
     hop_budgets: dict[str, float] = {}
-    hb = as_mapping(spec.get("hopBudgetsMs"), sa / "hopBudgetsMs")
+    hb = check.mapping(spec.get("hopBudgetsMs"), sa / "hopBudgetsMs")
     for hop, ms in hb.items():
-        hop_budgets[str(hop)] = as_positive(ms, sa / "hopBudgetsMs" / str(hop))
+        hop_budgets[str(hop)] = check.positive(ms, sa / "hopBudgetsMs" / str(hop))
     if hop_budgets:
         if sli.kind not in ("latency", "prometheus_histogram") or sli.threshold_ms is None:
             raise (sa / "hopBudgetsMs").fail(
@@ -150,15 +143,15 @@ def parse_slo(doc: object, file: str, tables: Mapping[str, WindowTable], *, doc_
     alerting = _parse_alerting(spec.get("alerting"), sa / "alerting", window, tables)
     return SLO(
         name=name,
-        description=as_text(spec.get("description"), sa / "description") or "",
+        description=check.text(spec.get("description"), sa / "description") or "",
         objective=objective,
         window=window,
         sli=sli,
         budgeting=budgeting,
         hop_budgets_ms=hop_budgets,
         alerting=alerting,
-        service=as_text(spec.get("service"), sa / "service") or sli.service,
-        labels=as_labels(meta.get("labels"), at / "metadata" / "labels"),
+        service=check.text(spec.get("service"), sa / "service") or sli.service,
+        labels=check.labels(meta.get("labels"), at / "metadata" / "labels"),
         source_file=Path(file),
         notes=tuple(notes),
     )
@@ -168,11 +161,11 @@ def _parse_window(v: object, at: At) -> Window:
     if isinstance(v, str) and v in CALENDAR_NOMINAL:
         return Window("calendar", None, v, "UTC")
     if isinstance(v, (str, int)) and not isinstance(v, bool):
-        length = as_duration(v, at)
+        length = check.duration(v, at)
         if length < timedelta(minutes=5):
             raise at.fail(f"{v!r} is shorter than 5m")
         return Window("rolling", length)
-    m = as_mapping(v, at, ("rolling", "calendar", "timeZone"))
+    m = check.mapping(v, at, ("rolling", "calendar", "timeZone"))
     if "rolling" in m:
         if "calendar" in m:
             raise at.fail("has both rolling and calendar; choose one")
@@ -180,13 +173,13 @@ def _parse_window(v: object, at: At) -> Window:
     unit = m.get("calendar")
     if unit not in CALENDAR_NOMINAL:
         raise (at / "calendar").fail(f"{unit!r} is not one of month, week")
-    return Window("calendar", None, str(unit), as_time_zone(m.get("timeZone"), at / "timeZone"))
+    return Window("calendar", None, str(unit), check.time_zone(m.get("timeZone"), at / "timeZone"))
 
 
 def _parse_budgeting(v: object, at: At) -> Budgeting:
     if isinstance(v, str):
         v = {"method": v}
-    m = as_mapping(v, at, ("method", "slice", "sliceObjective"))
+    m = check.mapping(v, at, ("method", "slice", "sliceObjective"))
     method = m.get("method", "occurrences")
     if method not in BUDGETING:
         raise (at / "method").fail(f"{method!r} is not one of {', '.join(BUDGETING)}")
@@ -195,7 +188,7 @@ def _parse_budgeting(v: object, at: At) -> Budgeting:
             if k in m:
                 raise (at / k).fail("only applies to timeslices or ratio_timeslices budgeting")
         return Budgeting()
-    sl = as_duration(m.get("slice", "1m"), at / "slice")
+    sl = check.duration(m.get("slice", "1m"), at / "slice")
     if sl < timedelta(minutes=1) or sl.total_seconds() % 60:
         raise (at / "slice").fail(
             f"{m.get('slice')!r} is not a whole number of minutes (hop_minutes is per minute)"
@@ -204,14 +197,14 @@ def _parse_budgeting(v: object, at: At) -> Budgeting:
     if method == "timeslices":
         if "sliceObjective" not in m:
             raise (at / "sliceObjective").fail("is required for timeslices budgeting (a ratio, e.g. 0.95)")
-        so = as_ratio(m["sliceObjective"], at / "sliceObjective")
+        so = check.ratio(m["sliceObjective"], at / "sliceObjective")
     elif "sliceObjective" in m:
         raise (at / "sliceObjective").fail("only applies to timeslices budgeting")
     return Budgeting(method, sl, so)
 
 
 def _parse_sli(v: object, at: At) -> SLI:
-    m = as_mapping(v, at, _SLI_KEYS)
+    m = check.mapping(v, at, _SLI_KEYS)
     if not m:
         raise at.fail("is required")
     kind = m.get("kind")
@@ -227,9 +220,9 @@ def _parse_sli(v: object, at: At) -> SLI:
         if k not in allowed:
             raise (at / k).fail(f"does not apply to a {kind} SLI (it takes {', '.join(sorted(allowed))})")
     if kind in SPAN_KINDS:
-        service = as_text(m.get("service"), at / "service", required=True)
-        route = as_text(m.get("route"), at / "route")
-        hop = as_text(m.get("hop"), at / "hop")
+        service = check.text(m.get("service"), at / "service", required=True)
+        route = check.text(m.get("route"), at / "route")
+        hop = check.text(m.get("hop"), at / "hop")
         if hop is not None:
             parts = hop.split("->")
             if len(parts) != 2 or not all(p.strip() for p in parts):
@@ -244,11 +237,12 @@ def _parse_sli(v: object, at: At) -> SLI:
         if kind == "latency":
             if "thresholdMs" not in m:
                 raise (at / "thresholdMs").fail("is required for a latency SLI")
-            thr = as_positive(m["thresholdMs"], at / "thresholdMs")
+            thr = check.positive(m["thresholdMs"], at / "thresholdMs")
         return SLI(kind, service=service, route=route, hop=hop, threshold_ms=thr)
     if kind == "prometheus_ratio":
         q = {
-            k: as_text(m.get(k), at / k) for k in ("goodQuery", "errorQuery", "totalQuery", "errorRatioQuery")
+            k: check.text(m.get(k), at / k)
+            for k in ("goodQuery", "errorQuery", "totalQuery", "errorRatioQuery")
         }
         if q["errorRatioQuery"]:
             if q["goodQuery"] or q["errorQuery"] or q["totalQuery"]:
@@ -265,24 +259,24 @@ def _parse_sli(v: object, at: At) -> SLI:
             total_query=q["totalQuery"],
             error_ratio_query=q["errorRatioQuery"],
         )
-    metric = as_text(m.get("metric"), at / "metric", required=True)
+    metric = check.text(m.get("metric"), at / "metric", required=True)
     assert metric is not None
     if not re.match(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$", metric):
         raise (at / "metric").fail(f"{metric!r} is not a Prometheus metric name")
-    le = as_text(m.get("le"), at / "le", required=True)
+    le = check.text(m.get("le"), at / "le", required=True)
     try:
         le_s = float(le or "")
     except ValueError:
         raise (at / "le").fail(f"{le!r} is not a bucket bound in seconds") from None
     if not le_s > 0:
         raise (at / "le").fail(f"{le!r} is not a positive bucket bound in seconds")
-    selector = (as_text(m.get("selector"), at / "selector") or "").strip().strip("{}")
+    selector = (check.text(m.get("selector"), at / "selector") or "").strip().strip("{}")
     return SLI(kind, metric=metric, selector=selector, le=le, threshold_ms=le_s * 1000)
 
 
 def _parse_alerting(v: object, at: At, window: Window, tables: Mapping[str, WindowTable]) -> Alerting:
-    m = as_mapping(v, at, _ALERT_KEYS)
-    policy = as_text(m.get("policy"), at / "policy") or DEFAULT_POLICY
+    m = check.mapping(v, at, _ALERT_KEYS)
+    policy = check.text(m.get("policy"), at / "policy") or DEFAULT_POLICY
     if policy not in tables:
         raise (at / "policy").fail(
             f"{policy!r} is not a window table; known: {', '.join(sorted(tables)) or 'none'}"
@@ -292,7 +286,7 @@ def _parse_alerting(v: object, at: At, window: Window, tables: Mapping[str, Wind
     if isinstance(raw_dis, str):
         raw_dis = [raw_dis]
     if not isinstance(raw_dis, list):
-        raise (at / "disable").fail(f"{short_repr(raw_dis)} is not a list of severities or tier labels")
+        raise (at / "disable").fail(f"{check.short_repr(raw_dis)} is not a list of severities or tier labels")
     labels = {t.label for t in tiers}
     for i, x in enumerate(raw_dis):
         if x not in SEVERITIES and x not in labels:
@@ -301,11 +295,11 @@ def _parse_alerting(v: object, at: At, window: Window, tables: Mapping[str, Wind
             )
     me = m.get("minEvents", 0)
     if isinstance(me, bool) or not isinstance(me, int) or me < 0:
-        raise (at / "minEvents").fail(f"{short_repr(me)} is not a whole number >= 0")
+        raise (at / "minEvents").fail(f"{check.short_repr(me)} is not a whole number >= 0")
     mc = m.get("minCoverage", 1.0)
     if isinstance(mc, bool) or not isinstance(mc, (int, float)) or not 0 <= float(mc) <= 12:
         raise (at / "minCoverage").fail(
-            f"{short_repr(mc)} is not a number in [0, 12] (share of the short window's length that the "
+            f"{check.short_repr(mc)} is not a number in [0, 12] (share of the short window's length that the "
             "long window must hold with data before a tier may fire; 0 turns the guard off)"
         )
     return Alerting(
@@ -314,13 +308,13 @@ def _parse_alerting(v: object, at: At, window: Window, tables: Mapping[str, Wind
         disabled=tuple(str(x) for x in raw_dis),
         min_events=me,
         min_coverage=float(mc),
-        name=as_text(m.get("name"), at / "name"),
-        labels=as_labels(m.get("labels"), at / "labels"),
-        annotations=as_labels(m.get("annotations"), at / "annotations"),
-        page_labels=as_labels(m.get("pageLabels"), at / "pageLabels"),
-        ticket_labels=as_labels(m.get("ticketLabels"), at / "ticketLabels"),
-        page_annotations=as_labels(m.get("pageAnnotations"), at / "pageAnnotations"),
-        ticket_annotations=as_labels(m.get("ticketAnnotations"), at / "ticketAnnotations"),
+        name=check.text(m.get("name"), at / "name"),
+        labels=check.labels(m.get("labels"), at / "labels"),
+        annotations=check.labels(m.get("annotations"), at / "annotations"),
+        page_labels=check.labels(m.get("pageLabels"), at / "pageLabels"),
+        ticket_labels=check.labels(m.get("ticketLabels"), at / "ticketLabels"),
+        page_annotations=check.labels(m.get("pageAnnotations"), at / "pageAnnotations"),
+        ticket_annotations=check.labels(m.get("ticketAnnotations"), at / "ticketAnnotations"),
     )
 
 

@@ -12,6 +12,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from hopscope.errors import SpecError
+from hopscope.slo.formats import check
+from hopscope.slo.formats.check import At
 from hopscope.slo.model import (
     DEFAULT_POLICY,
     SLI,
@@ -19,17 +21,9 @@ from hopscope.slo.model import (
     SLOTH_POLICY,
     Alerting,
     AlertTier,
-    At,
     Budgeting,
     Window,
     WindowTable,
-    as_duration,
-    as_labels,
-    as_mapping,
-    as_text,
-    as_time_zone,
-    percent_ratio,
-    short_repr,
 )
 
 V1 = "openslo/v1"
@@ -59,49 +53,51 @@ def parse_v1alpha(
     doc: dict[str, object], at: At, tables: Mapping[str, WindowTable]
 ) -> tuple[list[SLO], list[SpecError]]:
     """One ``openslo/v1alpha`` SLO: one hopscope SLO per objective; each objective refused on its own."""
-    as_mapping(doc, at, ("apiVersion", "kind", "metadata", "spec"))
-    meta = as_mapping(doc.get("metadata"), at / "metadata", ("name", "displayName", "labels", "annotations"))
-    name = as_text(meta.get("name"), at / "metadata" / "name", required=True)
+    check.mapping(doc, at, ("apiVersion", "kind", "metadata", "spec"))
+    meta = check.mapping(
+        doc.get("metadata"), at / "metadata", ("name", "displayName", "labels", "annotations")
+    )
+    name = check.text(meta.get("name"), at / "metadata" / "name", required=True)
     sa = at / "spec"
-    spec = as_mapping(
+    spec = check.mapping(
         doc.get("spec"),
         sa,
         ("service", "description", "budgetingMethod", "objectives", "timeWindows", "indicator"),
     )
     if "indicator" in spec:
         raise (sa / "indicator").fail("v1alpha indicators are not supported; use objectives[].ratioMetrics")
-    service = as_text(spec.get("service"), sa / "service", required=True)
+    service = check.text(spec.get("service"), sa / "service", required=True)
     bm = spec.get("budgetingMethod", "Occurrences")
     if bm != "Occurrences":
         raise (sa / "budgetingMethod").fail(f"{bm!r} is not supported in openslo/v1alpha (only Occurrences)")
     window = _v1alpha_window(spec.get("timeWindows"), sa / "timeWindows")
     objs = spec.get("objectives")
     if not isinstance(objs, list) or not objs:
-        raise (sa / "objectives").fail(f"{short_repr(objs)} is not a non-empty list")
+        raise (sa / "objectives").fail(f"{check.short_repr(objs)} is not a non-empty list")
     slos, errors = [], []
     for i, o in enumerate(objs):
         oa = sa / "objectives" / i
         try:
-            om = as_mapping(o, oa, ("ratioMetrics", "target", "displayName", "value", "op"))
+            om = check.mapping(o, oa, ("ratioMetrics", "target", "displayName", "value", "op"))
             if "ratioMetrics" not in om:
                 raise oa.fail("needs ratioMetrics (threshold objectives are not supported)")
             rm_at = oa / "ratioMetrics"
-            rm = as_mapping(om["ratioMetrics"], rm_at, ("good", "total", "incremental"))
+            rm = check.mapping(om["ratioMetrics"], rm_at, ("good", "total", "incremental"))
             queries = {}
             for part in ("good", "total"):
-                pm = as_mapping(rm.get(part), rm_at / part, ("source", "queryType", "query", "metadata"))
+                pm = check.mapping(rm.get(part), rm_at / part, ("source", "queryType", "query", "metadata"))
                 src = str(pm.get("source", "")).lower()
                 if src != "prometheus":
                     raise (rm_at / part / "source").fail(
                         f"{pm.get('source')!r} is not supported (only prometheus)"
                     )
-                queries[part] = as_text(pm.get("query"), rm_at / part / "query", required=True)
+                queries[part] = check.text(pm.get("query"), rm_at / part / "query", required=True)
             target = _target(om.get("target"), oa / "target")
             sli = SLI("prometheus_ratio", good_query=queries["good"], total_query=queries["total"])
             slos.append(
                 SLO(
                     name=f"{service}-{name}-{i}",
-                    description=as_text(spec.get("description"), sa / "description") or "",
+                    description=check.text(spec.get("description"), sa / "description") or "",
                     objective=target,
                     window=window,
                     sli=sli,
@@ -119,7 +115,7 @@ def parse_v1alpha(
 
 def _target(v: object, at: At) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < float(v) < 1:
-        raise at.fail(f"{short_repr(v)} is not a ratio in (0, 1)")
+        raise at.fail(f"{check.short_repr(v)} is not a ratio in (0, 1)")
     return float(v)
 
 
@@ -127,8 +123,8 @@ def _v1alpha_window(v: object, at: At) -> Window:
     if v is None:
         return Window("rolling", timedelta(days=30))
     if not isinstance(v, list) or len(v) != 1:
-        raise at.fail(f"{short_repr(v)} is not a list of one time window")
-    w = as_mapping(v[0], at / 0, ("count", "unit", "isRolling", "calendar"))
+        raise at.fail(f"{check.short_repr(v)} is not a list of one time window")
+    w = check.mapping(v[0], at / 0, ("count", "unit", "isRolling", "calendar"))
     if w.get("isRolling") is False or "calendar" in w:
         raise (at / 0 / "calendar").fail(
             "calendar windows are not supported in openslo/v1alpha; use openslo/v1"
@@ -136,7 +132,7 @@ def _v1alpha_window(v: object, at: At) -> Window:
     unit = {"Second": "s", "Minute": "m", "Hour": "h", "Day": "d", "Week": "w"}.get(str(w.get("unit")))
     if unit is None:
         raise (at / 0 / "unit").fail(f"{w.get('unit')!r} is not one of Second, Minute, Hour, Day, Week")
-    return Window("rolling", as_duration(f"{w.get('count')}{unit}", at / 0 / "count"))
+    return Window("rolling", check.duration(f"{w.get('count')}{unit}", at / 0 / "count"))
 
 
 def _openslo_v1_window(v: object, at: At) -> tuple[Window, list[str]]:
@@ -144,9 +140,9 @@ def _openslo_v1_window(v: object, at: At) -> tuple[Window, list[str]]:
     if v is None:
         return Window("rolling", timedelta(days=28)), notes
     if not isinstance(v, list) or len(v) != 1:
-        raise at.fail(f"{short_repr(v)} is not a list of one time window")
+        raise at.fail(f"{check.short_repr(v)} is not a list of one time window")
     wa = at / 0
-    w = as_mapping(v[0], wa, ("duration", "isRolling", "calendar"))
+    w = check.mapping(v[0], wa, ("duration", "isRolling", "calendar"))
     dur = str(w.get("duration", ""))
     m = _DURATION.match(dur)
     if not m:
@@ -155,12 +151,12 @@ def _openslo_v1_window(v: object, at: At) -> tuple[Window, list[str]]:
     if w.get("isRolling", True) is not False:
         if unit in "MQY":
             raise (wa / "duration").fail(f"{dur!r}: a rolling window must be in m, h, d or w")
-        return Window("rolling", as_duration(f"{n}{unit}", wa / "duration")), notes
+        return Window("rolling", check.duration(f"{n}{unit}", wa / "duration")), notes
     cal_unit = {("w", 1): "week", ("M", 1): "month"}.get((unit, n))
     if cal_unit is None:
         raise (wa / "duration").fail(f"{dur!r} is not a calendar period hopscope supports (1w or 1M)")
-    cal = as_mapping(w.get("calendar"), wa / "calendar", ("startTime", "timeZone"))
-    tz = as_time_zone(cal.get("timeZone"), wa / "calendar" / "timeZone")
+    cal = check.mapping(w.get("calendar"), wa / "calendar", ("startTime", "timeZone"))
+    tz = check.time_zone(cal.get("timeZone"), wa / "calendar" / "timeZone")
     if "startTime" in cal:
         notes.append(
             f"{(wa / 'calendar' / 'startTime').where()}: periods start on {cal_unit} boundaries in {tz}"
@@ -177,7 +173,7 @@ def _resolve(
         if (kind, ref) not in named:
             raise (at / ref_key).fail(f"{ref!r} names no {kind} in this file")
         return named[(kind, ref)]
-    return as_mapping(v, at)
+    return check.mapping(v, at)
 
 
 def parse_v1(
@@ -187,11 +183,13 @@ def parse_v1(
     named: Mapping[tuple[str, str], dict[str, object]],
 ) -> tuple[list[SLO], list[SpecError]]:
     """One ``openslo/v1`` SLO (``named``: the file's objects it may refer to); each objective refused on its own."""
-    as_mapping(doc, at, ("apiVersion", "kind", "metadata", "spec"))
-    meta = as_mapping(doc.get("metadata"), at / "metadata", ("name", "displayName", "labels", "annotations"))
-    name = as_text(meta.get("name"), at / "metadata" / "name", required=True)
+    check.mapping(doc, at, ("apiVersion", "kind", "metadata", "spec"))
+    meta = check.mapping(
+        doc.get("metadata"), at / "metadata", ("name", "displayName", "labels", "annotations")
+    )
+    name = check.text(meta.get("name"), at / "metadata" / "name", required=True)
     sa = at / "spec"
-    spec = as_mapping(
+    spec = check.mapping(
         doc.get("spec"),
         sa,
         (
@@ -205,7 +203,7 @@ def parse_v1(
             "alertPolicies",
         ),
     )
-    service = as_text(spec.get("service"), sa / "service", required=True)
+    service = check.text(spec.get("service"), sa / "service", required=True)
     window, notes = _openslo_v1_window(spec.get("timeWindow"), sa / "timeWindow")
     bm = spec.get("budgetingMethod", "Occurrences")
     method = {
@@ -221,18 +219,18 @@ def parse_v1(
         ind_spec = ind.get("spec")
     else:
         ind_at = sa / "indicator"
-        ind = as_mapping(spec.get("indicator"), ind_at, ("metadata", "spec"))
+        ind = check.mapping(spec.get("indicator"), ind_at, ("metadata", "spec"))
         ind_spec = ind.get("spec")
     sli = _openslo_sli(ind_spec, ind_at / "spec")
     alerting = _openslo_alerting(spec.get("alertPolicies"), sa / "alertPolicies", window, tables, named)
     objs = spec.get("objectives")
     if not isinstance(objs, list) or not objs:
-        raise (sa / "objectives").fail(f"{short_repr(objs)} is not a non-empty list")
+        raise (sa / "objectives").fail(f"{check.short_repr(objs)} is not a non-empty list")
     slos, errors = [], []
     for i, o in enumerate(objs):
         oa = sa / "objectives" / i
         try:
-            om = as_mapping(
+            om = check.mapping(
                 o,
                 oa,
                 (
@@ -252,12 +250,12 @@ def parse_v1(
                 if k in om:
                     raise (oa / k).fail("per-objective thresholds and indicators are not supported")
             if "targetPercent" in om:
-                target = _target(percent_ratio(om["targetPercent"]), oa / "targetPercent")
+                target = _target(check.percent_ratio(om["targetPercent"]), oa / "targetPercent")
             else:
                 target = _target(om.get("target"), oa / "target")
             budgeting = Budgeting()
             if method != "occurrences":
-                sl = as_duration(om.get("timeSliceWindow", "1m"), oa / "timeSliceWindow")
+                sl = check.duration(om.get("timeSliceWindow", "1m"), oa / "timeSliceWindow")
                 if sl < timedelta(minutes=1) or sl.total_seconds() % 60:
                     raise (oa / "timeSliceWindow").fail(
                         f"{om.get('timeSliceWindow')!r} is not a whole number of minutes"
@@ -274,14 +272,14 @@ def parse_v1(
             slos.append(
                 SLO(
                     name=f"{name}{suffix}",
-                    description=as_text(spec.get("description"), sa / "description") or "",
+                    description=check.text(spec.get("description"), sa / "description") or "",
                     objective=target,
                     window=window,
                     sli=sli,
                     budgeting=budgeting,
                     alerting=alerting,
                     service=service,
-                    labels=as_labels(meta.get("labels"), at / "metadata" / "labels")
+                    labels=check.labels(meta.get("labels"), at / "metadata" / "labels")
                     if isinstance(meta.get("labels"), dict)
                     else {},
                     source_file=Path(at.file),
@@ -294,26 +292,26 @@ def parse_v1(
 
 
 def _metric_query(v: object, at: At) -> str:
-    m = as_mapping(v, at, ("metricSource",))
+    m = check.mapping(v, at, ("metricSource",))
     ms_at = at / "metricSource"
-    ms = as_mapping(m.get("metricSource"), ms_at, ("metricSourceRef", "type", "spec"))
+    ms = check.mapping(m.get("metricSource"), ms_at, ("metricSourceRef", "type", "spec"))
     typ = str(ms.get("type", ""))
     if typ.lower() != "prometheus":
         raise (ms_at / "type").fail(f"{typ!r} is not a metric source hopscope reads (Prometheus)")
-    spec = as_mapping(ms.get("spec"), ms_at / "spec")
-    q = as_text(spec.get("query") or spec.get("promql"), ms_at / "spec" / "query", required=True)
+    spec = check.mapping(ms.get("spec"), ms_at / "spec")
+    q = check.text(spec.get("query") or spec.get("promql"), ms_at / "spec" / "query", required=True)
     assert q is not None
     return q
 
 
 def _openslo_sli(v: object, at: At) -> SLI:
-    m = as_mapping(v, at, ("thresholdMetric", "ratioMetric", "description"))
+    m = check.mapping(v, at, ("thresholdMetric", "ratioMetric", "description"))
     if "thresholdMetric" in m:
         raise (at / "thresholdMetric").fail(
             "threshold metrics (a gauge compared with objectives[].value) are not supported; use ratioMetric"
         )
     ra = at / "ratioMetric"
-    r = as_mapping(m.get("ratioMetric"), ra, ("counter", "good", "bad", "total", "rawType", "raw"))
+    r = check.mapping(m.get("ratioMetric"), ra, ("counter", "good", "bad", "total", "rawType", "raw"))
     if not r:
         raise ra.fail("is required")
     if "raw" in r:
@@ -338,23 +336,23 @@ def _openslo_alerting(
     if not v:
         return Alerting(policy=DEFAULT_POLICY, tiers=tables[DEFAULT_POLICY].resolve(window.nominal))
     if not isinstance(v, list):
-        raise at.fail(f"{short_repr(v)} is not a list")
+        raise at.fail(f"{check.short_repr(v)} is not a list")
     tiers: list[AlertTier] = []
     names = []
     for i, p in enumerate(v):
         pa = at / i
         pol = _resolve(p, pa, "AlertPolicy", "alertPolicyRef", named)
-        pol_spec = as_mapping(pol.get("spec", pol), pa / "spec")
+        pol_spec = check.mapping(pol.get("spec", pol), pa / "spec")
         meta = pol.get("metadata")
         names.append(str(meta.get("name", f"policy-{i}") if isinstance(meta, dict) else f"policy-{i}"))
         conds = pol_spec.get("conditions")
         if not isinstance(conds, list) or not conds:
-            raise (pa / "spec" / "conditions").fail(f"{short_repr(conds)} is not a non-empty list")
+            raise (pa / "spec" / "conditions").fail(f"{check.short_repr(conds)} is not a non-empty list")
         for j, c in enumerate(conds):
             ca = pa / "spec" / "conditions" / j
             cond = _resolve(c, ca, "AlertCondition", "conditionRef", named)
-            cs = as_mapping(cond.get("spec", cond), ca / "spec")
-            cm = as_mapping(
+            cs = check.mapping(cond.get("spec", cond), ca / "spec")
+            cm = check.mapping(
                 cs.get("condition"),
                 ca / "spec" / "condition",
                 ("kind", "op", "threshold", "lookbackWindow", "alertAfter"),
@@ -363,11 +361,11 @@ def _openslo_alerting(
                 raise (ca / "spec" / "condition" / "kind").fail(
                     f"{cm.get('kind')!r} is not supported (only burnrate)"
                 )
-            long = as_duration(cm.get("lookbackWindow"), ca / "spec" / "condition" / "lookbackWindow")
+            long = check.duration(cm.get("lookbackWindow"), ca / "spec" / "condition" / "lookbackWindow")
             thr = cm.get("threshold")
             if isinstance(thr, bool) or not isinstance(thr, (int, float)) or thr <= 0:
                 raise (ca / "spec" / "condition" / "threshold").fail(
-                    f"{short_repr(thr)} is not a positive burn rate"
+                    f"{check.short_repr(thr)} is not a positive burn rate"
                 )
             sev = str(cs.get("severity", "page")).lower()
             severity = "page" if sev in ("page", "critical", "high", "p1") else "ticket"

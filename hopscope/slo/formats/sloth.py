@@ -11,23 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from hopscope.errors import SpecError
-from hopscope.slo.model import (
-    SEVERITIES,
-    SLI,
-    SLO,
-    SLOTH_POLICY,
-    Alerting,
-    At,
-    Window,
-    WindowTable,
-    as_duration,
-    as_labels,
-    as_mapping,
-    as_positive,
-    as_text,
-    percent_ratio,
-    short_repr,
-)
+from hopscope.slo.formats import check
+from hopscope.slo.formats.check import At
+from hopscope.slo.model import SEVERITIES, SLI, SLO, SLOTH_POLICY, Alerting, Window, WindowTable
 
 API_VERSION = "sloth.slok.dev/v1"  # the Kubernetes CRDs (PrometheusServiceLevel, AlertWindows)
 VERSION = "prometheus/v1"  # the plain service file's ``version``
@@ -35,17 +21,17 @@ VERSION = "prometheus/v1"  # the plain service file's ``version``
 
 def parse_window_table(d: Mapping[str, object], at: At, name: str | None = None) -> WindowTable:
     """Sloth's ``sloth.slok.dev/v1 AlertWindows`` (``d`` is the document, already a mapping)."""
-    spec = as_mapping(d.get("spec"), at / "spec", ("sloPeriod", "page", "ticket"))
-    period = as_duration(spec.get("sloPeriod"), at / "spec" / "sloPeriod")
+    spec = check.mapping(d.get("spec"), at / "spec", ("sloPeriod", "page", "ticket"))
+    period = check.duration(spec.get("sloPeriod"), at / "spec" / "sloPeriod")
     tiers: list[tuple[str, timedelta, timedelta, float | None, float | None]] = []
     for sev in SEVERITIES:
-        sev_map = as_mapping(spec.get(sev), at / "spec" / sev, ("quick", "slow"))
+        sev_map = check.mapping(spec.get(sev), at / "spec" / sev, ("quick", "slow"))
         for speed in ("quick", "slow"):
             w_at = at / "spec" / sev / speed
-            w = as_mapping(sev_map.get(speed), w_at, ("errorBudgetPercent", "shortWindow", "longWindow"))
-            pct = as_positive(w.get("errorBudgetPercent"), w_at / "errorBudgetPercent")
-            long = as_duration(w.get("longWindow"), w_at / "longWindow")
-            short = as_duration(w.get("shortWindow"), w_at / "shortWindow")
+            w = check.mapping(sev_map.get(speed), w_at, ("errorBudgetPercent", "shortWindow", "longWindow"))
+            pct = check.positive(w.get("errorBudgetPercent"), w_at / "errorBudgetPercent")
+            long = check.duration(w.get("longWindow"), w_at / "longWindow")
+            short = check.duration(w.get("shortWindow"), w_at / "shortWindow")
             tiers.append((sev, long, short, None, pct))
     return WindowTable(name or Path(at.file).stem, period, tuple(tiers), "factors", Path(at.file))
 
@@ -63,15 +49,15 @@ def parse_slos(
 ) -> tuple[list[SLO], list[SpecError]]:
     """The SLOs of one Sloth service (``k8s``: the CRD's ``spec``, camelCase keys); each refused on its own."""
     top = ("service", "labels", "slos", _k(k8s, "slo_plugins")) + (() if k8s else ("version",))
-    d = as_mapping(spec, at, top)
+    d = check.mapping(spec, at, top)
     if _k(k8s, "slo_plugins") in d:
         raise (at / _k(k8s, "slo_plugins")).fail("Sloth plugins are not supported; write the SLI queries out")
-    service = as_text(d.get("service"), at / "service", required=True)
+    service = check.text(d.get("service"), at / "service", required=True)
     assert service is not None
-    glabels = as_labels(d.get("labels"), at / "labels")
+    glabels = check.labels(d.get("labels"), at / "labels")
     raw = d.get("slos")
     if not isinstance(raw, list) or not raw:
-        raise (at / "slos").fail(f"{short_repr(raw)} is not a non-empty list")
+        raise (at / "slos").fail(f"{check.short_repr(raw)} is not a non-empty list")
     if SLOTH_POLICY not in tables:
         raise at.fail(f"the {SLOTH_POLICY!r} window table is missing from alert_windows")
     slos, errors = [], []
@@ -87,61 +73,61 @@ def parse_slos(
 def _sloth_slo(
     s: object, sa: At, service: str, glabels: dict[str, str], tables: Mapping[str, WindowTable], k8s: bool
 ) -> SLO:
-    m = as_mapping(s, sa, ("name", "objective", "description", "labels", "sli", "alerting", "plugins"))
+    m = check.mapping(s, sa, ("name", "objective", "description", "labels", "sli", "alerting", "plugins"))
     if "plugins" in m:
         raise (sa / "plugins").fail("Sloth plugins are not supported; write the SLI queries out")
-    name = as_text(m.get("name"), sa / "name", required=True)
+    name = check.text(m.get("name"), sa / "name", required=True)
     obj = m.get("objective")
     if isinstance(obj, bool) or not isinstance(obj, (int, float)) or not 0 < float(obj) < 100:
-        raise (sa / "objective").fail(f"{short_repr(obj)} is not a percentage in (0, 100)")
+        raise (sa / "objective").fail(f"{check.short_repr(obj)} is not a percentage in (0, 100)")
     sli_at = sa / "sli"
-    sli_m = as_mapping(m.get("sli"), sli_at, ("events", "raw", "plugin"))
+    sli_m = check.mapping(m.get("sli"), sli_at, ("events", "raw", "plugin"))
     if "plugin" in sli_m:
         raise (sli_at / "plugin").fail("Sloth SLI plugins are not supported; write the SLI queries out")
     if "events" in sli_m:
         ev_at = sli_at / "events"
         eq, tq = _k(k8s, "error_query"), _k(k8s, "total_query")
-        ev = as_mapping(sli_m["events"], ev_at, (eq, tq))
+        ev = check.mapping(sli_m["events"], ev_at, (eq, tq))
         sli = SLI(
             "prometheus_ratio",
-            error_query=as_text(ev.get(eq), ev_at / eq, required=True),
-            total_query=as_text(ev.get(tq), ev_at / tq, required=True),
+            error_query=check.text(ev.get(eq), ev_at / eq, required=True),
+            total_query=check.text(ev.get(tq), ev_at / tq, required=True),
         )
     elif "raw" in sli_m:
         rq = _k(k8s, "error_ratio_query")
-        raw = as_mapping(sli_m["raw"], sli_at / "raw", (rq,))
+        raw = check.mapping(sli_m["raw"], sli_at / "raw", (rq,))
         sli = SLI(
-            "prometheus_ratio", error_ratio_query=as_text(raw.get(rq), sli_at / "raw" / rq, required=True)
+            "prometheus_ratio", error_ratio_query=check.text(raw.get(rq), sli_at / "raw" / rq, required=True)
         )
     else:
         raise sli_at.fail("needs events or raw")
     al_at = sa / "alerting"
     pa_k, ta_k = _k(k8s, "page_alert"), _k(k8s, "ticket_alert")
-    al = as_mapping(m.get("alerting"), al_at, ("name", "labels", "annotations", pa_k, ta_k))
+    al = check.mapping(m.get("alerting"), al_at, ("name", "labels", "annotations", pa_k, ta_k))
     disabled = []
     sev_labels: dict[str, dict[str, str]] = {}
     sev_ann: dict[str, dict[str, str]] = {}
     for sev, key in (("page", pa_k), ("ticket", ta_k)):
-        sub = as_mapping(al.get(key), al_at / key, ("disable", "labels", "annotations"))
+        sub = check.mapping(al.get(key), al_at / key, ("disable", "labels", "annotations"))
         if sub.get("disable") is True:
             disabled.append(sev)
-        sev_labels[sev] = as_labels(sub.get("labels"), al_at / key / "labels")
-        sev_ann[sev] = as_labels(sub.get("annotations"), al_at / key / "annotations")
+        sev_labels[sev] = check.labels(sub.get("labels"), al_at / key / "labels")
+        sev_ann[sev] = check.labels(sub.get("annotations"), al_at / key / "annotations")
     window = Window("rolling", timedelta(days=30))
-    labels = {**glabels, **as_labels(m.get("labels"), sa / "labels")}
+    labels = {**glabels, **check.labels(m.get("labels"), sa / "labels")}
     return SLO(
         name=f"{service}-{name}",
-        description=as_text(m.get("description"), sa / "description") or "",
-        objective=percent_ratio(obj),
+        description=check.text(m.get("description"), sa / "description") or "",
+        objective=check.percent_ratio(obj),
         window=window,
         sli=sli,
         alerting=Alerting(
             policy=SLOTH_POLICY,
             tiers=tables[SLOTH_POLICY].resolve(window.nominal),
             disabled=tuple(disabled),
-            name=as_text(al.get("name"), al_at / "name"),
-            labels=as_labels(al.get("labels"), al_at / "labels"),
-            annotations=as_labels(al.get("annotations"), al_at / "annotations"),
+            name=check.text(al.get("name"), al_at / "name"),
+            labels=check.labels(al.get("labels"), al_at / "labels"),
+            annotations=check.labels(al.get("annotations"), al_at / "annotations"),
             page_labels=sev_labels["page"],
             ticket_labels=sev_labels["ticket"],
             page_annotations=sev_ann["page"],
