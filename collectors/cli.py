@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from collectors.config import CollectConfig
+from hopscope.config.collect import CollectConfig
 
 log = logging.getLogger(__name__)
 

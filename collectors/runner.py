@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from collectors.config import CollectConfig
 from collectors.records import Run, Sample, TargetResult, runs_table, samples_table
 from collectors.selfmetrics import SelfMetrics
+from hopscope.config.collect import CollectConfig
 from hopscope.errors import HopscopeError, StoreError
 from hopscope.health import DaemonStatus, write_status
 from hopscope.store import Store, utcnow

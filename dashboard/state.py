@@ -444,7 +444,7 @@ def _samples(
 
 
 def _charts() -> Any:
-    from dashboard import charts
+    from hopscope import charts
 
     return charts
 
@@ -869,7 +869,7 @@ def slo_tiles(w: views.Window) -> Any:
     if statuses.empty:
         st.info(f"No SLOs defined: add one to {esc_md(rules())}/ (see `hopscope slo check`).")
         return None
-    from dashboard import charts
+    from hopscope import charts
 
     cols = st.columns(min(len(statuses), 4))
     for i, row in enumerate(statuses.itertuples(index=False)):

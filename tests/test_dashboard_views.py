@@ -339,7 +339,7 @@ def test_panels_are_read_in_one_batch_with_the_same_result_as_one_by_one(store: 
 
 @pytest.mark.parametrize(("points", "mode"), [(1, "lines+markers"), (60, "lines+markers"), (61, "lines")])
 def test_few_points_are_drawn_with_markers(points: int, mode: str) -> None:
-    from dashboard import charts
+    from hopscope import charts
 
     t = pd.date_range("2026-01-01", periods=points, freq="5s")
     df = pd.DataFrame({"t": t, "service": "s", "series": "0", "value": 1.0})
@@ -423,7 +423,7 @@ def test_live_facts_are_re_read_when_the_store_changed_and_only_then(
 
 def _time_charts() -> list[tuple[str, Any]]:
     """Every time chart builder with a small input, each with and without breach bands."""
-    from dashboard import charts
+    from hopscope import charts
 
     t = pd.date_range("2026-01-01", periods=90, freq="1min")
     breaches = pd.DataFrame(
@@ -489,7 +489,7 @@ def test_time_charts_keep_lines_labels_and_breach_bands() -> None:
 
 
 def test_a_long_legend_moves_the_plot_down_instead_of_over_the_title() -> None:
-    from dashboard import charts
+    from hopscope import charts
 
     one = charts.legend_top(["gpu 0"], 340)
     nine = [f"model-server gpu-node-{i}/eth0 receive" for i in range(9)]
@@ -505,7 +505,7 @@ def test_a_long_legend_moves_the_plot_down_instead_of_over_the_title() -> None:
 
 
 def test_a_breach_that_began_before_the_range_is_cut_to_the_series_not_stretching_the_axis() -> None:
-    from dashboard import charts
+    from hopscope import charts
 
     t = pd.date_range("2026-01-02", periods=60, freq="1min")
     lat = pd.DataFrame({"t": t, "p50": 1.0, "p95": 2.0, "p99": 3.0})
@@ -728,7 +728,7 @@ def _contrast(a: str, b: str) -> float:
 
 
 def test_data_colours_read_on_the_light_and_the_dark_theme() -> None:
-    from dashboard import charts
+    from hopscope import charts
 
     colours = {
         *charts.DIMENSION_COLORS.values(), *charts.PERCENTILE_COLORS.values(), *charts.SELF_COLORS,
@@ -737,12 +737,12 @@ def test_data_colours_read_on_the_light_and_the_dark_theme() -> None:
     for background in ("#FFFFFF", "#0E1117"):  # Streamlit's light and dark backgrounds
         weak = {c: round(_contrast(c, background), 2) for c in colours if _contrast(c, background) < 2.5}
         assert not weak, (background, weak)
-    src = (Path(__file__).resolve().parents[1] / "dashboard" / "charts.py").read_text()
+    src = (Path(__file__).resolve().parents[1] / "hopscope" / "charts.py").read_text()
     assert "#424242" not in src  # the hop line that vanished on the dark theme
 
 
 def test_evidence_chart_shows_the_incident_with_context_levels_and_no_baseline_stretch() -> None:
-    from dashboard import charts
+    from hopscope import charts
 
     t = pd.date_range("2026-11-23 10:30", "2026-11-23 13:50", freq="1min")
     signal = pd.DataFrame(
@@ -787,7 +787,7 @@ def test_the_end_to_end_latency_chart_gets_the_entry_slos_threshold(tmp_path: Pa
 
 
 def test_a_resource_chart_of_many_series_names_them_in_the_hover_not_a_legend_over_the_plot() -> None:
-    from dashboard import charts
+    from hopscope import charts
 
     t = pd.date_range("2026-11-20", periods=10, freq="1min")
 

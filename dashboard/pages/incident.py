@@ -7,8 +7,8 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, state
-from hopscope import views
+from dashboard import state
+from hopscope import charts, views
 
 state.page("Incident")
 table, picked = state.incident_picker()

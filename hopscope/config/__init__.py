@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hopscope.config.collect import CollectConfig, load_collect_config
 from hopscope.durations import parse_duration as _parse_duration
 from hopscope.errors import ConfigError
 from hopscope.store import DEFAULT_MEMORY_LIMIT
@@ -98,8 +99,8 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     slo: SloConfig = SloConfig()
     dashboard: DashboardConfig = DashboardConfig()
-    # collectors.config.CollectConfig: the collectors own their section; validated in load_config.
-    collect: Any = None
+    # Validated on its own in load_config, whose messages redact secrets.
+    collect: CollectConfig = Field(default_factory=CollectConfig)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -181,8 +182,6 @@ def load_config(
     if overrides:
         data = _merge(data, overrides)
         source += " + HOPSCOPE_* environment"
-    from collectors.config import load_collect_config
-
     collect_raw = data.pop("collect", None) or {}
     try:
         cfg = Config.model_validate(data)
