@@ -321,7 +321,6 @@ def test_a_read_that_meets_a_file_removed_under_it_is_planned_again(tmp_path: Pa
     store.close()
 
 
-
 def _cache_bytes(store: Store) -> dict[str, int]:
     rows = store._con.execute("SELECT tag, memory_usage_bytes FROM duckdb_memory()").fetchall()
     return {tag: n for tag, n in rows if tag in ("OBJECT_CACHE", "EXTERNAL_FILE_CACHE")}
@@ -336,7 +335,9 @@ def test_a_store_keeps_no_copy_of_the_files_it_read_and_caches_footers_under_its
     t0 = datetime(2026, 1, 1)
     cached = []
     for i in range(20):  # one data file each, each read once
-        store.append("samples", _sample_rows(ts=pa.array([t0 + timedelta(minutes=i)] * 2, pa.timestamp("us"))))
+        store.append(
+            "samples", _sample_rows(ts=pa.array([t0 + timedelta(minutes=i)] * 2, pa.timestamp("us")))
+        )
         store.query("SELECT * FROM samples WHERE ts = ?", [t0 + timedelta(minutes=i)])
         cached.append(_cache_bytes(store))
     assert store.count("samples") == 40
