@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, cast
+from typing import Concatenate, Literal, ParamSpec, TypeVar, cast
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -29,8 +29,7 @@ from dashboard import cache, charts
 from hopscope import views
 from hopscope.config import DASHBOARD_REFRESH_ENV, DASHBOARD_RULES_ENV, DASHBOARD_STORE_ENV, DEMO_STORE
 from hopscope.errors import HopscopeError
-from hopscope.report import SloReport, build_report, with_causes
-from hopscope.store import Store, utcnow
+from hopscope.store import Store
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -107,12 +106,12 @@ def view(fn: Callable[Concatenate[Store, P], R], *args: P.args, **kwargs: P.kwar
 
 
 def names(fn: Callable[[Store], list[str]]) -> list[str]:
-    """views.services or views.routes, cached LISTS_TTL_S whatever data lands."""
+    """views.services or views.routes, cached cache.LISTS_TTL_S whatever data lands."""
     return list(cache.names(cache_path(), fn))
 
 
 def stats(fn: Callable[[Store], R]) -> R:
-    """A store statistic (views.table_stats, store_size, sample_counts), cached STATS_TTL_S."""
+    """A store statistic (views.table_stats, store_size, sample_counts), cached cache.STATS_TTL_S."""
     return cache.stats(cache_path(), fn)
 
 
@@ -122,7 +121,7 @@ def q(fn: Callable[Concatenate[Store, P], object], *args: P.args, **kwargs: P.kw
 
 
 def figure(builder: Callable[..., go.Figure], *args: object, **kwargs: object) -> go.Figure:
-    """builder(*args, **kwargs) for a dashboard.charts builder, built once per distinct input within CACHE_TTL_S.
+    """builder(*args, **kwargs) for a dashboard.charts builder, built once per distinct input within cache.CACHE_TTL_S.
 
     Building a Plotly figure costs 20-80 ms, far more than the cached views feeding it, so a
     live refresh tick whose inputs did not change reuses the figure. Pass view results as
@@ -147,17 +146,17 @@ def gen_of(fn: Callable[..., object]) -> datetime | None:
 
 
 def data_end() -> datetime | None:
-    """views.data_end(store), re-read at most every LIVE_TTL_S seconds."""
+    """views.data_end(store), re-read at most every cache.LIVE_TTL_S seconds."""
     ends = [t for t in cache.live_view(cache_path(), views.data_ends) if t is not None]
     return max(ends) if ends else None
 
 
 def freshness(now: datetime, by_target: bool = False) -> pd.DataFrame:
-    """views.freshness at `now`, its queries re-run at most every LIVE_TTL_S seconds."""
+    """views.freshness at `now`, its queries re-run at most every cache.LIVE_TTL_S seconds."""
     path = cache_path()
     newest = cache.live_view(path, views.data_ends)[1]  # already read this tick: one query fewer
     seen = cache.live_view(path, views.last_seen, by_target, False, newest)
-    if by_target:  # the Collectors page shows rows written: per source, counted once per CACHE_TTL_S
+    if by_target:  # the Collectors page shows rows written: per source, counted once per cache.STATS_TTL_S
         seen = seen.merge(stats(views.sample_counts), on="source", how="left")
     return views.freshness_at(seen, now)
 
@@ -459,217 +458,3 @@ BadgeColor = Literal["red", "orange", "yellow", "blue", "green", "violet", "gray
 def badge_color(severity: str) -> BadgeColor:
     """The st.badge colour of an alert severity (charts.SEVERITY_BADGES; gray for one it does not know)."""
     return cast(BadgeColor, charts.SEVERITY_BADGES.get(severity, "gray"))
-
-
-def panels_with_data(w: views.Window, keys: Sequence[str], service: str | None = None) -> set[str]:
-    """The panel keys among `keys` that have samples in the window (one query for them all)."""
-    panels = cache.panels(cache_path(), data_end(), w, tuple(keys), service)
-    return {k for k, (df, _) in panels.items() if not df.empty}
-
-
-@st.cache_data(ttl=cache.CACHE_TTL_S, show_spinner=False, max_entries=50)
-def _cached_report(path: str, gen: datetime | None, rules_dir: str, slo: str, window: str) -> SloReport:
-    return build_report(cache.open_store(path), rules=rules_dir, slo=slo, window=window, causes=False)
-
-
-def slo_report(slo: str, window: str) -> SloReport:
-    """hopscope.report.build_report (without causes: see incident_causes) through st.cache_data."""
-    return _cached_report(cache_path(), data_end(), rules(), slo, window)
-
-
-@st.cache_data(ttl=3600, show_spinner=False, max_entries=500)
-def _cached_cause(path: str, rules_dir: str, key: str) -> str:
-    return views.incident_cause(cache.open_store(path), rules_dir, key)
-
-
-def incident_causes(rep: SloReport) -> SloReport:
-    """The report with each incident's one-line cause (diagnoses are slow: each cached for an hour)."""
-    with st.spinner(f"Diagnosing {len(rep.incidents)} incident(s)…"):
-        causes = {i["id"]: _cached_cause(str(store_path()), rules(), i["id"]) for i in rep.incidents}
-    return with_causes(rep, causes)
-
-
-# ------------------------------------------------------------------ overview page sections
-
-
-def freshness_line() -> None:
-    """One line per data source: "last sample 4 s ago", stale sources marked."""
-    df = freshness(utcnow().replace(microsecond=0))
-    if df.empty:
-        st.caption("No collector has written anything yet: start `hopscope collect`.")
-        return
-    parts = []
-    for row in df.itertuples(index=False):
-        age = row.age
-        mark = ":orange[stale]" if row.stale else ":green[fresh]"
-        parts.append(f"**{esc_md(row.source)}** {mark} · last sample {age} ago")
-    st.caption("  |  ".join(parts))
-
-
-def resource_row(w: views.Window, breaches: pd.DataFrame | None, service: str | None = None) -> None:
-    """Compute, bandwidth and memory side by side, two or three charts each, in their colours."""
-
-    cols = st.columns(3)
-    batch = tuple(k for keys in views.OVERVIEW_PANELS.values() for k in keys)
-    for col, (dimension, keys) in zip(cols, views.OVERVIEW_PANELS.items(), strict=True):
-        with col:
-            st.markdown(f"#### :{_DIM_MD[dimension]}[{dimension.capitalize()}]")
-            panel_charts(w, keys, breaches, service=service, compact=True, batch=batch)
-
-
-_DIM_MD = {"compute": "orange", "bandwidth": "blue", "memory": "green"}
-
-
-def slo_tiles(w: views.Window) -> pd.DataFrame | None:
-    """One tile per SLO (state, SLI vs objective, budget, burn rates); returns the breaches in the window."""
-    try:
-        statuses = view(views.slo_statuses, rules(), w.end)
-    except (ImportError, HopscopeError) as exc:
-        st.warning(f"SLOs not evaluated: {esc_md(exc)}")
-        return None
-    if statuses.empty:
-        st.info(f"No SLOs defined: add one to {esc_md(rules())}/ (see `hopscope slo check`).")
-        return None
-    cols = st.columns(min(len(statuses), 4))
-    for i, row in enumerate(statuses.itertuples(index=False)):
-        with cols[i % len(cols)], st.container(border=True):
-            state_name = row.alert_state if row.alert_state in charts.SEVERITY_BADGES else "no data"
-            st.markdown(f"**{esc_md(row.slo)}**")
-            alert = {"ok": "no alert firing", "no data": "no events"}.get(
-                state_name, f"{state_name} alert firing"
-            )
-            st.badge(f"{state_name.upper()} · {alert}", color=badge_color(state_name))
-            # One above the other: side by side, a 1024 px screen cut both numbers to "9…".
-            st.metric(
-                f"SLI · {row.window}",
-                _pct(row.sli),
-                help=f"good events / all events over the SLO's {row.window} window up to now (objective "
-                f"{_pct(row.objective)}); the burn rates below say how fast it is going now",
-            )
-            spent = (
-                row.budget_remaining is not None
-                and row.budget_remaining == row.budget_remaining
-                and row.budget_remaining <= 0
-            )
-            st.metric(
-                "Budget left",
-                _pct(row.budget_remaining, 1),
-                delta="exhausted" if spent else None,
-                delta_color="inverse",
-                delta_arrow="off",
-                help=f"error budget left of the {row.window} window: 1 - (1 - SLI) / (1 - objective); below 0 "
-                "the SLO is missed for the window, whether or not a burn-rate alert fires now",
-            )
-            burns = " · ".join(
-                f"{esc_md(k)} ×{v:.1f}" for k, v in row.burn_rates.items() if v == v and v is not None
-            )
-            st.caption(f"objective {_pct(row.objective)} · burn {burns or 'n/a'}")
-    return breaches_in(w)
-
-
-def _pct(x: float | None, digits: int = 2) -> str:
-    if x is None or x != x:
-        return "no data"
-    return f"{100 * float(x):.{digits}f}%"
-
-
-def breach_links(breaches: pd.DataFrame | None) -> None:
-    """Links to the Incident page for each breach in range."""
-    if breaches is None or len(breaches) == 0:
-        st.caption("No breaches in this range.")
-        return
-    st.markdown("**Breaches in this range** (shaded on the charts; click a marker or a link)")
-    cols = st.columns(min(len(breaches), 3))  # when to read it first: a narrow column cuts the end
-    for i, b in enumerate(breaches.itertuples(index=False)):
-        with cols[i % len(cols)]:
-            st.page_link(
-                "pages/incident.py",
-                label=f"Incident {b.number} · {b.start:%b %d %H:%M} · {b.slo}",
-                query_params={"incident": str(b.number)},
-            )
-
-
-# ------------------------------------------------------------------ incident page sections
-
-
-def incident_picker() -> tuple[pd.DataFrame, str]:
-    """The list of breaches and the one picked (?incident= number or id; unknown ones say so)."""
-    try:
-        table = view(views.breach_table, rules())
-    except (ImportError, HopscopeError) as exc:
-        st.warning(f"Incidents cannot be listed: {esc_md(exc)}")
-        st.stop()
-    if table.empty:
-        st.info(
-            "No breaches in the stored history: nothing has burned an error budget fast enough to alert. See the Overview for live status."
-        )
-        st.stop()
-    labels = {
-        str(r.number): f"{r.number} · {r.slo} · {r.start:%Y-%m-%d %H:%M} · {r.severity}"
-        for r in table.itertuples()
-    }
-    key = st.query_params.get("incident") or str(table["number"].iloc[-1])
-    if key in set(table["id"]):
-        key = str(table.loc[table["id"] == key, "number"].iloc[0])
-    if key not in labels:
-        st.error(f"Unknown incident {esc_md(key[:40])}: pick one of the {len(labels)} below.")
-        key = str(table["number"].iloc[-1])
-    numbers = list(labels)
-    picked = str(st.selectbox("Incident", numbers, index=numbers.index(key), format_func=lambda n: labels[n]))
-    set_param("incident", picked)
-    with st.expander(f"All {len(table)} breaches", expanded=False):
-        st.dataframe(
-            table,
-            hide_index=True,
-            column_config={"budget_consumed": st.column_config.ProgressColumn(min_value=0, max_value=1)},
-        )
-    return table, picked
-
-
-def cause_sections(d: dict[str, Any], incident: tuple[datetime, datetime]) -> None:
-    """The ranked causes, each with its evidence table and its top signals next to the hop's latency.
-
-    The evidence charts show the incident and as long before it (views.evidence_window), not the
-    page's window: the baseline windows lie days earlier, so the baseline is drawn as the level the
-    diagnosis measured there, for the signal and for the hop.
-    """
-    st.subheader("Ranked causes")
-    used = str((d.get("baseline") or {}).get("used") or "").replace("_", " ")
-    if used:
-        st.caption(f"Dashed levels on the charts: the baseline the diagnosis compared with ({esc_md(used)}).")
-    ew = views.evidence_window(*incident)
-    hop_base = {h["hop"]: h.get("baseline_ms") for h in (d.get("decomposition") or {}).get("hops", [])}
-    for cause in d["causes"]:
-        with st.expander(
-            f"#{cause['rank']} {cause['hop']} · {cause['dimension']} · {100 * cause['share_of_added_latency']:.0f}% of added latency",
-            expanded=cause["rank"] == 1,
-        ):
-            st.markdown(esc_md(cause["summary"]))
-            ev = pd.DataFrame(cause["evidence"])
-            if ev.empty:
-                st.caption("No linked resource signal.")
-                continue
-            # "name" says metric and place; the full series key and labels stay in the JSON
-            shown = ev.drop(columns=["labels", "signal", "metric"], errors="ignore")
-            st.dataframe(
-                shown, hide_index=True, column_config={"name": st.column_config.TextColumn("signal")}
-            )
-            hop = q(views.hop_series, ew, cause["hop"])
-            for e in cause["evidence"][:2]:
-                sig = q(views.evidence_series, ew, e["metric"], e["labels"])
-                where = views.series_label(e["labels"])
-                fig = figure(
-                    charts.evidence_chart,
-                    sig,
-                    hop,
-                    signal_name=e["metric"],
-                    title=f"{e['metric']} · {where}" if where else e["metric"],
-                    unit=e.get("unit") or "",
-                    dimension=e["dimension"],
-                    hop_name=cause["hop"],
-                    incident=incident,
-                    baseline_value=e.get("baseline"),
-                    hop_baseline_ms=hop_base.get(cause["hop"]),
-                    x_range=(ew.start, ew.end),
-                )
-                chart(fig, f"ev_{cause['rank']}_{e['signal']}", clickable=False)

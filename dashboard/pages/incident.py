@@ -8,10 +8,11 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, state
+from dashboard.pages.widgets import incident
 from hopscope import views
 
 state.page("Incident")
-table, picked = state.incident_picker()
+table, picked = incident.incident_picker()
 b = dict(table[table["number"].astype(str) == picked].iloc[0])
 st.subheader(f"Incident {b['number']} · {state.esc_md(b['slo'])}")
 st.badge(str(b["severity"]).upper(), color=state.badge_color(b["severity"]))
@@ -61,7 +62,7 @@ if read != (pd.Timestamp(b["start"]).to_pydatetime(), pd.Timestamp(b["end"]).to_
         f"Diagnosed over {read[0]:%b %d %H:%M}–{read[1]:%H:%M} UTC, the part of the breach that burned budget; "
         "the breach stays open until its alert windows clear."
     )
-state.cause_sections(d, read)
+incident.cause_sections(d, read)
 
 if d.get("decomposition"):
     hops = pd.DataFrame(d["decomposition"]["hops"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts, state
+from dashboard.pages.widgets import overview
 from hopscope import views
 
 state.page("Overview")
@@ -23,8 +24,8 @@ def live() -> None:
 def _live() -> None:
     w = state.window(spec)
     state.window_caption(w)
-    state.freshness_line()
-    breaches = state.slo_tiles(w)
+    overview.freshness_line()
+    breaches = overview.slo_tiles(w)
     if state.view(views.latency_series, w, route).empty:  # e.g. GPU samples but no traces yet: resources only
         st.info(
             "No requests in this range: start `hopscope collect` with traces (or run `hopscope demo`), or pick a longer time range."
@@ -51,10 +52,10 @@ def _live() -> None:
             state.figure(charts.hop_stack_chart, state.q(views.hop_latency_series, w, route), breaches),
             "hops",
         )
-        state.breach_links(breaches)
+        overview.breach_links(breaches)
     if service:
         st.caption(f"Resources of **{state.esc_md(service)}** only (Service filter in the sidebar).")
-    state.resource_row(w, breaches, service)
+    overview.resource_row(w, breaches, service)
 
 
 live()

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, state
+from dashboard.pages.widgets import slo_report
 from hopscope import report, views
 from hopscope.errors import HopscopeError
 
@@ -28,7 +29,7 @@ window = right.segmented_control("Window", list(report.WINDOWS), default=window,
 state.set_param("slo", slo, names[0])
 state.set_param("window", window, "28d")
 
-rep = state.slo_report(slo, window)
+rep = slo_report.slo_report(slo, window)
 st.caption(
     f"{state.esc_md(rep.description)} · {rep.start:%Y-%m-%d %H:%M} – {rep.end:%Y-%m-%d %H:%M} UTC · {rep.coverage}"
 )
@@ -51,7 +52,7 @@ else:
     state.chart(state.figure(charts.budget_burndown_chart, rep.burndown), "burndown", clickable=False)
 
 st.subheader("Incidents")
-rep = state.incident_causes(rep)
+rep = slo_report.incident_causes(rep)
 if rep.incidents:
     inc = pd.DataFrame(rep.incidents)
     inc["length_min"] = (inc["end"] - inc["start"]).dt.total_seconds() / 60
