@@ -362,63 +362,23 @@ def test_a_live_tick_reads_only_the_newest_buckets_and_matches_a_full_read(
     store: Store, monkeypatch: pytest.MonkeyPatch, name: str, args: tuple, kwargs: dict
 ) -> None:
     """New data every few seconds must not re-read a 28-day range: final buckets are kept, the rest re-read."""
-    from dashboard import state
+    from dashboard import cache
 
-    monkeypatch.setattr(state, "_open_store", lambda path: store)
-    state._sample_memo.clear()
+    monkeypatch.setattr(cache, "open_store", lambda path: store)
+    cache.memo.clear()
     real, starts = getattr(views, name), []
     monkeypatch.setattr(views, name, lambda s, w, *a, **k: starts.append(w.start) or real(s, w, *a, **k))
     kw = tuple(sorted(kwargs.items()))
     for minutes in (50, 30, 0):  # three ticks, 20 and 30 minutes apart, of a live 6-hour view
         gen = END - timedelta(minutes=minutes)
         w = views.window(store, "6h", now=gen, last=gen)
-        got = state._incremental("p", gen, name, w, args, kw)
+        step_s = w.sample_step_s if name == "metric_series" else w.step_s
+        got = cache.incremental("p", gen, getattr(views, name), w, args, kw, step_s)
         pd.testing.assert_frame_equal(got, real(store, w, *args, **kwargs))
     assert (
         starts[0] == views.window(store, "6h", now=END - timedelta(minutes=50)).start
     )  # the first read is full
     assert starts[1:] == [END - timedelta(minutes=50 + 3), END - timedelta(minutes=30 + 3)]  # then the tails
-
-
-def test_live_facts_are_re_read_when_the_store_changed_and_only_then(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The data's end and freshness are keyed on the store's snapshot (re-read every LIVE_TTL_S): an idle
-    store costs one tiny query a tick, and any write (even a failed collector run, which moves no
-    data end) is seen at the next re-read."""
-    from dashboard import state
-
-    s = Store(tmp_path / "store")
-    try:
-        monkeypatch.setattr(state, "_open_store", lambda path: s)
-        state._live.clear()
-        state._at_snapshot.clear()
-        calls: list[int] = []
-        real = views.last_seen
-        monkeypatch.setattr(views, "last_seen", lambda st, *a: calls.append(1) or real(st, *a))
-
-        def run(ok: bool, minute: int) -> None:
-            s.append("collector_runs", pd.DataFrame({
-                "ts": [END + timedelta(minutes=minute)], "collector": ["prometheus"], "target": ["http://prom:9090"],
-                "ok": [ok], "rows": [10], "error": [None if ok else "timeout"], "duration_ms": [3.0],
-            }))  # fmt: skip
-
-        def tick() -> pd.DataFrame:
-            state._live.clear()  # LIVE_TTL_S has passed: the snapshot is re-read
-            return state._live_view("bench", "last_seen", (False, False, None))
-
-        run(True, 0)
-        first = tick()
-        assert (int(first["attempts"].iloc[0]), len(calls)) == (1, 1)
-        pd.testing.assert_frame_equal(tick(), first)
-        assert len(calls) == 1, "no write since: not queried again"
-        run(False, 1)
-        after = tick()
-        assert (int(after["attempts"].iloc[0]), int(after["failures"].iloc[0]), len(calls)) == (2, 1, 2)
-    finally:
-        state._live.clear()
-        state._at_snapshot.clear()
-        s.close()
 
 
 def _time_charts() -> list[tuple[str, Any]]:

@@ -7,7 +7,8 @@ import re
 import streamlit as st
 
 from dashboard import state
-from hopscope import health, views
+from hopscope import charts, health, views
+from hopscope.store import utcnow
 
 state.page("Collectors")
 
@@ -31,7 +32,7 @@ def live() -> None:
         for row in range(0, len(writes.figures), 4):  # four tiles a row stay readable at 1024 px
             for col, (label, value) in zip(st.columns(4), writes.figures[row : row + 4], strict=False):
                 col.metric(label, value)
-    now = views.utcnow().replace(microsecond=0)
+    now = utcnow().replace(microsecond=0)
     fresh = state.freshness(now, True)
     if fresh.empty:
         st.info("No collector has run yet: start `hopscope collect` (or `hopscope demo` for demo data).")
@@ -77,26 +78,28 @@ def live() -> None:
                 "last_error": st.column_config.TextColumn("last error"),
             },
         )
-    if state.view("collector_runs", w).empty:
+    if state.view(views.collector_runs, w).empty:
         st.caption("No collection attempts recorded in this range.")
     else:
-        state.chart(state.figure("collector_chart", state.q("collector_runs", w)), "runs", clickable=False)
+        state.chart(
+            state.figure(charts.collector_chart, state.q(views.collector_runs, w)), "runs", clickable=False
+        )
 
 
 live()
 
 st.subheader("Store")
-size = state.stats("store_size")
+size = state.stats(views.store_size)
 st.metric("Size on disk", f"{size / 1e6:,.1f} MB")
 st.dataframe(
-    state.stats("table_stats"),
+    state.stats(views.table_stats),
     hide_index=True,
     column_config={
         "retention_days": st.column_config.NumberColumn("retention (days)"),
         "rows": st.column_config.NumberColumn("rows", format="localized"),
     },
 )
-progress = state.view("state_rows", "")
+progress = state.view(views.state_rows, "")
 st.subheader("Backfill and watermarks")
 if progress.empty:
     st.caption("No incremental job has recorded progress yet.")
