@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from hopscope.errors import NotFoundError, SpecError
 from hopscope.slo.burn import Breach, breaches_from_minutes
 from hopscope.slo.loader import load_window_tables
 from hopscope.slo.model import SLO, with_policy
+from hopscope.slo.source import minute_series_many
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +56,6 @@ def _time(v: Any, where: str) -> datetime:
     except ValueError:
         raise SpecError(f"{where}: {v!r} is not an ISO time") from None
     if t.tzinfo is not None:
-        from datetime import UTC
-
         t = t.astimezone(UTC).replace(tzinfo=None)
     return t
 
@@ -189,7 +188,6 @@ def backtest(
     store: Any, sets: Mapping[str, Sequence[SLO]], incidents: Sequence[Incident]
 ) -> list[BacktestResult]:
     """Replay over all of the store's hop_minutes history."""
-    from hopscope.slo.source import minute_series_many
 
     rng = store.query_df("SELECT min(minute) AS lo, max(minute) AS hi FROM hop_minutes")
     lo, hi = rng["lo"].iloc[0], rng["hi"].iloc[0]

@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 import yaml
 
 from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt, write_output
 from hopscope.config import read_paths
+from hopscope.durations import parse_duration
 from hopscope.errors import HopscopeError, NotFoundError, SpecError
-
-if TYPE_CHECKING:  # the package imports the engine (numpy, pandas): too slow for every CLI start
-    from hopscope.slo.model import SLO
+from hopscope.slo.backtest import backtest as run_backtest
+from hopscope.slo.backtest import load_truth, variants
+from hopscope.slo.export import PROMETHEUS_KINDS, prometheus_rules_yaml
+from hopscope.slo.formats.hopscope import to_document
+from hopscope.slo.loader import load_slos, load_window_tables, parse_documents, read_yaml_docs
+from hopscope.slo.model import SLO
+from hopscope.slo.source import evaluate_many, store_now
+from hopscope.store import Store, utcnow
 
 app = typer.Typer(
     help="SLOs: validate specs, status now, import OpenSLO/Sloth, export Prometheus rules, backtest alert policies."
@@ -51,7 +57,6 @@ def _jsonable(v: Any) -> Any:
 
 
 def _load(rules: Path, names: list[str] | None = None, *, strict: bool = False) -> list[SLO]:
-    from hopscope.slo.loader import load_slos
 
     slos, errors = load_slos(rules)
     for e in errors:
@@ -70,7 +75,6 @@ def _load(rules: Path, names: list[str] | None = None, *, strict: bool = False) 
 
 
 def _open_store(path: Path) -> Any:
-    from hopscope.store import Store
 
     return Store(path, create=False)
 
@@ -83,8 +87,6 @@ def _parse_now(now: str | None) -> datetime | None:
     except ValueError:
         raise HopscopeError(f"--now: {now!r} is not an ISO time like 2025-03-01T12:00") from None
     if t.tzinfo is not None:
-        from datetime import UTC
-
         t = t.astimezone(UTC).replace(tzinfo=None)
     return t
 
@@ -92,7 +94,6 @@ def _parse_now(now: str | None) -> datetime | None:
 @app.command()
 def check(rules: RulesOpt = None, config: ConfigOpt = None) -> None:
     """Validate SLO specs and alert window tables; exit 2 if any is refused."""
-    from hopscope.slo.loader import load_slos
 
     _, rules = read_paths(None, rules, config)
 
@@ -130,8 +131,6 @@ def status(
 ) -> None:
     """Every SLO now: SLI, objective, budget remaining, burn rates, alert state, time to exhaustion,
     and the breaches that burned budget in its period."""
-    from hopscope.slo.source import evaluate_many, store_now
-    from hopscope.store import utcnow
 
     store, rules = read_paths(store, rules, config)
     slos = _load(rules, slo)
@@ -213,7 +212,6 @@ def _print_breaches(statuses: list[Any]) -> None:
 
 
 def _duration_key(label: str) -> float:
-    from hopscope.durations import parse_duration
 
     try:
         return parse_duration(label).total_seconds()
@@ -235,8 +233,6 @@ def import_(
     rules: RulesOpt = None,
 ) -> None:
     """Convert an OpenSLO (v1, v1alpha) or Sloth (prometheus/v1, PrometheusServiceLevel) file to hopscope/v1 YAML."""
-    from hopscope.slo.formats.hopscope import to_document
-    from hopscope.slo.loader import load_window_tables, parse_documents, read_yaml_docs
 
     tables, _ = load_window_tables(rules or Path("slo_rules"))  # custom window tables, if any
     docs = read_yaml_docs(source)
@@ -262,7 +258,6 @@ def export(
     config: ConfigOpt = None,
 ) -> None:
     """Prometheus recording and alerting rules (Sloth-compatible) for the Prometheus-sourced SLOs."""
-    from hopscope.slo.export import PROMETHEUS_KINDS, prometheus_rules_yaml
 
     if fmt != "prometheus":
         raise HopscopeError(f"--format: {fmt!r} is not supported (prometheus)")
@@ -304,8 +299,6 @@ def backtest(
     json_out: JsonOpt = False,
 ) -> None:
     """Replay alert policies over stored history; precision, recall, detection and reset time vs ground truth."""
-    from hopscope.slo.backtest import backtest as run_backtest
-    from hopscope.slo.backtest import load_truth, variants
 
     store, rules = read_paths(store, rules, config)
     slos = _load(rules, slo)

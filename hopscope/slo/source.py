@@ -43,6 +43,7 @@ from hopscope.slo.burn import (
     status_grid_start,
 )
 from hopscope.slo.model import SLO, SPAN_KINDS
+from hopscope.store import LAKE, current_snapshot, store_identity, utcnow
 
 
 class _Queryable(Protocol):
@@ -246,7 +247,6 @@ class MinuteCache:
 
     def breaches(self, store: Any, slo: SLO, arrays: MinuteArrays) -> tuple[Breach, ...]:
         """breaches_from_arrays(slo, arrays), continued from this store's last evaluation of the SLO."""
-        from hopscope.store import store_identity
 
         ident = store_identity(store)
         if ident is None:
@@ -268,7 +268,6 @@ class MinuteCache:
         series = list(dict.fromkeys(series))
         if not series or hi <= lo:
             return {s: MinuteArrays(lo, np.zeros(max(hi - lo, 0)), np.zeros(max(hi - lo, 0))) for s in series}
-        from hopscope.store import store_identity
 
         ident = store_identity(store)
         if ident is None:
@@ -313,7 +312,6 @@ class MinuteCache:
 
     def _sync(self, store: _Queryable, state: _StoreState) -> None:
         """Bring the cached series in line with the store's current snapshot."""
-        from hopscope.store import current_snapshot
 
         snap = current_snapshot(store)
         if snap is None or state.snapshot is None or snap < state.snapshot:
@@ -444,7 +442,6 @@ def _touching(rows: Iterable[dict[str, Any]], table_id: int | None) -> set[str]:
 
 
 def _lake() -> str:
-    from hopscope.store import LAKE
 
     return LAKE
 
@@ -597,7 +594,6 @@ def evaluate_many(
 
     ``source``: ``hop_minutes`` (cached, see :class:`MinuteCache`) or ``spans`` (the raw path, uncached).
     """
-    from hopscope.store import utcnow
 
     now = _floor_minute(now or utcnow())
     if not slos:
