@@ -7,7 +7,6 @@ and nowhere else.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -129,10 +128,11 @@ def _serve_dashboard(
         "--server.port", str(port), "--server.address", address,
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
-    try:
-        raise SystemExit(subprocess.call(cmd, env=env))
-    except KeyboardInterrupt:
-        raise SystemExit(0) from None
+    # Streamlit takes this process's place: a SIGTERM (systemd, docker stop, a test) reaches the server
+    # itself, which frees the port; a child under a parent that exits on the signal kept it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, cmd, env)
 
 
 def main() -> None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -185,3 +189,31 @@ def test_help_and_no_arguments_still_show_the_usage() -> None:
     assert _hopscope("--help").returncode == 0
     bare = _hopscope()
     assert bare.returncode == 2 and "Usage: hopscope" in bare.stdout
+
+
+def test_sigterm_to_hopscope_dashboard_stops_the_server_and_frees_its_port(demo_store: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hopscope.cli", "dashboard", "--store", str(demo_store), "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the dashboard did not start"
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    finally:
+        proc.kill()
+    with socket.socket() as s:  # nothing left listening: a child that outlived its parent kept the port
+        s.bind(("127.0.0.1", port))
