@@ -46,6 +46,7 @@ from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 from collectors.otlp_common import (
     _ADDRESS,
@@ -143,11 +144,13 @@ def parse_json_request(body: bytes) -> ExportRequest:
     if not isinstance(doc, dict):
         raise OtlpError(400, "JSON body must be an object with resourceSpans")
     try:
-        for rs in _list(doc, "resourceSpans", "resource_spans"):
-            for ss in _list(rs, "scopeSpans", "scope_spans"):
-                for span in _list(ss, "spans"):
+        for i, rs in enumerate(_list(doc, "resourceSpans", "resource_spans")):
+            _check_shape(rs, f"resourceSpans[{i}]")
+            for j, ss in enumerate(_list(rs, "scopeSpans", "scope_spans")):
+                for k, span in enumerate(_list(ss, "spans")):
                     if not isinstance(span, dict):
                         continue
+                    _check_span_enums(span, f"resourceSpans[{i}].scopeSpans[{j}].spans[{k}]")
                     for key in ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"):
                         if key in span:
                             span[key] = _hex_to_b64(span[key])
@@ -163,6 +166,37 @@ def parse_json_request(body: bytes) -> ExportRequest:
         raise
     except Exception as exc:  # ParseError, and type errors from odd shapes
         raise OtlpError(400, f"JSON is not an ExportTraceServiceRequest: {str(exc)[:300]}") from None
+
+
+# Fields protobuf's lenient JSON parser would quietly drop when their value has the wrong shape (the
+# leniency is for unknown fields, which OTLP says to ignore): a known field with a bad value is a 400.
+_OBJECT_FIELDS = ("resource",)
+_SPAN_ENUMS = {"kind": frozenset(trace_pb2.Span.SpanKind.keys())}
+_STATUS_ENUMS = {"code": frozenset(trace_pb2.Status.StatusCode.keys())}
+
+
+def _check_shape(rs: Any, where: str) -> None:
+    if not isinstance(rs, dict):
+        raise OtlpError(400, f"{where}: must be an object")
+    for key in _OBJECT_FIELDS:
+        if key in rs and not isinstance(rs[key], dict):
+            raise OtlpError(400, f"{where}.{key}: must be an object, not {json.dumps(rs[key])[:60]}")
+
+
+def _check_span_enums(span: dict[str, Any], where: str) -> None:
+    """OTLP/JSON enums are integers (protobuf's enum names are accepted too); protobuf's lenient parser
+    would read any other value as 0 (an unspecified kind, an unset status): refuse it by name."""
+    status = span.get("status")
+    for obj, fields, path in ((span, _SPAN_ENUMS, where), (status, _STATUS_ENUMS, f"{where}.status")):
+        if not isinstance(obj, dict):
+            continue
+        for key, names in fields.items():
+            value = obj.get(key)
+            if value is None or isinstance(value, str) and value in names or type(value) is int:
+                continue  # a number out of range rejects the span, as it does in protobuf
+            raise OtlpError(
+                400, f"{path}.{key}: {json.dumps(value)[:60]} is not a {key} (a number or a name)"
+            )
 
 
 def _list(obj: Any, *keys: str) -> list[Any]:
@@ -981,6 +1015,14 @@ class _HttpServer(ThreadingHTTPServer):
     def untrack(self, conn: socket.socket) -> None:
         with self._conns_lock:
             self._conns.pop(conn, None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up mid-request is one debug line, not a traceback on stderr."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            log.debug("OTLP/HTTP client %s went away: %s", client_address, exc)
+        else:
+            log.error("OTLP/HTTP request from %s failed", client_address, exc_info=exc)
 
     def stop_accepting(self) -> None:
         """Stop the accept loop and close idle keep-alive connections; busy ones finish their request."""

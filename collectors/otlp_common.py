@@ -6,6 +6,7 @@ that reject a span."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -191,6 +192,15 @@ def _fixed_ids(ids: pa.Array, size: int) -> np.ndarray:
     return np.asarray(ok.to_numpy(zero_copy_only=False), dtype=bool)
 
 
+# A span that starts further ahead than this is refused: a clock that far off (or a year-2400 typo)
+# would put it past every rollup window and every retention cut, stored for ever and never counted.
+MAX_FUTURE_NS = 24 * 3600 * 10**9
+
+
+def _latest_start_ns() -> int:
+    return time.time_ns() + MAX_FUTURE_NS
+
+
 def _valid_spans(
     trace_ids: pa.Array,
     span_ids: pa.Array,
@@ -203,6 +213,7 @@ def _valid_spans(
     """True for each span the checks keep (``_reason`` says why one is rejected)."""
     ok: np.ndarray = (
         (starts != 0)
+        & (starts <= np.uint64(_latest_start_ns()))
         & (ends >= starts)
         & (kinds >= 0)
         & (kinds <= 5)
@@ -261,4 +272,6 @@ def _reason(tid: bytes, sid: bytes, pid: bytes | None, start: int, end: int) -> 
         return "parent_span_id must be empty or 8 bytes"
     if start == 0 or end < start:
         return "start_time_unix_nano must be set and not after end_time_unix_nano"
+    if start > _latest_start_ns():
+        return "start_time_unix_nano is more than 24 h ahead of this receiver's clock"
     return "kind or status code out of range"

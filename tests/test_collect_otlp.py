@@ -8,6 +8,8 @@ import json
 import logging
 import random
 import resource
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -502,3 +504,25 @@ def test_spans_to_table_maps_old_semconv_names_and_keeps_the_rest_as_text() -> N
     assert attrs["n"] == "3" and attrs["f"] == "1.5" and attrs["b"] == "false"
     assert "http.method" not in attrs and "http.status_code" not in attrs
     assert trace.SpanKind.INTERNAL.value + 1 == row["kind"]
+
+
+def test_a_client_that_hangs_up_before_its_answer_leaves_no_traceback(
+    receiver: OtlpReceiver, capfd: pytest.CaptureFixture[str]
+) -> None:
+    body = _json_body(
+        [_json_span("0af7651916cd43dd8448eb211c80319d", f"b7ad6b71692033{i:02x}") for i in range(50)]
+    )
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", receiver.http_port)) as s:
+            s.sendall(
+                b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # hang up with a reset
+    deadline = time.monotonic() + 10
+    while receiver._http._conns and time.monotonic() < deadline:  # every handler has answered (or tried to)
+        time.sleep(0.05)
+    assert not receiver._http._conns
+    assert _post(receiver.http_port, _json_body([]), {"Content-Type": "application/json"})[0] == 200
+    assert "Traceback" not in capfd.readouterr().err

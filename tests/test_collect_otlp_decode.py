@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 
 from collectors import otlp, otlp_wire
 from collectors.otlp import OtlpError, decode_request, spans_to_table
+from collectors.otlp_common import MAX_FUTURE_NS
 
 KEYS = [
     "http.route", "http.method", "http.request.method", "http.status_code", "http.response.status_code",
@@ -113,6 +115,7 @@ def _reference(req: ExportTraceServiceRequest) -> tuple[list[dict[str, Any]], in
                     len(s.trace_id) != 16 or s.trace_id == b"\0" * 16 or len(s.span_id) != 8
                     or s.span_id == b"\0" * 8 or len(s.parent_span_id) not in (0, 8)
                     or s.start_time_unix_nano == 0 or s.end_time_unix_nano < s.start_time_unix_nano
+                    or s.start_time_unix_nano > time.time_ns() + MAX_FUTURE_NS
                     or not 0 <= s.kind <= 5 or not 0 <= s.status.code <= 2
                 ):  # fmt: skip
                     rejected += 1
@@ -304,3 +307,58 @@ def test_double_attributes_read_as_python_repr(values: list[float]) -> None:
     import numpy as np  # noqa: PLC0415
 
     assert otlp_wire._double_texts(np.asarray(values, np.float64)).to_pylist() == [repr(v) for v in values]
+
+
+def _one_span_request(start_ns: int) -> ExportTraceServiceRequest:
+    req = ExportTraceServiceRequest()
+    span = req.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = bytes(range(1, 17)), bytes(range(1, 9)), "GET /"
+    span.start_time_unix_nano, span.end_time_unix_nano = start_ns, start_ns + 5_000_000
+    return req
+
+
+def test_a_span_dated_far_ahead_is_rejected_by_name_and_one_an_hour_ahead_is_kept(reader: str) -> None:
+    now = time.time_ns()
+    year_2400 = int((datetime(2400, 1, 1) - datetime(1970, 1, 1)).total_seconds()) * 10**9
+    far = spans_to_table(_one_span_request(year_2400))
+    assert (far.table.num_rows, far.rejected) == (0, 1)
+    assert "more than 24 h ahead" in far.message
+    skewed = spans_to_table(_one_span_request(now + 3600 * 10**9))  # a clock an hour off: still a span
+    assert (skewed.table.num_rows, skewed.rejected) == (1, 0)
+
+
+_SPAN = {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331", "name": "a",
+         "startTimeUnixNano": "1", "endTimeUnixNano": "2"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"resourceSpans": [{"resource": "x"}]}, r"resourceSpans\[0\]\.resource: must be an object"),
+        ({"resourceSpans": ["x"]}, r"resourceSpans\[0\]: must be an object"),
+        (
+            {"resourceSpans": [{"scopeSpans": [{"spans": [{**_SPAN, "kind": "NOPE"}]}]}]},
+            r"spans\[0\]\.kind: \"NOPE\" is not a kind",
+        ),
+        (
+            {"resourceSpans": [{"scopeSpans": [{"spans": [{**_SPAN, "kind": [2]}]}]}]},
+            r"spans\[0\]\.kind: \[2\] is not a kind",
+        ),
+        (
+            {"resourceSpans": [{"scopeSpans": [{"spans": [{**_SPAN, "status": {"code": "BAD"}}]}]}]},
+            r"spans\[0\]\.status\.code: \"BAD\" is not a code",
+        ),
+    ],
+    ids=["resource-as-text", "resource-spans-as-text", "kind-name", "kind-list", "status-code"],
+)
+def test_a_known_json_field_with_a_bad_value_is_a_400_naming_it(doc: dict[str, Any], message: str) -> None:
+    with pytest.raises(OtlpError, match=message) as info:
+        decode_request(json.dumps(doc).encode(), "application/json", "", 1 << 20)
+    assert info.value.status == 400
+
+
+def test_unknown_json_fields_are_ignored_and_enum_names_are_read() -> None:
+    doc = {"resourceSpans": [{"future": 1, "scopeSpans": [{"spans": [
+        {**_SPAN, "kind": "SPAN_KIND_SERVER", "status": {"code": "STATUS_CODE_ERROR"}, "newField": "x"}]}]}]}  # fmt: skip
+    span = decode_request(json.dumps(doc).encode(), "application/json", "", 1 << 20).resource_spans[0]
+    assert (span.scope_spans[0].spans[0].kind, span.scope_spans[0].spans[0].status.code) == (2, 2)
