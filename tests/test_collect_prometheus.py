@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import require_binary
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from support.binaries import require_binary
 
 from collectors.config import PrometheusConfig, PromQuery
 from collectors.prometheus import PrometheusCollector, chunks, matrix_to_table

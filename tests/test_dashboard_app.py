@@ -12,48 +12,13 @@ from typing import Any
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_dashboard_views import EVIL, TRACE, build_store
+from support.demo import RULES, breach_for, truth
+from support.handbuilt import EVIL, TRACE, build_store
 
 from hopscope.store import Store
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
-RULES = str(Path(__file__).resolve().parents[1] / "slo_rules")
 SLO_NAMES = ("recommend-latency", "recommend-availability", "model-server-latency")
-
-
-@pytest.fixture(scope="session")
-def dash_store(demo_store: Path) -> Path:
-    """The demo store (generated once per session by conftest's demo_store)."""
-    return demo_store
-
-
-def truth(store: Path, name: str) -> dict[str, Any]:
-    """One event of the scenario's ground truth, written next to the store."""
-    events = json.loads((store / "scenario.json").read_text())["events"]
-    return next(e for e in events if e["name"] == name)
-
-
-def breach_for(store: Path, event: dict[str, Any], slo: str = "recommend-latency") -> dict[str, Any]:
-    """The breach of an SLO that overlaps a ground-truth event."""
-    from datetime import datetime
-
-    from hopscope import views
-    from hopscope.store import Store
-
-    st = Store(store, create=False)
-    try:
-        start, end = datetime.fromisoformat(event["start"]), datetime.fromisoformat(event["end"])
-        df = views.breach_table(st, RULES, start, end)
-        return dict(df[df["slo"] == slo].iloc[0])
-    finally:
-        st.close()
-
-
-@pytest.fixture(scope="module")
-def evil_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("evil") / "store"
-    build_store(path, evil=True).close()
-    return path
 
 
 @pytest.fixture
@@ -465,22 +430,6 @@ def test_collectors_page_says_when_the_store_refuses_writes_and_why(tmp_path: Pa
 
 
 # ---------------------------------------------------------------- real samples from an NVIDIA H200
-
-H200 = Path(__file__).resolve().parent / "fixtures" / "h200_nvml_samples.parquet"
-
-
-@pytest.fixture(scope="module")
-def h200_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store holding only 36 s of real 1 Hz NVML samples (idle, 20 s of matmul with 8 GiB held, idle)."""
-    import pyarrow.parquet as pq
-
-    from hopscope.store import Store
-
-    path = tmp_path_factory.mktemp("h200") / "store"
-    s = Store.open(path)
-    s.append("samples", pq.read_table(H200))
-    s.close()
-    return path
 
 
 def values(v: Any) -> list[Any]:

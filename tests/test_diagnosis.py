@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import DEMO_TARGET
+from support.demo import DEMO_TARGET
 
 from hopscope import histogram
 from hopscope.catalog import load_catalog, parse_catalog

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import load_benchmark
+from support.scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 

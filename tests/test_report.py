@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_dashboard_browser import shared_browser
 
 from hopscope import report
 from hopscope.errors import ConfigError, NotFoundError
@@ -133,8 +132,8 @@ def test_calendar_month_starts_on_the_first() -> None:
 def test_exported_html_is_self_contained_and_draws_its_charts_in_chromium(
     rep: report.SloReport,
     tmp_path: Path,
+    browser: Any,
 ) -> None:
-    browser = shared_browser()
     path = tmp_path / "report.html"
     path.write_text(report.to_html(rep), encoding="utf-8")
     text = path.read_text()
