@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from support.waiting import wait_until
 
 from collectors.config import OtlpConfig
 from collectors.otlp import ExportResponse, OtlpReceiver, spans_to_table
@@ -385,9 +386,11 @@ class _GatedStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.gate = threading.Event()
+        self.entered = threading.Event()  # a commit has reached the gate
         self.appends = 0
 
     def append(self, table: str, data: pa.Table, *, deadline: float | None = None) -> int:
+        self.entered.set()
         self.gate.wait()
         self.appends += 1
         return self.store.append(table, data)
@@ -411,15 +414,14 @@ def test_backpressure_answers_429_or_503_and_the_exporter_retry_gets_everything_
         threads = [threading.Thread(target=lambda b=b: results.append(make().export(b))) for b in batches]
         for t in threads:
             t.start()
-        time.sleep(1.5)
+        wait_until(
+            lambda: refusals(r) >= 1, 15, "a refusal (429/503) of an export while the store is blocked"
+        )
         body = encode_spans(batches[0]).SerializeToString()
         if transport == "http":  # while the store is blocked, a plain client sees the refusal and Retry-After
             status, headers, _ = _post(r.http_port, body, {"Content-Type": "application/x-protobuf"})
             assert status in (429, 503) and headers["retry-after"] == "1"
-        refused = sum(
-            v for k, v in _samples(r, "hopscope_otlp_requests_total").items() if k[1] in ("429", "503")
-        )
-        assert refused >= 1
+        assert refusals(r) >= 1
         gated.gate.set()
         for t in threads:
             t.join(30)
@@ -448,9 +450,13 @@ def test_a_full_queue_answers_grpc_resource_exhausted_with_retry_info(store: Sto
         first.start()  # its 10 spans wait at the gate, in a commit
         second = threading.Thread(target=lambda: HttpExporter(
             endpoint=f"http://127.0.0.1:{r.http_port}/v1/traces", timeout=20).export(_chain(2, seed=2)))  # fmt: skip
-        time.sleep(1.0)
+        wait_until(gated.entered.is_set, 15, "the first export's commit reaching the blocked store")
         second.start()  # its 10 spans fill the queue
-        time.sleep(1.0)
+        wait_until(
+            lambda: _samples(r, "hopscope_write_queue_spans") == {(): 10},
+            15,
+            "the second export's 10 spans queued",
+        )
         request = trace_service_pb2.ExportTraceServiceRequest.FromString(
             encode_spans(_chain(1, seed=3)).SerializeToString()
         )
@@ -468,6 +474,11 @@ def test_a_full_queue_answers_grpc_resource_exhausted_with_retry_info(store: Sto
         first.join(30)
         second.join(30)
         r.stop()
+
+
+def refusals(r: OtlpReceiver) -> float:
+    """Requests the receiver refused with 429 or 503, over both transports."""
+    return sum(v for k, v in _samples(r, "hopscope_otlp_requests_total").items() if k[1] in ("429", "503"))
 
 
 def _samples(r: OtlpReceiver, name: str) -> dict[tuple[str, ...], float]:

@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from support.waiting import wait_until
 
 from hopscope.errors import StoreError
 from hopscope.store import Store
@@ -67,11 +67,12 @@ def test_kill_minus_9_mid_append_loses_no_committed_batch_and_shows_no_partial_o
     Store(store_path).close()
     out = tmp_path / "log.jsonl"
     crasher = _spawn("crasher", store_path, out)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if out.exists() and sum(1 for r in _records(out) if "committed" in r) >= 20:
-            break
-        time.sleep(0.05)
+    wait_until(
+        lambda: out.exists() and sum(1 for r in _records(out) if "committed" in r) >= 20,
+        60,
+        "20 batches committed by the crasher",
+        interval=0.05,
+    )
     os.kill(crasher.pid, signal.SIGKILL)
     crasher.wait(timeout=10)
 
