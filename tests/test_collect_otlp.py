@@ -13,14 +13,16 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 
+import grpc
 import pyarrow as pa
 import pytest
-from google.rpc import status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -29,7 +31,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from support.waiting import wait_until
 
 from collectors.config import OtlpConfig
-from collectors.otlp import ExportResponse, OtlpReceiver, spans_to_table
+from collectors.otlp import ExportResponse, OtlpReceiver, parse_json_request, spans_to_table
 from hopscope.store import Store
 
 SERVICES = ("api-gateway", "feature-store", "model-server")
@@ -251,8 +253,6 @@ def test_invalid_spans_get_partial_success_with_rejected_count_and_message(
     svc = f"partial-{media.split('/')[1]}"
     body = _json_body([good, bad_hex, zero, backwards], service=svc)
     if media != "application/json":
-        from collectors.otlp import parse_json_request
-
         body = parse_json_request(body).SerializeToString()
     status, _, data = _post(receiver.http_port, body, {"Content-Type": media})
     assert status == 200
@@ -437,10 +437,6 @@ def test_backpressure_answers_429_or_503_and_the_exporter_retry_gets_everything_
 
 
 def test_a_full_queue_answers_grpc_resource_exhausted_with_retry_info(store: Store) -> None:
-    import grpc
-    from google.rpc import error_details_pb2
-    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-
     gated = _GatedStore(store)
     r = OtlpReceiver(gated, OtlpConfig(http_port=0, grpc_port=0, max_queue_spans=10, retry_after_s=3))
     r.start()

@@ -3,6 +3,7 @@ prometheus-client target with request-duration histograms, all on loopback ports
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import shutil
@@ -20,13 +21,22 @@ from pathlib import Path
 
 import pytest
 import requests
+from fake_nvml import FakeGpu, FakeNvml
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from support.binaries import require_binary
 from support.exposition import metric_value
 from support.waiting import wait_until
 
-from collectors.config import PrometheusConfig, PromQuery
+from collectors.config import PrometheusConfig, PromQuery, load_collect_config
 from collectors.prometheus import PrometheusCollector, chunks, matrix_to_table
+from collectors.runner import Daemon
+from hopscope.slo import load_slos, slo_thresholds_ms
 from hopscope.store import Store
 
 PROMETHEUS = "/usr/bin/prometheus"
@@ -428,17 +438,6 @@ def test_collect_daemon_gathers_prometheus_probes_network_nvml_and_otlp_into_one
     prometheus: PromServer, store: Store, tmp_path: Path
 ) -> None:
     """`hopscope collect` in-process: Prometheus, a probe target, the network collector, NVML (fake) and OTLP."""
-    import io
-
-    from fake_nvml import FakeGpu, FakeNvml
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
-    from collectors.config import load_collect_config
-    from collectors.runner import Daemon
-
     cfg = load_collect_config(
         {
             "host_name": "node-1",
@@ -505,15 +504,6 @@ def test_hopscope_collect_command_stores_prometheus_probe_and_otlp_data_and_exit
 ) -> None:
     """Done means: `hopscope collect --config FILE` (the real entry point, its own process) with a local
     Prometheus, a probe target and the receiver gets all of it into the store; SIGTERM exits 0."""
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from opentelemetry.trace import SpanKind
-
-    from hopscope.slo import load_slos, slo_thresholds_ms
-
     root = Path(__file__).resolve().parents[1]
     http_port, grpc_port, metrics_port = _free_port(), _free_port(), _free_port()
     probe_url = f"{prometheus.url}/-/healthy"

@@ -9,11 +9,12 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
+from fake_nvml import NVML_ERROR_DRIVER_NOT_LOADED, FakeNvml
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -21,10 +22,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from support.exposition import metric_value
 from support.waiting import wait_until
 
+from collectors.cli import _load
 from collectors.config import load_collect_config
 from collectors.records import Sample, TargetResult
 from collectors.runner import Daemon
 from hopscope.errors import ConfigError
+from hopscope.slo import load_slos, slo_thresholds_ms
 from hopscope.store import Store, utcnow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,8 +90,6 @@ def test_a_crashing_collector_is_recorded_and_never_stops_the_others(store: Stor
 
 
 def test_status_names_each_disabled_collector_with_a_reason(store: Store, tmp_path: Path) -> None:
-    from fake_nvml import NVML_ERROR_DRIVER_NOT_LOADED, FakeNvml
-
     cfg = load_collect_config(
         {
             "otlp": {"http_port": 0, "grpc_port": 0},
@@ -195,10 +196,6 @@ def test_sigterm_commits_everything_acknowledged_and_exits_0(tmp_path: Path) -> 
 
 
 def test_collect_reads_store_path_retention_and_slo_thresholds_from_the_config(tmp_path: Path) -> None:
-    from datetime import timedelta
-
-    from collectors.cli import _load
-
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "api.yaml").write_text(
@@ -209,7 +206,6 @@ def test_collect_reads_store_path_retention_and_slo_thresholds_from_the_config(t
         f"[store]\npath = '{tmp_path / 'data'}'\n[store.retention]\nspans = '6h'\nexemplars = '3d'\n"
         f"[slo]\nrules = '{rules}'\n[collect.otlp]\nhttp_port = 0\n"
     )
-    from hopscope.slo import load_slos, slo_thresholds_ms
 
     settings = _load(config)
     assert settings.store_path == tmp_path / "data" and settings.collect.otlp.http_port == 0

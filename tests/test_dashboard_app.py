@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import html
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 from support.demo import RULES, breach_for, truth
 from support.handbuilt import EVIL, TRACE, build_store
 
+from dashboard import charts
+from dashboard.charts import DIMENSION_COLORS, HOP_LINE_COLOR
+from hopscope import views
+from hopscope.health import DaemonStatus, write_status
 from hopscope.store import Store
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
@@ -324,10 +333,6 @@ def test_the_configured_refresh_is_the_default_and_a_link_still_overrides_it(
 def test_breach_markers_are_click_selectable_and_do_not_overlap_across_slos() -> None:
     """Plotly selects the first hovered point on click: under x-unified hover that is a line, so no
     breach would ever reach on_select. Concurrent breaches of two SLOs get their own marker rows."""
-    import pandas as pd
-
-    from dashboard import charts
-
     t = pd.Timestamp("2026-01-01 10:00")
     breaches = pd.DataFrame(
         {"id": ["a", "b", "c"], "number": [1, 2, 3], "slo": ["x", "y", "x"], "severity": ["page", "ticket", "page"],
@@ -370,7 +375,6 @@ def test_resources_page_shows_each_dimension_with_units(dash_store: Path, env: A
     ):
         assert title in specs, title
         assert specs[title]["layout"]["yaxis"]["title"]["text"]
-    from dashboard.charts import DIMENSION_COLORS
 
     assert specs["GPU utilization"]["data"][0]["line"]["color"] == DIMENSION_COLORS["compute"]
     assert specs["Link throughput vs capacity"]["data"][0]["line"]["color"] == DIMENSION_COLORS["bandwidth"]
@@ -391,12 +395,6 @@ def test_collectors_page_shows_freshness_runs_and_store(dash_store: Path, env: A
 
 
 def test_collectors_page_says_when_the_store_refuses_writes_and_why(tmp_path: Path, env: Any) -> None:
-    import dataclasses
-    import time
-
-    from hopscope.health import DaemonStatus, write_status
-    from hopscope.store import Store
-
     Store(tmp_path / "s").close()
     now = time.time()
     status = DaemonStatus(
@@ -435,10 +433,6 @@ def test_collectors_page_says_when_the_store_refuses_writes_and_why(tmp_path: Pa
 def values(v: Any) -> list[Any]:
     """A trace's array as a list: Plotly's JSON writes numeric arrays as base64 typed arrays."""
     if isinstance(v, dict) and "bdata" in v:
-        import base64
-
-        import numpy as np
-
         return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).tolist()
     return list(v)
 
@@ -467,7 +461,6 @@ def test_resources_page_draws_real_h200_samples_as_visible_points(
     assert all(0 <= y <= 100 for y in util["y"]) and max(util["y"]) > 50  # the matmul phase is busy
     if range_key == "15m":
         assert min(util["y"]) < 10  # and the idle phases are not averaged away
-    import pandas as pd
 
     xaxis = specs["GPU utilization"]["layout"]["xaxis"]
     x0, x1 = (pd.Timestamp(x) for x in xaxis["range"])
@@ -497,11 +490,6 @@ def test_incident_page_draws_the_named_gpu_signal_the_incident_in_context_and_it
 ) -> None:
     """The GPU incident: each evidence chart draws the series on the host the evidence names (two GPU
     nodes both have a GPU 0), over the incident and as long before it; the slow trace is drawn."""
-    import pandas as pd
-
-    from dashboard.charts import HOP_LINE_COLOR
-    from hopscope import views
-
     env(dash_store)
     breach = breach_for(dash_store, truth(dash_store, "gpu-thermal-throttling"))
     at = run_page("pages/incident.py", incident=breach["id"])

@@ -19,6 +19,8 @@ import pytest
 from support.demo import RULES, breach_for, truth
 from support.handbuilt import EVIL
 
+from dashboard.charts import BAND_MARKER_NAME
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,8 +240,6 @@ def test_clicking_a_breach_marker_on_the_overview_latency_chart_opens_its_incide
     server: str, browser: Any
 ) -> None:
     """A real mouse click on a breach band's marker in the Overview's latency chart reaches that incident."""
-    from dashboard.charts import BAND_MARKER_NAME
-
     w = PageWatch(browser)
     try:
         w.page.goto(f"{server}/?range=7d&refresh=off")

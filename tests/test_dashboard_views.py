@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import random
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import pyarrow as pa
 import pytest
 from support.handbuilt import END, MINUTES, SPIKE, TRACE, build_store
 
+from dashboard import charts, state
+from dashboard.state import REFRESH_CHOICES
 from hopscope import views
+from hopscope.config import REFRESH_SECONDS
 from hopscope.errors import NotFoundError
+from hopscope.rollup import rollup_range
 from hopscope.store import Store
 
 
@@ -161,8 +168,6 @@ def test_empty_store_gives_empty_frames(tmp_path: Path) -> None:
 
 
 def test_load_rules_reparses_only_when_a_rules_file_changes(tmp_path: Path) -> None:
-    import shutil
-
     rules = tmp_path / "rules"
     shutil.copytree(Path(__file__).resolve().parents[1] / "slo_rules", rules)
     first = views.load_rules(str(rules))
@@ -213,8 +218,6 @@ def test_panels_are_read_in_one_batch_with_the_same_result_as_one_by_one(store: 
 
 @pytest.mark.parametrize(("points", "mode"), [(1, "lines+markers"), (60, "lines+markers"), (61, "lines")])
 def test_few_points_are_drawn_with_markers(points: int, mode: str) -> None:
-    from dashboard import charts
-
     t = pd.date_range("2026-01-01", periods=points, freq="5s")
     df = pd.DataFrame({"t": t, "service": "s", "series": "0", "value": 1.0})
     assert charts.resource_chart(df, title="x", unit="%", dimension="compute").data[0].mode == mode
@@ -236,8 +239,6 @@ def test_a_live_tick_reads_only_the_newest_buckets_and_matches_a_full_read(
     store: Store, monkeypatch: pytest.MonkeyPatch, name: str, args: tuple, kwargs: dict
 ) -> None:
     """New data every few seconds must not re-read a 28-day range: final buckets are kept, the rest re-read."""
-    from dashboard import state
-
     monkeypatch.setattr(state, "_open_store", lambda path: store)
     state._sample_memo.clear()
     real, starts = getattr(views, name), []
@@ -260,8 +261,6 @@ def test_live_facts_are_re_read_when_the_store_changed_and_only_then(
     """The data's end and freshness are keyed on the store's snapshot (re-read every LIVE_TTL_S): an idle
     store costs one tiny query a tick, and any write (even a failed collector run, which moves no
     data end) is seen at the next re-read."""
-    from dashboard import state
-
     s = Store(tmp_path / "store")
     try:
         monkeypatch.setattr(state, "_open_store", lambda path: s)
@@ -297,8 +296,6 @@ def test_live_facts_are_re_read_when_the_store_changed_and_only_then(
 
 def _time_charts() -> list[tuple[str, Any]]:
     """Every time chart builder with a small input, each with and without breach bands."""
-    from dashboard import charts
-
     t = pd.date_range("2026-01-01", periods=90, freq="1min")
     breaches = pd.DataFrame(
         {"id": ["a", "b"], "number": [1, 2], "slo": ["x", "y"], "severity": ["page", "ticket"],
@@ -336,8 +333,6 @@ def _time_charts() -> list[tuple[str, Any]]:
 
 def test_time_charts_built_without_validation_are_valid_plotly() -> None:
     """The time charts skip Plotly's validation for speed: Plotly re-validates each one here, in full."""
-    import plotly.graph_objects as go
-
     for name, fig in _time_charts():
         spec = fig.to_dict()
         again = go.Figure(spec)  # raises on any unknown property or bad value
@@ -363,8 +358,6 @@ def test_time_charts_keep_lines_labels_and_breach_bands() -> None:
 
 
 def test_a_long_legend_moves_the_plot_down_instead_of_over_the_title() -> None:
-    from dashboard import charts
-
     one = charts.legend_top(["gpu 0"], 340)
     nine = [f"model-server gpu-node-{i}/eth0 receive" for i in range(9)]
     assert one == 64 and charts.legend_top(nine, 340) == 64 + 8 * charts.LEGEND_ROW_PX  # one entry a row
@@ -379,8 +372,6 @@ def test_a_long_legend_moves_the_plot_down_instead_of_over_the_title() -> None:
 
 
 def test_a_breach_that_began_before_the_range_is_cut_to_the_series_not_stretching_the_axis() -> None:
-    from dashboard import charts
-
     t = pd.date_range("2026-01-02", periods=60, freq="1min")
     lat = pd.DataFrame({"t": t, "p50": 1.0, "p95": 2.0, "p99": 3.0})
     breaches = pd.DataFrame(
@@ -536,8 +527,6 @@ def test_trace_spans_find_traces_in_span_files_with_a_bloom_filter(tmp_path: Pat
     """DuckDB writes a bloom filter on trace_id into a file of one dictionary-encoded row group, and its
     1.5.5 reader probes it wrongly for a BLOB constant (duckdb/duckdb#24994): `trace_id = unhex(?)`
     found no spans in such files (demo incidents 1 and 2). Every stored trace must be found."""
-    import duckdb
-
     rng = random.Random(7)
     # five spans a trace (as the demo's): the writer dictionary-encodes trace_id and adds the bloom filter
     n_traces, per, t0 = 3000, 5, datetime(2026, 11, 20, 10, 0)
@@ -573,7 +562,6 @@ def test_trace_spans_find_traces_in_span_files_with_a_bloom_filter(tmp_path: Pat
             assert len(df) == per and df["critical"].any(), tid.hex()
         assert views.trace_spans(store, "f" * 32).empty  # no such trace: empty, with its columns
         # the rollups name exemplars; one named trace must be found through the exemplar join too
-        from hopscope.rollup import rollup_range
 
         rollup_range(store, t0, t0 + timedelta(minutes=3), [100.0], exemplars=1)
         minute = t0 + timedelta(minutes=1)
@@ -602,8 +590,6 @@ def _contrast(a: str, b: str) -> float:
 
 
 def test_data_colours_read_on_the_light_and_the_dark_theme() -> None:
-    from dashboard import charts
-
     colours = {
         *charts.DIMENSION_COLORS.values(), *charts.PERCENTILE_COLORS.values(), *charts.SELF_COLORS,
         *charts.NETWORK_COLORS, *charts.BURN_COLORS, charts.HOP_LINE_COLOR, charts.NEUTRAL_COLOR,
@@ -616,8 +602,6 @@ def test_data_colours_read_on_the_light_and_the_dark_theme() -> None:
 
 
 def test_evidence_chart_shows_the_incident_with_context_levels_and_no_baseline_stretch() -> None:
-    from dashboard import charts
-
     t = pd.date_range("2026-11-23 10:30", "2026-11-23 13:50", freq="1min")
     signal = pd.DataFrame(
         {"t": t, "value": np.where((t >= "2026-11-23 12:00") & (t < "2026-11-23 13:30"), 0.4, 0.0)}
@@ -630,7 +614,6 @@ def test_evidence_chart_shows_the_incident_with_context_levels_and_no_baseline_s
         incident=(datetime(2026, 11, 23, 12), datetime(2026, 11, 23, 13, 30)), baseline_value=0.0,
         hop_baseline_ms=41.0, x_range=x_range, title="DCGM_FI_DEV_CLOCK_THROTTLE_REASONS · gpu-node-2/0",
     )  # fmt: skip
-    import plotly.graph_objects as go
 
     go.Figure(fig.to_dict())  # valid Plotly, in full
     ms = [charts.epoch_ms(np.array([x], dtype="datetime64[us]"))[0] for x in x_range]
@@ -661,8 +644,6 @@ def test_the_end_to_end_latency_chart_gets_the_entry_slos_threshold(tmp_path: Pa
 
 
 def test_a_resource_chart_of_many_series_names_them_in_the_hover_not_a_legend_over_the_plot() -> None:
-    from dashboard import charts
-
     t = pd.date_range("2026-11-20", periods=10, freq="1min")
 
     def frame(n: int) -> pd.DataFrame:
@@ -681,7 +662,4 @@ def test_a_resource_chart_of_many_series_names_them_in_the_hover_not_a_legend_ov
 
 
 def test_the_configs_refresh_choices_are_the_dashboards() -> None:
-    from dashboard.state import REFRESH_CHOICES
-    from hopscope.config import REFRESH_SECONDS
-
     assert sorted(s or 0 for s in REFRESH_CHOICES.values()) == sorted(REFRESH_SECONDS)
