@@ -1,62 +1,71 @@
-"""Shared fixtures: the demo store (generated once per session) and real system binaries.
+"""Shared fixtures: the demo store (generated once per session), the dashboard's stores and one Chromium.
 
-A test that needs a Debian package (prometheus, prometheus-node-exporter, chromium) calls
-`require_binary`: it skips with a reason naming the package, except under CI=true, where a
-missing component fails the run.
+Plain helpers shared by several test modules live in tests/support/; test modules import those, never
+each other or this file.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
-import sys
-from datetime import datetime
+from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
+from support.binaries import require_binary
+from support.demo import DEMO_END, SCENARIO
+from support.handbuilt import build_store
 
-ROOT = Path(__file__).resolve().parents[1]
-SCENARIO = ROOT / "sample_data" / "scenario.yaml"
-# A fixed end keeps the demo store, and every figure read from it, the same in every run.
-DEMO_END = datetime(2026, 11, 20, 12, 0)
-# The demo scenario's SLI, which the diagnosis no longer assumes: tests name it as a user's SLO would.
-DEMO_TARGET = {"service": "api-gateway", "route": "/recommend", "threshold_ms": 200.0}
+from hopscope.demo import generate
+from hopscope.store import Store
 
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def require_binary(path: str, package: str) -> str:
-    """The binary's path, or skip (fail under CI=true) naming the Debian package that provides it."""
-    found = path if os.path.isabs(path) and os.access(path, os.X_OK) else shutil.which(path)
-    if found:
-        return found
-    message = f"{path} not found: install the Debian package {package!r} (make test does so as root)"
-    if in_ci():
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def load_benchmark(name: str) -> ModuleType:
-    """A script under benchmarks/ (not a package), imported once so tests can reuse its functions."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
+H200 = Path(__file__).resolve().parent / "fixtures" / "h200_nvml_samples.parquet"
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo scenario's store, generated once per session with a fixed end."""
-    from hopscope.demo import generate
-
     path = tmp_path_factory.mktemp("demo") / "store"
     generate(SCENARIO, path, end=DEMO_END)
     return path
+
+
+@pytest.fixture(scope="session")
+def dash_store(demo_store: Path) -> Path:
+    """The demo store (generated once per session by demo_store)."""
+    return demo_store
+
+
+@pytest.fixture(scope="session")
+def evil_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The hand-built store whose span names are script and img tags."""
+    path = tmp_path_factory.mktemp("evil") / "store"
+    build_store(path, evil=True).close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def h200_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding only 36 s of real 1 Hz NVML samples (idle, 20 s of matmul with 8 GiB held, idle)."""
+    path = tmp_path_factory.mktemp("h200") / "store"
+    s = Store.open(path)
+    s.append("samples", pq.read_table(H200))
+    s.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the session (Playwright's sync API allows one running instance per thread)."""
+    chromium = require_binary("/usr/bin/chromium", "chromium")
+    # Playwright is a dev extra only browser tests need: imported here, not when conftest loads.
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium_browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield chromium_browser
+        chromium_browser.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from hopscope import __version__
 from hopscope.cli import app
 
 runner = CliRunner()
@@ -34,8 +35,6 @@ def test_every_command_has_help(command: list[str]) -> None:
 
 
 def test_version_prints_the_package_version() -> None:
-    from hopscope import __version__
-
     result = runner.invoke(app, ["version"])
     assert result.output.strip() == f"hopscope {__version__}"
 

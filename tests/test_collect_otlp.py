@@ -15,21 +15,24 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 
+import grpc
 import pyarrow as pa
 import pytest
-from google.rpc import status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from support.waiting import wait_until
 
-from collectors.otlp import ExportResponse, OtlpReceiver, spans_to_table
+from collectors.otlp import ExportResponse, OtlpReceiver, parse_json_request, spans_to_table
 from hopscope.config.collect import OtlpConfig
 from hopscope.store import Store
 
@@ -252,8 +255,6 @@ def test_invalid_spans_get_partial_success_with_rejected_count_and_message(
     svc = f"partial-{media.split('/')[1]}"
     body = _json_body([good, bad_hex, zero, backwards], service=svc)
     if media != "application/json":
-        from collectors.otlp import parse_json_request
-
         body = parse_json_request(body).SerializeToString()
     status, _, data = _post(receiver.http_port, body, {"Content-Type": media})
     assert status == 200
@@ -387,9 +388,11 @@ class _GatedStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.gate = threading.Event()
+        self.entered = threading.Event()  # a commit has reached the gate
         self.appends = 0
 
     def append(self, table: str, data: pa.Table, *, deadline: float | None = None) -> int:
+        self.entered.set()
         self.gate.wait()
         self.appends += 1
         return self.store.append(table, data)
@@ -413,15 +416,14 @@ def test_backpressure_answers_429_or_503_and_the_exporter_retry_gets_everything_
         threads = [threading.Thread(target=lambda b=b: results.append(make().export(b))) for b in batches]
         for t in threads:
             t.start()
-        time.sleep(1.5)
+        wait_until(
+            lambda: refusals(r) >= 1, 15, "a refusal (429/503) of an export while the store is blocked"
+        )
         body = encode_spans(batches[0]).SerializeToString()
         if transport == "http":  # while the store is blocked, a plain client sees the refusal and Retry-After
             status, headers, _ = _post(r.http_port, body, {"Content-Type": "application/x-protobuf"})
             assert status in (429, 503) and headers["retry-after"] == "1"
-        refused = sum(
-            v for k, v in _samples(r, "hopscope_otlp_requests_total").items() if k[1] in ("429", "503")
-        )
-        assert refused >= 1
+        assert refusals(r) >= 1
         gated.gate.set()
         for t in threads:
             t.join(30)
@@ -437,10 +439,6 @@ def test_backpressure_answers_429_or_503_and_the_exporter_retry_gets_everything_
 
 
 def test_a_full_queue_answers_grpc_resource_exhausted_with_retry_info(store: Store) -> None:
-    import grpc
-    from google.rpc import error_details_pb2
-    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-
     gated = _GatedStore(store)
     r = OtlpReceiver(gated, OtlpConfig(http_port=0, grpc_port=0, max_queue_spans=10, retry_after_s=3))
     r.start()
@@ -450,9 +448,13 @@ def test_a_full_queue_answers_grpc_resource_exhausted_with_retry_info(store: Sto
         first.start()  # its 10 spans wait at the gate, in a commit
         second = threading.Thread(target=lambda: HttpExporter(
             endpoint=f"http://127.0.0.1:{r.http_port}/v1/traces", timeout=20).export(_chain(2, seed=2)))  # fmt: skip
-        time.sleep(1.0)
+        wait_until(gated.entered.is_set, 15, "the first export's commit reaching the blocked store")
         second.start()  # its 10 spans fill the queue
-        time.sleep(1.0)
+        wait_until(
+            lambda: _samples(r, "hopscope_write_queue_spans") == {(): 10},
+            15,
+            "the second export's 10 spans queued",
+        )
         request = trace_service_pb2.ExportTraceServiceRequest.FromString(
             encode_spans(_chain(1, seed=3)).SerializeToString()
         )
@@ -470,6 +472,11 @@ def test_a_full_queue_answers_grpc_resource_exhausted_with_retry_info(store: Sto
         first.join(30)
         second.join(30)
         r.stop()
+
+
+def refusals(r: OtlpReceiver) -> float:
+    """Requests the receiver refused with 429 or 503, over both transports."""
+    return sum(v for k, v in _samples(r, "hopscope_otlp_requests_total").items() if k[1] in ("429", "503"))
 
 
 def _samples(r: OtlpReceiver, name: str) -> dict[tuple[str, ...], float]:

@@ -12,6 +12,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -304,8 +305,6 @@ def test_fast_reader_reads_the_plain_layout_without_protobuf() -> None:
     ],
 )
 def test_double_attributes_read_as_python_repr(values: list[float]) -> None:
-    import numpy as np  # noqa: PLC0415
-
     assert otlp_wire._double_texts(np.asarray(values, np.float64)).to_pylist() == [repr(v) for v in values]
 
 

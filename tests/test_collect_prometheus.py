@@ -3,6 +3,7 @@ prometheus-client target with request-duration histograms, all on loopback ports
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import shutil
@@ -20,11 +21,22 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import require_binary
+from fake_nvml import FakeGpu, FakeNvml
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from support.binaries import require_binary
+from support.exposition import metric_value
+from support.waiting import wait_until
 
 from collectors.prometheus import PrometheusCollector, chunks, matrix_to_table
-from hopscope.config.collect import PrometheusConfig, PromQuery
+from collectors.runner import Daemon
+from hopscope.config.collect import PrometheusConfig, PromQuery, load_collect_config
+from hopscope.slo import load_slos, slo_thresholds_ms
 from hopscope.store import Store
 
 PROMETHEUS = "/usr/bin/prometheus"
@@ -85,6 +97,12 @@ class PromServer:
         r.raise_for_status()
         return r.json()["data"]["result"]
 
+    def scraped_since(self, t: float) -> bool:
+        """Both targets (node_exporter, the histogram target) were scraped, and up, after time `t`."""
+        now = time.time()
+        last = self.query_range("min(timestamp(up == 1)) and count(up == 1) == 2", now, now, 1)
+        return bool(last) and float(last[0]["values"][-1][1]) > t
+
 
 @pytest.fixture(scope="session")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromServer]:
@@ -127,20 +145,15 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromServer]
     try:
         _wait_http(f"http://127.0.0.1:{node_port}/metrics")
         server.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # both targets scraped a few times
-            r = server.query_range("count(up == 1)", time.time() - 1, time.time(), 1)
-            if r and r[0]["values"][-1][1] == "2":
-                break
-            time.sleep(0.2)
-        # ... and the histogram target has answered long enough for rate() to have points: on a
-        # loaded machine scrapes come late, and a test asserting on them must not race them.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if server.query_range(QUERIES[0].query, time.time() - 2, time.time(), 1):
-                break
-            time.sleep(0.2)
-        time.sleep(3)
+        wait_until(lambda: server.scraped_since(0), 20, "Prometheus scraping node_exporter and the target")
+        # ... and the histogram target has answered long enough for rate() to have points older than
+        # the collector's lag: on a loaded machine scrapes come late, and a test must not race them.
+        wait_until(
+            lambda: server.query_range(QUERIES[0].query, time.time() - 20, time.time() - LAG_S - 1, 1),
+            30,
+            f"rate() points older than the collector's {LAG_S} s lag",
+            interval=0.2,
+        )
         yield server
     finally:
         stop.set()
@@ -168,10 +181,18 @@ QUERIES = [
     PromQuery(name="nan", query="vector(0) / 0", service="api-gateway"),
     PromQuery(name="inf", query="vector(1) / 0"),
 ]
+LAG_S = 2  # the collectors' lag behind now, in 1 s steps (_cfg)
+
+
+def _wait_for_new_steps(mark: float, steps: int) -> None:
+    """Wait until a pull from the watermark `mark` has `steps` new 1 s steps (now - lag >= mark + steps)."""
+    wait_until(
+        lambda: time.time() - LAG_S >= mark + steps, 10 + steps, f"{steps} new step(s) past watermark {mark}"
+    )
 
 
 def _cfg(prom: PromServer, **kw: object) -> PrometheusConfig:
-    base: dict = dict(url=prom.url, step_s=1, lag_s=2, backfill=timedelta(seconds=20), presets=["node_network"],
+    base: dict = dict(url=prom.url, step_s=1, lag_s=LAG_S, backfill=timedelta(seconds=20), presets=["node_network"],
                       queries=QUERIES, timeout_s=2, retries=1, deadline_s=5, progress=False)  # fmt: skip
     base.update(kw)
     return PrometheusConfig(**base)
@@ -277,7 +298,7 @@ def test_backfill_draws_a_progress_bar_on_stderr_and_incremental_pulls_do_not(
         "backfill nan [" + "#" * 30 + "]"
     )
     assert frames[-1].endswith(f"5/5 chunks, {result.written} samples\n")
-    time.sleep(1.1)
+    _wait_for_new_steps(float(store.get_state(c.watermark_key(QUERIES[1]))), 1)
     [again] = c.collect()  # from the watermark: one chunk, no bar
     assert again.ok and capsys.readouterr().err == ""
     quiet = PrometheusCollector(cfg, store)  # progress = false: the same five-chunk backfill, silent
@@ -295,7 +316,7 @@ def test_incremental_pulls_after_a_restart_leave_no_gap_and_no_duplicates(
     first = PrometheusCollector(cfg, store)
     assert [r.ok for r in first.collect()] == [True]
     start = float(store.get_state(f"prometheus.{q.name}.watermark")) - 20
-    time.sleep(2.5)
+    _wait_for_new_steps(start + 20, 2)
     again = PrometheusCollector(cfg, store)  # a restarted daemon: state comes from the store
     assert [r.ok for r in again.collect()] == [True]
     assert [r.ok for r in again.collect()] == [True]
@@ -313,15 +334,19 @@ def test_killing_prometheus_records_errors_and_after_restart_the_gap_is_filled(
     start = float(store.get_state(f"prometheus.{q.name}.watermark")) - 20
     prometheus.stop()
     try:
-        time.sleep(1.5)
+        _wait_for_new_steps(start + 20, 1)  # so the pull asks the stopped Prometheus
         t0 = time.monotonic()
         [failed] = c.collect()
         assert time.monotonic() - t0 < 5  # bounded by the deadline, not hanging
         assert not failed.ok and "ConnectionError" in (failed.error or "")
         mark = store.get_state(f"prometheus.{q.name}.watermark")
     finally:
+        restarted = time.time()
         prometheus.start()
-    time.sleep(3.5)
+    wait_until(
+        lambda: prometheus.scraped_since(restarted), 20, "Prometheus scraping both targets after its restart"
+    )
+    _wait_for_new_steps(float(mark), 1)
     [ok] = c.collect()
     assert ok.ok and ok.written > 0
     end = float(store.get_state(f"prometheus.{q.name}.watermark"))
@@ -413,17 +438,6 @@ def test_collect_daemon_gathers_prometheus_probes_network_nvml_and_otlp_into_one
     prometheus: PromServer, store: Store, tmp_path: Path
 ) -> None:
     """`hopscope collect` in-process: Prometheus, a probe target, the network collector, NVML (fake) and OTLP."""
-    import io
-
-    from fake_nvml import FakeGpu, FakeNvml
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
-    from collectors.runner import Daemon
-    from hopscope.config.collect import load_collect_config
-
     cfg = load_collect_config(
         {
             "host_name": "node-1",
@@ -453,8 +467,19 @@ def test_collect_daemon_gathers_prometheus_probes_network_nvml_and_otlp_into_one
         ):
             pass
         provider.shutdown()
-        time.sleep(3)
-        metrics_text = requests.get(f"http://127.0.0.1:{daemon.metrics_port}/metrics", timeout=5).text
+        metrics_url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
+        wanted = [
+            f'hopscope_collector_runs_total{{collector="{c}",ok="true"}}'
+            for c in ("nvml", "network", "probe", "prometheus")
+        ]
+        wanted += [f'hopscope_samples_written_total{{collector="{c}"}}' for c in ("nvml", "network", "probe")]
+        wanted.append('hopscope_otlp_spans_received_total{transport="http"}')
+        wait_until(
+            lambda: all(metric_value(requests.get(metrics_url, timeout=5).text, k) >= 1 for k in wanted),
+            30,
+            "a good run and written samples of every collector, and the span, in the daemon's /metrics",
+        )
+        metrics_text = requests.get(metrics_url, timeout=5).text
     finally:
         daemon.stop()
     status = out.getvalue()
@@ -474,27 +499,11 @@ def test_collect_daemon_gathers_prometheus_probes_network_nvml_and_otlp_into_one
     assert 'hopscope_samples_written_total{collector="nvml"}' in metrics_text
 
 
-def _metric_value(text: str, sample: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(sample + " "):
-            return float(line.split()[-1])
-    return 0.0
-
-
 def test_hopscope_collect_command_stores_prometheus_probe_and_otlp_data_and_exits_0_on_sigterm(
     prometheus: PromServer, tmp_path: Path
 ) -> None:
     """Done means: `hopscope collect --config FILE` (the real entry point, its own process) with a local
     Prometheus, a probe target and the receiver gets all of it into the store; SIGTERM exits 0."""
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from opentelemetry.trace import SpanKind
-
-    from hopscope.slo import load_slos, slo_thresholds_ms
-
     root = Path(__file__).resolve().parents[1]
     http_port, grpc_port, metrics_port = _free_port(), _free_port(), _free_port()
     probe_url = f"{prometheus.url}/-/healthy"
@@ -532,18 +541,20 @@ def test_hopscope_collect_command_stores_prometheus_probe_and_otlp_data_and_exit
         exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{http_port}/v1/traces")
         assert exporter.export(memory.get_finished_spans()) == SpanExportResult.SUCCESS  # one commit
         exporter.shutdown()
-        rolled_before = _metric_value(requests.get(metrics_url, timeout=5).text, rollups)
+        rolled_before = metric_value(requests.get(metrics_url, timeout=5).text, rollups)
         wanted = {  # metric sample -> value to reach
             'hopscope_collector_runs_total{collector="prometheus",ok="true"}': 1,
             'hopscope_samples_written_total{collector="probe"}': 1,
             rollups: rolled_before + 2,  # a whole rollup pass after the spans' commit
         }
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            text = requests.get(metrics_url, timeout=5).text
-            if all(_metric_value(text, k) >= v for k, v in wanted.items()):
-                break
-            time.sleep(0.3)
+        wait_until(
+            lambda: all(
+                metric_value(requests.get(metrics_url, timeout=5).text, k) >= v for k, v in wanted.items()
+            ),
+            30,
+            "a Prometheus run, probe samples and a whole rollup pass after the spans, in the daemon's /metrics",
+            interval=0.3,
+        )
         os.kill(proc.pid, signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:

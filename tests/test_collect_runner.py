@@ -8,22 +8,26 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
+from fake_nvml import NVML_ERROR_DRIVER_NOT_LOADED, FakeNvml
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from support.exposition import metric_value
+from support.waiting import wait_until
 
+from collectors.cli import _load
 from collectors.records import Sample, TargetResult
 from collectors.runner import Daemon
 from hopscope.config.collect import load_collect_config
 from hopscope.errors import ConfigError
+from hopscope.slo import load_slos, slo_thresholds_ms
 from hopscope.store import Store, utcnow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,8 +64,16 @@ def test_a_crashing_collector_is_recorded_and_never_stops_the_others(store: Stor
     out = io.StringIO()
     d = Daemon(store, cfg, collectors=[_Crashing(), _Good()], out=out, flush_s=0.2)
     d.start()
-    time.sleep(1.2)
-    metrics = requests.get(f"http://127.0.0.1:{d.metrics_port}/metrics", timeout=5).text
+    url = f"http://127.0.0.1:{d.metrics_port}/metrics"
+    crashes = 'hopscope_collector_errors_total{collector="crashing"}'
+    good_runs = 'hopscope_collector_runs_total{collector="good",ok="true"}'
+    wanted = ((crashes, 3), (good_runs, 1))
+    wait_until(
+        lambda: all(metric_value(requests.get(url, timeout=5).text, k) >= n for k, n in wanted),
+        15,
+        "three crashes and a good run counted in the daemon's /metrics",
+    )
+    metrics = requests.get(url, timeout=5).text
     d.stop()
     runs = store.query_df("SELECT collector, target, ok, rows, error FROM collector_runs")
     crashed = runs[runs.collector == "crashing"]
@@ -78,8 +90,6 @@ def test_a_crashing_collector_is_recorded_and_never_stops_the_others(store: Stor
 
 
 def test_status_names_each_disabled_collector_with_a_reason(store: Store, tmp_path: Path) -> None:
-    from fake_nvml import NVML_ERROR_DRIVER_NOT_LOADED, FakeNvml
-
     cfg = load_collect_config(
         {
             "otlp": {"http_port": 0, "grpc_port": 0},
@@ -140,6 +150,14 @@ def _free_port() -> int:
     return port
 
 
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
+
+
 def test_sigterm_commits_everything_acknowledged_and_exits_0(tmp_path: Path) -> None:
     http_port, grpc_port = _free_port(), _free_port()
     config = tmp_path / "hopscope.toml"
@@ -154,13 +172,7 @@ def test_sigterm_commits_everything_acknowledged_and_exits_0(tmp_path: Path) -> 
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", http_port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_until(lambda: _listening(http_port), 60, f"the daemon listening on OTLP/HTTP port {http_port}")
         provider = TracerProvider(resource=Resource.create({"service.name": "api-gateway"}))
         provider.add_span_processor(
             SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{http_port}/v1/traces"))
@@ -184,10 +196,6 @@ def test_sigterm_commits_everything_acknowledged_and_exits_0(tmp_path: Path) -> 
 
 
 def test_collect_reads_store_path_retention_and_slo_thresholds_from_the_config(tmp_path: Path) -> None:
-    from datetime import timedelta
-
-    from collectors.cli import _load
-
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "api.yaml").write_text(
@@ -198,7 +206,6 @@ def test_collect_reads_store_path_retention_and_slo_thresholds_from_the_config(t
         f"[store]\npath = '{tmp_path / 'data'}'\n[store.retention]\nspans = '6h'\nexemplars = '3d'\n"
         f"[slo]\nrules = '{rules}'\n[collect.otlp]\nhttp_port = 0\n"
     )
-    from hopscope.slo import load_slos, slo_thresholds_ms
 
     settings = _load(config)
     assert settings.store_path == tmp_path / "data" and settings.collect.otlp.http_port == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hopscope.config import load_config, parse_duration, read_paths
+from hopscope.durations import parse_duration as one_grammar
 from hopscope.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,7 +184,6 @@ def test_every_section_reads_durations_in_one_grammar(
     tmp_path: Path, section: str, key: str, value: str
 ) -> None:
     # [store] and [collect] used to have two grammars: "500ms" was a duration in one and an error in the other.
-    from hopscope.durations import parse_duration as one_grammar
 
     config = tmp_path / "hopscope.toml"
     config.write_text(f"[{section}]\n{key} = '{value}'\n")

@@ -2,58 +2,31 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import html
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_dashboard_views import EVIL, TRACE, build_store
+from support.demo import RULES, breach_for, truth
+from support.handbuilt import EVIL, TRACE, build_store
 
+from hopscope import charts, views
+from hopscope.charts import DIMENSION_COLORS, HOP_LINE_COLOR
+from hopscope.health import DaemonStatus, write_status
 from hopscope.store import Store
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
-RULES = str(Path(__file__).resolve().parents[1] / "slo_rules")
 SLO_NAMES = ("recommend-latency", "recommend-availability", "model-server-latency")
-
-
-@pytest.fixture(scope="session")
-def dash_store(demo_store: Path) -> Path:
-    """The demo store (generated once per session by conftest's demo_store)."""
-    return demo_store
-
-
-def truth(store: Path, name: str) -> dict[str, Any]:
-    """One event of the scenario's ground truth, written next to the store."""
-    events = json.loads((store / "scenario.json").read_text())["events"]
-    return next(e for e in events if e["name"] == name)
-
-
-def breach_for(store: Path, event: dict[str, Any], slo: str = "recommend-latency") -> dict[str, Any]:
-    """The breach of an SLO that overlaps a ground-truth event."""
-    from datetime import datetime
-
-    from hopscope import views
-    from hopscope.store import Store
-
-    st = Store(store, create=False)
-    try:
-        start, end = datetime.fromisoformat(event["start"]), datetime.fromisoformat(event["end"])
-        df = views.breach_table(st, RULES, start, end)
-        return dict(df[df["slo"] == slo].iloc[0])
-    finally:
-        st.close()
-
-
-@pytest.fixture(scope="module")
-def evil_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("evil") / "store"
-    build_store(path, evil=True).close()
-    return path
 
 
 @pytest.fixture
@@ -359,10 +332,6 @@ def test_the_configured_refresh_is_the_default_and_a_link_still_overrides_it(
 def test_breach_markers_are_click_selectable_and_do_not_overlap_across_slos() -> None:
     """Plotly selects the first hovered point on click: under x-unified hover that is a line, so no
     breach would ever reach on_select. Concurrent breaches of two SLOs get their own marker rows."""
-    import pandas as pd
-
-    from hopscope import charts
-
     t = pd.Timestamp("2026-01-01 10:00")
     breaches = pd.DataFrame(
         {"id": ["a", "b", "c"], "number": [1, 2, 3], "slo": ["x", "y", "x"], "severity": ["page", "ticket", "page"],
@@ -405,7 +374,6 @@ def test_resources_page_shows_each_dimension_with_units(dash_store: Path, env: A
     ):
         assert title in specs, title
         assert specs[title]["layout"]["yaxis"]["title"]["text"]
-    from hopscope.charts import DIMENSION_COLORS
 
     assert specs["GPU utilization"]["data"][0]["line"]["color"] == DIMENSION_COLORS["compute"]
     assert specs["Link throughput vs capacity"]["data"][0]["line"]["color"] == DIMENSION_COLORS["bandwidth"]
@@ -426,12 +394,6 @@ def test_collectors_page_shows_freshness_runs_and_store(dash_store: Path, env: A
 
 
 def test_collectors_page_says_when_the_store_refuses_writes_and_why(tmp_path: Path, env: Any) -> None:
-    import dataclasses
-    import time
-
-    from hopscope.health import DaemonStatus, write_status
-    from hopscope.store import Store
-
     Store(tmp_path / "s").close()
     now = time.time()
     status = DaemonStatus(
@@ -466,30 +428,10 @@ def test_collectors_page_says_when_the_store_refuses_writes_and_why(tmp_path: Pa
 
 # ---------------------------------------------------------------- real samples from an NVIDIA H200
 
-H200 = Path(__file__).resolve().parent / "fixtures" / "h200_nvml_samples.parquet"
-
-
-@pytest.fixture(scope="module")
-def h200_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store holding only 36 s of real 1 Hz NVML samples (idle, 20 s of matmul with 8 GiB held, idle)."""
-    import pyarrow.parquet as pq
-
-    from hopscope.store import Store
-
-    path = tmp_path_factory.mktemp("h200") / "store"
-    s = Store.open(path)
-    s.append("samples", pq.read_table(H200))
-    s.close()
-    return path
-
 
 def values(v: Any) -> list[Any]:
     """A trace's array as a list: Plotly's JSON writes numeric arrays as base64 typed arrays."""
     if isinstance(v, dict) and "bdata" in v:
-        import base64
-
-        import numpy as np
-
         return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).tolist()
     return list(v)
 
@@ -518,7 +460,6 @@ def test_resources_page_draws_real_h200_samples_as_visible_points(
     assert all(0 <= y <= 100 for y in util["y"]) and max(util["y"]) > 50  # the matmul phase is busy
     if range_key == "15m":
         assert min(util["y"]) < 10  # and the idle phases are not averaged away
-    import pandas as pd
 
     xaxis = specs["GPU utilization"]["layout"]["xaxis"]
     x0, x1 = (pd.Timestamp(x) for x in xaxis["range"])
@@ -548,11 +489,6 @@ def test_incident_page_draws_the_named_gpu_signal_the_incident_in_context_and_it
 ) -> None:
     """The GPU incident: each evidence chart draws the series on the host the evidence names (two GPU
     nodes both have a GPU 0), over the incident and as long before it; the slow trace is drawn."""
-    import pandas as pd
-
-    from hopscope import views
-    from hopscope.charts import HOP_LINE_COLOR
-
     env(dash_store)
     breach = breach_for(dash_store, truth(dash_store, "gpu-thermal-throttling"))
     at = run_page("pages/incident.py", incident=breach["id"])

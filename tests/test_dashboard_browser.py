@@ -3,7 +3,6 @@ console errors, its main chart is drawn, and a screenshot lands in test-artifact
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import socket
@@ -17,18 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_binary
-from test_dashboard_app import RULES, breach_for, dash_store, evil_store, h200_store, truth  # noqa: F401  (store fixtures)
-from test_dashboard_views import EVIL
+from support.demo import RULES, breach_for, truth
+from support.handbuilt import EVIL
+
+from hopscope.charts import BAND_MARKER_NAME
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
-CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 # Loading a page URL directly, Streamlit's frontend first probes /<page>/_stcore/... and falls back to /_stcore/...
 _PROBES = ("/_stcore/health", "/_stcore/host-config")
 PAGES = [  # the Overview is the default page, served at "/" ("/overview" is not one of st.navigation's URLs)
@@ -91,31 +87,10 @@ def serve(store: Path, log: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def server(dash_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # noqa: F811
+def server(dash_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One Streamlit server for the session on the demo store."""
     with serve(dash_store, tmp_path_factory.mktemp("streamlit") / "server.log") as url:
         yield url
-
-
-_BROWSER: list[Any] = []
-
-
-def shared_browser() -> Any:
-    """One Chromium for the whole process (Playwright's sync API allows one running instance per thread)."""
-    if not _BROWSER:
-        chromium = require_binary("/usr/bin/chromium", "chromium")
-        from playwright.sync_api import sync_playwright
-
-        pw = sync_playwright().start()
-        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        _BROWSER.extend([browser, pw])
-        atexit.register(lambda: (browser.close(), pw.stop()))
-    return _BROWSER[0]
-
-
-@pytest.fixture(scope="session")
-def browser() -> Any:
-    return shared_browser()
 
 
 class PageWatch:
@@ -155,7 +130,7 @@ def wait_for_chart(page: Any, title: str | None, timeout_ms: int = 60_000) -> No
 def test_page_loads_without_console_errors_and_draws_its_main_chart(
     server: str,
     browser: Any,
-    dash_store: Path,  # noqa: F811
+    dash_store: Path,
     name: str,
     query: str,
     main_chart: str | None,
@@ -211,7 +186,7 @@ _PAYLOAD_PROBE = """() => ({
 
 def test_script_and_img_span_names_render_as_text_in_chromium(
     browser: Any,
-    evil_store: Path,  # noqa: F811
+    evil_store: Path,
     tmp_path: Path,
 ) -> None:
     """A span named <script>…</script><img onerror=…> shows literally in the trace waterfall; nothing runs."""
@@ -265,8 +240,6 @@ def test_clicking_a_breach_marker_on_the_overview_latency_chart_opens_its_incide
     server: str, browser: Any
 ) -> None:
     """A real mouse click on a breach band's marker in the Overview's latency chart reaches that incident."""
-    from hopscope.charts import BAND_MARKER_NAME
-
     w = PageWatch(browser)
     try:
         w.page.goto(f"{server}/?range=7d&refresh=off")
@@ -310,7 +283,7 @@ _DRAWN_POINTS = """t => {
 
 def test_real_h200_samples_are_drawn_as_visible_points_in_chromium(
     browser: Any,
-    h200_store: Path,  # noqa: F811
+    h200_store: Path,
     tmp_path: Path,
 ) -> None:
     """36 s of real 1 Hz NVML samples: once one invisible 1-point line, now markers on 5 s buckets."""

@@ -3,145 +3,26 @@
 from __future__ import annotations
 
 import random
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import pyarrow as pa
 import pytest
+from support.handbuilt import END, MINUTES, SPIKE, TRACE, build_store
 
-from hopscope import histogram, views
+from dashboard import cache
+from dashboard.state import REFRESH_CHOICES
+from hopscope import charts, views
+from hopscope.config import REFRESH_SECONDS
 from hopscope.errors import NotFoundError
+from hopscope.rollup import rollup_range
 from hopscope.store import Store
-
-END = datetime(2026, 11, 20, 12, 0)
-MINUTES = 6 * 60
-SPIKE = (END - timedelta(minutes=120), END - timedelta(minutes=60))
-EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-TRACE = "0123456789abcdef0123456789abcdef"
-
-
-def _edge_rows(minute: datetime, rng: random.Random, spike: bool) -> list[dict]:
-    """Three edges of one /recommend minute: gateway self 10 ms, feature store 20 ms, model 40 ms + gap."""
-    n = 600 if spike else 100
-    gap = 300.0 if spike else 5.0
-    parts = {  # (client, server): (self ms, gap ms)
-        ("", "api-gateway"): (10.0, 0.0),
-        ("api-gateway", "feature-store"): (20.0, 2.0),
-        ("api-gateway", "model-server"): (40.0, gap),
-    }
-    e2e = sum(s + g for s, g in parts.values())
-    rows = []
-    for (client, server), (self_ms, gap_ms) in parts.items():
-        dur = e2e if client == "" else self_ms + gap_ms
-        values = np.array([dur * (0.8 + 0.4 * rng.random()) for _ in range(50)])
-        idx, cnt = histogram.from_values(values)
-        scale = n / 50
-        rows.append(
-            {
-                "minute": minute,
-                "client": client,
-                "server": server,
-                "route": "/recommend",
-                "count": n,
-                "errors": 1 if spike else 0,
-                "duration_ms_sum": dur * n,
-                "duration_ms_max": float(values.max()),
-                "client_ms_sum": dur * n if client else 0.0,
-                "server_ms_sum": (dur - gap_ms) * n,
-                "gap_ms_sum": gap_ms * n,
-                "self_ms_sum": self_ms * n,
-                "skewed": 0,
-                "hist_idx": idx,
-                "hist_cnt": [int(round(c * scale)) for c in cnt],
-                "good_le_ms": [200.0],
-                "good_cnt": [n if dur <= 200 else 0],
-                "exemplars": [TRACE] if client == "" and spike else [],
-            }
-        )
-    return rows
-
-
-def build_store(path: Path, *, evil: bool = True) -> Store:
-    """A 6-hour store: rollups with a one-hour spike in the gateway->model-server gap, samples, runs, one trace."""
-    rng = random.Random(42)
-    store = Store(path)
-    rows = []
-    for m in range(MINUTES):
-        minute = END - timedelta(minutes=MINUTES - m)
-        rows += _edge_rows(minute, rng, SPIKE[0] <= minute < SPIKE[1])
-    store.append("hop_minutes", pd.DataFrame(rows))
-
-    samples = []
-    for m in range(MINUTES):
-        ts = END - timedelta(minutes=MINUTES - m)
-        spike = SPIKE[0] <= ts < SPIKE[1]
-        gpu = {"gpu": "0", "UUID": "GPU-1", "modelName": "H100"}
-        samples += [
-            (ts, "DCGM_FI_DEV_GPU_UTIL", 90.0 if spike else 40.0, "model-server", gpu),
-            (ts, "DCGM_FI_DEV_SM_CLOCK", 1400.0, "model-server", gpu),
-            (ts, "DCGM_FI_DEV_FB_USED", 20000.0, "model-server", gpu),
-            (ts, "DCGM_FI_DEV_FB_FREE", 60000.0, "model-server", gpu),
-            (ts, "node_network_transmit_bytes_total", 1.25e9 * 60 * m, "api-gateway", {"device": "eth0"}),
-            (ts, "node_network_speed_bytes", 1.25e9, "api-gateway", {"device": "eth0"}),
-            (ts, "node_netstat_Tcp_RetransSegs", 10.0 * m, "api-gateway", {}),
-            (
-                ts,
-                "probe_http_duration_seconds",
-                0.002,
-                "model-server",
-                {"phase": "connect", "target": "http://model:8000/"},
-            ),
-            (ts, "redis_memory_used_bytes", 1e9, "feature-store", {}),
-            (ts, "redis_memory_max_bytes", 4e9, "feature-store", {}),
-        ]
-    sdf = pd.DataFrame(samples, columns=["ts", "metric", "value", "service", "labels"])
-    sdf["source"] = "demo"
-    sdf["host"] = sdf["service"]
-    labels = pa.array([list(d.items()) for d in sdf["labels"]], type=pa.map_(pa.string(), pa.string()))
-    table = pa.Table.from_pandas(sdf.drop(columns=["labels"]), preserve_index=False).append_column(
-        "labels", labels
-    )
-    store.append("samples", table)
-
-    runs = pd.DataFrame(
-        {
-            "ts": [END - timedelta(minutes=2), END - timedelta(minutes=1)],
-            "collector": ["prometheus", "prometheus"],
-            "target": ["http://prom:9090", "http://prom:9090"],
-            "ok": [True, False],
-            "rows": [100, 0],
-            "error": [None, "timeout"],
-            "duration_ms": [12.0, 5000.0],
-        }
-    )
-    store.append("collector_runs", runs)
-
-    t0 = SPIKE[0] + timedelta(minutes=5)
-    tid = bytes.fromhex(TRACE)
-    name = EVIL if evil else "GET /recommend"
-    spans = pd.DataFrame(
-        {
-            "trace_id": [tid] * 4,
-            "span_id": [bytes([i]) * 8 for i in (1, 2, 3, 4)],
-            "parent_span_id": [None, bytes([1]) * 8, bytes([1]) * 8, bytes([3]) * 8],
-            "service": ["api-gateway", "api-gateway", "api-gateway", "model-server"],
-            "name": [name, "GET features", "POST /infer", "infer"],
-            "kind": [2, 3, 3, 2],
-            "start_time": [
-                t0,
-                t0 + timedelta(milliseconds=5),
-                t0 + timedelta(milliseconds=30),
-                t0 + timedelta(milliseconds=180),
-            ],
-            "duration_ms": [380.0, 22.0, 340.0, 40.0],
-            "status_code": [0, 0, 0, 0],
-        }
-    )
-    store.append("spans", spans)
-    return store
 
 
 @pytest.fixture(scope="module")
@@ -287,8 +168,6 @@ def test_empty_store_gives_empty_frames(tmp_path: Path) -> None:
 
 
 def test_load_rules_reparses_only_when_a_rules_file_changes(tmp_path: Path) -> None:
-    import shutil
-
     rules = tmp_path / "rules"
     shutil.copytree(Path(__file__).resolve().parents[1] / "slo_rules", rules)
     first = views.load_rules(str(rules))
@@ -339,8 +218,6 @@ def test_panels_are_read_in_one_batch_with_the_same_result_as_one_by_one(store: 
 
 @pytest.mark.parametrize(("points", "mode"), [(1, "lines+markers"), (60, "lines+markers"), (61, "lines")])
 def test_few_points_are_drawn_with_markers(points: int, mode: str) -> None:
-    from hopscope import charts
-
     t = pd.date_range("2026-01-01", periods=points, freq="5s")
     df = pd.DataFrame({"t": t, "service": "s", "series": "0", "value": 1.0})
     assert charts.resource_chart(df, title="x", unit="%", dimension="compute").data[0].mode == mode
@@ -362,8 +239,6 @@ def test_a_live_tick_reads_only_the_newest_buckets_and_matches_a_full_read(
     store: Store, monkeypatch: pytest.MonkeyPatch, name: str, args: tuple, kwargs: dict
 ) -> None:
     """New data every few seconds must not re-read a 28-day range: final buckets are kept, the rest re-read."""
-    from dashboard import cache
-
     monkeypatch.setattr(cache, "open_store", lambda path: store)
     cache.memo.clear()
     real, starts = getattr(views, name), []
@@ -383,8 +258,6 @@ def test_a_live_tick_reads_only_the_newest_buckets_and_matches_a_full_read(
 
 def _time_charts() -> list[tuple[str, Any]]:
     """Every time chart builder with a small input, each with and without breach bands."""
-    from hopscope import charts
-
     t = pd.date_range("2026-01-01", periods=90, freq="1min")
     breaches = pd.DataFrame(
         {"id": ["a", "b"], "number": [1, 2], "slo": ["x", "y"], "severity": ["page", "ticket"],
@@ -422,8 +295,6 @@ def _time_charts() -> list[tuple[str, Any]]:
 
 def test_time_charts_built_without_validation_are_valid_plotly() -> None:
     """The time charts skip Plotly's validation for speed: Plotly re-validates each one here, in full."""
-    import plotly.graph_objects as go
-
     for name, fig in _time_charts():
         spec = fig.to_dict()
         again = go.Figure(spec)  # raises on any unknown property or bad value
@@ -449,8 +320,6 @@ def test_time_charts_keep_lines_labels_and_breach_bands() -> None:
 
 
 def test_a_long_legend_moves_the_plot_down_instead_of_over_the_title() -> None:
-    from hopscope import charts
-
     one = charts.legend_top(["gpu 0"], 340)
     nine = [f"model-server gpu-node-{i}/eth0 receive" for i in range(9)]
     assert one == 64 and charts.legend_top(nine, 340) == 64 + 8 * charts.LEGEND_ROW_PX  # one entry a row
@@ -465,8 +334,6 @@ def test_a_long_legend_moves_the_plot_down_instead_of_over_the_title() -> None:
 
 
 def test_a_breach_that_began_before_the_range_is_cut_to_the_series_not_stretching_the_axis() -> None:
-    from hopscope import charts
-
     t = pd.date_range("2026-01-02", periods=60, freq="1min")
     lat = pd.DataFrame({"t": t, "p50": 1.0, "p95": 2.0, "p99": 3.0})
     breaches = pd.DataFrame(
@@ -622,8 +489,6 @@ def test_trace_spans_find_traces_in_span_files_with_a_bloom_filter(tmp_path: Pat
     """DuckDB writes a bloom filter on trace_id into a file of one dictionary-encoded row group, and its
     1.5.5 reader probes it wrongly for a BLOB constant (duckdb/duckdb#24994): `trace_id = unhex(?)`
     found no spans in such files (demo incidents 1 and 2). Every stored trace must be found."""
-    import duckdb
-
     rng = random.Random(7)
     # five spans a trace (as the demo's): the writer dictionary-encodes trace_id and adds the bloom filter
     n_traces, per, t0 = 3000, 5, datetime(2026, 11, 20, 10, 0)
@@ -659,7 +524,6 @@ def test_trace_spans_find_traces_in_span_files_with_a_bloom_filter(tmp_path: Pat
             assert len(df) == per and df["critical"].any(), tid.hex()
         assert views.trace_spans(store, "f" * 32).empty  # no such trace: empty, with its columns
         # the rollups name exemplars; one named trace must be found through the exemplar join too
-        from hopscope.rollup import rollup_range
 
         rollup_range(store, t0, t0 + timedelta(minutes=3), [100.0], exemplars=1)
         minute = t0 + timedelta(minutes=1)
@@ -688,8 +552,6 @@ def _contrast(a: str, b: str) -> float:
 
 
 def test_data_colours_read_on_the_light_and_the_dark_theme() -> None:
-    from hopscope import charts
-
     colours = {
         *charts.DIMENSION_COLORS.values(), *charts.PERCENTILE_COLORS.values(), *charts.SELF_COLORS,
         *charts.NETWORK_COLORS, *charts.BURN_COLORS, charts.HOP_LINE_COLOR, charts.NEUTRAL_COLOR,
@@ -702,8 +564,6 @@ def test_data_colours_read_on_the_light_and_the_dark_theme() -> None:
 
 
 def test_evidence_chart_shows_the_incident_with_context_levels_and_no_baseline_stretch() -> None:
-    from hopscope import charts
-
     t = pd.date_range("2026-11-23 10:30", "2026-11-23 13:50", freq="1min")
     signal = pd.DataFrame(
         {"t": t, "value": np.where((t >= "2026-11-23 12:00") & (t < "2026-11-23 13:30"), 0.4, 0.0)}
@@ -716,7 +576,6 @@ def test_evidence_chart_shows_the_incident_with_context_levels_and_no_baseline_s
         incident=(datetime(2026, 11, 23, 12), datetime(2026, 11, 23, 13, 30)), baseline_value=0.0,
         hop_baseline_ms=41.0, x_range=x_range, title="DCGM_FI_DEV_CLOCK_THROTTLE_REASONS · gpu-node-2/0",
     )  # fmt: skip
-    import plotly.graph_objects as go
 
     go.Figure(fig.to_dict())  # valid Plotly, in full
     ms = [charts.epoch_ms(np.array([x], dtype="datetime64[us]"))[0] for x in x_range]
@@ -747,8 +606,6 @@ def test_the_end_to_end_latency_chart_gets_the_entry_slos_threshold(tmp_path: Pa
 
 
 def test_a_resource_chart_of_many_series_names_them_in_the_hover_not_a_legend_over_the_plot() -> None:
-    from hopscope import charts
-
     t = pd.date_range("2026-11-20", periods=10, freq="1min")
 
     def frame(n: int) -> pd.DataFrame:
@@ -767,7 +624,4 @@ def test_a_resource_chart_of_many_series_names_them_in_the_hover_not_a_legend_ov
 
 
 def test_the_configs_refresh_choices_are_the_dashboards() -> None:
-    from dashboard.state import REFRESH_CHOICES
-    from hopscope.config import REFRESH_SECONDS
-
     assert sorted(s or 0 for s in REFRESH_CHOICES.values()) == sorted(REFRESH_SECONDS)

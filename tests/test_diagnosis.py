@@ -8,23 +8,30 @@ import random
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import jsonschema
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import DEMO_TARGET
+from support.demo import DEMO_TARGET
 
 from hopscope import histogram
 from hopscope.catalog import load_catalog, parse_catalog
-from hopscope.diagnosis import VERDICT_CAUSE, VERDICT_NONE, diagnose
-from hopscope.diagnosis.baseline import candidate_windows
-from hopscope.diagnosis.bubbleup import bubbleup, focus_offsets
+from hopscope.diagnosis import VERDICT_CAUSE, VERDICT_NONE, diagnose, target_kwargs
+from hopscope.diagnosis.baseline import burning_span, candidate_windows
+from hopscope.diagnosis.bubbleup import bubbleup, focus_offsets, load_bubble_counts
+from hopscope.diagnosis.cache import CACHE
+from hopscope.diagnosis.cli import _change
+from hopscope.diagnosis.core import _evidence_phrase, _fmt
 from hopscope.diagnosis.hops import decompose_hops, end_to_end, end_to_end_errors, error_matrix, hop_matrix
-from hopscope.diagnosis.model import Target
-from hopscope.errors import ConfigError, NotFoundError, StoreError
+from hopscope.diagnosis.model import Evidence, Target
+from hopscope.diagnosis.resources import score_series
+from hopscope.diagnosis.series import load_linked_grid
+from hopscope.errors import ConfigError, NotFoundError, SpecError, StoreError
 from hopscope.signals import Window, load_series, load_series_grid
+from hopscope.slo import load_slos
 from hopscope.store import Store
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "incident-schema.json").read_text())
@@ -542,8 +549,6 @@ def test_load_series_grid_reads_linked_series_of_aligned_windows_into_one_array(
 def test_linked_grid_reads_in_one_scan_what_load_series_grid_reads_in_several(
     tmp_path: Path, services: list[str], probe_targets: list[str]
 ) -> None:
-    from hopscope.diagnosis.series import load_linked_grid
-
     store = Store(tmp_path / "s")
     w0 = Window(T0 + timedelta(days=1), T0 + timedelta(days=1, minutes=4))
     w1 = Window(T0, T0 + timedelta(minutes=4))
@@ -651,8 +656,6 @@ def test_bad_catalog_entries_are_refused_with_the_key_named(doc: dict, message: 
 
 
 def test_repeated_diagnosis_is_served_from_cache_until_the_store_changes(tmp_path: Path) -> None:
-    from hopscope.diagnosis.cache import CACHE
-
     effect = Effect(*_at(1, 10), hop_ms={"model-server": 250.0}, signals={"DCGM_FI_DEV_SM_CLOCK": 900.0})
     small = build_store(tmp_path / "s", [effect], days=2, rate=10)
     first = diagnose(small, **DEMO_TARGET, start=effect.start, end=effect.end)
@@ -704,8 +707,6 @@ def _spans(start: datetime, durations: list[float], attrs: list[dict[str, str]])
 
 
 def test_bubbleup_counts_spans_buckets_numeric_attributes_and_skips_ids(tmp_path: Path) -> None:
-    from hopscope.diagnosis.bubbleup import load_bubble_counts
-
     rng = random.Random(4)
     store = Store(tmp_path / "s")
     base_w, inc_w = (
@@ -749,10 +750,6 @@ def test_bubbleup_counts_spans_buckets_numeric_attributes_and_skips_ids(tmp_path
 
 
 def test_a_signal_that_rose_from_zero_has_no_relative_change_and_reads_from_0() -> None:
-    from hopscope.diagnosis.cli import _change
-    from hopscope.diagnosis.core import _fmt
-    from hopscope.diagnosis.resources import score_series
-
     hop_ms = np.array([[100.0] * 10, [100.0] * 10, [300.0] * 10])
     zero_then_up = np.array([[0.0] * 10, [0.0] * 10, [0.16] * 10])  # e.g. the share of throttled samples
     base, inc, change, _, _, score = score_series(zero_then_up, hop_ms, [0, 1], 2, True, None)
@@ -764,9 +761,6 @@ def test_a_signal_that_rose_from_zero_has_no_relative_change_and_reads_from_0() 
 
 
 def test_a_sentence_names_a_signal_by_metric_and_place_not_by_its_whole_series_key() -> None:
-    from hopscope.diagnosis.core import _evidence_phrase
-    from hopscope.diagnosis.model import Evidence
-
     labels = {
         "service": "model-server",
         "host": "gpu-node-2",
@@ -800,8 +794,6 @@ def test_a_sentence_names_a_signal_by_metric_and_place_not_by_its_whole_series_k
 def test_a_breach_is_diagnosed_where_it_burned_budget(
     bad: dict[int, int], expected: tuple[int, int] | None
 ) -> None:
-    from hopscope.diagnosis.baseline import burning_span
-
     t0 = datetime(2026, 11, 24, 17, 0)
     minutes = pd.DataFrame(
         {
@@ -828,12 +820,6 @@ def test_an_slo_without_a_route_is_diagnosed_over_every_route_of_its_service(sto
 
 
 def test_an_slo_that_names_no_service_is_refused_not_diagnosed_as_the_demo(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
-    from hopscope.diagnosis import target_kwargs
-    from hopscope.errors import SpecError
-    from hopscope.slo import load_slos
-
     (tmp_path / "x.yaml").write_text(
         "apiVersion: hopscope/v1\nkind: SLO\nmetadata: {name: x}\n"
         "spec: {objective: 0.99, window: 28d, sli: {kind: latency, thresholdMs: 300}}\n"

@@ -11,7 +11,8 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import DEMO_TARGET, load_benchmark
+from support.demo import DEMO_TARGET
+from support.scripts import load_benchmark
 from typer.testing import CliRunner
 
 from hopscope.cli import app

@@ -8,11 +8,12 @@ errors: those cases are hand-built in tests/test_diagnosis.py."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import load_benchmark
+from support.scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,8 +61,6 @@ def test_sweep_covers_every_hop_kind_and_dimension_and_a_cause_with_no_signal(su
 
 
 def test_control_window_is_the_event_hours_a_day_earlier_unless_an_event_touches_them() -> None:
-    from datetime import datetime
-
     ev = {"start": datetime(2026, 1, 3, 10), "end": datetime(2026, 1, 3, 11)}
     assert sweep.control_window(ev, [ev]) == (datetime(2026, 1, 2, 10), datetime(2026, 1, 2, 11))
     earlier = {"start": datetime(2026, 1, 2, 9, 30), "end": datetime(2026, 1, 2, 9, 40)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -44,7 +45,6 @@ def test_backtest_scores_precision_recall_detection_and_reset() -> None:
     ]
     slo = _slo()
     ticketless = with_policy(slo, default_window_tables()["sre-workbook"])
-    from dataclasses import replace
 
     ticketless = replace(ticketless, alerting=replace(ticketless.alerting, disabled=("ticket",)))
     (res, all_row) = backtest_frames({"a": df}, {"pages only": [ticketless]}, incidents)

@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import require_binary
+from support.binaries import require_binary
 
 from hopscope.slo import SLI, SLO, Window, default_window_tables, evaluate_many, with_policy
 from hopscope.slo.burn import _dt_int

@@ -9,9 +9,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hopscope.errors import SpecError
-from hopscope.slo import load_slos, load_window_tables, parse_duration, slo_thresholds_ms
+from hopscope.slo import load_slos, load_window_tables, parse_duration, slo_thresholds_ms, to_document
 from hopscope.slo.loader import parse_window_table
 from hopscope.slo.model import Window
 
@@ -228,8 +229,6 @@ def test_window_tables_resolve_factors_for_the_slo_period(
 
 
 def test_sloth_alert_windows_files_read_as_custom_tables() -> None:
-    import yaml
-
     folder = ROOT.parent / "shared" / "conformance" / "sloth" / "examples" / "windows"
     if not folder.is_dir():
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
@@ -324,8 +323,6 @@ def test_missing_rules_path_is_an_error_not_a_crash(tmp_path: Path) -> None:
 def test_the_warm_up_guard_is_read_from_min_coverage(
     tmp_path: Path, alerting: str, coverage: float | None, message: str | None
 ) -> None:
-    from hopscope.slo import to_document
-
     text = GOOD.replace("NAME", "c") + f"  alerting: {alerting}\n"
     slos, errors = load_slos(_rules(tmp_path, {"c.yaml": text}))
     if message is None:

@@ -13,9 +13,26 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from hopscope import histogram
-from hopscope.slo import evaluate, evaluate_many, find_breaches, load_slos, minute_series
+from hopscope import histogram, views
+from hopscope.errors import SpecError
+from hopscope.rollup import rollup_spans
+from hopscope.slo import (
+    SLI,
+    Budgeting,
+    MinuteArrays,
+    MinuteCache,
+    breaches_from_arrays,
+    evaluate,
+    evaluate_many,
+    find_breaches,
+    load_slos,
+    minute_arrays_from_spans,
+    minute_arrays_many,
+    minute_series,
+)
+from hopscope.slo.burn import breaches_since
 from hopscope.slo.cli import app
+from hopscope.slo.source import find_breaches_many
 from hopscope.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,8 +234,6 @@ def _hour_of_rows(start: datetime, minutes: int, slow_from: int | None = None) -
 
 
 def test_the_minute_cache_reads_only_what_changed_and_follows_every_write(tmp_path: Path, slos: dict) -> None:
-    from hopscope.slo import MinuteCache, minute_arrays_many
-
     slo = slos["recommend-latency"]
     s = Store(tmp_path / "store", file_grace=timedelta(0))
     try:
@@ -278,10 +293,6 @@ def _spans(n_traces: int, seed: int = 11) -> pa.Table:
 
 
 def test_the_raw_span_path_counts_what_the_rollup_counts(tmp_path: Path, slos: dict) -> None:
-    from hopscope.errors import SpecError
-    from hopscope.rollup import rollup_spans
-    from hopscope.slo import SLI, minute_arrays_from_spans
-
     spans = _spans(3000)
     s = Store(tmp_path / "store")
     try:
@@ -329,9 +340,6 @@ def test_breaches_continued_minute_by_minute_equal_a_full_evaluation(
 ) -> None:
     """The live dashboard re-evaluates only the newest minutes (breaches_since); the result must be
     what evaluating the whole history gives, including a breach still firing at a cut."""
-    from hopscope.slo import Budgeting, MinuteArrays, breaches_from_arrays
-    from hopscope.slo.burn import breaches_since
-
     slo = load_slos(RULES)[0][0]
     if budgeting == "timeslices":
         slo = replace(
@@ -355,10 +363,6 @@ def test_breaches_continued_minute_by_minute_equal_a_full_evaluation(
 def test_find_breaches_follows_new_minutes_as_a_fresh_cache_sees_them(tmp_path: Path, slos: dict) -> None:
     """Through the store: appended minutes (a breach starting, going on, ending) give the same breaches
     as a cache that reads everything afresh, and breach_table evaluates every SLO from one read."""
-    from hopscope import views
-    from hopscope.slo import MinuteCache
-    from hopscope.slo.source import find_breaches_many
-
     slo_list = list(slos.values())
     s = Store(tmp_path / "store", file_grace=timedelta(0))
     try:
@@ -382,8 +386,6 @@ def test_find_breaches_follows_new_minutes_as_a_fresh_cache_sees_them(tmp_path: 
 def test_the_minute_cache_adds_inserted_minutes_as_a_fresh_read_sees_them(
     tmp_path: Path, slos: dict, first_end_minutes: int
 ) -> None:
-    from hopscope.slo import MinuteCache, minute_arrays_many
-
     slo = slos["recommend-latency"]
     s = Store(tmp_path / "store", file_grace=timedelta(0))
     try:

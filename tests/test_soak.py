@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require_binary
+from support.binaries import require_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # testbed/ is not an installed package

@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from datetime import UTC, datetime, timedelta
+import threading
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
+from support.waiting import wait_until
 
 from hopscope.errors import StoreError
 from hopscope.store import Store
@@ -67,11 +69,12 @@ def test_kill_minus_9_mid_append_loses_no_committed_batch_and_shows_no_partial_o
     Store(store_path).close()
     out = tmp_path / "log.jsonl"
     crasher = _spawn("crasher", store_path, out)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if out.exists() and sum(1 for r in _records(out) if "committed" in r) >= 20:
-            break
-        time.sleep(0.05)
+    wait_until(
+        lambda: out.exists() and sum(1 for r in _records(out) if "committed" in r) >= 20,
+        60,
+        "20 batches committed by the crasher",
+        interval=0.05,
+    )
     os.kill(crasher.pid, signal.SIGKILL)
     crasher.wait(timeout=10)
 
@@ -148,8 +151,6 @@ def test_an_aware_datetime_parameter_means_the_same_utc_instant_as_the_naive_col
     tmp_path: Path, named: bool
 ) -> None:
     """The tables store naive UTC: 01:00 at UTC+1 is 00:00 UTC, whatever the caller's time zone."""
-    from datetime import timezone
-
     store = Store(tmp_path / "store")
     store.append("samples", _sample_rows())
     plus_one = datetime(2026, 1, 1, 1, 1, tzinfo=timezone(timedelta(hours=1)))  # 00:01 UTC
@@ -163,8 +164,6 @@ def test_an_aware_datetime_parameter_means_the_same_utc_instant_as_the_naive_col
 
 def test_read_snapshot_pins_this_threads_reads_to_one_snapshot(tmp_path: Path) -> None:
     """Inside read_snapshot a commit from another thread is not seen; after it, it is. Nesting is a no-op."""
-    import threading
-
     store = Store(tmp_path / "store")
     store.append("samples", _sample_rows())
     with store.read_snapshot():
@@ -295,8 +294,6 @@ def test_retention_slices_move_past_rows_they_keep_on_purpose(tmp_path: Path) ->
 
 
 def test_a_read_that_meets_a_file_removed_under_it_is_planned_again(tmp_path: Path) -> None:
-    import duckdb
-
     store = Store(tmp_path / "s")
     store.set_state("k", "v")
     real = store._cursor

@@ -19,6 +19,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -305,8 +306,6 @@ def test_a_full_disk_is_named_refused_with_503_and_ingest_recovers_by_itself(tmp
 
 
 def _metrics_text(d: Daemon) -> str:
-    import urllib.request
-
     with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics", timeout=5) as r:
         return r.read().decode()
 

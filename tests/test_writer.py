@@ -196,7 +196,7 @@ def test_a_job_whose_deadline_passed_in_the_queue_is_not_run(store: Store) -> No
         gate = threading.Event()
         blocker = writer.submit("block", lambda s: gate.wait(5))
         late = writer.submit("state", lambda s: s.set_state("late", "v"), deadline=time.monotonic() + 0.1)
-        time.sleep(0.3)
+        time.sleep(0.3)  # the point: the queued job's deadline passes while the blocker holds the writer
         gate.set()
         blocker.result(5)
         with pytest.raises(DeadlineExceeded):
@@ -241,10 +241,10 @@ def test_a_write_stuck_behind_a_long_job_is_withdrawn_at_its_deadline_and_never_
 
 def test_a_close_that_times_out_still_ends_the_writer_thread_after_its_job(store: Store) -> None:
     writer = StoreWriter(store.clone())
-    gate = threading.Event()
-    running = writer.submit("block", lambda s: gate.wait(10))
+    gate, started = threading.Event(), threading.Event()
+    running = writer.submit("block", lambda s: (started.set(), gate.wait(10)))
     queued = writer.submit("state", lambda s: s.set_state("queued", "v"))
-    time.sleep(0.2)
+    assert started.wait(5), "the blocking job did not start"
     assert writer.close(timeout=0.2) == 1  # the queued job did not run in time
     with pytest.raises(StoreError):
         queued.result(1)
