@@ -6,30 +6,25 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import jsonschema
 import pytest
 from support.demo import DEMO_TARGET
-from support.scripts import load_benchmark
 from typer.testing import CliRunner
 
 from hopscope.cli import app
 from hopscope.diagnosis import VERDICT_CAUSE, VERDICT_NONE, diagnose, diagnose_breach
 from hopscope.slo import find_breaches, load_slos
 from hopscope.store import Store
+from testbed import sweep
 
 ROOT = Path(__file__).parents[1]
 RULES = ROOT / "slo_rules"
 SCHEMA = json.loads((ROOT / "docs" / "incident-schema.json").read_text())
 
 
-def _sweep_module() -> ModuleType:
-    return load_benchmark("diagnosis_sweep")
-
-
-truth_events = _sweep_module().truth_events  # scenario.json events, normalised (one reader for both)
+truth_events = sweep.truth_events  # scenario.json events, normalised (one reader for both)
 
 
 def _ts(x: Any) -> datetime:

@@ -10,19 +10,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-from support.scripts import load_benchmark
+
+from testbed import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _sweep_module() -> ModuleType:
-    return load_benchmark("diagnosis_sweep")
-
-
-sweep = _sweep_module()
 
 
 @pytest.fixture(scope="module")
