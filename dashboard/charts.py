@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from hopscope.model import Hop
+
 DIMENSION_COLORS: dict[str, str] = {"compute": "#E8710A", "bandwidth": "#1A73E8", "memory": "#12A37F"}
 SEVERITY_COLORS: dict[str, str] = {
     "ok": "#2E7D32",
@@ -583,7 +585,7 @@ def service_graph(edges: pd.DataFrame, selected: str | None = None) -> go.Figure
     fig = go.Figure()
     for row in edges.itertuples(index=False):
         a, b = pos[row.client or "(clients)"], pos[row.server]
-        hop = f"{row.client}->{row.server}" if row.client else row.server
+        hop = str(Hop(row.client, row.server) if row.client else Hop.service(row.server))
         width = 6 if selected == hop else 2 + min(row.rps, 200) / 40
         fig.add_trace(
             go.Scatter(

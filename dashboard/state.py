@@ -22,6 +22,7 @@ import streamlit as st
 
 from hopscope import views
 from hopscope.config import DASHBOARD_REFRESH_ENV, DASHBOARD_RULES_ENV, DASHBOARD_STORE_ENV, DEMO_STORE
+from hopscope.durations import parse_utc
 from hopscope.errors import HopscopeError
 from hopscope.store import Store, current_snapshot
 
@@ -648,7 +649,7 @@ def _parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text).replace(tzinfo=None)
+        return parse_utc(text)
     except ValueError:
         st.warning(f"Ignoring a time that is not ISO 8601: {esc_md(text[:40])}")
         return None

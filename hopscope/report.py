@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from hopscope import views
+from hopscope import model, views
 from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt, write_output
 from hopscope.config import read_paths
 from hopscope.errors import ConfigError, NotFoundError
@@ -118,7 +118,7 @@ def build_report(
     if not minutes.empty:
         bd = budget_burndown(spec, minutes, start, end)
         cum = (bd["minute"].to_numpy(dtype="datetime64[us]"), bd["consumed"].fillna(0.0).to_numpy())
-        step = f"{views.step_for(start, end)}s"
+        step = f"{model.step_for(start, end)}s"
         bd["t"] = pd.to_datetime(bd["minute"]).dt.floor(step)
         burn = (
             bd.groupby("t", as_index=False)["remaining"]

@@ -1,7 +1,7 @@
 """Read-side queries for the dashboard and reports: every SQL statement the pages need.
 
 Each function takes a Store and a time window and returns a small pandas
-DataFrame, aggregated inside DuckDB to at most ``MAX_POINTS`` buckets per
+DataFrame, aggregated inside DuckDB to at most ``model.MAX_POINTS`` buckets per
 series, so a 90-day range costs the browser no more than a 1-hour one.
 Pages call these and draw what they return; they hold no SQL and no math.
 """
@@ -9,7 +9,6 @@ Pages call these and draw what they return; they hold no SQL and no math.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,19 +17,11 @@ from typing import Any
 
 import pandas as pd
 
-from hopscope.errors import NotFoundError
+from hopscope.errors import NotFoundError, StoreError
 from hopscope.histogram import GAMMA
-from hopscope.signals import SERIES_LABELS
+from hopscope.model import SAMPLE_STEPS_S, SERIES_LABELS, Hop, TimeRange, step_for
 from hopscope.store import Store, utcnow
 
-# Points per series at most: about one per pixel of a half-width chart (as Grafana's max data points).
-# The browser's work (Plotly's calc and SVG paths) and the figure's JSON grow with it.
-MAX_POINTS = 1000
-# Bucket widths a chart may use, in seconds; the smallest that keeps a series <= MAX_POINTS wins.
-STEPS_S: tuple[int, ...] = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
-# Samples come every few seconds (1 Hz from NVML): on short ranges they get finer buckets. Series
-# from hop_minutes keep STEPS_S: they are per-minute rollups, a finer bucket would only show gaps.
-SAMPLE_STEPS_S: tuple[int, ...] = (5, 10, 15, 30, *STEPS_S)
 # Relative ranges the UI offers (the allow-list for ?range=).
 RANGES: dict[str, timedelta] = {
     "15m": timedelta(minutes=15),
@@ -49,11 +40,9 @@ ENTRY_CLIENT = ""
 
 
 @dataclass(frozen=True, slots=True)
-class Window:
+class Window(TimeRange):
     """A time range to draw: [start, end), the bucket width, and whether "now" is the data's end."""
 
-    start: datetime
-    end: datetime
     step_s: int
     replay: bool  # True when the data ends well before the wall clock (demo or stopped collectors)
     data_end: datetime | None
@@ -68,20 +57,14 @@ class Window:
         """The bucket width of series read from samples: finer than step_s on short ranges, never coarser."""
         return self.sample_step or min(self.step_s, step_for(self.start, self.end, steps=SAMPLE_STEPS_S))
 
+    def __post_init__(self) -> None:
+        # Unlike a TimeRange it may be empty: part() of a live window whose buckets are all final.
+        if self.end < self.start:
+            raise StoreError(f"window end {self.end} is before its start {self.start}")
+
     def part(self, start: datetime) -> Window:
         """The same buckets from `start` on (a bucket boundary): to query only what may have changed."""
         return Window(start, self.end, self.step_s, self.replay, self.data_end, self.sample_step_s)
-
-
-def step_for(
-    start: datetime, end: datetime, max_points: int = MAX_POINTS, *, steps: Sequence[int] = STEPS_S
-) -> int:
-    """The smallest bucket width (seconds) among `steps` that keeps [start, end) within max_points buckets."""
-    span = max((end - start).total_seconds(), float(steps[0]))
-    for step in steps:
-        if span / step <= max_points:
-            return step
-    return int(math.ceil(span / max_points / 86400) * 86400)
 
 
 def data_end(store: Store) -> datetime | None:
@@ -226,7 +209,7 @@ def hop_latency_series(store: Store, w: Window, route: str | None = None) -> pd.
     ), hops AS (
         SELECT t, server AS hop, 'self' AS part, sum(self_ms_sum) AS ms FROM base GROUP BY t, server
         UNION ALL
-        SELECT t, client || '->' || server AS hop, 'network' AS part, sum(gap_ms_sum) AS ms
+        SELECT t, {Hop.sql("client", "server")} AS hop, 'network' AS part, sum(gap_ms_sum) AS ms
         FROM base WHERE client <> ? GROUP BY t, client, server
     )
     SELECT hops.t, hop, part, ms / entry.n AS ms FROM hops JOIN entry USING (t) WHERE entry.n > 0

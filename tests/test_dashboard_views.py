@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from hopscope import histogram, views
+from hopscope import histogram, model, views
 from hopscope.errors import NotFoundError
 from hopscope.store import Store
 
@@ -161,8 +161,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     ],
 )
 def test_step_keeps_every_series_within_a_thousand_points(span: timedelta, step: int) -> None:
-    assert views.step_for(END - span, END) == step
-    assert span.total_seconds() / step <= views.MAX_POINTS
+    assert model.step_for(END - span, END) == step
+    assert span.total_seconds() / step <= model.MAX_POINTS
 
 
 def test_window_ends_at_the_data_when_the_data_stopped_long_ago(store: Store) -> None:
@@ -316,7 +316,7 @@ def test_samples_get_finer_buckets_than_minute_rollups_on_short_ranges(
 ) -> None:
     w = views.window(store, range_key, now=END)
     assert (w.step_s, w.sample_step_s) == (step, sample_step)
-    assert (w.end - w.start).total_seconds() / w.sample_step_s <= views.MAX_POINTS
+    assert (w.end - w.start).total_seconds() / w.sample_step_s <= model.MAX_POINTS
     gpu = views.metric_series(store, w, ["DCGM_FI_DEV_GPU_UTIL"])
     assert (gpu["t"].diff().dropna().dt.total_seconds() % sample_step == 0).all()
     assert views.latency_series(store, w)["t"].diff().dropna().dt.total_seconds().min() >= 60
@@ -606,7 +606,7 @@ def test_evidence_window_shows_the_incident_with_as_much_before_it(
     day = "2026-11-23 "
     w = views.evidence_window(datetime.fromisoformat(day + start), datetime.fromisoformat(day + end))
     assert (w.start, w.end) == (datetime.fromisoformat(day + lo), datetime.fromisoformat(day + hi))
-    assert (w.end - w.start) / timedelta(seconds=w.step_s) <= views.MAX_POINTS
+    assert (w.end - w.start) / timedelta(seconds=w.step_s) <= model.MAX_POINTS
 
 
 def _spans(rows: list[tuple[str, str | None, float, float]]) -> pd.DataFrame:

@@ -24,7 +24,8 @@ from hopscope.diagnosis.bubbleup import bubbleup, focus_offsets
 from hopscope.diagnosis.hops import decompose_hops, end_to_end, end_to_end_errors, error_matrix, hop_matrix
 from hopscope.diagnosis.model import Target
 from hopscope.errors import ConfigError, NotFoundError, StoreError
-from hopscope.signals import Window, load_series, load_series_grid
+from hopscope.model import TimeRange
+from hopscope.signals import load_series, load_series_grid
 from hopscope.store import Store
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "incident-schema.json").read_text())
@@ -458,7 +459,7 @@ def test_load_series_turns_counters_into_rates_across_a_reset(tmp_path: Path) ->
             }
         ),
     )
-    df = load_series(store, [Window(T0, T0 + timedelta(minutes=2))], step_s=60)
+    df = load_series(store, [TimeRange(T0, T0 + timedelta(minutes=2))], step_s=60)
     assert df["value"].tolist() == pytest.approx([10.0, 10.0])
     assert (
         df["series"].iloc[0]
@@ -482,8 +483,8 @@ def _sample_rows(rows: list[tuple[datetime, str, float, str | None, str | None, 
 
 def test_load_series_grid_reads_linked_series_of_aligned_windows_into_one_array(tmp_path: Path) -> None:
     store = Store(tmp_path / "s")
-    w0 = Window(T0 + timedelta(days=1), T0 + timedelta(days=1, minutes=3))
-    w1 = Window(T0, T0 + timedelta(minutes=3))
+    w0 = TimeRange(T0 + timedelta(days=1), T0 + timedelta(days=1, minutes=3))
+    w1 = TimeRange(T0, T0 + timedelta(minutes=3))
     rows = []
     for w, level in ((w0, 90.0), (w1, 40.0)):
         for k in range(6):  # every 30 s: two samples per 1-minute bucket
@@ -526,7 +527,7 @@ def test_load_series_grid_reads_linked_series_of_aligned_windows_into_one_array(
     with pytest.raises(StoreError, match="step_s"):
         load_series_grid(store, [w0], step_s=0)
     with pytest.raises(StoreError, match="not after its start"):
-        Window(w0.end, w0.start)
+        TimeRange(w0.end, w0.start)
 
 
 @pytest.mark.parametrize(
@@ -545,8 +546,8 @@ def test_linked_grid_reads_in_one_scan_what_load_series_grid_reads_in_several(
     from hopscope.diagnosis.series import load_linked_grid
 
     store = Store(tmp_path / "s")
-    w0 = Window(T0 + timedelta(days=1), T0 + timedelta(days=1, minutes=4))
-    w1 = Window(T0, T0 + timedelta(minutes=4))
+    w0 = TimeRange(T0 + timedelta(days=1), T0 + timedelta(days=1, minutes=4))
+    w1 = TimeRange(T0, T0 + timedelta(minutes=4))
     rows = []
     for w, level in ((w0, 90.0), (w1, 40.0)):
         for k in range(8):
@@ -709,8 +710,8 @@ def test_bubbleup_counts_spans_buckets_numeric_attributes_and_skips_ids(tmp_path
     rng = random.Random(4)
     store = Store(tmp_path / "s")
     base_w, inc_w = (
-        Window(T0, T0 + timedelta(hours=1)),
-        Window(T0 + timedelta(hours=1), T0 + timedelta(hours=2)),
+        TimeRange(T0, T0 + timedelta(hours=1)),
+        TimeRange(T0 + timedelta(hours=1), T0 + timedelta(hours=2)),
     )
     size = [rng.randint(1, 5000) for _ in range(300)]  # payload bytes: many values, all numbers
     base_attrs = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import state
+from hopscope.model import Hop
 
 state.page("Hops")
 spec = state.time_range()
@@ -18,7 +19,7 @@ if edges.empty:
     )
     st.stop()
 hops = sorted(
-    {*edges["server"], *(f"{c}->{s}" for c, s in zip(edges["client"], edges["server"], strict=True) if c)}
+    {*edges["server"], *(str(Hop(c, s)) for c, s in zip(edges["client"], edges["server"], strict=True) if c)}
 )
 
 
@@ -34,7 +35,8 @@ choice = state.synced_select(
     help="Or click a service or an edge label in the graph.",
 )  # fmt: skip
 focus = "" if choice == "(all hops)" else choice
-client, _, server = focus.rpartition("->")
+focus_hop = Hop.parse(focus)
+client, server = focus_hop.client, focus_hop.server
 if focus:  # the other pages' service filter follows: the service the hop runs on (an edge's server)
     state.set_param("service", server)
 state.chart(
@@ -53,14 +55,14 @@ if focus:
                            title=f"{focus}: time per request", unit="ms", dimension=kind, breaches=breaches)  # fmt: skip
         state.chart(fig, "hop_focus")
     into = client if client else str(edges.loc[edges["server"] == server, "client"].iloc[0])
-    title = f"{into or '(clients)'}->{server}: latency as the caller sees it"
+    title = f"{Hop(into or '(clients)', server)}: latency as the caller sees it"
     lat = state.q("latency_series", w, route, into, server)
     with right:
         state.chart(state.figure("latency_chart", lat, breaches, title=title), "hop_latency")
     at = edges["server"] == server  # the focused edge, or the edges into and out of the focused service
     edges = edges[at & (edges["client"] == client) if client else at | (edges["client"] == server)]
 table = edges.assign(
-    hop=[f"{c or '(clients)'}->{s}" for c, s in zip(edges["client"], edges["server"], strict=True)]
+    hop=[str(Hop(c or "(clients)", s)) for c, s in zip(edges["client"], edges["server"], strict=True)]
 )
 st.dataframe(
     table[["hop", "rps", "error_ratio", "p99", "mean_ms", "gap_ms", "self_ms"]],

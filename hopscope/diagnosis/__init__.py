@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from hopscope.diagnosis.baseline import burning_span
-from hopscope.diagnosis.core import diagnose, incident_key, step_for
+from hopscope.diagnosis.core import diagnose, incident_key
 from hopscope.diagnosis.model import (
     VERDICT_CAUSE,
     VERDICT_NONE,
@@ -29,6 +29,7 @@ from hopscope.diagnosis.model import (
     Target,
 )
 from hopscope.errors import SpecError
+from hopscope.model import Hop
 
 
 def target_kwargs(slo: Any) -> dict[str, Any]:
@@ -40,8 +41,9 @@ def target_kwargs(slo: Any) -> dict[str, Any]:
     sli = slo.sli
     client = None
     service = sli.service or slo.service
-    if getattr(sli, "hop", None) and "->" in sli.hop:
-        client, service = sli.hop.split("->", 1)
+    hop = Hop.parse(sli.hop) if getattr(sli, "hop", None) else None
+    if hop is not None and hop.kind == "network":
+        client, service = hop.client, hop.server
     if not service:
         raise SpecError(f"SLO {slo.name}: names no service, so there is nothing to diagnose")
     return {
@@ -109,6 +111,5 @@ __all__ = [
     "diagnose",
     "diagnose_breach",
     "incident_key",
-    "step_for",
     "target_kwargs",
 ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from hopscope.signals import SERIES_LABELS
+from hopscope.model import SERIES_LABELS
 
 VERDICT_CAUSE = "cause found"
 VERDICT_NONE = "no clear cause"

@@ -26,7 +26,8 @@ import pandas as pd
 import pyarrow as pa
 
 from hopscope.catalog import Catalog
-from hopscope.signals import META_COLUMNS, SeriesGrid, Window, _us, n_buckets, value_expression
+from hopscope.model import SeriesKey, TimeRange
+from hopscope.signals import META_COLUMNS, SeriesGrid, _us, n_buckets, value_expression
 
 
 def _marks(n: int) -> str:
@@ -35,7 +36,7 @@ def _marks(n: int) -> str:
 
 def load_linked_grid(
     store: Any,
-    windows: Sequence[Window],
+    windows: Sequence[TimeRange],
     *,
     step_s: int,
     metrics: Sequence[str],
@@ -92,7 +93,7 @@ def load_linked_grid(
 
 
 def _grid(
-    table: pa.Table, windows: list[Window], step_s: int, nb: int, counters: Sequence[str]
+    table: pa.Table, windows: list[TimeRange], step_s: int, nb: int, counters: Sequence[str]
 ) -> SeriesGrid:
     """``values[series, window, bucket]`` from the rows (win, us, sid, val, metric, service, host,
     labels): series present in the first window with at least one value, ordered by their key."""
@@ -146,7 +147,7 @@ def _grid(
         entries = r["labels"] or []
         meta.append(
             (
-                _series_key(r["metric"], r["service"] or "", r["host"] or "", entries),
+                str(SeriesKey.of(r["metric"], r["service"], r["host"], entries)),
                 r["metric"],
                 r["service"] or "",
                 r["host"] or "",
@@ -160,15 +161,6 @@ def _grid(
         tuple(windows),
         step_s,
     )
-
-
-def _series_key(metric: str, service: str, host: str, entries: list[tuple[str, str | None]]) -> str:
-    """signals' series key, as its SQL builds it (labels sorted, a label without a value left out)."""
-    parts = [f'service="{service}"'] if service else []
-    if host:
-        parts.append(f'host="{host}"')
-    parts += [f'{k}="{v}"' for k, v in sorted(entries, key=lambda kv: kv[0]) if v is not None]
-    return f"{metric}{{{','.join(parts)}}}"
 
 
 __all__ = ["load_linked_grid"]
