@@ -43,6 +43,7 @@ import pyarrow as pa
 from hopscope.catalog import Catalog, load_catalog
 from hopscope.errors import StoreError
 from hopscope.model import SeriesKey, TimeRange
+from hopscope.rates import counter_rate_sql
 
 COLUMNS = ["ts", "window", "series", "metric", "service", "host", "labels", "value", "n"]
 META_COLUMNS = ["series", "metric", "service", "host", "labels"]
@@ -91,26 +92,19 @@ def value_expression(catalog: Catalog) -> tuple[str, list[Any]]:
 
 def _bucket_ctes(names_where: str) -> str:
     """The CTEs after a CTE `s` of samples (ts, metric, service, host, labels, sid, value, win,
-    is_counter): s2 (bucket index of each sample), d (counter deltas), g0 (one value per series, window
-    and bucket: gauges averaged, counters as per-second rates with a drop taken as a restart; n samples)
+    is_counter): s2 (bucket index of each sample), g0 (one value per series, window and bucket: gauges
+    averaged, counters as hopscope.rates defines their per-second rates; n samples)
     and names (one row of names per series, from the rows `names_where` keeps). Two bound parameters,
     where s2 stands: the windows' starts (us) and the bucket width (us)."""
     return f"""s2 AS (
         SELECT ts, sid, value, win, is_counter,
                CAST((epoch_us(ts) - list_extract(?::BIGINT[], win + 1)) // ? AS INTEGER) AS b
         FROM s
-    ), d AS (
-        SELECT sid, win, b, value,
-               value - lag(value) OVER w AS dv, epoch(ts) - epoch(lag(ts) OVER w) AS dt
-        FROM s2 WHERE is_counter
-        WINDOW w AS (PARTITION BY sid, win ORDER BY ts)
     ), g0 AS (
         SELECT sid, win, b, avg(value) AS value, count(*) AS n
         FROM s2 WHERE NOT is_counter GROUP BY sid, win, b
         UNION ALL
-        SELECT sid, win, b, sum(CASE WHEN dv < 0 THEN value ELSE dv END) / nullif(sum(dt), 0) AS value,
-               count(*) AS n
-        FROM d WHERE dv IS NOT NULL GROUP BY sid, win, b
+        {counter_rate_sql("(SELECT * FROM s2 WHERE is_counter)", ["sid", "win"], "b")}
     ), names AS (
         SELECT sid, any_value(metric) AS metric, coalesce(any_value(service), '') AS service,
                coalesce(any_value(host), '') AS host, coalesce(any_value(labels), MAP {{}}) AS labels

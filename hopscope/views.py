@@ -18,8 +18,9 @@ from typing import Any
 import pandas as pd
 
 from hopscope.errors import NotFoundError, StoreError
-from hopscope.histogram import GAMMA
+from hopscope.histogram import quantiles_sql
 from hopscope.model import SAMPLE_STEPS_S, SERIES_LABELS, Hop, TimeRange, step_for
+from hopscope.rates import counter_rate_sql
 from hopscope.store import Store, utcnow
 
 # Relative ranges the UI offers (the allow-list for ?range=).
@@ -159,24 +160,14 @@ def latency_series(
     WITH rows AS MATERIALIZED (
         SELECT time_bucket(to_seconds(?::BIGINT), minute) AS t, hist_idx, hist_cnt, count, duration_ms_sum
         FROM hop_minutes WHERE client = ? AND minute >= ? AND minute < ?{rc}{sc}
-    ), h AS (
-        SELECT t, unnest(hist_idx) AS i, unnest(hist_cnt) AS c FROM rows
-    ), b AS (
-        SELECT t, i, sum(c) AS c FROM h GROUP BY t, i
-    ), cum AS (
-        SELECT t, i, sum(c) OVER (PARTITION BY t ORDER BY i) AS cum, sum(c) OVER (PARTITION BY t) AS tot FROM b
     ), q AS (
-        SELECT t,
-            pow(?, min(i) FILTER (WHERE cum >= 0.50 * tot) - 0.5) AS p50,
-            pow(?, min(i) FILTER (WHERE cum >= 0.95 * tot) - 0.5) AS p95,
-            pow(?, min(i) FILTER (WHERE cum >= 0.99 * tot) - 0.5) AS p99
-        FROM cum GROUP BY t
+        {quantiles_sql("rows", ["t"], {"p50": 0.50, "p95": 0.95, "p99": 0.99})}
     ), m AS (
         SELECT t, sum(count) AS count, sum(duration_ms_sum) / nullif(sum(count), 0) AS mean_ms FROM rows GROUP BY t
     )
     SELECT m.t, m.count, q.p50, q.p95, q.p99, m.mean_ms FROM m LEFT JOIN q USING (t) ORDER BY m.t
     """
-    params = [w.step_s, client, w.start, w.end, *rp, *sp, GAMMA, GAMMA, GAMMA]
+    params = [w.step_s, client, w.start, w.end, *rp, *sp]
     return store.query_df(sql, params)
 
 
@@ -244,22 +235,15 @@ def hop_edges(store: Store, w: Window, route: str | None = None) -> pd.DataFrame
     ), agg AS (
         SELECT client, server, sum(count) AS count, sum(errors) AS errors, sum(duration_ms_sum) AS dur,
                sum(gap_ms_sum) AS gap, sum(self_ms_sum) AS self FROM rows GROUP BY client, server
-    ), h AS (
-        SELECT client, server, unnest(hist_idx) AS i, unnest(hist_cnt) AS c FROM rows
-    ), b AS (
-        SELECT client, server, i, sum(c) AS c FROM h GROUP BY ALL
-    ), cum AS (
-        SELECT client, server, i, sum(c) OVER (PARTITION BY client, server ORDER BY i) AS cum,
-               sum(c) OVER (PARTITION BY client, server) AS tot FROM b
     ), q AS (
-        SELECT client, server, pow(?, min(i) FILTER (WHERE cum >= 0.99 * tot) - 0.5) AS p99 FROM cum GROUP BY ALL
+        {quantiles_sql("rows", ["client", "server"], {"p99": 0.99})}
     )
     SELECT agg.client, agg.server, count / ?::DOUBLE AS rps, errors / nullif(count, 0)::DOUBLE AS error_ratio,
            q.p99, dur / nullif(count, 0) AS mean_ms, gap / nullif(count, 0) AS gap_ms, self / nullif(count, 0) AS self_ms
     FROM agg LEFT JOIN q USING (client, server) ORDER BY agg.client, agg.server
     """
     seconds = max((w.end - w.start).total_seconds(), 1.0)
-    return store.query_df(sql, [w.start, w.end, *rp, GAMMA, seconds])
+    return store.query_df(sql, [w.start, w.end, *rp, seconds])
 
 
 # --------------------------------------------------------------------------------- samples
@@ -305,8 +289,8 @@ def metric_series(
         from hopscope.signals import value_expression
 
         value_sql, vp = value_expression(load_catalog())
-    # Gauges: the mean per bucket. Counters: the last value of each bucket against the last value
-    # of the bucket before (a drop is a reset: count from zero), so no per-sample window is needed.
+    # Gauges: the mean per bucket. Counters: per-second rates as hopscope.rates defines them (as the
+    # diagnosis reads them: an evidence chart shows what it read).
     gauges = [m for m in metrics if m not in counters]
     parts, params = [], []
     if gauges:
@@ -319,15 +303,14 @@ def metric_series(
         params += [w.sample_step_s, *vp, *gauges, w.start, w.end, *sp]
     if counters:
         cm = ", ".join("?" for _ in counters)
-        parts.append(f"""
-        SELECT t, metric, service, series,
-               (CASE WHEN v >= lag(v) OVER s THEN v - lag(v) OVER s ELSE v END) / nullif(epoch(last_ts - lag(last_ts) OVER s), 0) AS value
-        FROM (
+        rows = f"""(
             SELECT time_bucket(to_seconds(?::BIGINT), ts) AS t, metric, coalesce(service, '') AS service,
-                   {label_expr} AS series, arg_max(value, ts) AS v, max(ts) AS last_ts
+                   {label_expr} AS series, ts, value
             FROM samples WHERE metric IN ({cm}) AND ts >= ? AND ts < ? AND isfinite(value){svc}
-            GROUP BY ALL
-        ) WINDOW s AS (PARTITION BY metric, service, series ORDER BY t)""")
+        )"""
+        parts.append(
+            f"SELECT t, metric, service, series, value FROM ({counter_rate_sql(rows, ['metric', 'service', 'series'], 't')})"
+        )
         params += [
             w.sample_step_s,
             *counters,

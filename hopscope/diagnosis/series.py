@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from hopscope.catalog import Catalog
 from hopscope.model import SeriesKey, TimeRange
+from hopscope.rates import counter_rates
 from hopscope.signals import META_COLUMNS, SeriesGrid, _us, n_buckets, value_expression
 
 
@@ -120,17 +121,8 @@ def _grid(
     c = np.flatnonzero(is_counter)
     if c.size:
         c = c[np.lexsort((c, us[c], win[c], sx[c]))]  # by series, window, time (ties: scan order)
-        same = (sx[c][1:] == sx[c][:-1]) & (win[c][1:] == win[c][:-1])
-        cur, prev = c[1:][same], c[:-1][same]
-        dv = val[cur] - val[prev]
-        dt = us[cur] / 1e6 - us[prev] / 1e6
-        keep = ok_b[cur]
-        if keep.any():
-            k, inv = np.unique(cell[cur][keep], return_inverse=True)
-            num = np.bincount(inv.ravel(), weights=np.where(dv < 0, val[cur], dv)[keep])
-            den = np.bincount(inv.ravel(), weights=dt[keep])
-            with np.errstate(all="ignore"):
-                flat[k] = np.where(den != 0, num / den, np.nan)
+        k, rates = counter_rates(sx[c] * n_w + win[c], us[c], val[c], np.where(ok_b[c], cell[c], -1))
+        flat[k] = rates
     values = flat.reshape(n_s, n_w, nb)
     # a series is named by its rows in the first window; one with no value at all is left out
     in_first = np.zeros(n_s, dtype=bool)
