@@ -78,11 +78,11 @@ def _marks(n: int) -> str:
     return ", ".join("?" for _ in range(n))
 
 
-def value_expression(catalog: Catalog) -> tuple[str, list[Any]]:
+def value_expression(catalog: Catalog) -> tuple[str, list[str]]:
     """The SQL of a sample's value, and its bound parameters: a bitmask metric (clock-event reasons)
     reads 1.0 when any of its catalog's "bad" bits (ints) is set, 0.0 otherwise; other metrics as stored."""
     value_sql = "value"
-    params: list[Any] = []
+    params: list[str] = []
     for m in catalog.metrics.values():
         if m.bad_bits is not None:
             value_sql = f"CASE WHEN metric = ? THEN CAST((CAST(value AS BIGINT) & {int(m.bad_bits)}) <> 0 AS DOUBLE) ELSE {value_sql} END"
@@ -122,7 +122,7 @@ def _bucket_sql(
     probe_targets: Sequence[str] | None,
     names_from_first: bool = False,
     hostless_services_only: bool = False,
-) -> tuple[str, list[Any]]:
+) -> tuple[str, list[object]]:
     """CTEs ending in ``g``: one row per (series id, win, b) with value, n, metric, service, host, labels."""
     value_sql, p_value = value_expression(catalog)
     counters = [m for m in catalog.counters() if metrics is None or m in metrics]
@@ -132,9 +132,9 @@ def _bucket_sql(
     # few literals; metric through list_contains, as a long IN list becomes a join), so the filter
     # runs inside the scan and label maps are decoded only for the rows it keeps (an OR across
     # columns would decode every row of the range first).
-    scopes: list[tuple[list[str], list[Any]]] = []
+    scopes: list[tuple[list[str], list[object]]] = []
     metric_in = ["list_contains(?::VARCHAR[], metric)"] if metrics is not None else []
-    p_metric = [list(metrics)] if metrics is not None else []
+    p_metric: list[object] = [list(metrics)] if metrics is not None else []
     if services is None and hosts is None and not probe_targets:
         scopes.append((metric_in, p_metric))
     hosts = list(hosts or [])
@@ -178,7 +178,7 @@ def _bucket_sql(
         + ") AND isfinite(value)"
     )
     parts: list[str] = []
-    p_scans: list[Any] = []
+    p_scans: list[object] = []
     for cond, p in scopes:
         parts.append(" AND ".join([select, *cond]))
         p_scans += [*p_value, *p_case, counters, lo, hi, *p_case, *p]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hopscope.diagnosis.baseline import burning_span
 from hopscope.diagnosis.core import diagnose, incident_key
@@ -29,10 +29,13 @@ from hopscope.diagnosis.model import (
     Target,
 )
 from hopscope.errors import SpecError
+
+if TYPE_CHECKING:  # hopscope.slo is imported where used: it imports the diagnosis's callers
+    from hopscope.slo import SLO, Breach
 from hopscope.model import Hop
 
 
-def target_kwargs(slo: Any) -> dict[str, Any]:
+def target_kwargs(slo: SLO) -> dict[str, Any]:
     """diagnose() keyword arguments for an SLO of hopscope.slo (latency or availability, span SLIs).
 
     An availability SLO is diagnosed on its errors (which hop they start in), a latency SLO on
@@ -41,7 +44,7 @@ def target_kwargs(slo: Any) -> dict[str, Any]:
     sli = slo.sli
     client = None
     service = sli.service or slo.service
-    hop = Hop.parse(sli.hop) if getattr(sli, "hop", None) else None
+    hop = Hop.parse(sli.hop) if sli.hop else None
     if hop is not None and hop.kind == "network":
         client, service = hop.client, hop.server
     if not service:
@@ -62,7 +65,7 @@ def _minutes(td: timedelta) -> int:
     return round(td.total_seconds() / 60)
 
 
-def diagnose_breach(store: Any, breach: Any, slo: Any, **kwargs: Any) -> Diagnosis:
+def diagnose_breach(store: Any, breach: Breach, slo: SLO, **kwargs: Any) -> Diagnosis:
     """Diagnose one Breach of an SLO (ids, severity, burn and budget carried over).
 
     The numbers come from the part of the breach that burned budget (``burning_span``): an alert

@@ -85,7 +85,7 @@ def load_linked_grid(
     )
     SELECT win, us, sid, val, metric, service, host, labels FROM raw
     WHERE in_svc OR probe OR host IN (SELECT host FROM raw WHERE win = 0 AND host IS NOT NULL AND in_svc)"""
-    params: list[Any] = [
+    params: list[object] = [
         *bounds, *p_value, *svc, *(probes if probe_cond != "false" else []),
         *(probe_targets if probe_cond != "false" else []), lo, hi, *bounds, list(metrics),
     ]  # fmt: skip
