@@ -464,7 +464,7 @@ def comparison_chart(df: pd.DataFrame, *, value: str, unit: str, dimension: str 
 # (Streamlit's backgrounds #FFFFFF and #0E1117), unlike the dimension colours of the signal.
 HOP_LINE_COLOR = "#A259C4"
 # Units shown otherwise than stored: (factor, axis title). A bitmask signal is read as 1 when a bad bit
-# is set (views.evidence_series), so its mean is a share of samples.
+# is set (samples.evidence_series), so its mean is a share of samples.
 UNIT_VIEWS: dict[str, tuple[float, str]] = {"bitmask": (100.0, "% of samples with a bad bit set")}
 
 
@@ -487,7 +487,7 @@ def evidence_chart(
     """A resource signal next to the hop latency it explains: the incident shaded, each one's baseline
     level (what the diagnosis compared with) dashed in its colour.
 
-    x_range: the time shown (e.g. views.evidence_window: the incident and as long before it); a baseline
+    x_range: the time shown (e.g. windows.evidence_window: the incident and as long before it); a baseline
     window outside it is not drawn (it lies days earlier: drawn, it would squeeze the incident into a
     corner) but its level is. Labels sit in the legend, not on the plot, where lines would cross them.
     """

@@ -20,11 +20,12 @@ from typing import Any, NamedTuple
 
 import streamlit as st
 
-from hopscope import views
+from dashboard import panels
 from hopscope.config import DASHBOARD_REFRESH_ENV, DASHBOARD_RULES_ENV, DASHBOARD_STORE_ENV, DEMO_STORE
 from hopscope.durations import parse_utc
 from hopscope.errors import HopscopeError
-from hopscope.store import Store, current_snapshot
+from hopscope.query import samples, slos, spans, store_info, windows
+from hopscope.store import Store, current_snapshot, utcnow
 
 DEFAULT_RULES = Path("slo_rules")
 # Cached views are keyed on the data's end (data_end(), re-read every LIVE_TTL_S), so new data
@@ -100,13 +101,22 @@ def store() -> Store:
         raise  # unreachable: st.stop() raises
 
 
+# The pages name views by string (the caches key on it): the functions of the read modules.
+_VIEWS: dict[str, Callable[..., Any]] = {
+    name: fn
+    for module in (windows, spans, samples, slos, store_info, panels)
+    for name, fn in vars(module).items()
+    if callable(fn) and getattr(fn, "__module__", None) == module.__name__
+}
+
+
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=500)
 def _cached(
     path: str, gen: Any, name: str, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...]
 ) -> Any:
-    if name in INCREMENTAL and args and isinstance(args[0], views.Window) and isinstance(gen, datetime):
+    if name in INCREMENTAL and args and isinstance(args[0], windows.Window) and isinstance(gen, datetime):
         return _incremental(path, gen, name, args[0], args[1:], kwargs)
-    return getattr(views, name)(_open_store(path), *args, **dict(kwargs))
+    return _VIEWS[name](_open_store(path), *args, **dict(kwargs))
 
 
 # Views whose rows are time buckets, each computed from its own rows only: when new data lands, the
@@ -132,7 +142,7 @@ def _incremental(
     path: str,
     gen: datetime,
     name: str,
-    w: views.Window,
+    w: windows.Window,
     rest: tuple[Any, ...],
     kwargs: tuple[tuple[str, Any], ...],
 ) -> Any:
@@ -140,7 +150,7 @@ def _incremental(
 
     import pandas as pd
 
-    fn, kw = getattr(views, name), dict(kwargs)
+    fn, kw = _VIEWS[name], dict(kwargs)
     step = w.sample_step_s if name == "metric_series" else w.step_s
     memo = _sample_memo()
     key = ("incremental", path, name, rest, kwargs, w.step_s, w.sample_step_s)
@@ -163,9 +173,9 @@ def _incremental(
 
 
 def view(name: str, *args: Any, **kwargs: Any) -> Any:
-    """Call hopscope.views.<name>(store, ...) through st.cache_data (TTL CACHE_TTL_S)."""
-    if name.startswith("_") or not callable(getattr(views, name, None)):
-        raise ValueError(f"hopscope.views has no view {name!r}")
+    """Call hopscope.query.<name>(store, ...) through st.cache_data (TTL CACHE_TTL_S)."""
+    if name.startswith("_") or name not in _VIEWS:
+        raise ValueError(f"hopscope.query has no view {name!r}")
     store()
     return _cached(str(store_path()), gen_of(name), name, args, tuple(sorted(kwargs.items())))
 
@@ -177,7 +187,7 @@ STATS_TTL_S = 300
 
 @st.cache_data(ttl=STATS_TTL_S, show_spinner=False, max_entries=20)
 def _cached_stats(path: str, name: str) -> Any:
-    return getattr(views, name)(_open_store(path))
+    return _VIEWS[name](_open_store(path))
 
 
 # The lists behind the filters (services, routes: a scan of every rollup and sample) change rarely:
@@ -187,21 +197,21 @@ LISTS_TTL_S = 60
 
 @st.cache_data(ttl=LISTS_TTL_S, show_spinner=False, max_entries=20)
 def _cached_list(path: str, name: str) -> Any:
-    return getattr(views, name)(_open_store(path))
+    return _VIEWS[name](_open_store(path))
 
 
 def names(name: str) -> list[str]:
-    """views.services or views.routes, cached LISTS_TTL_S whatever data lands."""
+    """spans.services or spans.routes, cached LISTS_TTL_S whatever data lands."""
     if name not in ("services", "routes"):
-        raise ValueError(f"hopscope.views has no list {name!r}")
+        raise ValueError(f"hopscope.query has no list {name!r}")
     store()
     return list(_cached_list(str(store_path()), name))
 
 
 def stats(name: str) -> Any:
-    """views.<name>(store) for store statistics (table_stats, store_size, sample_counts): cached STATS_TTL_S."""
+    """hopscope.query's <name>(store) for store statistics (table_stats, store_size, sample_counts): cached STATS_TTL_S."""
     if name not in ("table_stats", "store_size", "sample_counts"):
-        raise ValueError(f"hopscope.views has no store statistic {name!r}")
+        raise ValueError(f"hopscope.query has no store statistic {name!r}")
     store()
     return _cached_stats(str(store_path()), name)
 
@@ -227,9 +237,9 @@ class Q(NamedTuple):
 
 
 def q(name: str, *args: Any, **kwargs: Any) -> Q:
-    """views.<name>(store, *args, **kwargs) as a figure() input."""
-    if name.startswith("_") or not callable(getattr(views, name, None)):
-        raise ValueError(f"hopscope.views has no view {name!r}")
+    """hopscope.query's <name>(store, *args, **kwargs) as a figure() input."""
+    if name.startswith("_") or name not in _VIEWS:
+        raise ValueError(f"hopscope.query has no view {name!r}")
     return Q(name, args, tuple(sorted(kwargs.items())))
 
 
@@ -343,7 +353,7 @@ def figure(builder: str, *args: Any, **kwargs: Any) -> Any:
 def _panel_figure(
     path: str,
     gen: Any,
-    w: views.Window,
+    w: windows.Window,
     key: str,
     service: str | None,
     breaches: Any,
@@ -352,10 +362,10 @@ def _panel_figure(
 ) -> Any:
     """(figure or None when the panel has no samples) for one resource panel.
 
-    Its data comes from views.panels_series over every panel of the page (`batch`): one query, cached,
+    Its data comes from panels.panels_series over every panel of the page (`batch`): one query, cached,
     serves them all.
     """
-    panel = views.PANELS_BY_KEY[key]
+    panel = panels.PANELS_BY_KEY[key]
     df, cap = _panels(path, gen, w, batch, service)[key]
     if df.empty:
         return None
@@ -368,14 +378,14 @@ def _panel_figure(
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=100)
-def _panels(path: str, gen: Any, w: views.Window, batch: tuple[str, ...], service: str | None) -> Any:
-    """views.panels_series of a page's panels, from per-metric cached samples and the cached hop series."""
-    metrics, counters = views.panel_metrics(batch)
+def _panels(path: str, gen: Any, w: windows.Window, batch: tuple[str, ...], service: str | None) -> Any:
+    """panels.panels_series of a page's panels, from per-metric cached samples and the cached hop series."""
+    metrics, counters = panels.panel_metrics(batch)
     samples = _samples(path, gen, w, tuple(metrics), tuple(counters), service)
     hops = None
-    if any(views.PANELS_BY_KEY[k].hop for k in batch):
+    if any(panels.PANELS_BY_KEY[k].hop for k in batch):
         hops = _cached(path, gen, "hop_latency_series", (w, None), ())  # as the Overview asks for it
-    return views.panels_series(None, w, batch, service, samples=samples, hops=hops)
+    return panels.panels_series(None, w, batch, service, samples=samples, hops=hops)
 
 
 class _SampleMemo:
@@ -416,12 +426,12 @@ def _sample_memo() -> _SampleMemo:
 def _samples(
     path: str,
     gen: Any,
-    w: views.Window,
+    w: windows.Window,
     metrics: tuple[str, ...],
     counters: tuple[str, ...],
     service: str | None,
 ) -> Any:
-    """views.metric_series(w, metrics) assembled from per-metric cache entries; the missing ones in one query."""
+    """samples.metric_series(w, metrics) assembled from per-metric cache entries; the missing ones in one query."""
     import pandas as pd
 
     memo = _sample_memo()
@@ -433,7 +443,7 @@ def _samples(
         if isinstance(gen, datetime):
             df = _incremental(path, gen, "metric_series", w, (tuple(missing),), kwargs)
         else:
-            df = views.metric_series(_open_store(path), w, missing, **dict(kwargs))
+            df = samples.metric_series(_open_store(path), w, missing, **dict(kwargs))
         by_metric = dict(tuple(df.groupby("metric", sort=False))) if not df.empty else {}
         for m in missing:
             have[m] = by_metric.get(m, df.iloc[0:0])
@@ -458,11 +468,11 @@ def _live(path: str) -> Any:
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=40)
 def _at_snapshot(path: str, snap: Any, name: str, args: tuple[Any, ...]) -> Any:
-    return getattr(views, name)(_open_store(path), *args)
+    return _VIEWS[name](_open_store(path), *args)
 
 
 def _live_view(path: str, name: str, args: tuple[Any, ...]) -> Any:
-    """views.<name>(store, *args) as of the store's snapshot, re-read at most every LIVE_TTL_S: the data's
+    """hopscope.query's <name>(store, *args) as of the store's snapshot, re-read at most every LIVE_TTL_S: the data's
     end and the freshness queries (~70 ms) run again only when something was written."""
     import time as clock
 
@@ -494,20 +504,20 @@ def gen_of(name: str) -> Any:
 
 
 def data_end() -> Any:
-    """views.data_end(store), re-read at most every LIVE_TTL_S seconds."""
+    """windows.data_end(store), re-read at most every LIVE_TTL_S seconds."""
     store()
     ends = [t for t in _live_view(str(store_path()), "data_ends", ()) if t is not None]
     return max(ends) if ends else None
 
 
 def freshness(now: Any, by_target: bool = False) -> Any:
-    """views.freshness at `now`, its queries re-run at most every LIVE_TTL_S seconds."""
+    """samples.freshness at `now`, its queries re-run at most every LIVE_TTL_S seconds."""
     store()
     newest = _live_view(str(store_path()), "data_ends", ())[1]  # already read this tick: one query fewer
     seen = _live_view(str(store_path()), "last_seen", (by_target, False, newest))
     if by_target:  # the Collectors page shows rows written: per source, counted once per CACHE_TTL_S
         seen = seen.merge(stats("sample_counts"), on="source", how="left")
-    return views.freshness_at(seen, now)
+    return samples.freshness_at(seen, now)
 
 
 def slo_report(slo: str, window: str) -> Any:
@@ -518,7 +528,7 @@ def slo_report(slo: str, window: str) -> Any:
 
 @st.cache_data(ttl=3600, show_spinner=False, max_entries=500)
 def _cached_cause(path: str, rules_dir: str, key: str) -> str:
-    return views.incident_cause(_open_store(path), rules_dir, key)
+    return slos.incident_cause(_open_store(path), rules_dir, key)
 
 
 def incident_causes(rep: Any) -> Any:
@@ -657,13 +667,13 @@ def _parse_time(text: str | None) -> datetime | None:
 
 def time_range() -> tuple[str, datetime | None, datetime | None]:
     """The shared time range from the sidebar (and ?range= or ?from=&to=): (key, start, end)."""
-    choices = [*views.RANGES, "custom"]
+    choices = [*windows.RANGES, "custom"]
     picked = synced_select("Time range", "range", choices, DEFAULT_RANGE, "range_select", sidebar=True)
     if picked != "custom":
         st.query_params.pop("from", None)
         st.query_params.pop("to", None)
         return picked, None, None
-    latest = views.window(store(), "24h")
+    latest = windows.window(store(), "24h")
     lo = _parse_time(st.query_params.get("from")) or latest.end - timedelta(days=1)
     hi = _parse_time(st.query_params.get("to")) or latest.end
     dates = st.sidebar.date_input("From / to (UTC)", value=(lo.date(), hi.date()), key="abs_dates")
@@ -675,16 +685,16 @@ def time_range() -> tuple[str, datetime | None, datetime | None]:
     return "custom", lo, hi
 
 
-def window(spec: tuple[str, datetime | None, datetime | None]) -> views.Window:
+def window(spec: tuple[str, datetime | None, datetime | None]) -> windows.Window:
     """Resolve a time_range() against the store's clock now (not cached: "now" moves)."""
     key, lo, hi = spec
     try:
-        return views.window(
-            store(), key if key in views.RANGES else DEFAULT_RANGE, start=lo, end=hi, last=data_end()
+        return windows.window(
+            store(), key if key in windows.RANGES else DEFAULT_RANGE, start=lo, end=hi, last=data_end()
         )
     except HopscopeError as exc:
         st.warning(str(exc))
-        return views.window(store(), DEFAULT_RANGE)
+        return windows.window(store(), DEFAULT_RANGE)
 
 
 def route_filter() -> str | None:
@@ -714,7 +724,7 @@ def refresh_interval() -> int | None:
     return REFRESH_CHOICES[picked]
 
 
-def window_caption(w: views.Window) -> None:
+def window_caption(w: windows.Window) -> None:
     """Say which time the page shows, and that it is a replay when the data stopped."""
     if w.replay and w.data_end is not None:
         st.caption(
@@ -724,7 +734,7 @@ def window_caption(w: views.Window) -> None:
         st.caption(f"{w.label} · live · {bucket_text(w)}")
 
 
-def bucket_text(w: views.Window) -> str:
+def bucket_text(w: windows.Window) -> str:
     """'bucket 1 min' or, where samples get finer buckets, 'bucket 1 min (samples 5 s)'."""
 
     def text(s: int) -> str:
@@ -781,9 +791,9 @@ def _points(event: Any) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------ panels shared by pages
 
 
-def freshness_line(w: views.Window) -> None:
+def freshness_line(w: windows.Window) -> None:
     """One line per data source: "last sample 4 s ago", stale sources marked."""
-    df = freshness(views.utcnow().replace(microsecond=0))
+    df = freshness(utcnow().replace(microsecond=0))
     if df.empty:
         st.caption("No collector has written anything yet: start `hopscope collect`.")
         return
@@ -795,12 +805,12 @@ def freshness_line(w: views.Window) -> None:
     st.caption("  |  ".join(parts))
 
 
-def resource_row(w: views.Window, breaches: Any, service: str | None = None) -> None:
+def resource_row(w: windows.Window, breaches: Any, service: str | None = None) -> None:
     """Compute, bandwidth and memory side by side, two or three charts each, in their colours."""
 
     cols = st.columns(3)
-    batch = tuple(k for keys in views.OVERVIEW_PANELS.values() for k in keys)
-    for col, (dimension, keys) in zip(cols, views.OVERVIEW_PANELS.items(), strict=True):
+    batch = tuple(k for keys in panels.OVERVIEW_PANELS.values() for k in keys)
+    for col, (dimension, keys) in zip(cols, panels.OVERVIEW_PANELS.items(), strict=True):
         with col:
             st.markdown(f"#### :{_DIM_MD[dimension]}[{dimension.capitalize()}]")
             panel_charts(w, keys, breaches, service=service, compact=True, batch=batch)
@@ -809,7 +819,7 @@ def resource_row(w: views.Window, breaches: Any, service: str | None = None) -> 
 _DIM_MD = {"compute": "orange", "bandwidth": "blue", "memory": "green"}
 
 
-def panels_with_data(w: views.Window, keys: Sequence[str], service: str | None = None) -> set[str]:
+def panels_with_data(w: windows.Window, keys: Sequence[str], service: str | None = None) -> set[str]:
     """The panel keys among `keys` that have samples in the window (one query for them all)."""
     store()
     panels = _panels(str(store_path()), data_end(), w, tuple(keys), service)
@@ -817,7 +827,7 @@ def panels_with_data(w: views.Window, keys: Sequence[str], service: str | None =
 
 
 def panel_charts(
-    w: views.Window,
+    w: windows.Window,
     keys: Sequence[str],
     breaches: Any,
     *,
@@ -832,7 +842,7 @@ def panel_charts(
     batch = tuple(batch or keys)
     drawn = 0
     for key in keys:
-        panel = views.PANELS_BY_KEY[key]
+        panel = panels.PANELS_BY_KEY[key]
         store()
         fig = _panel_figure(str(store_path()), data_end(), w, key, service, breaches, compact, batch)
         if fig is None:
@@ -851,7 +861,7 @@ def rules() -> str:
     return str(rules_path())
 
 
-def breaches_in(w: views.Window) -> Any:
+def breaches_in(w: windows.Window) -> Any:
     """Breaches overlapping the window (a DataFrame), or None where SLOs cannot be evaluated."""
     try:
         return view("breach_table", rules(), w.start, w.end)
@@ -860,7 +870,7 @@ def breaches_in(w: views.Window) -> Any:
         return None
 
 
-def slo_tiles(w: views.Window) -> Any:
+def slo_tiles(w: windows.Window) -> Any:
     """One tile per SLO (state, SLI vs objective, budget, burn rates); returns the breaches in the window."""
     try:
         statuses = view("slo_statuses", rules(), w.end)
@@ -970,7 +980,7 @@ def incident_picker() -> tuple[Any, str]:
 def cause_sections(d: dict[str, Any], incident: tuple[Any, Any]) -> None:
     """The ranked causes, each with its evidence table and its top signals next to the hop's latency.
 
-    The evidence charts show the incident and as long before it (views.evidence_window), not the
+    The evidence charts show the incident and as long before it (windows.evidence_window), not the
     page's window: the baseline windows lie days earlier, so the baseline is drawn as the level the
     diagnosis measured there, for the signal and for the hop.
     """
@@ -980,7 +990,7 @@ def cause_sections(d: dict[str, Any], incident: tuple[Any, Any]) -> None:
     used = str((d.get("baseline") or {}).get("used") or "").replace("_", " ")
     if used:
         st.caption(f"Dashed levels on the charts: the baseline the diagnosis compared with ({esc_md(used)}).")
-    ew = views.evidence_window(
+    ew = windows.evidence_window(
         pd.Timestamp(incident[0]).to_pydatetime(), pd.Timestamp(incident[1]).to_pydatetime()
     )
     hop_base = {h["hop"]: h.get("baseline_ms") for h in (d.get("decomposition") or {}).get("hops", [])}
@@ -1002,7 +1012,7 @@ def cause_sections(d: dict[str, Any], incident: tuple[Any, Any]) -> None:
             hop = q("hop_series", ew, cause["hop"])
             for e in cause["evidence"][:2]:
                 sig = q("evidence_series", ew, e["metric"], e["labels"])
-                where = views.series_label(e["labels"])
+                where = samples.series_label(e["labels"])
                 fig = figure(
                     "evidence_chart",
                     sig,

@@ -14,6 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from test_dashboard_views import EVIL, TRACE, build_store
 
+from hopscope.query import slos, windows
 from hopscope.store import Store
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
@@ -37,13 +38,12 @@ def breach_for(store: Path, event: dict[str, Any], slo: str = "recommend-latency
     """The breach of an SLO that overlaps a ground-truth event."""
     from datetime import datetime
 
-    from hopscope import views
     from hopscope.store import Store
 
     st = Store(store, create=False)
     try:
         start, end = datetime.fromisoformat(event["start"]), datetime.fromisoformat(event["end"])
-        df = views.breach_table(st, RULES, start, end)
+        df = slos.breach_table(st, RULES, start, end)
         return dict(df[df["slo"] == slo].iloc[0])
     finally:
         st.close()
@@ -551,7 +551,6 @@ def test_incident_page_draws_the_named_gpu_signal_the_incident_in_context_and_it
     import pandas as pd
 
     from dashboard.charts import HOP_LINE_COLOR
-    from hopscope import views
 
     env(dash_store)
     breach = breach_for(dash_store, truth(dash_store, "gpu-thermal-throttling"))
@@ -572,13 +571,13 @@ def test_incident_page_draws_the_named_gpu_signal_the_incident_in_context_and_it
     # the part of the breach the diagnosis read (it burned budget), and as long before it
     store = Store(dash_store, create=False)
     try:
-        read = views.incident(store, RULES, breach["id"])["diagnosis"]["diagnosed_window"]
+        read = slos.incident(store, RULES, breach["id"]).diagnosis.to_dict()["diagnosed_window"]
     finally:
         store.close()
     lo, hi = (pd.Timestamp(read[k]).tz_convert(None) for k in ("start", "end"))
     assert (hi - lo) < (pd.Timestamp(breach["end"]) - pd.Timestamp(breach["start"]))  # trimmed
     assert "the part of the breach that burned budget" in texts(at)
-    w = views.evidence_window(lo.to_pydatetime(), hi.to_pydatetime())
+    w = windows.evidence_window(lo.to_pydatetime(), hi.to_pydatetime())
     ms = [pd.Timestamp(t).value / 1e6 for t in (w.start, w.end)]
     for spec in evidence:
         assert spec["layout"]["xaxis"]["range"] == ms  # not stretched back to a day-earlier baseline

@@ -12,10 +12,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from hopscope import histogram, views
+from hopscope import histogram
 from hopscope.durations import parse_utc
 from hopscope.errors import StoreError
 from hopscope.model import Hop, SeriesKey, TimeRange
+from hopscope.query import samples, windows
 from hopscope.rates import counter_rate_sql, counter_rates
 from hopscope.signals import load_series
 from hopscope.store import Store
@@ -173,10 +174,10 @@ def test_the_evidence_chart_reads_a_counter_as_the_diagnosis_does_across_a_reset
     )
     span = TimeRange(T0, T0 + timedelta(minutes=3))
     read = load_series(store, [span], step_s=60)
-    w = views.Window(span.start, span.end, 60, False, None, 60)
+    w = windows.Window(span.start, span.end, 60, False, None, 60)
     for device in ("eth0", "eth1"):
         labels = {"service": "api-gateway", "host": "gw-1", "device": device}
-        chart = views.evidence_series(store, w, "node_network_receive_bytes_total", labels)
+        chart = samples.evidence_series(store, w, "node_network_receive_bytes_total", labels)
         diagnosis = read[read["labels"].map(lambda lab, d=device: lab.get("device") == d)]
         assert chart["value"].tolist() == pytest.approx(diagnosis["value"].tolist())
         assert len(chart) == 3

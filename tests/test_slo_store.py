@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hopscope import histogram
+from hopscope.query import slos as query_slos  # the fixture `slos` holds the specs
 from hopscope.slo import evaluate, evaluate_many, find_breaches, load_slos, minute_series
 from hopscope.slo.cli import app
 from hopscope.store import Store
@@ -355,7 +356,6 @@ def test_breaches_continued_minute_by_minute_equal_a_full_evaluation(
 def test_find_breaches_follows_new_minutes_as_a_fresh_cache_sees_them(tmp_path: Path, slos: dict) -> None:
     """Through the store: appended minutes (a breach starting, going on, ending) give the same breaches
     as a cache that reads everything afresh, and breach_table evaluates every SLO from one read."""
-    from hopscope import views
     from hopscope.slo import MinuteCache
     from hopscope.slo.source import find_breaches_many
 
@@ -371,7 +371,7 @@ def test_find_breaches_follows_new_minutes_as_a_fresh_cache_sees_them(tmp_path: 
             assert got == find_breaches_many(s, slo_list, cache=MinuteCache())
             assert got == {x.name: find_breaches(s, x) for x in slo_list}
         assert got["recommend-latency"], "the slow minutes should breach"
-        table = views.breach_table(s, str(RULES))
+        table = query_slos.breach_table(s, str(RULES))
         want = sorted((b.start, b.slo, b.id) for v in got.values() for b in v)
         assert list(zip(table["start"], table["slo"], table["id"], strict=True)) == want
     finally:

@@ -7,7 +7,9 @@ import re
 import streamlit as st
 
 from dashboard import state
-from hopscope import health, views
+from hopscope import health
+from hopscope.query import samples
+from hopscope.store import utcnow
 
 state.page("Collectors")
 
@@ -31,7 +33,7 @@ def live() -> None:
         for row in range(0, len(writes.figures), 4):  # four tiles a row stay readable at 1024 px
             for col, (label, value) in zip(st.columns(4), writes.figures[row : row + 4], strict=False):
                 col.metric(label, value)
-    now = views.utcnow().replace(microsecond=0)
+    now = utcnow().replace(microsecond=0)
     fresh = state.freshness(now, True)
     if fresh.empty:
         st.info("No collector has run yet: start `hopscope collect` (or `hopscope demo` for demo data).")
@@ -40,7 +42,7 @@ def live() -> None:
         st.markdown(
             f"**{len(fresh)} collector targets** · "
             + (
-                f":orange[{stale} stale] (no sample for over {views.STALE_AFTER.total_seconds() / 60:.0f} min)"
+                f":orange[{stale} stale] (no sample for over {samples.STALE_AFTER.total_seconds() / 60:.0f} min)"
                 if stale
                 else ":green[all fresh]"
             )

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, state
-from hopscope import views
+from hopscope.query import slos, windows
 
 state.page("Incident")
 table, picked = state.incident_picker()
@@ -28,10 +28,10 @@ def _naive(text: str | None, default: object) -> datetime:
     return (t.tz_convert(None) if t.tzinfo is not None else t).to_pydatetime()
 
 
-w = views.context_window(b["start"], b["end"])
+w = windows.context_window(b["start"], b["end"])
 band = table[table["number"] == b["number"]]
 timeline = state.q("slo_timeline", state.rules(), b["slo"], w)
-objective = views.get_slo(state.rules(), b["slo"]).objective
+objective = slos.get_slo(state.rules(), b["slo"]).objective
 left, right = st.columns(2)
 with left:
     state.chart(state.figure("sli_chart", timeline.at(0), objective, band), "sli", clickable=False)
@@ -42,7 +42,7 @@ with right:
 
 # The diagnosis compares the incident with its baselines over every linked signal: it can take a while.
 with st.spinner("Diagnosing: which hop, and is it compute, bandwidth or memory…"):
-    d = state.view("incident", state.rules(), picked)["diagnosis"]
+    d = state.view("incident", state.rules(), picked).diagnosis.to_dict()
 top = d["causes"][0] if d["causes"] else None
 if top:
     # the summary itself begins with the share ("100% of the added latency (+13.6 ms per request) is in ...")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import state
-from hopscope import views
+from hopscope.query import slos
 
 state.page("Overview")
 spec = state.time_range()
@@ -32,7 +32,7 @@ def _live() -> None:
     else:
         left, right = st.columns(2)
         with left:
-            threshold = views.entry_latency_threshold(state.rules(), route)  # the SLO's line, if one
+            threshold = slos.entry_latency_threshold(state.rules(), route)  # the SLO's line, if one
             state.chart(
                 state.figure(
                     "latency_chart", state.q("latency_series", w, route), breaches, threshold_ms=threshold
