@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   - set up, generate the demo store, serve the dashboard on http://127.0.0.1:8501"
 	@echo "make test   - set up (venv + Debian packages when root) and run the test suite"
-	@echo "make lint   - ruff;  make typecheck - mypy --strict on hopscope/ and collectors/"
+	@echo "make lint   - ruff;  make typecheck - mypy --strict on hopscope/, collectors/ and dashboard/"
 
 demo: setup
 	$(BIN)/hopscope demo
@@ -50,7 +50,7 @@ lint: setup
 	$(BIN)/ruff format --check hopscope collectors dashboard tests benchmarks
 
 typecheck: setup
-	$(BIN)/mypy --strict hopscope collectors
+	$(BIN)/mypy --strict hopscope collectors dashboard
 
 clean-demo:
 	rm -rf var/demo

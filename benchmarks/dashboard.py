@@ -461,7 +461,7 @@ def tick(store: Path, range_key: str = "28d", rounds: int = 7, page: str = "over
 
     os.environ["HOPSCOPE_STORE"] = str(store)
     os.environ["HOPSCOPE_SLO_RULES"] = str(ROOT / "slo_rules")
-    from dashboard import state
+    from dashboard import cache
 
     at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=300)
     at.query_params["range"] = range_key
@@ -473,29 +473,29 @@ def tick(store: Path, range_key: str = "28d", rounds: int = 7, page: str = "over
     first = time.monotonic() - t
     assert not at.exception, [e.value for e in at.exception]
     everything = (
-        "_live",
-        "_at_snapshot",
-        "_cached",
-        "_cached_figure",
-        "_panel_figure",
-        "_figure_of",
-        "_panels",
-        "_sample_memo",
+        cache.snapshot,
+        cache.at_snapshot,
+        cache.call,
+        cache.figure,
+        cache.panel_figure,
+        cache.figure_of,
+        cache.panels,
+        cache.memo,
     )
     cases = {  # which caches a tick finds expired, and whether a minute of data lands first
         "warm (within every TTL)": ((), False),
-        "no new data (the store's snapshot re-read)": (("_live",), False),
-        "new data (a minute landed; snapshot re-read)": (("_live",), True),
+        "no new data (the store's snapshot re-read)": ((cache.snapshot,), False),
+        "new data (a minute landed; snapshot re-read)": ((cache.snapshot,), True),
         "every cache cleared (views re-queried in full)": (everything, False),
     }
     print(f"\n{page} ?range={range_key} (AppTest, server side): first run {first:.2f} s")
-    for mode, (names, land) in cases.items():
+    for mode, (caches, land) in cases.items():
         times = []
         for _ in range(rounds):
             if land:
-                land_a_minute(state._open_store(str(store)))
-            for name in names:
-                getattr(state, name).clear()
+                land_a_minute(cache.open_store(str(store)))
+            for cached in caches:
+                cached.clear()
             t = time.monotonic()
             at.run()
             times.append(time.monotonic() - t)

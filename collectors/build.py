@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from collectors.config import CollectConfig
+from hopscope.config.collect import CollectConfig
 
 
 def build_collectors(

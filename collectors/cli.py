@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from collectors.config import CollectConfig
+from hopscope.config.collect import CollectConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class Settings:
     thresholds_ms: list[float]  # every SLO latency threshold: the rollup counts each exactly
     retention: dict[str, timedelta]
     exemplar_retention: timedelta
+    memory_limit: str
 
 
 def _load(config: Path | None) -> Settings:
@@ -46,6 +47,7 @@ def _load(config: Path | None) -> Settings:
         thresholds_ms=[float(t) for t in slo_thresholds_ms(slos)],
         retention=cfg.store.retention_timedeltas(),
         exemplar_retention=parse_duration(cfg.store.retention.exemplars),
+        memory_limit=cfg.store.memory_limit,
     )
 
 
@@ -74,6 +76,7 @@ def collect(
             store_options={
                 "retention": settings.retention,
                 "exemplar_retention": settings.exemplar_retention,
+                "memory_limit": settings.memory_limit,
             },
         )
     )

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from collectors.config import NetworkConfig
 from collectors.records import Sample, TargetResult
+from hopscope.config.collect import NetworkConfig
 from hopscope.store import utcnow
 
 SOURCE = "network"

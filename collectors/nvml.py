@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from collectors.records import Sample, TargetResult
 
 if TYPE_CHECKING:
-    from collectors.config import NvmlConfig
+    from hopscope.config.collect import NvmlConfig
 
 # This module needs only the standard library and nvidia-ml-py, so scripts/gpu_check.py runs it on GPU
 # images that have neither DuckDB nor pydantic.
@@ -77,7 +77,7 @@ class NvmlCollector:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if cfg is None:
-            from collectors.config import NvmlConfig  # noqa: PLC0415
+            from hopscope.config.collect import NvmlConfig  # noqa: PLC0415
 
             cfg = NvmlConfig()
         self.cfg = cfg

@@ -47,7 +47,6 @@ from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from collectors.config import OtlpConfig
 from collectors.otlp_common import (
     _ADDRESS,
     _INT_SLOTS,
@@ -72,6 +71,7 @@ from collectors.otlp_common import OtlpError as OtlpError
 from collectors.otlp_common import any_value_text as any_value_text
 from collectors.otlp_wire import _fast_to_table, _Slow
 from collectors.selfmetrics import SelfMetrics
+from hopscope.config.collect import OtlpConfig
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from collectors.config import ProbeConfig, ProbeTarget
 from collectors.records import Sample, TargetResult
+from hopscope.config.collect import ProbeConfig, ProbeTarget
 from hopscope.store import utcnow
 
 SOURCE = "probe"

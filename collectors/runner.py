@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from collectors.config import CollectConfig
 from collectors.records import Run, Sample, TargetResult, runs_table, samples_table
 from collectors.selfmetrics import SelfMetrics
+from hopscope.config.collect import CollectConfig
 from hopscope.errors import HopscopeError, StoreError
 from hopscope.health import DaemonStatus, write_status
 from hopscope.store import Store, utcnow
@@ -504,7 +504,7 @@ def run_collect(
 ) -> int:
     """The `hopscope collect` daemon. Returns the exit code (0 after SIGTERM/SIGINT or `stop`).
 
-    store_options: keyword arguments of Store (retention per table, exemplar retention).
+    store_options: keyword arguments of Store (retention per table, exemplar retention, memory limit).
     """
     out = out or sys.stdout
     stop = stop or threading.Event()

@@ -282,7 +282,7 @@ def _ms(x: float | None) -> str:
 
 def to_html(rep: SloReport) -> str:
     """A self-contained HTML page: plotly.js and every figure's data inline, no network needed to open it."""
-    from dashboard import charts
+    from hopscope import charts
 
     esc = html.escape
     summary = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in summary_rows(rep))

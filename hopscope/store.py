@@ -67,6 +67,10 @@ DEFAULT_RETENTION: dict[str, timedelta] = {
 DEFAULT_EXEMPLAR_RETENTION = timedelta(days=30)
 # Readers in other processes may still scan files a merge replaced: keep them this long.
 DEFAULT_FILE_GRACE = timedelta(minutes=10)
+# DuckDB's memory for one connection: query work and its caches. DuckLake keeps the footer of every
+# data file it ever read (~40 KB for a file of spans) and gives that memory back only at this limit:
+# a daemon that reads each new file once grew by ~25 MB/min at 900 spans/s, without end (issue 12).
+DEFAULT_MEMORY_LIMIT = "256MB"
 
 _PARTITIONED = ("spans", "hop_minutes", "samples")
 _LAYOUT_KEY = "store.layout"
@@ -201,6 +205,7 @@ class Store:
         file_grace: timedelta = DEFAULT_FILE_GRACE,
         inlining_rows: int = 200,
         commit_deadline_s: float = 30.0,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
         create: bool = True,
     ) -> None:
         self.path = Path(path)
@@ -209,6 +214,7 @@ class Store:
         self.file_grace = file_grace
         self.commit_deadline_s = commit_deadline_s
         self.inlining_rows = inlining_rows
+        self.memory_limit = memory_limit
         catalog = self.path / CATALOG_FILE
         if not catalog.exists() and not create:
             raise StoreError(
@@ -238,6 +244,7 @@ class Store:
         store_cfg = getattr(path_or_config, "store", None)
         if store_cfg is not None:
             kwargs.setdefault("retention", store_cfg.retention_timedeltas())
+            kwargs.setdefault("memory_limit", store_cfg.memory_limit)
             return cls(store_cfg.path, **kwargs)
         return cls(path_or_config, **kwargs)
 
@@ -308,8 +315,14 @@ class Store:
             what="attach",
         )
         con.execute(f"USE {LAKE}")
+        try:
+            con.execute(f"SET memory_limit = {_sql_text(self.memory_limit)}")
+        except duckdb.Error as exc:
+            raise StoreError(f"memory limit {self.memory_limit!r}: {exc}") from None
         # Footers of immutable Parquet files are worth keeping: each query re-reads them otherwise.
         con.execute("SET parquet_metadata_cache = true")
+        # The data files are local: the OS page cache already holds them; a second copy is only memory.
+        con.execute("SET enable_external_file_cache = false")
         return con
 
     def _ensure_tables(self) -> None:
@@ -401,6 +414,7 @@ class Store:
             file_grace=self.file_grace,
             inlining_rows=self.inlining_rows,
             commit_deadline_s=self.commit_deadline_s,
+            memory_limit=self.memory_limit,
             create=False,
         )
 

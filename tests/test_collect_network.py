@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from collectors.config import NetworkConfig
 from collectors.network import NetworkCollector, parse_net_dev, parse_snmp_retrans
+from hopscope.config.collect import NetworkConfig
 
 FIX = Path(__file__).parent / "fixtures" / "collect"
 NOW = datetime(2026, 11, 26, 12, 0, 0)

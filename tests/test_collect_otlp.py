@@ -27,8 +27,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from collectors.config import OtlpConfig
 from collectors.otlp import ExportResponse, OtlpReceiver, spans_to_table
+from hopscope.config.collect import OtlpConfig
 from hopscope.store import Store
 
 SERVICES = ("api-gateway", "feature-store", "model-server")

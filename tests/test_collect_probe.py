@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from collectors.config import ProbeConfig, ProbeTarget
 from collectors.probe import ProbeCollector
+from hopscope.config.collect import ProbeConfig, ProbeTarget
 
 DELAY_S = 0.3
 

@@ -23,8 +23,8 @@ import requests
 from conftest import require_binary
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 
-from collectors.config import PrometheusConfig, PromQuery
 from collectors.prometheus import PrometheusCollector, chunks, matrix_to_table
+from hopscope.config.collect import PrometheusConfig, PromQuery
 from hopscope.store import Store
 
 PROMETHEUS = "/usr/bin/prometheus"
@@ -421,8 +421,8 @@ def test_collect_daemon_gathers_prometheus_probes_network_nvml_and_otlp_into_one
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    from collectors.config import load_collect_config
     from collectors.runner import Daemon
+    from hopscope.config.collect import load_collect_config
 
     cfg = load_collect_config(
         {

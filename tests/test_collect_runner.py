@@ -20,9 +20,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from collectors.config import load_collect_config
 from collectors.records import Sample, TargetResult
 from collectors.runner import Daemon
+from hopscope.config.collect import load_collect_config
 from hopscope.errors import ConfigError
 from hopscope.store import Store, utcnow
 

@@ -62,6 +62,7 @@ def test_environment_variables_override_file_values_with_typed_values(tmp_path: 
         ("", {"HOPSCOPE_DASHBOARD__REFRESH_SECONDS": "7"}, r"dashboard\.refresh_seconds: 7: is not one of"),
         ("[collect.otlp]\nhttp_port = 'x'\n", {}, r"collect\.otlp\.http_port: 'x'"),
         ("[collect]\nnope = 1\n", {}, r"collect\.nope"),
+        ("[store]\nmemory_limit = 'lots'\n", {}, r"store\.memory_limit: 'lots': 'lots' is not a size"),
     ],
     ids=[
         "port-out-of-range",
@@ -71,6 +72,7 @@ def test_environment_variables_override_file_values_with_typed_values(tmp_path: 
         "env-bad-value",
         "collect-bad-type",
         "collect-unknown-key",
+        "bad-memory-limit",
     ],
 )
 def test_bad_config_is_refused_with_the_key_and_the_bad_value(

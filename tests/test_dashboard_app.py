@@ -14,7 +14,6 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from test_dashboard_views import EVIL, TRACE, build_store
 
-from hopscope.query import slos, windows
 from hopscope.store import Store
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
@@ -38,6 +37,7 @@ def breach_for(store: Path, event: dict[str, Any], slo: str = "recommend-latency
     """The breach of an SLO that overlaps a ground-truth event."""
     from datetime import datetime
 
+    from hopscope.query import slos
     from hopscope.store import Store
 
     st = Store(store, create=False)
@@ -361,7 +361,7 @@ def test_breach_markers_are_click_selectable_and_do_not_overlap_across_slos() ->
     breach would ever reach on_select. Concurrent breaches of two SLOs get their own marker rows."""
     import pandas as pd
 
-    from dashboard import charts
+    from hopscope import charts
 
     t = pd.Timestamp("2026-01-01 10:00")
     breaches = pd.DataFrame(
@@ -405,7 +405,7 @@ def test_resources_page_shows_each_dimension_with_units(dash_store: Path, env: A
     ):
         assert title in specs, title
         assert specs[title]["layout"]["yaxis"]["title"]["text"]
-    from dashboard.charts import DIMENSION_COLORS
+    from hopscope.charts import DIMENSION_COLORS
 
     assert specs["GPU utilization"]["data"][0]["line"]["color"] == DIMENSION_COLORS["compute"]
     assert specs["Link throughput vs capacity"]["data"][0]["line"]["color"] == DIMENSION_COLORS["bandwidth"]
@@ -550,7 +550,8 @@ def test_incident_page_draws_the_named_gpu_signal_the_incident_in_context_and_it
     nodes both have a GPU 0), over the incident and as long before it; the slow trace is drawn."""
     import pandas as pd
 
-    from dashboard.charts import HOP_LINE_COLOR
+    from hopscope.charts import HOP_LINE_COLOR
+    from hopscope.query import slos, windows
 
     env(dash_store)
     breach = breach_for(dash_store, truth(dash_store, "gpu-thermal-throttling"))

@@ -265,7 +265,7 @@ def test_clicking_a_breach_marker_on_the_overview_latency_chart_opens_its_incide
     server: str, browser: Any
 ) -> None:
     """A real mouse click on a breach band's marker in the Overview's latency chart reaches that incident."""
-    from dashboard.charts import BAND_MARKER_NAME
+    from hopscope.charts import BAND_MARKER_NAME
 
     w = PageWatch(browser)
     try:

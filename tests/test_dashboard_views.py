@@ -341,7 +341,7 @@ def test_panels_are_read_in_one_batch_with_the_same_result_as_one_by_one(store: 
 
 @pytest.mark.parametrize(("points", "mode"), [(1, "lines+markers"), (60, "lines+markers"), (61, "lines")])
 def test_few_points_are_drawn_with_markers(points: int, mode: str) -> None:
-    from dashboard import charts
+    from hopscope import charts
 
     t = pd.date_range("2026-01-01", periods=points, freq="5s")
     df = pd.DataFrame({"t": t, "service": "s", "series": "0", "value": 1.0})
@@ -364,19 +364,19 @@ def test_a_live_tick_reads_only_the_newest_buckets_and_matches_a_full_read(
     store: Store, monkeypatch: pytest.MonkeyPatch, name: str, args: tuple, kwargs: dict
 ) -> None:
     """New data every few seconds must not re-read a 28-day range: final buckets are kept, the rest re-read."""
-    from dashboard import state
+    from dashboard import cache
 
-    monkeypatch.setattr(state, "_open_store", lambda path: store)
-    state._sample_memo.clear()
-    real, starts = state._VIEWS[name], []
-    monkeypatch.setitem(
-        state._VIEWS, name, lambda s, w, *a, **k: starts.append(w.start) or real(s, w, *a, **k)
-    )
+    monkeypatch.setattr(cache, "open_store", lambda path: store)
+    cache.memo.clear()
+    module = samples if name == "metric_series" else spans
+    real, starts = getattr(module, name), []
+    monkeypatch.setattr(module, name, lambda s, w, *a, **k: starts.append(w.start) or real(s, w, *a, **k))
     kw = tuple(sorted(kwargs.items()))
     for minutes in (50, 30, 0):  # three ticks, 20 and 30 minutes apart, of a live 6-hour view
         gen = END - timedelta(minutes=minutes)
         w = windows.window(store, "6h", now=gen, last=gen)
-        got = state._incremental("p", gen, name, w, args, kw)
+        step_s = w.sample_step_s if name == "metric_series" else w.step_s
+        got = cache.incremental("p", gen, getattr(module, name), w, args, kw, step_s)
         pd.testing.assert_frame_equal(got, real(store, w, *args, **kwargs))
     assert (
         starts[0] == windows.window(store, "6h", now=END - timedelta(minutes=50)).start
@@ -384,50 +384,9 @@ def test_a_live_tick_reads_only_the_newest_buckets_and_matches_a_full_read(
     assert starts[1:] == [END - timedelta(minutes=50 + 3), END - timedelta(minutes=30 + 3)]  # then the tails
 
 
-def test_live_facts_are_re_read_when_the_store_changed_and_only_then(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The data's end and freshness are keyed on the store's snapshot (re-read every LIVE_TTL_S): an idle
-    store costs one tiny query a tick, and any write (even a failed collector run, which moves no
-    data end) is seen at the next re-read."""
-    from dashboard import state
-
-    s = Store(tmp_path / "store")
-    try:
-        monkeypatch.setattr(state, "_open_store", lambda path: s)
-        state._live.clear()
-        state._at_snapshot.clear()
-        calls: list[int] = []
-        real = samples.last_seen
-        monkeypatch.setitem(state._VIEWS, "last_seen", lambda st, *a: calls.append(1) or real(st, *a))
-
-        def run(ok: bool, minute: int) -> None:
-            s.append("collector_runs", pd.DataFrame({
-                "ts": [END + timedelta(minutes=minute)], "collector": ["prometheus"], "target": ["http://prom:9090"],
-                "ok": [ok], "rows": [10], "error": [None if ok else "timeout"], "duration_ms": [3.0],
-            }))  # fmt: skip
-
-        def tick() -> pd.DataFrame:
-            state._live.clear()  # LIVE_TTL_S has passed: the snapshot is re-read
-            return state._live_view("bench", "last_seen", (False, False, None))
-
-        run(True, 0)
-        first = tick()
-        assert (int(first["attempts"].iloc[0]), len(calls)) == (1, 1)
-        pd.testing.assert_frame_equal(tick(), first)
-        assert len(calls) == 1, "no write since: not queried again"
-        run(False, 1)
-        after = tick()
-        assert (int(after["attempts"].iloc[0]), int(after["failures"].iloc[0]), len(calls)) == (2, 1, 2)
-    finally:
-        state._live.clear()
-        state._at_snapshot.clear()
-        s.close()
-
-
 def _time_charts() -> list[tuple[str, Any]]:
     """Every time chart builder with a small input, each with and without breach bands."""
-    from dashboard import charts
+    from hopscope import charts
 
     t = pd.date_range("2026-01-01", periods=90, freq="1min")
     breaches = pd.DataFrame(
@@ -493,7 +452,7 @@ def test_time_charts_keep_lines_labels_and_breach_bands() -> None:
 
 
 def test_a_long_legend_moves_the_plot_down_instead_of_over_the_title() -> None:
-    from dashboard import charts
+    from hopscope import charts
 
     one = charts.legend_top(["gpu 0"], 340)
     nine = [f"model-server gpu-node-{i}/eth0 receive" for i in range(9)]
@@ -509,7 +468,7 @@ def test_a_long_legend_moves_the_plot_down_instead_of_over_the_title() -> None:
 
 
 def test_a_breach_that_began_before_the_range_is_cut_to_the_series_not_stretching_the_axis() -> None:
-    from dashboard import charts
+    from hopscope import charts
 
     t = pd.date_range("2026-01-02", periods=60, freq="1min")
     lat = pd.DataFrame({"t": t, "p50": 1.0, "p95": 2.0, "p99": 3.0})
@@ -732,7 +691,7 @@ def _contrast(a: str, b: str) -> float:
 
 
 def test_data_colours_read_on_the_light_and_the_dark_theme() -> None:
-    from dashboard import charts
+    from hopscope import charts
 
     colours = {
         *charts.DIMENSION_COLORS.values(), *charts.PERCENTILE_COLORS.values(), *charts.SELF_COLORS,
@@ -741,12 +700,12 @@ def test_data_colours_read_on_the_light_and_the_dark_theme() -> None:
     for background in ("#FFFFFF", "#0E1117"):  # Streamlit's light and dark backgrounds
         weak = {c: round(_contrast(c, background), 2) for c in colours if _contrast(c, background) < 2.5}
         assert not weak, (background, weak)
-    src = (Path(__file__).resolve().parents[1] / "dashboard" / "charts.py").read_text()
+    src = (Path(__file__).resolve().parents[1] / "hopscope" / "charts.py").read_text()
     assert "#424242" not in src  # the hop line that vanished on the dark theme
 
 
 def test_evidence_chart_shows_the_incident_with_context_levels_and_no_baseline_stretch() -> None:
-    from dashboard import charts
+    from hopscope import charts
 
     t = pd.date_range("2026-11-23 10:30", "2026-11-23 13:50", freq="1min")
     signal = pd.DataFrame(
@@ -791,7 +750,7 @@ def test_the_end_to_end_latency_chart_gets_the_entry_slos_threshold(tmp_path: Pa
 
 
 def test_a_resource_chart_of_many_series_names_them_in_the_hover_not_a_legend_over_the_plot() -> None:
-    from dashboard import charts
+    from hopscope import charts
 
     t = pd.date_range("2026-11-20", periods=10, freq="1min")
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from hopscope.slo import load_slos
 from hopscope.slo.cli import app
-from hopscope.slo.spec import parse_documents
+from hopscope.slo.loader import parse_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFORMANCE = Path(__file__).parents[2] / "shared" / "conformance"

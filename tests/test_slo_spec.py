@@ -12,7 +12,8 @@ import pytest
 
 from hopscope.errors import SpecError
 from hopscope.slo import load_slos, load_window_tables, parse_duration, slo_thresholds_ms
-from hopscope.slo.spec import Window, parse_window_table
+from hopscope.slo.loader import parse_window_table
+from hopscope.slo.model import Window
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "slo_rules"

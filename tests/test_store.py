@@ -319,3 +319,34 @@ def test_a_read_that_meets_a_file_removed_under_it_is_planned_again(tmp_path: Pa
     assert store.get_state("k") == "v" and calls["n"] >= 2
     store._cursor = real  # type: ignore[method-assign]
     store.close()
+
+
+def _cache_bytes(store: Store) -> dict[str, int]:
+    rows = store._con.execute("SELECT tag, memory_usage_bytes FROM duckdb_memory()").fetchall()
+    return {tag: n for tag, n in rows if tag in ("OBJECT_CACHE", "EXTERNAL_FILE_CACHE")}
+
+
+def test_a_store_keeps_no_copy_of_the_files_it_read_and_caches_footers_under_its_memory_limit(
+    tmp_path: Path,
+) -> None:
+    # Issue 12's soak grew ~25 MB/min: DuckDB kept a copy of every data file it read (file cache) and
+    # every footer (object cache), and gives that back only at the memory limit, which was 80% of RAM.
+    store = Store(tmp_path / "s", inlining_rows=0, memory_limit="64MB")
+    t0 = datetime(2026, 1, 1)
+    cached = []
+    for i in range(20):  # one data file each, each read once
+        store.append(
+            "samples", _sample_rows(ts=pa.array([t0 + timedelta(minutes=i)] * 2, pa.timestamp("us")))
+        )
+        store.query("SELECT * FROM samples WHERE ts = ?", [t0 + timedelta(minutes=i)])
+        cached.append(_cache_bytes(store))
+    assert store.count("samples") == 40
+    assert all(c.get("EXTERNAL_FILE_CACHE", 0) == 0 for c in cached)  # local files: no second copy
+    assert cached[-1]["OBJECT_CACHE"] > cached[0]["OBJECT_CACHE"]  # footers are kept, evicted at the limit
+    assert store._con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "61.0 MiB"
+    assert store.clone()._con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "61.0 MiB"
+
+
+def test_a_bad_memory_limit_is_refused_with_the_value(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="memory limit 'lots'"):
+        Store(tmp_path / "s", memory_limit="lots")

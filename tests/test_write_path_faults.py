@@ -31,8 +31,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from collectors.config import load_collect_config
 from collectors.runner import Daemon
+from hopscope.config.collect import load_collect_config
 from hopscope.errors import StoreError
 from hopscope.store import CATALOG_FILE, Store
 

@@ -7,8 +7,8 @@ import re
 import streamlit as st
 
 from dashboard import state
-from hopscope import health
-from hopscope.query import samples
+from hopscope import charts, health
+from hopscope.query import samples, store_info
 from hopscope.store import utcnow
 
 state.page("Collectors")
@@ -79,26 +79,30 @@ def live() -> None:
                 "last_error": st.column_config.TextColumn("last error"),
             },
         )
-    if state.view("collector_runs", w).empty:
+    if state.view(store_info.collector_runs, w).empty:
         st.caption("No collection attempts recorded in this range.")
     else:
-        state.chart(state.figure("collector_chart", state.q("collector_runs", w)), "runs", clickable=False)
+        state.chart(
+            state.figure(charts.collector_chart, state.q(store_info.collector_runs, w)),
+            "runs",
+            clickable=False,
+        )
 
 
 live()
 
 st.subheader("Store")
-size = state.stats("store_size")
+size = state.stats(store_info.store_size)
 st.metric("Size on disk", f"{size / 1e6:,.1f} MB")
 st.dataframe(
-    state.stats("table_stats"),
+    state.stats(store_info.table_stats),
     hide_index=True,
     column_config={
         "retention_days": st.column_config.NumberColumn("retention (days)"),
         "rows": st.column_config.NumberColumn("rows", format="localized"),
     },
 )
-progress = state.view("state_rows", "")
+progress = state.view(store_info.state_rows, "")
 st.subheader("Backfill and watermarks")
 if progress.empty:
     st.caption("No incremental job has recorded progress yet.")

@@ -7,14 +7,16 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, state
-from hopscope.query import slos, windows
+from dashboard import state
+from dashboard.pages.widgets import incident
+from hopscope import charts
+from hopscope.query import slos, spans, windows
 
 state.page("Incident")
-table, picked = state.incident_picker()
+table, picked = incident.incident_picker()
 b = dict(table[table["number"].astype(str) == picked].iloc[0])
 st.subheader(f"Incident {b['number']} · {state.esc_md(b['slo'])}")
-st.badge(str(b["severity"]).upper(), color=charts.SEVERITY_BADGES.get(b["severity"], "gray"))
+st.badge(str(b["severity"]).upper(), color=state.badge_color(b["severity"]))
 c = st.columns(4)
 c[0].metric("Start (UTC)", f"{b['start']:%b %d %H:%M}")
 c[1].metric("Duration", f"{(b['end'] - b['start']).total_seconds() / 60:.0f} min")
@@ -25,24 +27,25 @@ c[3].metric("Budget consumed", f"{100 * b['budget_consumed']:.1f}%")
 def _naive(text: str | None, default: object) -> datetime:
     """An ISO time of the diagnosis JSON ('...Z') as naive UTC; `default` when absent."""
     t = pd.Timestamp(text if text else default)
-    return (t.tz_convert(None) if t.tzinfo is not None else t).to_pydatetime()
+    naive: datetime = (t.tz_convert(None) if t.tzinfo is not None else t).to_pydatetime()
+    return naive
 
 
 w = windows.context_window(b["start"], b["end"])
 band = table[table["number"] == b["number"]]
-timeline = state.q("slo_timeline", state.rules(), b["slo"], w)
+timeline = state.q(slos.slo_timeline, state.rules(), b["slo"], w)
 objective = slos.get_slo(state.rules(), b["slo"]).objective
 left, right = st.columns(2)
 with left:
-    state.chart(state.figure("sli_chart", timeline.at(0), objective, band), "sli", clickable=False)
+    state.chart(state.figure(charts.sli_chart, timeline.at(0), objective, band), "sli", clickable=False)
 with right:
     state.chart(
-        state.figure("burn_rate_chart", timeline.at(1), timeline.at(2), band), "burn", clickable=False
+        state.figure(charts.burn_rate_chart, timeline.at(1), timeline.at(2), band), "burn", clickable=False
     )
 
 # The diagnosis compares the incident with its baselines over every linked signal: it can take a while.
 with st.spinner("Diagnosing: which hop, and is it compute, bandwidth or memory…"):
-    d = state.view("incident", state.rules(), picked).diagnosis.to_dict()
+    d = state.view(slos.incident, state.rules(), picked).diagnosis.to_dict()
 top = d["causes"][0] if d["causes"] else None
 if top:
     # the summary itself begins with the share ("100% of the added latency (+13.6 ms per request) is in ...")
@@ -60,27 +63,27 @@ if read != (pd.Timestamp(b["start"]).to_pydatetime(), pd.Timestamp(b["end"]).to_
         f"Diagnosed over {read[0]:%b %d %H:%M}–{read[1]:%H:%M} UTC, the part of the breach that burned budget; "
         "the breach stays open until its alert windows clear."
     )
-state.cause_sections(d, read)
+incident.cause_sections(d, read)
 
 if d.get("decomposition"):
     hops = pd.DataFrame(d["decomposition"]["hops"])
     dims = {c["hop"]: c["dimension"] for c in d["causes"]}
-    waterfall = state.figure("hop_waterfall_chart", hops.assign(dimension=hops["hop"].map(dims)))
+    waterfall = state.figure(charts.hop_waterfall_chart, hops.assign(dimension=hops["hop"].map(dims)))
     state.chart(waterfall, "waterfall", clickable=False)
 
 st.subheader("Slow-trace exemplars")
-traces = state.view("exemplar_traces", read[0], read[1])
+traces = state.view(spans.exemplar_traces, read[0], read[1])
 
 
 def _kept() -> str:
     """How long spans are kept, in words (rollups, and so exemplar ids, are kept far longer)."""
-    keep, exemplar = state.view("span_retention")
+    keep, exemplar = state.view(spans.span_retention)
     days = [f"{t.total_seconds() / 86400:g} d" for t in (keep, exemplar) if t is not None]
     return f"spans are kept {days[0]}, exemplar traces {days[-1]}" if days else "spans expire"
 
 
 if traces.empty:
-    named = state.view("exemplars_named", read[0], read[1])
+    named = state.view(spans.exemplars_named, read[0], read[1])
     if named:
         st.caption(
             f"The rollups name {named} slow-trace exemplar{'s' if named != 1 else ''} in this window, but "
@@ -94,15 +97,17 @@ else:
         list(traces["trace_id"]),
         format_func=lambda t: f"{t} · {traces.set_index('trace_id').loc[t, 'duration_ms']:.0f} ms",
     )
-    spans = state.view("trace_spans", tid)
-    if spans.empty:
+    trace_rows = state.view(spans.trace_spans, tid)
+    if trace_rows.empty:
         st.caption(f"No spans are stored for trace {tid} ({_kept()}).")
     else:
-        state.chart(state.figure("trace_gantt_chart", state.q("trace_spans", tid)), "trace", clickable=False)
+        state.chart(
+            state.figure(charts.trace_gantt_chart, state.q(spans.trace_spans, tid)), "trace", clickable=False
+        )
 
 bubble = pd.DataFrame(d["bubbleup"]["attributes"])
 if bubble.empty:
     st.caption(f"BubbleUp: {state.esc_md(d['bubbleup'].get('note') or 'no attribute stands out')}")
 else:
     bub = bubble.rename(columns={"baseline_fraction": "baseline", "incident_slow_fraction": "incident"})
-    state.chart(state.figure("bubbleup_chart", bub), "bubbleup", clickable=False)
+    state.chart(state.figure(charts.bubbleup_chart, bub), "bubbleup", clickable=False)

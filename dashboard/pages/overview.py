@@ -5,7 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import state
-from hopscope.query import slos
+from dashboard.pages.widgets import overview
+from hopscope import charts
+from hopscope.query import slos, spans
 
 state.page("Overview")
 spec = state.time_range()
@@ -23,9 +25,9 @@ def live() -> None:
 def _live() -> None:
     w = state.window(spec)
     state.window_caption(w)
-    state.freshness_line(w)
-    breaches = state.slo_tiles(w)
-    if state.view("latency_series", w, route).empty:  # e.g. GPU samples but no traces yet: resources only
+    overview.freshness_line()
+    breaches = overview.slo_tiles(w)
+    if state.view(spans.latency_series, w, route).empty:  # e.g. GPU samples but no traces yet: resources only
         st.info(
             "No requests in this range: start `hopscope collect` with traces (or run `hopscope demo`), or pick a longer time range."
         )
@@ -35,21 +37,26 @@ def _live() -> None:
             threshold = slos.entry_latency_threshold(state.rules(), route)  # the SLO's line, if one
             state.chart(
                 state.figure(
-                    "latency_chart", state.q("latency_series", w, route), breaches, threshold_ms=threshold
+                    charts.latency_chart,
+                    state.q(spans.latency_series, w, route),
+                    breaches,
+                    threshold_ms=threshold,
                 ),
                 "latency",
             )
         with right:
             state.chart(
-                state.figure("traffic_chart", state.q("traffic_series", w, route), breaches), "traffic"
+                state.figure(charts.traffic_chart, state.q(spans.traffic_series, w, route), breaches),
+                "traffic",
             )
         state.chart(
-            state.figure("hop_stack_chart", state.q("hop_latency_series", w, route), breaches), "hops"
+            state.figure(charts.hop_stack_chart, state.q(spans.hop_latency_series, w, route), breaches),
+            "hops",
         )
-        state.breach_links(breaches)
+        overview.breach_links(breaches)
     if service:
         st.caption(f"Resources of **{state.esc_md(service)}** only (Service filter in the sidebar).")
-    state.resource_row(w, breaches, service)
+    overview.resource_row(w, breaches, service)
 
 
 live()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import state
+from dashboard.pages.widgets import resources
 
 SECTIONS = {
     "GPU": ("gpu_util", "sm_clock", "clock_reasons", "fb", "mem_copy", "pcie", "nvlink", "power", "temp", "xid"),
@@ -30,7 +31,7 @@ def live() -> None:
     state.window_caption(w)
     # Only the chosen section is drawn (a hidden tab's charts would cost the browser as much as shown
     # ones); its data comes with the others' in one query. The default is the first section with data.
-    has = state.panels_with_data(w, ALL_KEYS, svc)
+    has = resources.panels_with_data(w, ALL_KEYS, svc)
     default = next((name for name, keys in SECTIONS.items() if has & set(keys)), "GPU")
     section = state.synced_select(
         "Section", "section", list(SECTIONS), default, "section_select", segmented=True

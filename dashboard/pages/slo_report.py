@@ -6,12 +6,14 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import state
-from hopscope import report
+from dashboard.pages.widgets import slo_report
+from hopscope import charts, report
 from hopscope.errors import HopscopeError
+from hopscope.query import slos
 
 state.page("SLO report")
 try:
-    names = state.view("slo_names", state.rules())
+    names = state.view(slos.slo_names, state.rules())
 except (ImportError, HopscopeError) as exc:
     st.warning(f"SLOs cannot be loaded: {state.esc_md(exc)}")
     st.stop()
@@ -28,7 +30,7 @@ window = right.segmented_control("Window", list(report.WINDOWS), default=window,
 state.set_param("slo", slo, names[0])
 state.set_param("window", window, "28d")
 
-rep = state.slo_report(slo, window)
+rep = slo_report.slo_report(slo, window)
 st.caption(
     f"{state.esc_md(rep.description)} · {rep.start:%Y-%m-%d %H:%M} – {rep.end:%Y-%m-%d %H:%M} UTC · {rep.coverage}"
 )
@@ -37,18 +39,21 @@ c[0].metric("SLI", report._pct(rep.sli), help=f"{rep.good:,.0f} good of {rep.tot
 c[1].metric("Objective", report._pct(rep.objective))
 c[2].metric("Budget remaining", report._pct(rep.budget_remaining, 1))
 c[3].metric("Incidents", len(rep.incidents))
-verdict = {True: ("green", "COMPLIANT"), False: ("red", "NOT COMPLIANT"), None: ("gray", "NO DATA")}[
-    rep.compliant
-]
-st.badge(verdict[1], color=verdict[0])
+VERDICTS: dict[bool | None, tuple[state.BadgeColor, str]] = {
+    True: ("green", "COMPLIANT"),
+    False: ("red", "NOT COMPLIANT"),
+    None: ("gray", "NO DATA"),
+}
+color, verdict = VERDICTS[rep.compliant]
+st.badge(verdict, color=color)
 
 if rep.burndown.empty:
     st.info("No events for this SLO in the window: nothing to report yet.")
 else:
-    state.chart(state.figure("budget_burndown_chart", rep.burndown), "burndown", clickable=False)
+    state.chart(state.figure(charts.budget_burndown_chart, rep.burndown), "burndown", clickable=False)
 
 st.subheader("Incidents")
-rep = state.incident_causes(rep)
+rep = slo_report.incident_causes(rep)
 if rep.incidents:
     inc = pd.DataFrame(rep.incidents)
     inc["length_min"] = (inc["end"] - inc["start"]).dt.total_seconds() / 60
@@ -67,7 +72,7 @@ if rep.incidents:
             "length_min": st.column_config.NumberColumn("length (min)", format="%.0f"),
         },
     )
-    state.chart(state.figure("incident_cost_chart", inc), "incident_cost", clickable=False)
+    state.chart(state.figure(charts.incident_cost_chart, inc), "incident_cost", clickable=False)
     for i in rep.incidents:
         st.page_link(
             "pages/incident.py",
@@ -80,7 +85,7 @@ else:
 if rep.hop_budgets:
     st.subheader("Hop sub-budgets")
     state.chart(
-        state.figure("hop_budget_chart", pd.DataFrame(rep.hop_budgets)), "hop_budgets", clickable=False
+        state.figure(charts.hop_budget_chart, pd.DataFrame(rep.hop_budgets)), "hop_budgets", clickable=False
     )
 
 st.subheader("Export")

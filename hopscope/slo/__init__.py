@@ -29,7 +29,24 @@ from hopscope.slo.burn import (
     status_from_minutes,
     window_labels,
 )
-from hopscope.slo.importers import import_documents, to_document
+from hopscope.slo.formats.hopscope import parse_slo, to_document
+from hopscope.slo.loader import (
+    default_window_tables,
+    load_slos,
+    load_window_tables,
+    parse_documents,
+)
+from hopscope.slo.model import (
+    SLI,
+    SLO,
+    Alerting,
+    AlertTier,
+    Budgeting,
+    Window,
+    WindowTable,
+    slo_thresholds_ms,
+    with_policy,
+)
 from hopscope.slo.source import (
     CACHE,
     MinuteCache,
@@ -42,21 +59,6 @@ from hopscope.slo.source import (
     minute_series,
     minute_series_many,
     store_now,
-)
-from hopscope.slo.spec import (
-    SLI,
-    SLO,
-    Alerting,
-    AlertTier,
-    Budgeting,
-    Window,
-    WindowTable,
-    default_window_tables,
-    load_slos,
-    load_window_tables,
-    parse_slo,
-    slo_thresholds_ms,
-    with_policy,
 )
 
 __all__ = [
@@ -85,13 +87,13 @@ __all__ = [
     "evaluate_many",
     "find_breaches",
     "find_breaches_many",
-    "import_documents",
     "load_slos",
     "load_window_tables",
     "minute_arrays_from_spans",
     "minute_arrays_many",
     "minute_series",
     "minute_series_many",
+    "parse_documents",
     "parse_duration",
     "parse_slo",
     "slo_thresholds_ms",

@@ -19,7 +19,8 @@ import yaml
 
 from hopscope.errors import NotFoundError, SpecError
 from hopscope.slo.burn import Breach, breaches_from_minutes
-from hopscope.slo.spec import SLO, load_window_tables, with_policy
+from hopscope.slo.loader import load_window_tables
+from hopscope.slo.model import SLO, with_policy
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ import pandas as pd
 
 from hopscope.durations import format_duration
 from hopscope.errors import HopscopeError
-from hopscope.slo.spec import SLO, AlertTier
+from hopscope.slo.model import SLO, AlertTier
 
 _MIN = np.timedelta64(1, "m")
 

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -18,6 +18,9 @@ import yaml
 from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt, write_output
 from hopscope.config import read_paths
 from hopscope.errors import HopscopeError, NotFoundError, SpecError
+
+if TYPE_CHECKING:  # the package imports the engine (numpy, pandas): too slow for every CLI start
+    from hopscope.slo.model import SLO
 
 app = typer.Typer(
     help="SLOs: validate specs, status now, import OpenSLO/Sloth, export Prometheus rules, backtest alert policies."
@@ -47,8 +50,8 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def _load(rules: Path, names: list[str] | None = None, *, strict: bool = False) -> list[Any]:
-    from hopscope.slo.spec import load_slos
+def _load(rules: Path, names: list[str] | None = None, *, strict: bool = False) -> list[SLO]:
+    from hopscope.slo.loader import load_slos
 
     slos, errors = load_slos(rules)
     for e in errors:
@@ -89,7 +92,7 @@ def _parse_now(now: str | None) -> datetime | None:
 @app.command()
 def check(rules: RulesOpt = None, config: ConfigOpt = None) -> None:
     """Validate SLO specs and alert window tables; exit 2 if any is refused."""
-    from hopscope.slo.spec import load_slos
+    from hopscope.slo.loader import load_slos
 
     _, rules = read_paths(None, rules, config)
 
@@ -232,11 +235,11 @@ def import_(
     rules: RulesOpt = None,
 ) -> None:
     """Convert an OpenSLO (v1, v1alpha) or Sloth (prometheus/v1, PrometheusServiceLevel) file to hopscope/v1 YAML."""
-    from hopscope.slo.importers import to_document
-    from hopscope.slo.spec import _read_yaml_docs, load_window_tables, parse_documents
+    from hopscope.slo.formats.hopscope import to_document
+    from hopscope.slo.loader import load_window_tables, parse_documents, read_yaml_docs
 
     tables, _ = load_window_tables(rules or Path("slo_rules"))  # custom window tables, if any
-    docs = _read_yaml_docs(source)
+    docs = read_yaml_docs(source)
     slos, errors = parse_documents(docs, str(source), tables or None)
     for e in errors:
         typer.echo(f"refused: {e}", err=True)

@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from hopscope.durations import format_duration
-from hopscope.slo.spec import SLO, AlertTier
+from hopscope.slo.model import SLO, AlertTier
 
 PROMETHEUS_KINDS = ("prometheus_ratio", "prometheus_histogram")
 

@@ -42,7 +42,7 @@ from hopscope.slo.burn import (
     status_from_arrays,
     status_grid_start,
 )
-from hopscope.slo.spec import SLO, SPAN_KINDS
+from hopscope.slo.model import SLO, SPAN_KINDS
 
 
 class _Queryable(Protocol):

@@ -10,6 +10,7 @@ and the bad value.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
@@ -18,11 +19,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hopscope.config.collect import CollectConfig, load_collect_config
 from hopscope.durations import parse_duration as _parse_duration
 from hopscope.errors import ConfigError
+from hopscope.store import DEFAULT_MEMORY_LIMIT
 
 ENV_PREFIX = "HOPSCOPE_"
 DEFAULT_CONFIG_FILE = Path("hopscope.toml")
+_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
 
 
 def parse_duration(value: str | int | float) -> timedelta:
@@ -53,6 +57,17 @@ class RetentionConfig(_Section):
 class StoreConfig(_Section):
     path: Path = Path("var/hopscope")
     retention: RetentionConfig = RetentionConfig()
+    memory_limit: str = Field(
+        DEFAULT_MEMORY_LIMIT,
+        description="DuckDB memory per store connection, its caches included (e.g. 512MB)",
+    )
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _is_size(cls, value: str) -> str:
+        if not _SIZE.fullmatch(value.strip()):
+            raise ValueError(f"{value!r} is not a size such as 512MB or 2GB")
+        return value.strip()
 
     def retention_timedeltas(self) -> dict[str, timedelta]:
         values = self.retention.model_dump()
@@ -84,8 +99,8 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     slo: SloConfig = SloConfig()
     dashboard: DashboardConfig = DashboardConfig()
-    # collectors.config.CollectConfig: the collectors own their section; validated in load_config.
-    collect: Any = None
+    # Validated on its own in load_config, whose messages redact secrets.
+    collect: CollectConfig = Field(default_factory=CollectConfig)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -167,8 +182,6 @@ def load_config(
     if overrides:
         data = _merge(data, overrides)
         source += " + HOPSCOPE_* environment"
-    from collectors.config import load_collect_config
-
     collect_raw = data.pop("collect", None) or {}
     try:
         cfg = Config.model_validate(data)

@@ -1,0 +1,136 @@
+"""dashboard.cache: what is read once, what is read again when the data moves, and what is dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from dashboard import cache
+from hopscope.query import samples
+from hopscope.store import Store
+
+END = datetime(2026, 11, 20, 12, 0)
+LATER = END + timedelta(minutes=1)
+CALLS: list[tuple[str, object]] = []  # what the fake views below were asked, in order
+BUILT: list[int] = []  # the row counts the fake figure builder was given, in order
+
+
+def rows(store: object, n: int) -> pd.DataFrame:
+    CALLS.append(("rows", n))
+    return pd.DataFrame({"x": range(n)})
+
+
+def columns(store: object, n: int) -> pd.DataFrame:
+    CALLS.append(("columns", n))
+    return pd.DataFrame({f"c{i}": [i] for i in range(n)})
+
+
+def labelled(store: object, labels: Mapping[str, str]) -> str:
+    CALLS.append(("labelled", dict(labels)))
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def bars(df: pd.DataFrame) -> go.Figure:
+    BUILT.append(len(df))
+    return go.Figure(go.Bar(x=df["x"], y=df["x"]))
+
+
+def _clear() -> None:
+    for cached in (cache.call, cache.figure, cache.figure_of, cache.snapshot, cache.at_snapshot, cache.memo):
+        cached.clear()
+    CALLS.clear()
+    BUILT.clear()
+
+
+@pytest.fixture(autouse=True)
+def fake_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(cache, "open_store", lambda path: object())  # the fake views read no store
+    _clear()
+    yield
+    _clear()
+
+
+def test_a_view_is_read_once_per_store_generation_and_arguments() -> None:
+    first = cache.call("p", END, rows, (3,), ())
+    pd.testing.assert_frame_equal(cache.call("p", END, rows, (3,), ()), first)
+    assert CALLS == [("rows", 3)], "the same call at the same generation is a hit"
+    cache.call("p", LATER, rows, (3,), ())  # new data landed
+    cache.call("other", END, rows, (3,), ())  # another store
+    cache.call("p", END, rows, (4,), ())
+    assert CALLS == [("rows", 3), ("rows", 3), ("rows", 3), ("rows", 4)]
+
+
+def test_two_views_called_with_the_same_arguments_keep_their_own_results() -> None:
+    assert list(cache.call("p", END, rows, (2,), ()).columns) == ["x"]
+    assert list(cache.call("p", END, columns, (2,), ()).columns) == ["c0", "c1"]
+    assert CALLS == [("rows", 2), ("columns", 2)]
+
+
+def test_unhashable_arguments_key_the_entry_by_their_content() -> None:
+    """A dict argument (a series' labels) is hashed item by item, in its order, not by its id."""
+    assert cache.call("p", END, labelled, ({"gpu": "0", "host": "a"},), ()) == "gpu=0,host=a"
+    assert cache.call("p", END, labelled, (dict(gpu="0", host="a"),), ()) == "gpu=0,host=a"  # another object
+    assert cache.call("p", END, labelled, ({"gpu": "1", "host": "a"},), ()) == "gpu=1,host=a"
+    assert [c[1] for c in CALLS] == [{"gpu": "0", "host": "a"}, {"gpu": "1", "host": "a"}]
+
+
+def test_the_memo_drops_the_least_recently_used_entry_beyond_its_size() -> None:
+    lru = cache.LRU[str, int](2)
+    lru.put("a", 1)
+    lru.put("b", 2)
+    assert lru.get("a") == 1  # "b" is now the least recently used
+    lru.put("c", 3)
+    assert (lru.get("a"), lru.get("b"), lru.get("c"), len(lru)) == (1, None, 3, 2)
+
+
+def test_a_figure_is_rebuilt_when_its_data_changes_not_when_only_the_generation_moved() -> None:
+    three = cache.Q(rows, (3,), ())
+    first = cache.figure("p", ((rows, END),), bars, (three,), ())
+    assert cache.figure("p", ((rows, END),), bars, (three,), ()) is first
+    assert (CALLS, BUILT) == ([("rows", 3)], [3])
+    assert first.to_dict()["data"][0]["type"] == "bar"  # serialised once, as the browser gets it
+    moved = cache.figure("p", ((rows, LATER),), bars, (three,), ())  # new data, but not for this view
+    assert moved is first
+    assert (CALLS, BUILT) == ([("rows", 3), ("rows", 3)], [3]), "the view is re-read, the figure kept"
+    cache.figure("p", ((rows, LATER),), bars, (cache.Q(rows, (4,), ()),), ())
+    assert BUILT == [3, 4]
+
+
+def test_live_facts_are_re_read_when_the_store_changed_and_only_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data's end and freshness are keyed on the store's snapshot (re-read every LIVE_TTL_S): an idle
+    store costs one tiny query a tick, and any write (even a failed collector run, which moves no
+    data end) is seen at the next re-read."""
+    s = Store(tmp_path / "store")
+    try:
+        monkeypatch.setattr(cache, "open_store", lambda path: s)
+        calls: list[int] = []
+        real = samples.last_seen
+        monkeypatch.setattr(samples, "last_seen", lambda st, *a: calls.append(1) or real(st, *a))
+
+        def run(ok: bool, minute: int) -> None:
+            s.append("collector_runs", pd.DataFrame({
+                "ts": [END + timedelta(minutes=minute)], "collector": ["prometheus"], "target": ["http://prom:9090"],
+                "ok": [ok], "rows": [10], "error": [None if ok else "timeout"], "duration_ms": [3.0],
+            }))  # fmt: skip
+
+        def tick() -> pd.DataFrame:
+            cache.snapshot.clear()  # LIVE_TTL_S has passed: the snapshot is re-read
+            return cache.live_view("bench", samples.last_seen, False, False, None)
+
+        run(True, 0)
+        first = tick()
+        assert (int(first["attempts"].iloc[0]), len(calls)) == (1, 1)
+        pd.testing.assert_frame_equal(tick(), first)
+        assert len(calls) == 1, "no write since: not queried again"
+        run(False, 1)
+        after = tick()
+        assert (int(after["attempts"].iloc[0]), int(after["failures"].iloc[0]), len(calls)) == (2, 1, 2)
+    finally:
+        s.close()
