@@ -34,6 +34,7 @@ from urllib3.util.retry import Retry
 
 from collectors.records import TargetResult
 from hopscope.config.collect import PrometheusConfig, PromQuery
+from hopscope.model import Hop
 from hopscope.schema import SAMPLES
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def matrix_to_table(result: Sequence[dict[str, Any]], q: PromQuery) -> pa.Table:
         host = labels.pop(q.host_label, None) if q.host_label else None
         if q.hop_labels:
             client, server = labels.get(q.hop_labels[0], ""), labels.get(q.hop_labels[1], "")
-            labels["hop"] = f"{client}->{server}"
+            labels["hop"] = str(Hop(client, server))
         labels = {q.rename.get(k, k): str(v) for k, v in labels.items()}
         labels[QUERY_LABEL] = q.name
         for point in series.get("values") or ():

@@ -32,7 +32,9 @@ import plotly.graph_objects as go
 import plotly.io
 import streamlit as st
 
-from hopscope import charts, views
+from dashboard.panels import PANELS_BY_KEY, panel_metrics, panel_series, panels_series
+from hopscope import charts
+from hopscope.query import samples, slos, spans, store_info, windows
 from hopscope.store import Store, current_snapshot
 
 P = ParamSpec("P")
@@ -69,27 +71,27 @@ FULL_EVERY_S = 300.0
 # range reads minutes of data, not 28 days).
 INCREMENTAL: frozenset[View] = frozenset(
     {
-        views.latency_series,
-        views.traffic_series,
-        views.hop_latency_series,
-        views.hop_series,
-        views.metric_series,
+        spans.latency_series,
+        spans.traffic_series,
+        spans.hop_latency_series,
+        spans.hop_series,
+        samples.metric_series,
     }
 )
 # Views read from hop_minutes only, and from samples only: each is keyed on its own table's end, so a
 # new sample each second does not re-run the per-minute rollup queries (and SLO evaluations).
 HOP_VIEWS: frozenset[View] = frozenset({
-    views.latency_series, views.traffic_series, views.hop_latency_series, views.hop_edges, views.hop_series,
-    views.breach_table, views.slo_statuses, views.slo_timeline, views.exemplar_traces, views.exemplars_named,
-    views.incident,
+    spans.latency_series, spans.traffic_series, spans.hop_latency_series, spans.hop_edges, spans.hop_series,
+    slos.breach_table, slos.slo_statuses, slos.slo_timeline, spans.exemplar_traces, spans.exemplars_named,
+    slos.incident,
 })  # fmt: skip
 SAMPLE_VIEWS: frozenset[View] = frozenset(
     {
-        views.metric_series,
-        views.panel_series,
-        views.panels_series,
-        views.evidence_series,
-        views.sample_metrics,
+        samples.metric_series,
+        panel_series,
+        panels_series,
+        samples.evidence_series,
+        store_info.sample_metrics,
     }
 )
 
@@ -168,7 +170,7 @@ def memo() -> LRU[tuple[object, ...], object]:
 def call(path: str, gen: Gen, fn: Callable[..., R], args: tuple[object, ...], kwargs: Kwargs) -> R:
     """fn(store, *args, **kwargs), per store, generation and arguments (unhashable ones by content)."""
     w = args[0] if args else None
-    if fn in INCREMENTAL and isinstance(w, views.Window) and isinstance(gen, datetime):
+    if fn in INCREMENTAL and isinstance(w, windows.Window) and isinstance(gen, datetime):
         step_s = w.sample_step_s if fn in SAMPLE_VIEWS else w.step_s
         return cast(R, incremental(path, gen, fn, w, args[1:], kwargs, step_s))
     return fn(open_store(path), *args, **dict(kwargs))
@@ -185,7 +187,7 @@ def incremental(
     path: str,
     gen: datetime,
     fn: Callable[..., pd.DataFrame],
-    w: views.Window,
+    w: windows.Window,
     rest: tuple[object, ...],
     kwargs: Kwargs,
     step_s: int,
@@ -300,7 +302,7 @@ def figure_of(builder: Builder, args: tuple[object, ...], kwargs: Kwargs) -> go.
 def panel_figure(
     path: str,
     gen: Gen,
-    w: views.Window,
+    w: windows.Window,
     key: str,
     service: str | None,
     breaches: pd.DataFrame | None,
@@ -309,10 +311,10 @@ def panel_figure(
 ) -> go.Figure | None:
     """One resource panel's figure, or None when the panel has no samples.
 
-    Its data comes from views.panels_series over every panel of the page (`batch`): one query, cached,
+    Its data comes from panels_series over every panel of the page (`batch`): one query, cached,
     serves them all.
     """
-    panel = views.PANELS_BY_KEY[key]
+    panel = PANELS_BY_KEY[key]
     df, cap = panels(path, gen, w, batch, service)[key]
     if df.empty:
         return None
@@ -326,26 +328,26 @@ def panel_figure(
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=100)
 def panels(
-    path: str, gen: Gen, w: views.Window, batch: tuple[str, ...], service: str | None
+    path: str, gen: Gen, w: windows.Window, batch: tuple[str, ...], service: str | None
 ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-    """views.panels_series of a page's panels, from per-metric cached samples and the cached hop series."""
-    metrics, counters = views.panel_metrics(batch)
+    """panels_series of a page's panels, from per-metric cached samples and the cached hop series."""
+    metrics, counters = panel_metrics(batch)
     samples = _samples(path, gen, w, tuple(metrics), tuple(counters), service)
     hops = None
-    if any(views.PANELS_BY_KEY[k].hop for k in batch):
-        hops = call(path, gen, views.hop_latency_series, (w, None), ())  # as the Overview asks for it
-    return views.panels_series(None, w, batch, service, samples=samples, hops=hops)
+    if any(PANELS_BY_KEY[k].hop for k in batch):
+        hops = call(path, gen, spans.hop_latency_series, (w, None), ())  # as the Overview asks for it
+    return panels_series(None, w, batch, service, samples=samples, hops=hops)
 
 
 def _samples(
     path: str,
     gen: Gen,
-    w: views.Window,
+    w: windows.Window,
     metrics: tuple[str, ...],
     counters: tuple[str, ...],
     service: str | None,
 ) -> pd.DataFrame:
-    """views.metric_series(w, metrics) assembled from per-metric memo entries; the missing ones in one query."""
+    """samples.metric_series(w, metrics) assembled from per-metric memo entries; the missing ones in one query."""
     lru = memo()
     key = (path, gen, w, service)
     have: dict[str, pd.DataFrame] = {}
@@ -358,9 +360,9 @@ def _samples(
         wanted = tuple(c for c in counters if c in missing)
         if isinstance(gen, datetime):
             kwargs = (("counters", wanted), ("service", service))
-            df = incremental(path, gen, views.metric_series, w, (tuple(missing),), kwargs, w.sample_step_s)
+            df = incremental(path, gen, samples.metric_series, w, (tuple(missing),), kwargs, w.sample_step_s)
         else:
-            df = views.metric_series(open_store(path), w, missing, counters=wanted, service=service)
+            df = samples.metric_series(open_store(path), w, missing, counters=wanted, service=service)
         by_metric = dict(tuple(df.groupby("metric", sort=False))) if not df.empty else {}
         for m in missing:
             have[m] = by_metric.get(m, df.iloc[0:0])

@@ -25,10 +25,12 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from dashboard import cache
-from hopscope import charts, views
+from dashboard import cache, panels
+from hopscope import charts
 from hopscope.config import DASHBOARD_REFRESH_ENV, DASHBOARD_RULES_ENV, DASHBOARD_STORE_ENV, DEMO_STORE
+from hopscope.durations import parse_utc
 from hopscope.errors import HopscopeError
+from hopscope.query import samples, slos, spans, windows
 from hopscope.store import Store
 
 P = ParamSpec("P")
@@ -100,18 +102,18 @@ def cache_path() -> str:
 
 
 def view(fn: Callable[Concatenate[Store, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
-    """fn(store, *args, **kwargs) for a hopscope.views function, cached until the data it reads moves."""
+    """fn(store, *args, **kwargs) for a hopscope.query function, cached until the data it reads moves."""
     path = cache_path()
     return cache.call(path, gen_of(fn), fn, args, tuple(sorted(kwargs.items())))
 
 
 def names(fn: Callable[[Store], list[str]]) -> list[str]:
-    """views.services or views.routes, cached cache.LISTS_TTL_S whatever data lands."""
+    """spans.services or spans.routes, cached cache.LISTS_TTL_S whatever data lands."""
     return list(cache.names(cache_path(), fn))
 
 
 def stats(fn: Callable[[Store], R]) -> R:
-    """A store statistic (views.table_stats, store_size, sample_counts), cached cache.STATS_TTL_S."""
+    """A store statistic (store_info.table_stats, store_size, sample_counts), cached cache.STATS_TTL_S."""
     return cache.stats(cache_path(), fn)
 
 
@@ -125,7 +127,7 @@ def figure(builder: Callable[..., go.Figure], *args: object, **kwargs: object) -
 
     Building a Plotly figure costs 20-80 ms, far more than the cached views feeding it, so a
     live refresh tick whose inputs did not change reuses the figure. Pass view results as
-    q(views.fn, ...) so the key is the view call (cheap to hash), not the DataFrame; other
+    q(spans.latency_series, ...) so the key is the view call (cheap to hash), not the DataFrame; other
     arguments are hashed by Streamlit. The figure is shared: callers must not modify it.
     (The builder's parameters are not checked here: a q() stands in for the DataFrame it gives.)
     """
@@ -137,7 +139,7 @@ def figure(builder: Callable[..., go.Figure], *args: object, **kwargs: object) -
 
 def gen_of(fn: Callable[..., object]) -> datetime | None:
     """What a view's cache entry is keyed on: the end of the data it reads (both tables' when unknown)."""
-    hops, samples = cache.live_view(cache_path(), views.data_ends)
+    hops, samples = cache.live_view(cache_path(), windows.data_ends)
     if fn in cache.HOP_VIEWS:
         return hops
     if fn in cache.SAMPLE_VIEWS:
@@ -146,19 +148,19 @@ def gen_of(fn: Callable[..., object]) -> datetime | None:
 
 
 def data_end() -> datetime | None:
-    """views.data_end(store), re-read at most every cache.LIVE_TTL_S seconds."""
-    ends = [t for t in cache.live_view(cache_path(), views.data_ends) if t is not None]
+    """windows.data_end(store), re-read at most every cache.LIVE_TTL_S seconds."""
+    ends = [t for t in cache.live_view(cache_path(), windows.data_ends) if t is not None]
     return max(ends) if ends else None
 
 
 def freshness(now: datetime, by_target: bool = False) -> pd.DataFrame:
-    """views.freshness at `now`, its queries re-run at most every cache.LIVE_TTL_S seconds."""
+    """samples.freshness at `now`, its queries re-run at most every cache.LIVE_TTL_S seconds."""
     path = cache_path()
-    newest = cache.live_view(path, views.data_ends)[1]  # already read this tick: one query fewer
-    seen = cache.live_view(path, views.last_seen, by_target, False, newest)
+    newest = cache.live_view(path, windows.data_ends)[1]  # already read this tick: one query fewer
+    seen = cache.live_view(path, samples.last_seen, by_target, False, newest)
     if by_target:  # the Collectors page shows rows written: per source, counted once per cache.STATS_TTL_S
-        seen = seen.merge(stats(views.sample_counts), on="source", how="left")
-    return views.freshness_at(seen, now)
+        seen = seen.merge(stats(samples.sample_counts), on="source", how="left")
+    return samples.freshness_at(seen, now)
 
 
 def esc_md(text: object) -> str:
@@ -267,7 +269,7 @@ ALL = "(all)"
 def service_filter() -> str | None:
     """The shared service filter (?service=, set by the sidebar or by a click on the Hops graph)."""
     picked = synced_select(
-        "Service", "service", [ALL, *names(views.services)], ALL, "service_select", sidebar=True
+        "Service", "service", [ALL, *names(spans.services)], ALL, "service_select", sidebar=True
     )
     return None if picked == ALL else picked
 
@@ -276,7 +278,7 @@ def _parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text).replace(tzinfo=None)
+        return parse_utc(text)
     except ValueError:
         st.warning(f"Ignoring a time that is not ISO 8601: {esc_md(text[:40])}")
         return None
@@ -284,13 +286,13 @@ def _parse_time(text: str | None) -> datetime | None:
 
 def time_range() -> tuple[str, datetime | None, datetime | None]:
     """The shared time range from the sidebar (and ?range= or ?from=&to=): (key, start, end)."""
-    choices = [*views.RANGES, "custom"]
+    choices = [*windows.RANGES, "custom"]
     picked = synced_select("Time range", "range", choices, DEFAULT_RANGE, "range_select", sidebar=True)
     if picked != "custom":
         st.query_params.pop("from", None)
         st.query_params.pop("to", None)
         return picked, None, None
-    latest = views.window(store(), "24h")
+    latest = windows.window(store(), "24h")
     lo = _parse_time(st.query_params.get("from")) or latest.end - timedelta(days=1)
     hi = _parse_time(st.query_params.get("to")) or latest.end
     dates = st.sidebar.date_input("From / to (UTC)", value=(lo.date(), hi.date()), key="abs_dates")
@@ -302,21 +304,21 @@ def time_range() -> tuple[str, datetime | None, datetime | None]:
     return "custom", lo, hi
 
 
-def window(spec: tuple[str, datetime | None, datetime | None]) -> views.Window:
+def window(spec: tuple[str, datetime | None, datetime | None]) -> windows.Window:
     """Resolve a time_range() against the store's clock now (not cached: "now" moves)."""
     key, lo, hi = spec
     try:
-        return views.window(
-            store(), key if key in views.RANGES else DEFAULT_RANGE, start=lo, end=hi, last=data_end()
+        return windows.window(
+            store(), key if key in windows.RANGES else DEFAULT_RANGE, start=lo, end=hi, last=data_end()
         )
     except HopscopeError as exc:
         st.warning(str(exc))
-        return views.window(store(), DEFAULT_RANGE)
+        return windows.window(store(), DEFAULT_RANGE)
 
 
 def route_filter() -> str | None:
     """The route filter (?route=), None for all routes; with one route there is nothing to choose."""
-    routes = names(views.routes)
+    routes = names(spans.routes)
     if len(routes) <= 1:
         return None  # the same rows as filtering by the one route, and the same cache entries as other pages
     picked = synced_select("Route", "route", ["(all)", *routes], "(all)", "route_select", sidebar=True)
@@ -341,7 +343,7 @@ def refresh_interval() -> int | None:
     return REFRESH_CHOICES[picked]
 
 
-def window_caption(w: views.Window) -> None:
+def window_caption(w: windows.Window) -> None:
     """Say which time the page shows, and that it is a replay when the data stopped."""
     if w.replay and w.data_end is not None:
         st.caption(
@@ -351,7 +353,7 @@ def window_caption(w: views.Window) -> None:
         st.caption(f"{w.label} · live · {bucket_text(w)}")
 
 
-def bucket_text(w: views.Window) -> str:
+def bucket_text(w: windows.Window) -> str:
     """'bucket 1 min' or, where samples get finer buckets, 'bucket 1 min (samples 5 s)'."""
 
     def text(s: int) -> str:
@@ -410,7 +412,7 @@ def _points(event: object) -> list[Mapping[str, object]]:
 
 
 def panel_charts(
-    w: views.Window,
+    w: windows.Window,
     keys: Sequence[str],
     breaches: pd.DataFrame | None,
     *,
@@ -425,7 +427,7 @@ def panel_charts(
     batch = tuple(batch or keys)
     drawn = 0
     for key in keys:
-        panel = views.PANELS_BY_KEY[key]
+        panel = panels.PANELS_BY_KEY[key]
         fig = cache.panel_figure(cache_path(), data_end(), w, key, service, breaches, compact, batch)
         if fig is None:
             if not compact:
@@ -443,10 +445,10 @@ def rules() -> str:
     return str(rules_path())
 
 
-def breaches_in(w: views.Window) -> pd.DataFrame | None:
+def breaches_in(w: windows.Window) -> pd.DataFrame | None:
     """Breaches overlapping the window (a DataFrame), or None where SLOs cannot be evaluated."""
     try:
-        return view(views.breach_table, rules(), w.start, w.end)
+        return view(slos.breach_table, rules(), w.start, w.end)
     except (ImportError, HopscopeError) as exc:
         st.caption(f"Breaches not shown: {esc_md(exc)}")
         return None

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from hopscope.model import Hop
+
 DIMENSION_COLORS: dict[str, str] = {"compute": "#E8710A", "bandwidth": "#1A73E8", "memory": "#12A37F"}
 SEVERITY_COLORS: dict[str, str] = {
     "ok": "#2E7D32",
@@ -462,7 +464,7 @@ def comparison_chart(df: pd.DataFrame, *, value: str, unit: str, dimension: str 
 # (Streamlit's backgrounds #FFFFFF and #0E1117), unlike the dimension colours of the signal.
 HOP_LINE_COLOR = "#A259C4"
 # Units shown otherwise than stored: (factor, axis title). A bitmask signal is read as 1 when a bad bit
-# is set (views.evidence_series), so its mean is a share of samples.
+# is set (samples.evidence_series), so its mean is a share of samples.
 UNIT_VIEWS: dict[str, tuple[float, str]] = {"bitmask": (100.0, "% of samples with a bad bit set")}
 
 
@@ -485,7 +487,7 @@ def evidence_chart(
     """A resource signal next to the hop latency it explains: the incident shaded, each one's baseline
     level (what the diagnosis compared with) dashed in its colour.
 
-    x_range: the time shown (e.g. views.evidence_window: the incident and as long before it); a baseline
+    x_range: the time shown (e.g. windows.evidence_window: the incident and as long before it); a baseline
     window outside it is not drawn (it lies days earlier: drawn, it would squeeze the incident into a
     corner) but its level is. Labels sit in the legend, not on the plot, where lines would cross them.
     """
@@ -583,7 +585,7 @@ def service_graph(edges: pd.DataFrame, selected: str | None = None) -> go.Figure
     fig = go.Figure()
     for row in edges.itertuples(index=False):
         a, b = pos[row.client or "(clients)"], pos[row.server]
-        hop = f"{row.client}->{row.server}" if row.client else row.server
+        hop = str(Hop(row.client, row.server) if row.client else Hop.service(row.server))
         width = 6 if selected == hop else 2 + min(row.rps, 200) / 40
         fig.add_trace(
             go.Scatter(

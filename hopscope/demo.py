@@ -54,7 +54,7 @@ import yaml
 
 from hopscope import histogram
 from hopscope.catalog import load_catalog
-from hopscope.durations import parse_duration
+from hopscope.durations import parse_duration, parse_utc
 from hopscope.errors import ConfigError, HopscopeError
 from hopscope.rollup import WATERMARK_KEY, check_thresholds
 from hopscope.schema import COLLECTOR_RUNS, HOP_MINUTES, SAMPLES, SPANS
@@ -1743,7 +1743,7 @@ def ensure_demo(
     if (path / "catalog.sqlite").exists() and (path / TRUTH_FILE).exists():
         try:
             doc = read_truth(path)
-            fresh = (now or utcnow()) - datetime.fromisoformat(doc["end"]) <= max_age
+            fresh = (now or utcnow()) - parse_utc(doc["end"]) <= max_age
             digest = hashlib.sha256(Path(scenario).read_bytes()).hexdigest()
             if (
                 fresh

@@ -1,4 +1,4 @@
-"""Durations, one grammar everywhere: hopscope.toml, SLO files, the CLI (--since) and demo scenarios.
+"""Durations and times, one grammar each everywhere: hopscope.toml, SLO files, the CLI, the dashboard and demo.
 
     parse_duration("90s") == timedelta(seconds=90)
     parse_duration("1h30m") == timedelta(minutes=90)        # parts add up, Prometheus-style
@@ -7,12 +7,18 @@
 
 A duration is positive. A bare number is seconds only where the caller says so (a TOML value
 that is a number); in text ("5") it is refused, since "5 what?" has no safe answer.
+
+    parse_utc("2025-03-01T12:00") == datetime(2025, 3, 1, 12)        # no offset: already UTC
+    parse_utc("2025-03-01T14:00+02:00") == datetime(2025, 3, 1, 12)  # an offset is converted
+    parse_utc("2025-03-01T12:00Z")                                    # Z is UTC
+
+A time is ISO 8601 and comes back naive UTC, the store's time everywhere.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
@@ -48,3 +54,17 @@ def format_duration(td: timedelta) -> str:
         if secs % size == 0:
             return f"{secs // size}{unit}"
     return f"{secs}s"
+
+
+def parse_utc(value: str | datetime) -> datetime:
+    """ISO-8601 text (or a datetime) -> naive UTC; ValueError naming the value otherwise."""
+    if isinstance(value, datetime):
+        t = value
+    else:
+        try:
+            t = datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an ISO time like 2025-03-01T12:00 or 2025-03-01T12:00Z"
+            ) from None
+    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo is not None else t

@@ -4,12 +4,14 @@ Bucket ``i`` holds durations in ``(GAMMA**(i-1), GAMMA**i]`` milliseconds and is
 read back as the geometric middle of its bounds, so the relative error of any
 value read from it is at most ``(sqrt(GAMMA) - 1) ≈ 4.9 %``. Durations at or
 below ``MIN_MS`` all go to bucket ``MIN_INDEX``.
+
+``quantile`` reads a quantile in Python, ``quantiles_sql`` the same in DuckDB (tests tie the two).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -60,6 +62,27 @@ def quantile(idx: Sequence[int] | np.ndarray, cnt: Sequence[int] | np.ndarray, q
     rank = q * total
     pos = int(np.searchsorted(np.cumsum(c), max(rank, 1e-12), side="left"))
     return float(bucket_value(i[min(pos, len(i) - 1)]))
+
+
+def quantiles_sql(rows: str, keys: Sequence[str], quantiles: Mapping[str, float]) -> str:
+    """SQL of quantile() in DuckDB: one row per group of `keys` in `rows` (a relation or CTE with the
+    columns keys..., hist_idx, hist_cnt), with the merged histogram's quantiles as the columns named
+    by `quantiles` (name -> q in 0..1). Names and keys are identifiers from the caller's code, never input."""
+    k = ", ".join(keys)
+    # as quantile(): the first bucket whose running count reaches q x total (in floats), read at its middle
+    cols = ", ".join(
+        f"pow({GAMMA!r}::DOUBLE, min(i) FILTER (WHERE cum >= greatest({float(q)!r}::DOUBLE * tot, 1e-12)) - 0.5)"
+        f" AS {name}"
+        for name, q in quantiles.items()
+    )
+    return f"""SELECT {k}, {cols} FROM (
+            SELECT {k}, i, sum(c) OVER (PARTITION BY {k} ORDER BY i) AS cum, sum(c) OVER (PARTITION BY {k}) AS tot
+            FROM (
+                SELECT {k}, i, sum(c) AS c
+                FROM (SELECT {k}, unnest(hist_idx) AS i, unnest(hist_cnt) AS c FROM {rows})
+                GROUP BY {k}, i
+            )
+        ) GROUP BY {k}"""
 
 
 def count_at_most(

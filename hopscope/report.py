@@ -16,17 +16,21 @@ import io
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pandas as pd
 import typer
 
-from hopscope import views
+from hopscope import model
 from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt, write_output
 from hopscope.config import read_paths
 from hopscope.errors import ConfigError, NotFoundError
+from hopscope.query import slos, spans, windows
 from hopscope.store import Store
+
+if TYPE_CHECKING:
+    from hopscope.slo import SLO
 
 WINDOWS: dict[str, timedelta | None] = {
     "7d": timedelta(days=7),
@@ -103,8 +107,8 @@ def build_report(
     """Compliance, budget, burn-down, incidents (with a one-line cause) and hop sub-budgets of one SLO."""
     from hopscope.slo import budget_burndown, minute_series
 
-    spec = views.get_slo(rules, slo)
-    current, _, _ = views.effective_now(store, now)
+    spec = slos.get_slo(rules, slo)
+    current, _, _ = windows.effective_now(store, now)
     end = current.replace(second=0, microsecond=0)
     start, end = report_span(end, window)
     minutes = minute_series(store, spec, start, end)
@@ -118,7 +122,7 @@ def build_report(
     if not minutes.empty:
         bd = budget_burndown(spec, minutes, start, end)
         cum = (bd["minute"].to_numpy(dtype="datetime64[us]"), bd["consumed"].fillna(0.0).to_numpy())
-        step = f"{views.step_for(start, end)}s"
+        step = f"{model.step_for(start, end)}s"
         bd["t"] = pd.to_datetime(bd["minute"]).dt.floor(step)
         burn = (
             bd.groupby("t", as_index=False)["remaining"]
@@ -129,7 +133,7 @@ def build_report(
         burn["ideal"] = 1.0 - (burn["t"] - pd.Timestamp(start)).dt.total_seconds() / span
         last = bd["consumed"].dropna()
         consumed = float(last.iloc[-1]) if len(last) else None
-    table = views.breach_table(store, rules, start, end)
+    table = slos.breach_table(store, rules, start, end)
     incidents = []
     for b in table[table["slo"] == slo].to_dict("records"):
         incidents.append(
@@ -138,7 +142,7 @@ def build_report(
                 # its share of this report's budget: what the burn-down fell by while it lasted (within
                 # the span), so that the incidents' shares add up to at most the budget consumed
                 "budget_consumed": _consumed_between(cum, b["start"], b["end"]),
-                "cause": views.incident_cause(store, rules, b["id"]) if causes else "",
+                "cause": slos.incident_cause(store, rules, b["id"]) if causes else "",
             }
         )
     return SloReport(
@@ -162,12 +166,12 @@ def _consumed_between(cum: tuple[np.ndarray, np.ndarray] | None, start: datetime
     return max(by(end) - by(start), 0.0)
 
 
-def _hop_budgets(store: Store, spec: Any, start: datetime, end: datetime) -> list[dict[str, Any]]:
+def _hop_budgets(store: Store, spec: SLO, start: datetime, end: datetime) -> list[dict[str, Any]]:
     budgets = dict(getattr(spec, "hop_budgets_ms", {}) or {})
     if not budgets:
         return []
-    w = views.Window(start, end, 3600, False, None)
-    hops = views.hop_latency_series(store, w, spec.sli.route)
+    w = windows.Window(start, end, 3600, False, None)
+    hops = spans.hop_latency_series(store, w, spec.sli.route)
     out = []
     for hop, budget in budgets.items():
         d = hops[hops["hop"] == hop]["ms"]

@@ -58,6 +58,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hopscope import histogram
+from hopscope.durations import parse_utc
 from hopscope.errors import ConfigError, StoreError
 from hopscope.schema import HOP_MINUTES, SPANS
 from hopscope.store import Store, utcnow
@@ -466,7 +467,7 @@ def _read_watermark(store: Store) -> datetime | None:
     if raw is None:
         return None
     try:
-        return floor_minute(datetime.fromisoformat(raw).replace(tzinfo=None))
+        return floor_minute(parse_utc(raw))
     except ValueError:
         raise StoreError(
             f"state {WATERMARK_KEY}: {raw!r} is not an ISO timestamp; fix or delete it"

@@ -2,15 +2,16 @@
 
 Two shapes of the same query (bound parameters; the store's scan does the work):
 
-    from hopscope.signals import load_series, load_series_grid, Window
-    df = load_series(store, [Window(start, end)], step_s=60, services=["model-server"])
+    from hopscope.model import TimeRange
+    from hopscope.signals import load_series, load_series_grid
+    df = load_series(store, [TimeRange(start, end)], step_s=60, services=["model-server"])
     grid = load_series_grid(store, windows, step_s=60, services=["model-server"], hosts_of=["model-server"])
 
 ``load_series`` returns one row per series x time bucket:
 
     ts       bucket start (naive UTC): window start + k x step
     window   index of the window the bucket belongs to (the order they were passed in)
-    series   stable key: ``metric{service="...",host="...",label="value",...}`` (labels sorted)
+    series   stable key: ``str(hopscope.model.SeriesKey)``
     metric, service, host
     labels   dict of the series' other labels
     value    gauges: the mean over the bucket; counters (catalog kind ``counter``): the per-second
@@ -41,30 +42,13 @@ import pyarrow as pa
 
 from hopscope.catalog import Catalog, load_catalog
 from hopscope.errors import StoreError
+from hopscope.model import SeriesKey, TimeRange
+from hopscope.rates import counter_rate_sql
 
 COLUMNS = ["ts", "window", "series", "metric", "service", "host", "labels", "value", "n"]
-# The labels that tell apart the series of one metric on one host: GPU index, NIC, probe phase and target
-# (an allow-list: their values become part of a series' name).
-SERIES_LABELS: tuple[str, ...] = ("gpu", "device", "phase", "target")
 META_COLUMNS = ["series", "metric", "service", "host", "labels"]
 _EPOCH = datetime(1970, 1, 1)
 _US = timedelta(microseconds=1)
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """A half-open time window [start, end), naive UTC."""
-
-    start: datetime
-    end: datetime
-
-    def __post_init__(self) -> None:
-        if self.end <= self.start:
-            raise StoreError(f"window end {self.end} is not after its start {self.start}")
-
-    @property
-    def seconds(self) -> float:
-        return (self.end - self.start).total_seconds()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +57,7 @@ class SeriesGrid:
 
     meta: pd.DataFrame  # series, metric, service, host, labels (dict); row i <-> values[i]
     values: np.ndarray  # float64 [series, windows, buckets]; NaN = no sample in the bucket
-    windows: tuple[Window, ...]
+    windows: tuple[TimeRange, ...]
     step_s: int
 
     @property
@@ -81,18 +65,7 @@ class SeriesGrid:
         return len(self.meta) == 0
 
 
-def series_key(metric: str, service: str | None, host: str | None, labels: dict[str, str]) -> str:
-    """The key naming one series: metric{service=..,host=..,k=v...} with labels sorted."""
-    parts = []
-    if service:
-        parts.append(f'service="{service}"')
-    if host:
-        parts.append(f'host="{host}"')
-    parts += [f'{k}="{labels[k]}"' for k in sorted(labels)]
-    return f"{metric}{{{','.join(parts)}}}"
-
-
-def n_buckets(windows: Sequence[Window], step_s: int) -> int:
+def n_buckets(windows: Sequence[TimeRange], step_s: int) -> int:
     """Buckets of the longest window (a partial last bucket counts)."""
     return max(int(-(-w.seconds // step_s)) for w in windows) if windows else 0
 
@@ -105,19 +78,11 @@ def _marks(n: int) -> str:
     return ", ".join("?" for _ in range(n))
 
 
-# The key is built once per series (after grouping), in SQL, the same as series_key().
-_KEY_SQL = """metric || '{' || concat_ws(',',
-    CASE WHEN service <> '' THEN 'service="' || service || '"' END,
-    CASE WHEN host <> '' THEN 'host="' || host || '"' END,
-    nullif(array_to_string(list_transform(list_sort(map_entries(labels)),
-           x -> x.key || '="' || x.value || '"'), ','), '')) || '}'"""
-
-
-def value_expression(catalog: Catalog) -> tuple[str, list[Any]]:
+def value_expression(catalog: Catalog) -> tuple[str, list[str]]:
     """The SQL of a sample's value, and its bound parameters: a bitmask metric (clock-event reasons)
     reads 1.0 when any of its catalog's "bad" bits (ints) is set, 0.0 otherwise; other metrics as stored."""
     value_sql = "value"
-    params: list[Any] = []
+    params: list[str] = []
     for m in catalog.metrics.values():
         if m.bad_bits is not None:
             value_sql = f"CASE WHEN metric = ? THEN CAST((CAST(value AS BIGINT) & {int(m.bad_bits)}) <> 0 AS DOUBLE) ELSE {value_sql} END"
@@ -127,26 +92,19 @@ def value_expression(catalog: Catalog) -> tuple[str, list[Any]]:
 
 def _bucket_ctes(names_where: str) -> str:
     """The CTEs after a CTE `s` of samples (ts, metric, service, host, labels, sid, value, win,
-    is_counter): s2 (bucket index of each sample), d (counter deltas), g0 (one value per series, window
-    and bucket: gauges averaged, counters as per-second rates with a drop taken as a restart; n samples)
+    is_counter): s2 (bucket index of each sample), g0 (one value per series, window and bucket: gauges
+    averaged, counters as hopscope.rates defines their per-second rates; n samples)
     and names (one row of names per series, from the rows `names_where` keeps). Two bound parameters,
     where s2 stands: the windows' starts (us) and the bucket width (us)."""
     return f"""s2 AS (
         SELECT ts, sid, value, win, is_counter,
                CAST((epoch_us(ts) - list_extract(?::BIGINT[], win + 1)) // ? AS INTEGER) AS b
         FROM s
-    ), d AS (
-        SELECT sid, win, b, value,
-               value - lag(value) OVER w AS dv, epoch(ts) - epoch(lag(ts) OVER w) AS dt
-        FROM s2 WHERE is_counter
-        WINDOW w AS (PARTITION BY sid, win ORDER BY ts)
     ), g0 AS (
         SELECT sid, win, b, avg(value) AS value, count(*) AS n
         FROM s2 WHERE NOT is_counter GROUP BY sid, win, b
         UNION ALL
-        SELECT sid, win, b, sum(CASE WHEN dv < 0 THEN value ELSE dv END) / nullif(sum(dt), 0) AS value,
-               count(*) AS n
-        FROM d WHERE dv IS NOT NULL GROUP BY sid, win, b
+        {counter_rate_sql("(SELECT * FROM s2 WHERE is_counter)", ["sid", "win"], "b")}
     ), names AS (
         SELECT sid, any_value(metric) AS metric, coalesce(any_value(service), '') AS service,
                coalesce(any_value(host), '') AS host, coalesce(any_value(labels), MAP {{}}) AS labels
@@ -154,7 +112,7 @@ def _bucket_ctes(names_where: str) -> str:
 
 
 def _bucket_sql(
-    windows: Sequence[Window],
+    windows: Sequence[TimeRange],
     step_s: int,
     catalog: Catalog,
     *,
@@ -164,7 +122,7 @@ def _bucket_sql(
     probe_targets: Sequence[str] | None,
     names_from_first: bool = False,
     hostless_services_only: bool = False,
-) -> tuple[str, list[Any]]:
+) -> tuple[str, list[object]]:
     """CTEs ending in ``g``: one row per (series id, win, b) with value, n, metric, service, host, labels."""
     value_sql, p_value = value_expression(catalog)
     counters = [m for m in catalog.counters() if metrics is None or m in metrics]
@@ -174,9 +132,9 @@ def _bucket_sql(
     # few literals; metric through list_contains, as a long IN list becomes a join), so the filter
     # runs inside the scan and label maps are decoded only for the rows it keeps (an OR across
     # columns would decode every row of the range first).
-    scopes: list[tuple[list[str], list[Any]]] = []
+    scopes: list[tuple[list[str], list[object]]] = []
     metric_in = ["list_contains(?::VARCHAR[], metric)"] if metrics is not None else []
-    p_metric = [list(metrics)] if metrics is not None else []
+    p_metric: list[object] = [list(metrics)] if metrics is not None else []
     if services is None and hosts is None and not probe_targets:
         scopes.append((metric_in, p_metric))
     hosts = list(hosts or [])
@@ -220,7 +178,7 @@ def _bucket_sql(
         + ") AND isfinite(value)"
     )
     parts: list[str] = []
-    p_scans: list[Any] = []
+    p_scans: list[object] = []
     for cond, p in scopes:
         parts.append(" AND ".join([select, *cond]))
         p_scans += [*p_value, *p_case, counters, lo, hi, *p_case, *p]
@@ -241,7 +199,9 @@ def _bucket_sql(
     return sql, params
 
 
-def _prepare(windows: Iterable[Window], step_s: int, catalog: Catalog | None) -> tuple[list[Window], Catalog]:
+def _prepare(
+    windows: Iterable[TimeRange], step_s: int, catalog: Catalog | None
+) -> tuple[list[TimeRange], Catalog]:
     windows = list(windows)
     if step_s < 1:
         raise StoreError(f"step_s: {step_s!r} must be >= 1 second")
@@ -258,14 +218,14 @@ def _parse_labels(text: str | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in obj.items()} if isinstance(obj, dict) else {}
 
 
-def hosts_of_services(store: Any, window: Window, services: Sequence[str]) -> list[str]:
+def hosts_of_services(store: Any, window: TimeRange, services: Sequence[str]) -> list[str]:
     """The hosts on which these services' series run in the window (a GPU node's NIC is the model server's)."""
     if not services:
         return []
     return sorted(h for h in _hosts(store, window, services) if h is not None)
 
 
-def _hosts(store: Any, window: Window, services: Sequence[str]) -> list[str | None]:
+def _hosts(store: Any, window: TimeRange, services: Sequence[str]) -> list[str | None]:
     """Distinct hosts of the services' series in the window; None among them when some have no host."""
     df = store.query_df(
         f"SELECT DISTINCT host FROM samples WHERE ts >= ? AND ts < ? AND service IN ({_marks(len(services))})",
@@ -276,7 +236,7 @@ def _hosts(store: Any, window: Window, services: Sequence[str]) -> list[str | No
 
 def load_series(
     store: Any,
-    windows: Iterable[Window],
+    windows: Iterable[TimeRange],
     *,
     step_s: int = 60,
     metrics: Sequence[str] | None = None,
@@ -296,7 +256,7 @@ def load_series(
         windows, step_s, catalog, metrics=metrics, services=services, hosts=hosts, probe_targets=None
     )
     sql = f"""{cte}, k AS (
-        SELECT sid, {_KEY_SQL} AS series, CAST(to_json(labels) AS VARCHAR) AS lab
+        SELECT sid, {SeriesKey.SQL} AS series, CAST(to_json(labels) AS VARCHAR) AS lab
         FROM (SELECT DISTINCT sid, metric, service, host, labels FROM g)
     )
     SELECT g.win AS "window", g.b, k.series, g.metric, g.service, g.host, k.lab, g.value, g.n
@@ -314,7 +274,7 @@ def load_series(
     return df[COLUMNS].reset_index(drop=True)
 
 
-def grid_from_table(table: pa.Table, windows: Sequence[Window], step_s: int, nb: int) -> SeriesGrid:
+def grid_from_table(table: pa.Table, windows: Sequence[TimeRange], step_s: int, nb: int) -> SeriesGrid:
     """A SeriesGrid from one row per series: metric, service, host, series, lab (labels as JSON) and
     the lists wins, bs, vals (window index, bucket index, value of each filled bucket)."""
     n = table.num_rows
@@ -342,7 +302,7 @@ def grid_from_table(table: pa.Table, windows: Sequence[Window], step_s: int, nb:
 
 def load_series_grid(
     store: Any,
-    windows: Iterable[Window],
+    windows: Iterable[TimeRange],
     *,
     step_s: int = 60,
     metrics: Sequence[str] | None = None,
@@ -383,7 +343,7 @@ def load_series_grid(
         SELECT sid, list(win) AS wins, list(b) AS bs, list(value) AS vals
         FROM g0 WHERE value IS NOT NULL AND b >= 0 AND b < ? GROUP BY sid
     )
-    SELECT metric, service, host, {_KEY_SQL} AS series, CAST(to_json(labels) AS VARCHAR) AS lab, wins, bs, vals
+    SELECT metric, service, host, {SeriesKey.SQL} AS series, CAST(to_json(labels) AS VARCHAR) AS lab, wins, bs, vals
     FROM per JOIN names USING (sid) ORDER BY series"""
     table: pa.Table = store.query(sql, params + [nb])
     return grid_from_table(table, windows, step_s, nb)

@@ -20,9 +20,10 @@ from streamlit.testing.v1 import AppTest
 from support.demo import RULES, breach_for, truth
 from support.handbuilt import EVIL, TRACE, build_store
 
-from hopscope import charts, views
+from hopscope import charts
 from hopscope.charts import DIMENSION_COLORS, HOP_LINE_COLOR
 from hopscope.health import DaemonStatus, write_status
+from hopscope.query import slos, windows
 from hopscope.store import Store
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
@@ -508,13 +509,13 @@ def test_incident_page_draws_the_named_gpu_signal_the_incident_in_context_and_it
     # the part of the breach the diagnosis read (it burned budget), and as long before it
     store = Store(dash_store, create=False)
     try:
-        read = views.incident(store, RULES, breach["id"])["diagnosis"]["diagnosed_window"]
+        read = slos.incident(store, RULES, breach["id"]).diagnosis.to_dict()["diagnosed_window"]
     finally:
         store.close()
     lo, hi = (pd.Timestamp(read[k]).tz_convert(None) for k in ("start", "end"))
     assert (hi - lo) < (pd.Timestamp(breach["end"]) - pd.Timestamp(breach["start"]))  # trimmed
     assert "the part of the breach that burned budget" in texts(at)
-    w = views.evidence_window(lo.to_pydatetime(), hi.to_pydatetime())
+    w = windows.evidence_window(lo.to_pydatetime(), hi.to_pydatetime())
     ms = [pd.Timestamp(t).value / 1e6 for t in (w.start, w.end)]
     for spec in evidence:
         assert spec["layout"]["xaxis"]["range"] == ms  # not stretched back to a day-earlier baseline

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import pytest
 
 from dashboard import cache
-from hopscope import views
+from hopscope.query import samples
 from hopscope.store import Store
 
 END = datetime(2026, 11, 20, 12, 0)
@@ -111,8 +111,8 @@ def test_live_facts_are_re_read_when_the_store_changed_and_only_then(
     try:
         monkeypatch.setattr(cache, "open_store", lambda path: s)
         calls: list[int] = []
-        real = views.last_seen
-        monkeypatch.setattr(views, "last_seen", lambda st, *a: calls.append(1) or real(st, *a))
+        real = samples.last_seen
+        monkeypatch.setattr(samples, "last_seen", lambda st, *a: calls.append(1) or real(st, *a))
 
         def run(ok: bool, minute: int) -> None:
             s.append("collector_runs", pd.DataFrame({
@@ -122,7 +122,7 @@ def test_live_facts_are_re_read_when_the_store_changed_and_only_then(
 
         def tick() -> pd.DataFrame:
             cache.snapshot.clear()  # LIVE_TTL_S has passed: the snapshot is re-read
-            return cache.live_view("bench", views.last_seen, False, False, None)
+            return cache.live_view("bench", samples.last_seen, False, False, None)
 
         run(True, 0)
         first = tick()

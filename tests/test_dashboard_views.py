@@ -1,4 +1,4 @@
-"""hopscope.views: the dashboard's read-side queries, on a small hand-built store with known answers."""
+"""hopscope.query and dashboard.panels: the dashboard's read-side queries, on a small hand-built store with known answers."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ import pyarrow as pa
 import pytest
 from support.handbuilt import END, MINUTES, SPIKE, TRACE, build_store
 
-from dashboard import cache
+from dashboard import cache, panels
 from dashboard.state import REFRESH_CHOICES
-from hopscope import charts, views
+from hopscope import charts, model
 from hopscope.config import REFRESH_SECONDS
 from hopscope.errors import NotFoundError
+from hopscope.query import samples, slos, spans, windows
 from hopscope.rollup import rollup_range
 from hopscope.store import Store
 
@@ -42,26 +43,26 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     ],
 )
 def test_step_keeps_every_series_within_a_thousand_points(span: timedelta, step: int) -> None:
-    assert views.step_for(END - span, END) == step
-    assert span.total_seconds() / step <= views.MAX_POINTS
+    assert model.step_for(END - span, END) == step
+    assert span.total_seconds() / step <= model.MAX_POINTS
 
 
 def test_window_ends_at_the_data_when_the_data_stopped_long_ago(store: Store) -> None:
-    w = views.window(store, "6h", now=END + timedelta(days=3))
+    w = windows.window(store, "6h", now=END + timedelta(days=3))
     assert w.replay and w.end == END and w.start == END - timedelta(hours=6)
-    live = views.window(store, "1h", now=END + timedelta(seconds=30))
+    live = windows.window(store, "1h", now=END + timedelta(seconds=30))
     assert not live.replay
 
 
 @pytest.mark.parametrize("bad", ["2h", "'; DROP TABLE spans; --", ""])
 def test_window_refuses_ranges_outside_the_allow_list(store: Store, bad: str) -> None:
     with pytest.raises(NotFoundError, match="time range"):
-        views.window(store, bad, now=END)
+        windows.window(store, bad, now=END)
 
 
 def test_latency_percentiles_follow_the_spike(store: Store) -> None:
-    w = views.window(store, "6h", now=END)
-    df = views.latency_series(store, w)
+    w = windows.window(store, "6h", now=END)
+    df = spans.latency_series(store, w)
     assert len(df) == MINUTES
     base = df[df["t"] < SPIKE[0]]
     spike = df[(df["t"] >= SPIKE[0]) & (df["t"] < SPIKE[1])]
@@ -72,15 +73,15 @@ def test_latency_percentiles_follow_the_spike(store: Store) -> None:
 
 
 def test_traffic_is_requests_per_second(store: Store) -> None:
-    w = views.window(store, "6h", now=END)
-    df = views.traffic_series(store, w)
+    w = windows.window(store, "6h", now=END)
+    df = spans.traffic_series(store, w)
     assert df["rps"].min() == pytest.approx(100 / 60)
     assert df["rps"].max() == pytest.approx(600 / 60)
 
 
 def test_hop_contributions_stack_to_the_mean_end_to_end_latency(store: Store) -> None:
-    w = views.window(store, "6h", now=END)
-    hops = views.hop_latency_series(store, w)
+    w = windows.window(store, "6h", now=END)
+    hops = spans.hop_latency_series(store, w)
     assert set(hops["hop"]) == {
         "api-gateway",
         "feature-store",
@@ -89,21 +90,21 @@ def test_hop_contributions_stack_to_the_mean_end_to_end_latency(store: Store) ->
         "api-gateway->model-server",
     }
     total = hops.groupby("t")["ms"].sum()
-    mean = views.latency_series(store, w).set_index("t")["mean_ms"]
+    mean = spans.latency_series(store, w).set_index("t")["mean_ms"]
     assert np.allclose(total.values, mean.loc[total.index].values)
     gap = hops[hops["hop"] == "api-gateway->model-server"].set_index("t")["ms"]
     assert gap.max() == pytest.approx(300.0) and gap.min() == pytest.approx(5.0)
 
 
 def test_long_ranges_are_aggregated_server_side(store: Store) -> None:
-    w = views.window(store, "90d", now=END)
+    w = windows.window(store, "90d", now=END)
     assert w.step_s == 10800
-    assert len(views.latency_series(store, w)) == MINUTES // 180
+    assert len(spans.latency_series(store, w)) == MINUTES // 180
 
 
 def test_counters_become_rates_and_gauges_means(store: Store) -> None:
-    w = views.window(store, "6h", now=END)
-    df = views.metric_series(
+    w = windows.window(store, "6h", now=END)
+    df = samples.metric_series(
         store,
         w,
         ["node_network_transmit_bytes_total", "DCGM_FI_DEV_GPU_UTIL", "probe_http_duration_seconds"],
@@ -118,8 +119,8 @@ def test_counters_become_rates_and_gauges_means(store: Store) -> None:
 
 
 def test_hop_edges_give_rate_errors_and_p99(store: Store) -> None:
-    w = views.window(store, "6h", now=END)
-    edges = views.hop_edges(store, w).set_index(["client", "server"])
+    w = windows.window(store, "6h", now=END)
+    edges = spans.hop_edges(store, w).set_index(["client", "server"])
     assert set(edges.index) == {
         ("", "api-gateway"),
         ("api-gateway", "feature-store"),
@@ -130,15 +131,15 @@ def test_hop_edges_give_rate_errors_and_p99(store: Store) -> None:
 
 
 def test_freshness_marks_a_source_stale_and_counts_failures(store: Store) -> None:
-    df = views.freshness(store, END + timedelta(minutes=10)).set_index("source")
+    df = samples.freshness(store, END + timedelta(minutes=10)).set_index("source")
     assert bool(df.loc["prometheus", "stale"]) and df.loc["prometheus", "failures"] == 1
     assert df.loc["prometheus", "last_error"] == "timeout"
-    fresh = views.freshness(store, END).set_index("source")
+    fresh = samples.freshness(store, END).set_index("source")
     assert not bool(fresh.loc["demo", "stale"])
 
 
 def test_trace_spans_mark_the_critical_path(store: Store) -> None:
-    df = views.trace_spans(store, TRACE).set_index("name")
+    df = spans.trace_spans(store, TRACE).set_index("name")
     assert bool(df.loc["POST /infer", "critical"]) and bool(df.loc["infer", "critical"])
     # GET features (5-27 ms) ends before POST /infer (30-370 ms) starts: called one after the other,
     # the request waited for both
@@ -149,33 +150,33 @@ def test_trace_spans_mark_the_critical_path(store: Store) -> None:
 @pytest.mark.parametrize("bad", ["xyz", "0123", "'; --" + "0" * 27])
 def test_trace_ids_must_be_hex(store: Store, bad: str) -> None:
     with pytest.raises(NotFoundError, match="32 hex"):
-        views.trace_spans(store, bad)
+        spans.trace_spans(store, bad)
 
 
 def test_exemplar_traces_come_from_the_window(store: Store) -> None:
-    df = views.exemplar_traces(store, SPIKE[0], SPIKE[1])
+    df = spans.exemplar_traces(store, SPIKE[0], SPIKE[1])
     assert list(df["trace_id"]) == [TRACE]
-    assert views.exemplar_traces(store, END - timedelta(hours=6), SPIKE[0]).empty
+    assert spans.exemplar_traces(store, END - timedelta(hours=6), SPIKE[0]).empty
 
 
 def test_empty_store_gives_empty_frames(tmp_path: Path) -> None:
     store = Store(tmp_path / "empty")
-    w = views.window(store, "1h", now=END)
+    w = windows.window(store, "1h", now=END)
     assert not w.replay and w.data_end is None
-    for fn in (views.latency_series, views.traffic_series, views.hop_latency_series, views.hop_edges):
+    for fn in (spans.latency_series, spans.traffic_series, spans.hop_latency_series, spans.hop_edges):
         assert fn(store, w).empty
-    assert views.freshness(store, END).empty
+    assert samples.freshness(store, END).empty
 
 
 def test_load_rules_reparses_only_when_a_rules_file_changes(tmp_path: Path) -> None:
     rules = tmp_path / "rules"
     shutil.copytree(Path(__file__).resolve().parents[1] / "slo_rules", rules)
-    first = views.load_rules(str(rules))
-    assert views.load_rules(str(rules))[0] == first[0]  # same files: the cached parse
+    first = slos.load_rules(str(rules))
+    assert slos.load_rules(str(rules))[0] == first[0]  # same files: the cached parse
     source = Path(first[0][0].source_file)  # the file of one SLO, inside the copy
     assert source.is_relative_to(rules)
     source.unlink()
-    after = views.load_rules(str(rules))
+    after = slos.load_rules(str(rules))
     assert len(after[0]) < len(first[0])  # a removed file is seen at once, not after a TTL
 
 
@@ -193,27 +194,27 @@ def test_load_rules_reparses_only_when_a_rules_file_changes(tmp_path: Path) -> N
 def test_samples_get_finer_buckets_than_minute_rollups_on_short_ranges(
     store: Store, range_key: str, step: int, sample_step: int
 ) -> None:
-    w = views.window(store, range_key, now=END)
+    w = windows.window(store, range_key, now=END)
     assert (w.step_s, w.sample_step_s) == (step, sample_step)
-    assert (w.end - w.start).total_seconds() / w.sample_step_s <= views.MAX_POINTS
-    gpu = views.metric_series(store, w, ["DCGM_FI_DEV_GPU_UTIL"])
+    assert (w.end - w.start).total_seconds() / w.sample_step_s <= model.MAX_POINTS
+    gpu = samples.metric_series(store, w, ["DCGM_FI_DEV_GPU_UTIL"])
     assert (gpu["t"].diff().dropna().dt.total_seconds() % sample_step == 0).all()
-    assert views.latency_series(store, w)["t"].diff().dropna().dt.total_seconds().min() >= 60
+    assert spans.latency_series(store, w)["t"].diff().dropna().dt.total_seconds().min() >= 60
 
 
 def test_panels_are_read_in_one_batch_with_the_same_result_as_one_by_one(store: Store) -> None:
-    w = views.window(store, "6h", now=END)
+    w = windows.window(store, "6h", now=END)
     keys = ("gpu_util", "fb", "link", "retrans", "probe", "redis", "fs_self", "nvlink")
-    batch = views.panels_series(store, w, keys)
+    batch = panels.panels_series(store, w, keys)
     assert list(batch) == list(keys)
     for key in keys:
-        one, one_cap = views.panel_series(store, w, key)
+        one, one_cap = panels.panel_series(store, w, key)
         pd.testing.assert_frame_equal(batch[key][0].reset_index(drop=True), one.reset_index(drop=True))
         pd.testing.assert_frame_equal(batch[key][1].reset_index(drop=True), one_cap.reset_index(drop=True))
     assert batch["nvlink"][0].empty and not batch["gpu_util"][0].empty
     assert batch["fb"][1]["value"].max() == pytest.approx(80000 / 1024)  # used + free, in GiB
     with pytest.raises(NotFoundError, match="no resource panel 'nope'"):
-        views.panels_series(store, w, ("gpu_util", "nope"))
+        panels.panels_series(store, w, ("gpu_util", "nope"))
 
 
 @pytest.mark.parametrize(("points", "mode"), [(1, "lines+markers"), (60, "lines+markers"), (61, "lines")])
@@ -241,17 +242,18 @@ def test_a_live_tick_reads_only_the_newest_buckets_and_matches_a_full_read(
     """New data every few seconds must not re-read a 28-day range: final buckets are kept, the rest re-read."""
     monkeypatch.setattr(cache, "open_store", lambda path: store)
     cache.memo.clear()
-    real, starts = getattr(views, name), []
-    monkeypatch.setattr(views, name, lambda s, w, *a, **k: starts.append(w.start) or real(s, w, *a, **k))
+    module = samples if name == "metric_series" else spans
+    real, starts = getattr(module, name), []
+    monkeypatch.setattr(module, name, lambda s, w, *a, **k: starts.append(w.start) or real(s, w, *a, **k))
     kw = tuple(sorted(kwargs.items()))
     for minutes in (50, 30, 0):  # three ticks, 20 and 30 minutes apart, of a live 6-hour view
         gen = END - timedelta(minutes=minutes)
-        w = views.window(store, "6h", now=gen, last=gen)
+        w = windows.window(store, "6h", now=gen, last=gen)
         step_s = w.sample_step_s if name == "metric_series" else w.step_s
-        got = cache.incremental("p", gen, getattr(views, name), w, args, kw, step_s)
+        got = cache.incremental("p", gen, getattr(module, name), w, args, kw, step_s)
         pd.testing.assert_frame_equal(got, real(store, w, *args, **kwargs))
     assert (
-        starts[0] == views.window(store, "6h", now=END - timedelta(minutes=50)).start
+        starts[0] == windows.window(store, "6h", now=END - timedelta(minutes=50)).start
     )  # the first read is full
     assert starts[1:] == [END - timedelta(minutes=50 + 3), END - timedelta(minutes=30 + 3)]  # then the tails
 
@@ -407,17 +409,17 @@ def twin_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 def test_evidence_series_is_the_named_hosts_gpu_or_nic_when_hosts_share_an_index(
     twin_store: Store, metric: str, labels: dict[str, str], expected: float
 ) -> None:
-    w = views.Window(TWIN_START, TWIN_START + timedelta(minutes=TWIN_MINUTES), 60, False, None, 300)
-    df = views.evidence_series(twin_store, w, metric, labels)
+    w = windows.Window(TWIN_START, TWIN_START + timedelta(minutes=TWIN_MINUTES), 60, False, None, 300)
+    df = samples.evidence_series(twin_store, w, metric, labels)
     assert len(df) >= 10
     assert df["value"].to_numpy() == pytest.approx(expected, rel=1e-6)
 
 
 def test_evidence_series_of_a_series_that_is_not_stored_is_empty(twin_store: Store) -> None:
-    w = views.Window(TWIN_START, TWIN_START + timedelta(minutes=TWIN_MINUTES), 60, False, None)
+    w = windows.Window(TWIN_START, TWIN_START + timedelta(minutes=TWIN_MINUTES), 60, False, None)
     labels = {"service": "model-server", "host": "gpu-node-3", "gpu": "0"}
-    assert views.evidence_series(twin_store, w, "DCGM_FI_DEV_GPU_UTIL", labels).empty
-    assert views.series_label(labels) == "gpu-node-3/0" and views.series_label({"service": "x"}) == ""
+    assert samples.evidence_series(twin_store, w, "DCGM_FI_DEV_GPU_UTIL", labels).empty
+    assert samples.series_label(labels) == "gpu-node-3/0" and samples.series_label({"service": "x"}) == ""
 
 
 @pytest.mark.parametrize(
@@ -431,9 +433,9 @@ def test_evidence_window_shows_the_incident_with_as_much_before_it(
     start: str, end: str, lo: str, hi: str
 ) -> None:
     day = "2026-11-23 "
-    w = views.evidence_window(datetime.fromisoformat(day + start), datetime.fromisoformat(day + end))
+    w = windows.evidence_window(datetime.fromisoformat(day + start), datetime.fromisoformat(day + end))
     assert (w.start, w.end) == (datetime.fromisoformat(day + lo), datetime.fromisoformat(day + hi))
-    assert (w.end - w.start) / timedelta(seconds=w.step_s) <= views.MAX_POINTS
+    assert (w.end - w.start) / timedelta(seconds=w.step_s) <= model.MAX_POINTS
 
 
 def _spans(rows: list[tuple[str, str | None, float, float]]) -> pd.DataFrame:
@@ -477,12 +479,12 @@ def _spans(rows: list[tuple[str, str | None, float, float]]) -> pd.DataFrame:
     ],
 )  # fmt: skip
 def test_critical_path_walks_back_from_each_spans_end(rows: list[tuple], critical: set[str]) -> None:
-    assert views.critical_path(_spans(rows)) == critical
+    assert spans.critical_path(_spans(rows)) == critical
 
 
 def test_critical_path_survives_a_span_id_that_is_its_own_ancestor() -> None:
     rows = [("root", None, 0, 100), ("x", "root", 10, 50), ("x", "x", 20, 10)]
-    assert views.critical_path(_spans(rows)) == {"root", "x"}
+    assert spans.critical_path(_spans(rows)) == {"root", "x"}
 
 
 def test_trace_spans_find_traces_in_span_files_with_a_bloom_filter(tmp_path: Path) -> None:
@@ -493,7 +495,7 @@ def test_trace_spans_find_traces_in_span_files_with_a_bloom_filter(tmp_path: Pat
     # five spans a trace (as the demo's): the writer dictionary-encodes trace_id and adds the bloom filter
     n_traces, per, t0 = 3000, 5, datetime(2026, 11, 20, 10, 0)
     ids = [rng.getrandbits(128).to_bytes(16, "big") for _ in range(n_traces)]
-    spans = pd.DataFrame(
+    span_rows = pd.DataFrame(
         {
             "trace_id": [t for t in ids for _ in range(per)],
             "span_id": [rng.getrandbits(64).to_bytes(8, "big") for _ in range(per * n_traces)],
@@ -508,7 +510,7 @@ def test_trace_spans_find_traces_in_span_files_with_a_bloom_filter(tmp_path: Pat
     )
     store = Store(tmp_path / "store")
     try:
-        store.append("spans", spans)
+        store.append("spans", span_rows)
         store.maintain(now=t0, retention=False)  # inlined rows to Parquet, as a long-running store has them
         files = store.query("SELECT DISTINCT filename FROM spans").column("filename").to_pylist()
         con = duckdb.connect()
@@ -520,24 +522,24 @@ def test_trace_spans_find_traces_in_span_files_with_a_bloom_filter(tmp_path: Pat
         ]
         assert any(length for rows in bloom for (length,) in rows), "no bloom filter: the case is not covered"
         for tid in rng.sample(ids, 40):
-            df = views.trace_spans(store, tid.hex())
+            df = spans.trace_spans(store, tid.hex())
             assert len(df) == per and df["critical"].any(), tid.hex()
-        assert views.trace_spans(store, "f" * 32).empty  # no such trace: empty, with its columns
+        assert spans.trace_spans(store, "f" * 32).empty  # no such trace: empty, with its columns
         # the rollups name exemplars; one named trace must be found through the exemplar join too
 
         rollup_range(store, t0, t0 + timedelta(minutes=3), [100.0], exemplars=1)
         minute = t0 + timedelta(minutes=1)
-        named = views.exemplar_traces(store, minute, minute + timedelta(minutes=1))
+        named = spans.exemplar_traces(store, minute, minute + timedelta(minutes=1))
         assert len(named) == 1 and named["spans"].iloc[0] == per, named
-        assert {"offset_ms", "critical"} <= set(views.trace_spans(store, "f" * 32).columns)
+        assert {"offset_ms", "critical"} <= set(spans.trace_spans(store, "f" * 32).columns)
     finally:
         store.close()
 
 
 def test_exemplars_named_counts_them_with_or_without_spans_and_retention_is_known(store: Store) -> None:
-    assert views.exemplars_named(store, SPIKE[0], SPIKE[1]) == 1
-    assert views.exemplars_named(store, END - timedelta(hours=6), SPIKE[0]) == 0
-    keep, exemplar = views.span_retention(store)
+    assert spans.exemplars_named(store, SPIKE[0], SPIKE[1]) == 1
+    assert spans.exemplars_named(store, END - timedelta(hours=6), SPIKE[0]) == 0
+    keep, exemplar = spans.span_retention(store)
     assert keep is not None and exemplar is not None and exemplar >= keep
 
 
@@ -593,16 +595,16 @@ def test_evidence_chart_shows_the_incident_with_context_levels_and_no_baseline_s
 def test_the_end_to_end_latency_chart_gets_the_entry_slos_threshold(tmp_path: Path) -> None:
     rules = str(Path(__file__).resolve().parents[1] / "slo_rules")
     # recommend-latency is on the entry edge (200 ms); model-server-latency is a hop's (150 ms): not drawn
-    assert views.entry_latency_threshold(rules, None) == 200.0
-    assert views.entry_latency_threshold(rules, "/recommend") == 200.0
-    assert views.entry_latency_threshold(rules, "/other") is None
+    assert slos.entry_latency_threshold(rules, None) == 200.0
+    assert slos.entry_latency_threshold(rules, "/recommend") == 200.0
+    assert slos.entry_latency_threshold(rules, "/other") is None
     two = tmp_path / "two.yaml"
     text = (Path(rules) / "recommend.yaml").read_text()
     two.write_text(
         text.replace("recommend-latency", "strict-latency").replace("thresholdMs: 200", "thresholdMs: 120")
     )
     (tmp_path / "one.yaml").write_text(text)
-    assert views.entry_latency_threshold(str(tmp_path), None) is None  # two lines would mislead: none
+    assert slos.entry_latency_threshold(str(tmp_path), None) is None  # two lines would mislead: none
 
 
 def test_a_resource_chart_of_many_series_names_them_in_the_hover_not_a_legend_over_the_plot() -> None:

@@ -30,7 +30,8 @@ from hopscope.diagnosis.model import Evidence, Target
 from hopscope.diagnosis.resources import score_series
 from hopscope.diagnosis.series import load_linked_grid
 from hopscope.errors import ConfigError, NotFoundError, SpecError, StoreError
-from hopscope.signals import Window, load_series, load_series_grid
+from hopscope.model import TimeRange
+from hopscope.signals import load_series, load_series_grid
 from hopscope.slo import load_slos
 from hopscope.store import Store
 
@@ -465,7 +466,7 @@ def test_load_series_turns_counters_into_rates_across_a_reset(tmp_path: Path) ->
             }
         ),
     )
-    df = load_series(store, [Window(T0, T0 + timedelta(minutes=2))], step_s=60)
+    df = load_series(store, [TimeRange(T0, T0 + timedelta(minutes=2))], step_s=60)
     assert df["value"].tolist() == pytest.approx([10.0, 10.0])
     assert (
         df["series"].iloc[0]
@@ -489,8 +490,8 @@ def _sample_rows(rows: list[tuple[datetime, str, float, str | None, str | None, 
 
 def test_load_series_grid_reads_linked_series_of_aligned_windows_into_one_array(tmp_path: Path) -> None:
     store = Store(tmp_path / "s")
-    w0 = Window(T0 + timedelta(days=1), T0 + timedelta(days=1, minutes=3))
-    w1 = Window(T0, T0 + timedelta(minutes=3))
+    w0 = TimeRange(T0 + timedelta(days=1), T0 + timedelta(days=1, minutes=3))
+    w1 = TimeRange(T0, T0 + timedelta(minutes=3))
     rows = []
     for w, level in ((w0, 90.0), (w1, 40.0)):
         for k in range(6):  # every 30 s: two samples per 1-minute bucket
@@ -533,7 +534,7 @@ def test_load_series_grid_reads_linked_series_of_aligned_windows_into_one_array(
     with pytest.raises(StoreError, match="step_s"):
         load_series_grid(store, [w0], step_s=0)
     with pytest.raises(StoreError, match="not after its start"):
-        Window(w0.end, w0.start)
+        TimeRange(w0.end, w0.start)
 
 
 @pytest.mark.parametrize(
@@ -550,8 +551,8 @@ def test_linked_grid_reads_in_one_scan_what_load_series_grid_reads_in_several(
     tmp_path: Path, services: list[str], probe_targets: list[str]
 ) -> None:
     store = Store(tmp_path / "s")
-    w0 = Window(T0 + timedelta(days=1), T0 + timedelta(days=1, minutes=4))
-    w1 = Window(T0, T0 + timedelta(minutes=4))
+    w0 = TimeRange(T0 + timedelta(days=1), T0 + timedelta(days=1, minutes=4))
+    w1 = TimeRange(T0, T0 + timedelta(minutes=4))
     rows = []
     for w, level in ((w0, 90.0), (w1, 40.0)):
         for k in range(8):
@@ -710,8 +711,8 @@ def test_bubbleup_counts_spans_buckets_numeric_attributes_and_skips_ids(tmp_path
     rng = random.Random(4)
     store = Store(tmp_path / "s")
     base_w, inc_w = (
-        Window(T0, T0 + timedelta(hours=1)),
-        Window(T0 + timedelta(hours=1), T0 + timedelta(hours=2)),
+        TimeRange(T0, T0 + timedelta(hours=1)),
+        TimeRange(T0 + timedelta(hours=1), T0 + timedelta(hours=2)),
     )
     size = [rng.randint(1, 5000) for _ in range(300)]  # payload bytes: many values, all numbers
     base_attrs = [

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from hopscope.catalog import load_catalog
-from hopscope.signals import Window, load_series
+from hopscope.model import TimeRange
+from hopscope.signals import load_series
 from hopscope.store import Store
 
 FIXTURE = Path(__file__).parent / "fixtures" / "h200_nvml_samples.parquet"
@@ -61,7 +62,7 @@ def test_recorded_gpu_series_carry_dcgm_labels(h200_store: Store) -> None:
 
 def test_the_load_step_shows_in_bucketed_series(h200_store: Store) -> None:
     lo, hi = h200_store.query("SELECT min(ts) AS lo, max(ts) AS hi FROM samples").to_pylist()[0].values()
-    window = Window(lo.replace(microsecond=0), hi + timedelta(seconds=1))
+    window = TimeRange(lo.replace(microsecond=0), hi + timedelta(seconds=1))
     df = load_series(
         h200_store,
         [window],

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from hopscope import report, views
+from hopscope import report
 from hopscope.errors import ConfigError, NotFoundError
+from hopscope.query import slos
 from hopscope.slo import evaluate_many
 from hopscope.store import Store
 
@@ -55,7 +56,7 @@ def test_the_reports_budget_is_the_slo_status_budget_of_the_same_28_days(store: 
     """The demo holds a week of data in a 28-day window: the three weeks without data hold no events,
     so the report's budget (its burn-down's last point) is the status's, not a projection over them."""
     rep28 = report.build_report(store, rules=RULES, slo=slo, window="28d", causes=False)
-    (status,) = evaluate_many(store, [views.get_slo(RULES, slo)], now=rep28.end, breaches=False)
+    (status,) = evaluate_many(store, [slos.get_slo(RULES, slo)], now=rep28.end, breaches=False)
     assert rep28.start == status.period_start and rep28.end == status.period_end
     assert rep28.sli == pytest.approx(status.sli)
     assert rep28.budget_consumed == pytest.approx(status.budget_consumed)

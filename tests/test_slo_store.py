@@ -13,8 +13,9 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from hopscope import histogram, views
+from hopscope import histogram
 from hopscope.errors import SpecError
+from hopscope.query import slos as query_slos
 from hopscope.rollup import rollup_spans
 from hopscope.slo import (
     SLI,
@@ -375,7 +376,7 @@ def test_find_breaches_follows_new_minutes_as_a_fresh_cache_sees_them(tmp_path: 
             assert got == find_breaches_many(s, slo_list, cache=MinuteCache())
             assert got == {x.name: find_breaches(s, x) for x in slo_list}
         assert got["recommend-latency"], "the slow minutes should breach"
-        table = views.breach_table(s, str(RULES))
+        table = query_slos.breach_table(s, str(RULES))
         want = sorted((b.start, b.slo, b.id) for v in got.values() for b in v)
         assert list(zip(table["start"], table["slo"], table["id"], strict=True)) == want
     finally:

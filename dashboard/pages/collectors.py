@@ -7,7 +7,8 @@ import re
 import streamlit as st
 
 from dashboard import state
-from hopscope import charts, health, views
+from hopscope import charts, health
+from hopscope.query import samples, store_info
 from hopscope.store import utcnow
 
 state.page("Collectors")
@@ -41,7 +42,7 @@ def live() -> None:
         st.markdown(
             f"**{len(fresh)} collector targets** · "
             + (
-                f":orange[{stale} stale] (no sample for over {views.STALE_AFTER.total_seconds() / 60:.0f} min)"
+                f":orange[{stale} stale] (no sample for over {samples.STALE_AFTER.total_seconds() / 60:.0f} min)"
                 if stale
                 else ":green[all fresh]"
             )
@@ -78,28 +79,30 @@ def live() -> None:
                 "last_error": st.column_config.TextColumn("last error"),
             },
         )
-    if state.view(views.collector_runs, w).empty:
+    if state.view(store_info.collector_runs, w).empty:
         st.caption("No collection attempts recorded in this range.")
     else:
         state.chart(
-            state.figure(charts.collector_chart, state.q(views.collector_runs, w)), "runs", clickable=False
+            state.figure(charts.collector_chart, state.q(store_info.collector_runs, w)),
+            "runs",
+            clickable=False,
         )
 
 
 live()
 
 st.subheader("Store")
-size = state.stats(views.store_size)
+size = state.stats(store_info.store_size)
 st.metric("Size on disk", f"{size / 1e6:,.1f} MB")
 st.dataframe(
-    state.stats(views.table_stats),
+    state.stats(store_info.table_stats),
     hide_index=True,
     column_config={
         "retention_days": st.column_config.NumberColumn("retention (days)"),
         "rows": st.column_config.NumberColumn("rows", format="localized"),
     },
 )
-progress = state.view(views.state_rows, "")
+progress = state.view(store_info.state_rows, "")
 st.subheader("Backfill and watermarks")
 if progress.empty:
     st.caption("No incremental job has recorded progress yet.")

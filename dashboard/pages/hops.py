@@ -5,21 +5,23 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import state
-from hopscope import charts, views
+from hopscope import charts
+from hopscope.model import Hop
+from hopscope.query import spans
 
 state.page("Hops")
 spec = state.time_range()
 route = state.route_filter()
 w = state.window(spec)
 state.window_caption(w)
-edges = state.view(views.hop_edges, w, route)
+edges = state.view(spans.hop_edges, w, route)
 if edges.empty:
     st.info(
         "No hop data in this range: start `hopscope collect` (spans roll up into hops every minute), or pick a longer range."
     )
     st.stop()
 hops = sorted(
-    {*edges["server"], *(f"{c}->{s}" for c, s in zip(edges["client"], edges["server"], strict=True) if c)}
+    {*edges["server"], *(str(Hop(c, s)) for c, s in zip(edges["client"], edges["server"], strict=True) if c)}
 )
 
 
@@ -35,35 +37,36 @@ choice = state.synced_select(
     help="Or click a service or an edge label in the graph.",
 )  # fmt: skip
 focus = "" if choice == "(all hops)" else choice
-client, _, server = focus.rpartition("->")
+focus_hop = Hop.parse(focus)
+client, server = focus_hop.client, focus_hop.server
 if focus:  # the other pages' service filter follows: the service the hop runs on (an edge's server)
     state.set_param("service", server)
 state.chart(
-    state.figure(charts.service_graph, state.q(views.hop_edges, w, route), focus or None),
+    state.figure(charts.service_graph, state.q(spans.hop_edges, w, route), focus or None),
     "graph",
     on_pick=pick,
 )
 breaches = state.breaches_in(w)
-series = state.q(views.hop_latency_series, w, route)
+series = state.q(spans.hop_latency_series, w, route)
 state.chart(state.figure(charts.hop_stack_chart, series, breaches, highlight=focus or None), "hop_stack")
 if focus:
     st.subheader(state.esc_md(focus))
     left, right = st.columns(2)
-    one = state.view(views.hop_series, w, focus)
+    one = state.view(spans.hop_series, w, focus)
     kind = "bandwidth" if client else "compute"
     with left:
         fig = state.figure(charts.resource_chart, one.assign(service=focus, series="", value=one["ms"]),
                            title=f"{focus}: time per request", unit="ms", dimension=kind, breaches=breaches)  # fmt: skip
         state.chart(fig, "hop_focus")
     into = client if client else str(edges.loc[edges["server"] == server, "client"].iloc[0])
-    title = f"{into or '(clients)'}->{server}: latency as the caller sees it"
-    lat = state.q(views.latency_series, w, route, into, server)
+    title = f"{Hop(into or '(clients)', server)}: latency as the caller sees it"
+    lat = state.q(spans.latency_series, w, route, into, server)
     with right:
         state.chart(state.figure(charts.latency_chart, lat, breaches, title=title), "hop_latency")
     at = edges["server"] == server  # the focused edge, or the edges into and out of the focused service
     edges = edges[at & (edges["client"] == client) if client else at | (edges["client"] == server)]
 table = edges.assign(
-    hop=[f"{c or '(clients)'}->{s}" for c, s in zip(edges["client"], edges["server"], strict=True)]
+    hop=[str(Hop(c or "(clients)", s)) for c, s in zip(edges["client"], edges["server"], strict=True)]
 )
 st.dataframe(
     table[["hop", "rps", "error_ratio", "p99", "mean_ms", "gap_ms", "self_ms"]],

@@ -9,7 +9,8 @@ import streamlit as st
 
 from dashboard import state
 from dashboard.pages.widgets import incident
-from hopscope import charts, views
+from hopscope import charts
+from hopscope.query import slos, spans, windows
 
 state.page("Incident")
 table, picked = incident.incident_picker()
@@ -30,10 +31,10 @@ def _naive(text: str | None, default: object) -> datetime:
     return naive
 
 
-w = views.context_window(b["start"], b["end"])
+w = windows.context_window(b["start"], b["end"])
 band = table[table["number"] == b["number"]]
-timeline = state.q(views.slo_timeline, state.rules(), b["slo"], w)
-objective = views.get_slo(state.rules(), b["slo"]).objective
+timeline = state.q(slos.slo_timeline, state.rules(), b["slo"], w)
+objective = slos.get_slo(state.rules(), b["slo"]).objective
 left, right = st.columns(2)
 with left:
     state.chart(state.figure(charts.sli_chart, timeline.at(0), objective, band), "sli", clickable=False)
@@ -44,7 +45,7 @@ with right:
 
 # The diagnosis compares the incident with its baselines over every linked signal: it can take a while.
 with st.spinner("Diagnosing: which hop, and is it compute, bandwidth or memory…"):
-    d = state.view(views.incident, state.rules(), picked)["diagnosis"]
+    d = state.view(slos.incident, state.rules(), picked).diagnosis.to_dict()
 top = d["causes"][0] if d["causes"] else None
 if top:
     # the summary itself begins with the share ("100% of the added latency (+13.6 ms per request) is in ...")
@@ -71,18 +72,18 @@ if d.get("decomposition"):
     state.chart(waterfall, "waterfall", clickable=False)
 
 st.subheader("Slow-trace exemplars")
-traces = state.view(views.exemplar_traces, read[0], read[1])
+traces = state.view(spans.exemplar_traces, read[0], read[1])
 
 
 def _kept() -> str:
     """How long spans are kept, in words (rollups, and so exemplar ids, are kept far longer)."""
-    keep, exemplar = state.view(views.span_retention)
+    keep, exemplar = state.view(spans.span_retention)
     days = [f"{t.total_seconds() / 86400:g} d" for t in (keep, exemplar) if t is not None]
     return f"spans are kept {days[0]}, exemplar traces {days[-1]}" if days else "spans expire"
 
 
 if traces.empty:
-    named = state.view(views.exemplars_named, read[0], read[1])
+    named = state.view(spans.exemplars_named, read[0], read[1])
     if named:
         st.caption(
             f"The rollups name {named} slow-trace exemplar{'s' if named != 1 else ''} in this window, but "
@@ -96,12 +97,12 @@ else:
         list(traces["trace_id"]),
         format_func=lambda t: f"{t} · {traces.set_index('trace_id').loc[t, 'duration_ms']:.0f} ms",
     )
-    spans = state.view(views.trace_spans, tid)
-    if spans.empty:
+    trace_rows = state.view(spans.trace_spans, tid)
+    if trace_rows.empty:
         st.caption(f"No spans are stored for trace {tid} ({_kept()}).")
     else:
         state.chart(
-            state.figure(charts.trace_gantt_chart, state.q(views.trace_spans, tid)), "trace", clickable=False
+            state.figure(charts.trace_gantt_chart, state.q(spans.trace_spans, tid)), "trace", clickable=False
         )
 
 bubble = pd.DataFrame(d["bubbleup"]["attributes"])

@@ -6,7 +6,8 @@ import streamlit as st
 
 from dashboard import state
 from dashboard.pages.widgets import overview
-from hopscope import charts, views
+from hopscope import charts
+from hopscope.query import slos, spans
 
 state.page("Overview")
 spec = state.time_range()
@@ -26,18 +27,18 @@ def _live() -> None:
     state.window_caption(w)
     overview.freshness_line()
     breaches = overview.slo_tiles(w)
-    if state.view(views.latency_series, w, route).empty:  # e.g. GPU samples but no traces yet: resources only
+    if state.view(spans.latency_series, w, route).empty:  # e.g. GPU samples but no traces yet: resources only
         st.info(
             "No requests in this range: start `hopscope collect` with traces (or run `hopscope demo`), or pick a longer time range."
         )
     else:
         left, right = st.columns(2)
         with left:
-            threshold = views.entry_latency_threshold(state.rules(), route)  # the SLO's line, if one
+            threshold = slos.entry_latency_threshold(state.rules(), route)  # the SLO's line, if one
             state.chart(
                 state.figure(
                     charts.latency_chart,
-                    state.q(views.latency_series, w, route),
+                    state.q(spans.latency_series, w, route),
                     breaches,
                     threshold_ms=threshold,
                 ),
@@ -45,11 +46,11 @@ def _live() -> None:
             )
         with right:
             state.chart(
-                state.figure(charts.traffic_chart, state.q(views.traffic_series, w, route), breaches),
+                state.figure(charts.traffic_chart, state.q(spans.traffic_series, w, route), breaches),
                 "traffic",
             )
         state.chart(
-            state.figure(charts.hop_stack_chart, state.q(views.hop_latency_series, w, route), breaches),
+            state.figure(charts.hop_stack_chart, state.q(spans.hop_latency_series, w, route), breaches),
             "hops",
         )
         overview.breach_links(breaches)

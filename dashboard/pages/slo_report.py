@@ -7,12 +7,13 @@ import streamlit as st
 
 from dashboard import state
 from dashboard.pages.widgets import slo_report
-from hopscope import charts, report, views
+from hopscope import charts, report
 from hopscope.errors import HopscopeError
+from hopscope.query import slos
 
 state.page("SLO report")
 try:
-    names = state.view(views.slo_names, state.rules())
+    names = state.view(slos.slo_names, state.rules())
 except (ImportError, HopscopeError) as exc:
     st.warning(f"SLOs cannot be loaded: {state.esc_md(exc)}")
     st.stop()

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hopscope.diagnosis.baseline import burning_span
-from hopscope.diagnosis.core import diagnose, incident_key, step_for
+from hopscope.diagnosis.core import diagnose, incident_key
 from hopscope.diagnosis.model import (
     VERDICT_CAUSE,
     VERDICT_NONE,
@@ -30,8 +30,12 @@ from hopscope.diagnosis.model import (
 )
 from hopscope.errors import SpecError
 
+if TYPE_CHECKING:  # hopscope.slo is imported where used: it imports the diagnosis's callers
+    from hopscope.slo import SLO, Breach
+from hopscope.model import Hop
 
-def target_kwargs(slo: Any) -> dict[str, Any]:
+
+def target_kwargs(slo: SLO) -> dict[str, Any]:
     """diagnose() keyword arguments for an SLO of hopscope.slo (latency or availability, span SLIs).
 
     An availability SLO is diagnosed on its errors (which hop they start in), a latency SLO on
@@ -40,8 +44,9 @@ def target_kwargs(slo: Any) -> dict[str, Any]:
     sli = slo.sli
     client = None
     service = sli.service or slo.service
-    if getattr(sli, "hop", None) and "->" in sli.hop:
-        client, service = sli.hop.split("->", 1)
+    hop = Hop.parse(sli.hop) if sli.hop else None
+    if hop is not None and hop.kind == "network":
+        client, service = hop.client, hop.server
     if not service:
         raise SpecError(f"SLO {slo.name}: names no service, so there is nothing to diagnose")
     return {
@@ -60,7 +65,7 @@ def _minutes(td: timedelta) -> int:
     return round(td.total_seconds() / 60)
 
 
-def diagnose_breach(store: Any, breach: Any, slo: Any, **kwargs: Any) -> Diagnosis:
+def diagnose_breach(store: Any, breach: Breach, slo: SLO, **kwargs: Any) -> Diagnosis:
     """Diagnose one Breach of an SLO (ids, severity, burn and budget carried over).
 
     The numbers come from the part of the breach that burned budget (``burning_span``): an alert
@@ -109,6 +114,5 @@ __all__ = [
     "diagnose",
     "diagnose_breach",
     "incident_key",
-    "step_for",
     "target_kwargs",
 ]

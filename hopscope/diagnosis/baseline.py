@@ -15,7 +15,7 @@ import pandas as pd
 
 from hopscope.diagnosis.hops import E2E, REQUESTS
 from hopscope.diagnosis.model import Baseline, BaselineWindow, Target
-from hopscope.signals import Window
+from hopscope.model import TimeRange
 
 MIN_WINDOW_REQUESTS = 20
 MIN_BASELINE_REQUESTS = 200
@@ -54,20 +54,20 @@ def burning_span(
     return None if (lo, hi) == (start, end) else (lo, hi)
 
 
-def candidate_windows(start: datetime, end: datetime, days: int = 7) -> list[tuple[Window, str]]:
+def candidate_windows(start: datetime, end: datetime, days: int = 7) -> list[tuple[TimeRange, str]]:
     """The previous same-length window, then the same hours on each of ``days`` earlier days."""
     length = end - start
-    prev = Window(start - length, start)
+    prev = TimeRange(start - length, start)
     out = [(prev, "previous")]
     for k in range(1, days + 1):
-        w = Window(start - timedelta(days=k), end - timedelta(days=k))
+        w = TimeRange(start - timedelta(days=k), end - timedelta(days=k))
         if w.end <= prev.start or w.start >= prev.end:  # no overlap with the previous window or incident
             out.append((w, f"same_hours_-{k}d"))
     return out
 
 
 def choose_baseline(
-    candidates: Sequence[tuple[Window, str]],
+    candidates: Sequence[tuple[TimeRange, str]],
     ids: Sequence[int],
     wide: pd.DataFrame,
     bad: pd.DataFrame,

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from hopscope.diagnosis.model import BubbleAttr
-from hopscope.signals import Window
+from hopscope.model import Hop, TimeRange
 
 SLOW_QUANTILE = 0.95
 MIN_SLOW = 10
@@ -49,8 +49,8 @@ def load_bubble_counts(
     store: Any,
     hop: str,
     hop_kind: str,
-    incident: Window,
-    baseline: Sequence[Window],
+    incident: TimeRange,
+    baseline: Sequence[TimeRange],
     *,
     focus: tuple[timedelta, timedelta] | None = None,
     sample_rows: int = SAMPLE_ROWS,
@@ -61,7 +61,8 @@ def load_bubble_counts(
     incident and in each baseline window (default: the first ``FOCUS`` of them).
     """
     if hop_kind == "network":
-        client, _, server = hop.partition("->")
+        edge = Hop.parse(hop)
+        client, server = edge.client, edge.server
         span_filter, params = (
             "service = ? AND kind = 3 AND (peer_service = ? OR peer_service IS NULL)",
             [client, server],
@@ -70,7 +71,7 @@ def load_bubble_counts(
         span_filter, params = "service = ? AND kind = 2", [hop]
     off_lo, off_hi = focus if focus is not None else (timedelta(0), min(FOCUS, incident.end - incident.start))
 
-    def stretch(w: Window) -> tuple[Any, Any]:
+    def stretch(w: TimeRange) -> tuple[Any, Any]:
         return w.start + off_lo, min(w.end, w.start + off_hi)
 
     # ONE scan of spans for both sides (each DuckLake scan costs ~10-20 ms of catalog work before it

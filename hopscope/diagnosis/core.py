@@ -41,7 +41,8 @@ from hopscope.diagnosis.model import (
 )
 from hopscope.diagnosis.series import load_linked_grid
 from hopscope.errors import NotFoundError
-from hopscope.signals import SeriesGrid, Window
+from hopscope.model import Hop, TimeRange, analysis_step
+from hopscope.signals import SeriesGrid
 from hopscope.store import Store
 
 MIN_SHARE = 0.15  # a hop must carry this share of the added latency to be named
@@ -51,14 +52,6 @@ SIGNAL_BASELINES = 2  # baseline windows whose samples are read (the nearest usa
 # BubbleUp's spans query runs on this thread while the samples query runs on the caller's (DuckDB
 # releases the GIL while it executes; the Store gives each thread its own cursor, kept by the thread)
 _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hopscope-bubbleup")
-
-
-def step_for(length: timedelta) -> int:
-    """Bucket length: 1 minute up to 6 h windows, then about 360 buckets per window."""
-    s = length.total_seconds()
-    if s <= 6 * 3600:
-        return 60
-    return int(max(60, round(s / 360 / 60) * 60))
 
 
 def incident_key(slo: str, start: datetime, end: datetime) -> str:
@@ -90,8 +83,9 @@ def _summary(row: HopRow, dim: str, ev: list[Evidence]) -> str:
             "(its own errors or failed calls into it)"
         )
     else:
+        edge = Hop.parse(row.hop)
         where = (
-            f"on the wire between {row.hop.replace('->', ' and ')}"
+            f"on the wire between {edge.client} and {edge.server}"
             if row.hop_kind == "network"
             else f"in {row.hop}'s own time"
         )
@@ -210,8 +204,8 @@ def _diagnose(
         hop_budgets_ms=tuple(sorted((hop_budgets_ms or {}).items())),
         kind="availability" if sli_kind == "availability" else "latency",
     )
-    incident = Window(start, end)
-    step = step_for(end - start)
+    incident = TimeRange(start, end)
+    step = analysis_step(end - start)
     candidates = bl.candidate_windows(start, end, baseline_days)
     windows = [incident] + [w for w, _ in candidates]
     cand_ids = list(range(1, len(windows)))
@@ -279,8 +273,8 @@ def _diagnose(
         checked.append(f"{n_series} resource series linked to the top hops")
         top = standing[0]
         if top.hop_kind == "network":
-            c, _, s = top.hop.partition("->")
-            exemplar_edges.insert(0, ("" if c == hp.ENTRY_CLIENT else c, s))
+            edge = Hop.parse(top.hop)
+            exemplar_edges.insert(0, ("" if edge.client == hp.ENTRY_CLIENT else edge.client, edge.server))
         else:
             exemplar_edges.insert(0, (None, top.hop))
     bubble: tuple[Any, ...] = ()
@@ -308,11 +302,11 @@ def _diagnose(
 
 
 def _bubble(
-    store: Any, top: HopRow, wide: pd.DataFrame, baseline: Any, incident: Window, step: int
+    store: Any, top: HopRow, wide: pd.DataFrame, baseline: Any, incident: TimeRange, step: int
 ) -> tuple[list[Any], str, float]:
     """BubbleUp over the top hop's spans in the worst stretch of the incident; (attrs, note, wall ms)."""
     t = time.perf_counter()
-    used = [Window(w.start, w.end) for w in baseline.used]
+    used = [TimeRange(w.start, w.end) for w in baseline.used]
     nb = int(-(-incident.seconds // step))
     lo, hi = bu.focus_offsets(_hop_grid(wide, top.hop, [0], nb)[0], step)
     focus = (timedelta(seconds=lo * step), timedelta(seconds=hi * step))
@@ -394,7 +388,8 @@ def _linked_names(standing: list[HopRow], frame: pd.DataFrame, errors: bool) -> 
     services: set[str] = set()
     for row in standing:
         if row.hop_kind == "network":
-            services |= set(row.hop.partition("->")[::2])
+            edge = Hop.parse(row.hop)
+            services |= {edge.client, edge.server}
         else:
             services.add(row.hop)
             if errors:  # failed calls into a service: its callers' ends of the link count too
@@ -409,7 +404,7 @@ def _resource_causes(
     wide: pd.DataFrame,
     kinds: dict[str, str],
     frame: pd.DataFrame,
-    windows: list[Window],
+    windows: list[TimeRange],
     sig_ids: list[int],
     step: int,
     catalog: Catalog,
@@ -496,8 +491,8 @@ def _link(
         # an error counted in a service may be a call that failed on the way: its links' bandwidth
         for c in frame.loc[frame["server"] == row.hop, "client"].unique():
             if c:
-                linked += rs.link_series(grid.meta, f"{c}->{row.hop}", "network", host_map, catalog)
+                linked += rs.link_series(grid.meta, str(Hop(c, row.hop)), "network", host_map, catalog)
     return sorted(set(linked))
 
 
-__all__ = ["diagnose", "incident_key", "step_for"]
+__all__ = ["diagnose", "incident_key"]

@@ -26,7 +26,8 @@ import pyarrow as pa
 
 from hopscope import histogram
 from hopscope.diagnosis.model import Decomposition, EndToEnd, HopRow, Target
-from hopscope.signals import Window, _us
+from hopscope.model import Hop, TimeRange
+from hopscope.signals import _us
 
 REQUESTS = "__requests"
 E2E = "__e2e"
@@ -47,7 +48,7 @@ class HopData:
     exemplars: pd.DataFrame  # client, server, duration_ms_max, exemplars: slowest incident minutes per edge
 
 
-def load_hop_data(store: Any, windows: Sequence[Window], target: Target, step_s: int = 60) -> HopData:
+def load_hop_data(store: Any, windows: Sequence[TimeRange], target: Target, step_s: int = 60) -> HopData:
     """Everything the decomposition needs from hop_minutes, in one query (window 0 is the incident)."""
     edge_sql, edge_p = ("", []) if target.client is None else (" AND client = ?", [target.client])
     # One scan of hop_minutes for all windows: each scan of a DuckLake table costs 12-25 ms of
@@ -305,7 +306,7 @@ def hop_matrix(frame: pd.DataFrame, target: Target) -> tuple[pd.DataFrame, dict[
     gap = frame["gap_ms_sum"].to_numpy()[sub]
     inner = np.array([c in below and s != target.service for c, s in edges], dtype=bool)[code]
     net = inner | (entry & (gap > 0))
-    hop_names = [f"{c or ENTRY_CLIENT}->{s}" for c, s in edges]
+    hop_names = [str(Hop(c or ENTRY_CLIENT, s)) for c, s in edges]
     hops = sorted({hop_names[k] for k in np.unique(code[net]).tolist()})
     col_of_hop = np.array([hops.index(h) if h in hops else 0 for h in hop_names])
     net_ms = _pivot_sum(rows[net], col_of_hop[code[net]], gap[net], n, len(hops))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from hopscope.signals import SERIES_LABELS
+from hopscope.model import SERIES_LABELS
 
 VERDICT_CAUSE = "cause found"
 VERDICT_NONE = "no clear cause"
@@ -247,7 +247,7 @@ class Evidence:
         """The signal for a sentence: the metric and where it was measured, without UUIDs and model names
         ("DCGM_FI_DEV_GPU_TEMP on gpu-node-2 GPU 0"); ``signal`` keeps the full series key."""
         where = [self.labels.get("host") or self.labels.get("service") or ""]
-        for key in SERIES_LABELS:  # the labels that name the series on its host, as views.series_label
+        for key in SERIES_LABELS:  # the labels that name the series on its host, as samples.series_label
             value = self.labels.get(key)
             if value not in (None, ""):
                 where.append(f"GPU {value}" if key == "gpu" else str(value))

@@ -20,6 +20,7 @@ import pandas as pd
 
 from hopscope.catalog import Catalog
 from hopscope.diagnosis.model import DIMENSIONS, Evidence
+from hopscope.model import Hop
 from hopscope.signals import SeriesGrid
 
 # scoring knobs (why: a change must clear 3 robust sigmas and ~15 % of its level to count)
@@ -57,7 +58,8 @@ def link_series(
     capacity_only = catalog.capacity_metrics()
     keep: list[int] = []
     if hop_kind == "network":
-        client, _, server = hop.partition("->")
+        edge = Hop.parse(hop)
+        client, server = edge.client, edge.server
         ends = {client, server}
         end_hosts = set().union(*(hosts.get(e, set()) for e in ends))
         server_names = {server} | hosts.get(server, set())

@@ -26,7 +26,9 @@ import pandas as pd
 import pyarrow as pa
 
 from hopscope.catalog import Catalog
-from hopscope.signals import META_COLUMNS, SeriesGrid, Window, _us, n_buckets, value_expression
+from hopscope.model import SeriesKey, TimeRange
+from hopscope.rates import counter_rates
+from hopscope.signals import META_COLUMNS, SeriesGrid, _us, n_buckets, value_expression
 
 
 def _marks(n: int) -> str:
@@ -35,7 +37,7 @@ def _marks(n: int) -> str:
 
 def load_linked_grid(
     store: Any,
-    windows: Sequence[Window],
+    windows: Sequence[TimeRange],
     *,
     step_s: int,
     metrics: Sequence[str],
@@ -83,7 +85,7 @@ def load_linked_grid(
     )
     SELECT win, us, sid, val, metric, service, host, labels FROM raw
     WHERE in_svc OR probe OR host IN (SELECT host FROM raw WHERE win = 0 AND host IS NOT NULL AND in_svc)"""
-    params: list[Any] = [
+    params: list[object] = [
         *bounds, *p_value, *svc, *(probes if probe_cond != "false" else []),
         *(probe_targets if probe_cond != "false" else []), lo, hi, *bounds, list(metrics),
     ]  # fmt: skip
@@ -92,7 +94,7 @@ def load_linked_grid(
 
 
 def _grid(
-    table: pa.Table, windows: list[Window], step_s: int, nb: int, counters: Sequence[str]
+    table: pa.Table, windows: list[TimeRange], step_s: int, nb: int, counters: Sequence[str]
 ) -> SeriesGrid:
     """``values[series, window, bucket]`` from the rows (win, us, sid, val, metric, service, host,
     labels): series present in the first window with at least one value, ordered by their key."""
@@ -119,17 +121,8 @@ def _grid(
     c = np.flatnonzero(is_counter)
     if c.size:
         c = c[np.lexsort((c, us[c], win[c], sx[c]))]  # by series, window, time (ties: scan order)
-        same = (sx[c][1:] == sx[c][:-1]) & (win[c][1:] == win[c][:-1])
-        cur, prev = c[1:][same], c[:-1][same]
-        dv = val[cur] - val[prev]
-        dt = us[cur] / 1e6 - us[prev] / 1e6
-        keep = ok_b[cur]
-        if keep.any():
-            k, inv = np.unique(cell[cur][keep], return_inverse=True)
-            num = np.bincount(inv.ravel(), weights=np.where(dv < 0, val[cur], dv)[keep])
-            den = np.bincount(inv.ravel(), weights=dt[keep])
-            with np.errstate(all="ignore"):
-                flat[k] = np.where(den != 0, num / den, np.nan)
+        k, rates = counter_rates(sx[c] * n_w + win[c], us[c], val[c], np.where(ok_b[c], cell[c], -1))
+        flat[k] = rates
     values = flat.reshape(n_s, n_w, nb)
     # a series is named by its rows in the first window; one with no value at all is left out
     in_first = np.zeros(n_s, dtype=bool)
@@ -146,7 +139,7 @@ def _grid(
         entries = r["labels"] or []
         meta.append(
             (
-                _series_key(r["metric"], r["service"] or "", r["host"] or "", entries),
+                str(SeriesKey.of(r["metric"], r["service"], r["host"], entries)),
                 r["metric"],
                 r["service"] or "",
                 r["host"] or "",
@@ -160,15 +153,6 @@ def _grid(
         tuple(windows),
         step_s,
     )
-
-
-def _series_key(metric: str, service: str, host: str, entries: list[tuple[str, str | None]]) -> str:
-    """signals' series key, as its SQL builds it (labels sorted, a label without a value left out)."""
-    parts = [f'service="{service}"'] if service else []
-    if host:
-        parts.append(f'host="{host}"')
-    parts += [f'{k}="{v}"' for k, v in sorted(entries, key=lambda kv: kv[0]) if v is not None]
-    return f"{metric}{{{','.join(parts)}}}"
 
 
 __all__ = ["load_linked_grid"]

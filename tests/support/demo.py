@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hopscope import views
+from hopscope.query import slos
 from hopscope.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +30,7 @@ def breach_for(store: Path, event: dict[str, Any], slo: str = "recommend-latency
     st = Store(store, create=False)
     try:
         start, end = datetime.fromisoformat(event["start"]), datetime.fromisoformat(event["end"])
-        df = views.breach_table(st, RULES, start, end)
+        df = slos.breach_table(st, RULES, start, end)
         return dict(df[df["slo"] == slo].iloc[0])
     finally:
         st.close()

@@ -9,14 +9,15 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import state
-from hopscope import charts, views
+from hopscope import charts
 from hopscope.errors import HopscopeError
+from hopscope.query import samples, slos, spans, windows
 
 
 def incident_picker() -> tuple[pd.DataFrame, str]:
     """The list of breaches and the one picked (?incident= number or id; unknown ones say so)."""
     try:
-        table = state.view(views.breach_table, state.rules())
+        table = state.view(slos.breach_table, state.rules())
     except (ImportError, HopscopeError) as exc:
         st.warning(f"Incidents cannot be listed: {state.esc_md(exc)}")
         st.stop()
@@ -50,7 +51,7 @@ def incident_picker() -> tuple[pd.DataFrame, str]:
 def cause_sections(d: dict[str, Any], incident: tuple[datetime, datetime]) -> None:
     """The ranked causes, each with its evidence table and its top signals next to the hop's latency.
 
-    The evidence charts show the incident and as long before it (views.evidence_window), not the
+    The evidence charts show the incident and as long before it (windows.evidence_window), not the
     page's window: the baseline windows lie days earlier, so the baseline is drawn as the level the
     diagnosis measured there, for the signal and for the hop.
     """
@@ -60,7 +61,7 @@ def cause_sections(d: dict[str, Any], incident: tuple[datetime, datetime]) -> No
         st.caption(
             f"Dashed levels on the charts: the baseline the diagnosis compared with ({state.esc_md(used)})."
         )
-    ew = views.evidence_window(*incident)
+    ew = windows.evidence_window(*incident)
     hop_base = {h["hop"]: h.get("baseline_ms") for h in (d.get("decomposition") or {}).get("hops", [])}
     for cause in d["causes"]:
         with st.expander(
@@ -77,10 +78,10 @@ def cause_sections(d: dict[str, Any], incident: tuple[datetime, datetime]) -> No
             st.dataframe(
                 shown, hide_index=True, column_config={"name": st.column_config.TextColumn("signal")}
             )
-            hop = state.q(views.hop_series, ew, cause["hop"])
+            hop = state.q(spans.hop_series, ew, cause["hop"])
             for e in cause["evidence"][:2]:
-                sig = state.q(views.evidence_series, ew, e["metric"], e["labels"])
-                where = views.series_label(e["labels"])
+                sig = state.q(samples.evidence_series, ew, e["metric"], e["labels"])
+                where = samples.series_label(e["labels"])
                 fig = state.figure(
                     charts.evidence_chart,
                     sig,

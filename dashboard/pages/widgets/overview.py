@@ -5,9 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import state
-from hopscope import charts, views
+from dashboard import panels, state
+from hopscope import charts
 from hopscope.errors import HopscopeError
+from hopscope.query import slos, windows
 from hopscope.store import utcnow
 
 
@@ -25,12 +26,12 @@ def freshness_line() -> None:
     st.caption("  |  ".join(parts))
 
 
-def resource_row(w: views.Window, breaches: pd.DataFrame | None, service: str | None = None) -> None:
+def resource_row(w: windows.Window, breaches: pd.DataFrame | None, service: str | None = None) -> None:
     """Compute, bandwidth and memory side by side, two or three charts each, in their colours."""
 
     cols = st.columns(3)
-    batch = tuple(k for keys in views.OVERVIEW_PANELS.values() for k in keys)
-    for col, (dimension, keys) in zip(cols, views.OVERVIEW_PANELS.items(), strict=True):
+    batch = tuple(k for keys in panels.OVERVIEW_PANELS.values() for k in keys)
+    for col, (dimension, keys) in zip(cols, panels.OVERVIEW_PANELS.items(), strict=True):
         with col:
             st.markdown(f"#### :{_DIM_MD[dimension]}[{dimension.capitalize()}]")
             state.panel_charts(w, keys, breaches, service=service, compact=True, batch=batch)
@@ -39,10 +40,10 @@ def resource_row(w: views.Window, breaches: pd.DataFrame | None, service: str | 
 _DIM_MD = {"compute": "orange", "bandwidth": "blue", "memory": "green"}
 
 
-def slo_tiles(w: views.Window) -> pd.DataFrame | None:
+def slo_tiles(w: windows.Window) -> pd.DataFrame | None:
     """One tile per SLO (state, SLI vs objective, budget, burn rates); returns the breaches in the window."""
     try:
-        statuses = state.view(views.slo_statuses, state.rules(), w.end)
+        statuses = state.view(slos.slo_statuses, state.rules(), w.end)
     except (ImportError, HopscopeError) as exc:
         st.warning(f"SLOs not evaluated: {state.esc_md(exc)}")
         return None

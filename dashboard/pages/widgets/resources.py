@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dashboard import cache, state
-from hopscope import views
+from hopscope.query import windows
 
 
-def panels_with_data(w: views.Window, keys: Sequence[str], service: str | None = None) -> set[str]:
+def panels_with_data(w: windows.Window, keys: Sequence[str], service: str | None = None) -> set[str]:
     """The panel keys among `keys` that have samples in the window (one query for them all)."""
     panels = cache.panels(state.cache_path(), state.data_end(), w, tuple(keys), service)
     return {k for k, (df, _) in panels.items() if not df.empty}

@@ -7,7 +7,7 @@ from datetime import datetime
 import streamlit as st
 
 from dashboard import cache, state
-from hopscope import views
+from hopscope.query import slos
 from hopscope.report import SloReport, build_report, with_causes
 
 
@@ -23,7 +23,7 @@ def slo_report(slo: str, window: str) -> SloReport:
 
 @st.cache_data(ttl=3600, show_spinner=False, max_entries=500)
 def _cached_cause(path: str, rules_dir: str, key: str) -> str:
-    return views.incident_cause(cache.open_store(path), rules_dir, key)
+    return slos.incident_cause(cache.open_store(path), rules_dir, key)
 
 
 def incident_causes(rep: SloReport) -> SloReport:
