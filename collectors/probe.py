@@ -31,7 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
@@ -320,22 +320,15 @@ class ProbeCollector:
         return self._redacted(outcome, target)
 
     def _redacted(self, outcome: ProbeOutcome, target: ProbeTarget) -> ProbeOutcome:
-        return ProbeOutcome(
-            self.shown(target.url),
-            outcome.success,
-            outcome.status_code,
-            outcome.phases,
-            self.shown(outcome.error, target) if outcome.error else None,
-            outcome.timed_out,
-            outcome.duration_s,
-        )
+        error = self.shown(outcome.error, target) if outcome.error else None
+        return replace(outcome, target=self.shown(target.url), error=error)
 
     def collect(self) -> Iterator[TargetResult]:
         """Every target once, at most `max_parallel` at a time; each result as soon as it is known."""
         todo = deque(self.cfg.targets)
         active: set[_Attempt] = set()
         done: queue.Queue[tuple[_Attempt, ProbeOutcome]] = queue.Queue()
-        while todo or active:
+        while (todo or active) and not self._closing.is_set():
             while todo and len(active) < self.cfg.max_parallel:
                 target = todo.popleft()
                 attempt = _Attempt(target, target.timeout_s or self.cfg.timeout_s, self._clock())
@@ -347,8 +340,6 @@ class ProbeCollector:
             try:
                 attempt, outcome = done.get(timeout=min(_POLL_S, max(0.0, give_up_at - time.perf_counter())))
             except queue.Empty:
-                if self._closing.is_set():
-                    return
                 now = time.perf_counter()
                 for late in [a for a in active if now >= a.deadline + GRACE_S]:
                     active.discard(late)  # its thread ends by itself; what it reports then is dropped
