@@ -35,6 +35,7 @@ from urllib3.util.retry import Retry
 from collectors.records import TargetResult
 from hopscope.config.collect import PrometheusConfig, PromQuery
 from hopscope.model import Hop
+from hopscope.redact import redact
 from hopscope.schema import SAMPLES
 
 log = logging.getLogger(__name__)
@@ -215,9 +216,7 @@ class PrometheusCollector:
         return response
 
     def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return re.sub(r"(https?://)[^/@\s]+@", r"\1***@", text)
+        return redact(text, secrets=self._secrets)
 
     def fetch(self, query: str, start: float, end: float, step: float) -> Fetched:
         """One query_range call with timeout, bounded retry, capped Retry-After and an overall deadline."""

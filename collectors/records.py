@@ -36,6 +36,7 @@ class TargetResult:
     written: int = (
         0  # rows the collector already wrote itself (Prometheus writes per chunk with its watermark)
     )
+    duration_s: float | None = None  # this target's own time; None: the runner times the collector's pass
 
 
 @dataclass(frozen=True, slots=True)

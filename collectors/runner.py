@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, runtime_checkable
 
 from collectors.records import Run, Sample, TargetResult, runs_table, samples_table
 from collectors.selfmetrics import SelfMetrics
@@ -43,6 +43,12 @@ class Collector(Protocol):
     interval_s: float
 
     def collect(self) -> Iterable[TargetResult]: ...
+
+
+@runtime_checkable
+class Interruptible(Protocol):
+    def interrupt(self) -> None:
+        """The daemon is stopping: end collect() now, leaving what is in flight unreported."""
 
 
 class RecordSink:
@@ -134,7 +140,12 @@ def run_once(collector: Collector, sink: RecordSink, metrics: SelfMetrics) -> li
     runs: list[Run] = []
     try:
         for result in collector.collect():
-            ms = (time.perf_counter() - t0) * 1000
+            # A target that times itself (probes run in parallel) has its own duration, not the pass's so far.
+            ms = (
+                result.duration_s * 1000
+                if result.duration_s is not None
+                else (time.perf_counter() - t0) * 1000
+            )
             rows = len(result.samples) + result.written
             error = result.error
             if result.partial and result.ok:
@@ -182,6 +193,7 @@ class Daemon:
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._running: list[Collector] = []
         # The one writer: a connection of its own (a clone of the store), so that a reconnect after a
         # wedge never disturbs the readers, and no reader's transaction ever holds up a write.
         self.writer: StoreWriter | None = None
@@ -212,6 +224,7 @@ class Daemon:
             enabled, self.disabled = build_collectors(self.cfg, self.wstore, nvml_module=self.nvml_module)
         else:
             enabled = list(self.collectors)
+        self._running = enabled
         lines = []
         if self.cfg.otlp.enabled:
             from collectors.otlp import OtlpReceiver  # noqa: PLC0415
@@ -385,6 +398,9 @@ class Daemon:
             return max(0.1, end - time.monotonic())
 
         self._stop.set()
+        for c in self._running:  # a probe waiting on a slow target must not hold up the stop
+            if isinstance(c, Interruptible):
+                c.interrupt()
         if self.writer is not None:  # writes in flight and to come give up by then
             self.writer.finish_by(end - 0.5)
         if self.otlp is not None:

@@ -117,7 +117,7 @@ def test_status_names_each_disabled_collector_with_a_reason(store: Store, tmp_pa
     [
         ({"otlp": {"http_prt": 1}}, "collect.otlp.http_prt"),
         ({"otlp": {"http_port": 70000}}, "collect.otlp.http_port: 70000"),
-        ({"probes": {"targets": [{"url": "ftp://x"}]}}, "is not an http:// or https:// URL"),
+        ({"probes": {"targets": [{"url": "ftp://x"}]}}, "collect.probes.targets.0.url: 'ftp://x'"),
         ({"prometheus": {"url": "http://p", "backfill": "thirty"}}, "collect.prometheus.backfill"),
         ({"prometheus": {"url": "http://p", "username": "u"}}, "basic auth needs both"),
     ],

@@ -8,10 +8,10 @@ host network from /proc every 10 s, no probes and no Prometheus.
 
 from __future__ import annotations
 
-import re
 import socket
 from datetime import timedelta
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -25,6 +25,7 @@ from pydantic import (
 
 from hopscope.durations import parse_duration
 from hopscope.errors import ConfigError
+from hopscope.redact import SECRET_QUERY_KEYS, redact
 
 PRESETS = ("node_network", "blackbox", "dcgm", "spanmetrics", "servicegraph")
 
@@ -94,26 +95,45 @@ class NetworkConfig(_Model):
 
 
 class ProbeTarget(_Model):
-    url: str
+    url: str = Field(
+        description="http:// or https://; user:password@ in it is sent as basic auth and never shown"
+    )
     service: str | None = Field(default=None, description="service the probed endpoint belongs to")
     method: Literal["GET", "HEAD", "POST"] = "GET"
-    timeout_s: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="the whole request, DNS to last byte; default the probes' timeout_s"
+    )
     verify_tls: bool = True
     expect_status: list[int] = Field(default_factory=list, description="empty: any 2xx")
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError(f"{v!r} is not an http:// or https:// URL")
-        return v
+        try:
+            parts = urlsplit(v.strip())
+            parts.port  # noqa: B018  (raises on a port that is not a number in 0-65535)
+        except ValueError as exc:
+            raise ValueError(f"is not a URL ({exc})") from None
+        if parts.scheme.lower() not in ("http", "https"):
+            shown = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+            raise ValueError(f"has {shown}: write an http:// or https:// URL")
+        if not parts.hostname:
+            raise ValueError("has no host: write http://host[:port]/path")
+        return v.strip()
 
 
 class ProbeConfig(_Model):
     """HTTP(S) probes with blackbox_exporter phase names."""
 
     interval_s: float = Field(default=15.0, gt=0)
-    timeout_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(
+        default=5.0, gt=0, description="deadline of one target's whole request (blackbox_exporter's timeout)"
+    )
+    max_parallel: int = Field(default=8, ge=1, le=256, description="targets probed at once")
+    secret_query_keys: list[str] = Field(
+        default_factory=lambda: list(SECRET_QUERY_KEYS),
+        description="query keys whose values are shown, logged and stored as ***",
+    )
     targets: list[ProbeTarget] = Field(default_factory=list)
 
 
@@ -233,7 +253,7 @@ def format_validation_error(exc: ValidationError, *, source: str, prefix: str) -
     for err in exc.errors():
         key = ".".join([prefix, *(str(p) for p in err["loc"])])
         value = err.get("input")
-        shown = "" if isinstance(value, dict) or err["type"] == "missing" else f": {value!r}"
+        shown = "" if isinstance(value, dict) or err["type"] == "missing" else f": {redact(repr(value))}"
         if "secret" in key.lower() or "token" in key.lower() or "password" in key.lower():
             shown = ""  # never echo a secret
         parts.append(f"{source}: {key}{shown}: {err['msg']}")
