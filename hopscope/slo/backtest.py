@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from hopscope.durations import parse_utc
 from hopscope.errors import NotFoundError, SpecError
 from hopscope.slo.burn import Breach, breaches_from_minutes
 from hopscope.slo.loader import load_window_tables
@@ -52,12 +53,9 @@ class BacktestResult:
 
 def _time(v: Any, where: str) -> datetime:
     try:
-        t = v if isinstance(v, datetime) else datetime.fromisoformat(str(v).replace("Z", "+00:00"))
-    except ValueError:
-        raise SpecError(f"{where}: {v!r} is not an ISO time") from None
-    if t.tzinfo is not None:
-        t = t.astimezone(UTC).replace(tzinfo=None)
-    return t
+        return parse_utc(v if isinstance(v, datetime) else str(v))
+    except ValueError as exc:
+        raise SpecError(f"{where}: {exc}") from None
 
 
 def parse_truth(doc: Any, file: str) -> list[Incident]:

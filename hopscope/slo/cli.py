@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +17,7 @@ import yaml
 
 from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt, write_output
 from hopscope.config import read_paths
-from hopscope.durations import parse_duration
+from hopscope.durations import parse_duration, parse_utc
 from hopscope.errors import HopscopeError, NotFoundError, SpecError
 from hopscope.slo.backtest import backtest as run_backtest
 from hopscope.slo.backtest import load_truth, variants
@@ -83,12 +83,9 @@ def _parse_now(now: str | None) -> datetime | None:
     if now is None:
         return None
     try:
-        t = datetime.fromisoformat(now)
-    except ValueError:
-        raise HopscopeError(f"--now: {now!r} is not an ISO time like 2025-03-01T12:00") from None
-    if t.tzinfo is not None:
-        t = t.astimezone(UTC).replace(tzinfo=None)
-    return t
+        return parse_utc(now)
+    except ValueError as exc:
+        raise HopscopeError(f"--now: {exc}") from None
 
 
 @app.command()

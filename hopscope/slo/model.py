@@ -14,6 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from hopscope.durations import format_duration
+from hopscope.model import Hop
 
 SLI_KINDS = ("latency", "availability", "prometheus_ratio", "prometheus_histogram")
 SPAN_KINDS = ("latency", "availability")
@@ -102,9 +103,9 @@ class SLI:
     @property
     def edge(self) -> tuple[str, str]:
         """(client, server) of the hop_minutes rows this span SLI reads."""
-        if self.hop and "->" in self.hop:
-            client, server = self.hop.split("->", 1)
-            return client, server
+        hop = Hop.parse(self.hop) if self.hop else None
+        if hop is not None and hop.kind == "network":
+            return hop.client, hop.server
         return "", self.service or ""
 
 

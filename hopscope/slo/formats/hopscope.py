@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from hopscope.durations import format_duration
+from hopscope.model import HOP_SEPARATOR, Hop
 from hopscope.slo.formats import check
 from hopscope.slo.formats.check import At
 from hopscope.slo.model import (
@@ -224,15 +225,16 @@ def _parse_sli(v: object, at: At) -> SLI:
         route = check.text(m.get("route"), at / "route")
         hop = check.text(m.get("hop"), at / "hop")
         if hop is not None:
-            parts = hop.split("->")
-            if len(parts) != 2 or not all(p.strip() for p in parts):
-                if len(parts) == 1:
-                    raise (at / "hop").fail(
-                        f"{hop!r} is a service's self time, which has no latency histogram; "
-                        f"name an edge like 'api-gateway->{hop}'"
-                    )
-                raise (at / "hop").fail(f"{hop!r} is not an edge like 'client->server'")
-            hop = "->".join(p.strip() for p in parts)
+            edge = Hop.parse(hop)
+            if edge.kind == "service":
+                raise (at / "hop").fail(
+                    f"{hop!r} is a service's self time, which has no latency histogram; "
+                    f"name an edge like '{Hop('api-gateway', hop.strip())}'"
+                )
+            edge = Hop(edge.client.strip(), edge.server.strip())
+            if not edge.client or not edge.server or HOP_SEPARATOR in edge.server:
+                raise (at / "hop").fail(f"{hop!r} is not an edge like '{Hop('client', 'server')}'")
+            hop = str(edge)
         thr = None
         if kind == "latency":
             if "thresholdMs" not in m:
