@@ -461,7 +461,7 @@ def tick(store: Path, range_key: str = "28d", rounds: int = 7, page: str = "over
 
     os.environ["HOPSCOPE_STORE"] = str(store)
     os.environ["HOPSCOPE_SLO_RULES"] = str(ROOT / "slo_rules")
-    from dashboard import cache
+    from hopscope.dashboard import cache
 
     at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=300)
     at.query_params["range"] = range_key

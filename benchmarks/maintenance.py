@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from otlp_ingest import Bodies  # noqa: E402
 
-from collectors.otlp import ShadowRequest, spans_to_table  # noqa: E402
+from hopscope.collectors.otlp import ShadowRequest, spans_to_table  # noqa: E402
 from hopscope.store import LAKE, Store, utcnow  # noqa: E402
 from hopscope.writer import URGENT, StoreWriter, WriterListener  # noqa: E402
 

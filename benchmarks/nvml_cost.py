@@ -23,8 +23,8 @@ from typing import Any  # noqa: E402
 
 from fake_nvml import FakeGpu, FakeNvml  # noqa: E402
 
-from collectors.nvml import NvmlCollector, load_pynvml  # noqa: E402
-from collectors.records import samples_table  # noqa: E402
+from hopscope.collectors.nvml import NvmlCollector, load_pynvml  # noqa: E402
+from hopscope.collectors.records import samples_table  # noqa: E402
 from hopscope.config.collect import NvmlConfig  # noqa: E402
 
 

@@ -322,10 +322,10 @@ def main() -> int:
     )
 
     # Decode alone and the ceiling, in this process, on the same kind of requests.
-    from collectors.otlp import spans_to_table  # noqa: PLC0415
+    from hopscope.collectors.otlp import spans_to_table  # noqa: PLC0415
 
     try:
-        from collectors.otlp import ShadowRequest  # noqa: PLC0415
+        from hopscope.collectors.otlp import ShadowRequest  # noqa: PLC0415
     except ImportError:  # a receiver from before the columnar decoder (to compare with)
         ShadowRequest = ExportTraceServiceRequest  # noqa: N806
 

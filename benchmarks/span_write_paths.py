@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from otlp_ingest import Bodies  # noqa: E402
 
-from collectors.otlp import ShadowRequest, spans_to_table  # noqa: E402
+from hopscope.collectors.otlp import ShadowRequest, spans_to_table  # noqa: E402
 from hopscope.store import CATALOG_FILE, Store  # noqa: E402
 
 SORT = [("service", "ascending"), ("start_time", "ascending")]

@@ -1,6 +1,6 @@
 """`hopscope collect`: the typer command the main CLI mounts.
 
-    from collectors.cli import collect
+    from hopscope.collectors.cli import collect
     app.command("collect")(collect)
 
 Reads the `[collect]` table of the config (the lead's loader when present) and runs the daemon.
@@ -62,7 +62,7 @@ def collect(
     log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
 ) -> None:
     """Run every configured collector and the OTLP receiver; write to the store; roll up each minute."""
-    from collectors.runner import run_collect  # noqa: PLC0415
+    from hopscope.collectors.runner import run_collect  # noqa: PLC0415
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("httpx", "httpcore", "urllib3"):  # a line per probe or pull would drown the daemon's own

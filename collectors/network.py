@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from collectors.records import Sample, TargetResult
+from hopscope.collectors.records import Sample, TargetResult
 from hopscope.config.collect import NetworkConfig
 from hopscope.store import utcnow
 

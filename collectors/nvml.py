@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from collectors.records import Sample, TargetResult
+from hopscope.collectors.records import Sample, TargetResult
 
 if TYPE_CHECKING:
     from hopscope.config.collect import NvmlConfig

@@ -48,7 +48,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from collectors.otlp_common import (
+from hopscope.collectors.otlp_common import (
     _ADDRESS,
     _INT_SLOTS,
     _MAP,
@@ -67,11 +67,11 @@ from collectors.otlp_common import (
     _statuses,
     _valid_spans,
 )
-from collectors.otlp_common import Decoded as Decoded
-from collectors.otlp_common import OtlpError as OtlpError
-from collectors.otlp_common import any_value_text as any_value_text
-from collectors.otlp_wire import _fast_to_table, _Slow
-from collectors.selfmetrics import SelfMetrics
+from hopscope.collectors.otlp_common import Decoded as Decoded
+from hopscope.collectors.otlp_common import OtlpError as OtlpError
+from hopscope.collectors.otlp_common import any_value_text as any_value_text
+from hopscope.collectors.otlp_wire import _fast_to_table, _Slow
+from hopscope.collectors.selfmetrics import SelfMetrics
 from hopscope.config.collect import OtlpConfig
 
 log = logging.getLogger(__name__)

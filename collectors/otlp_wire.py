@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from collectors.otlp_common import (
+from hopscope.collectors.otlp_common import (
     _ADDRESS,
     _INT_SLOTS,
     _MAP,

@@ -39,7 +39,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 import httpcore
 import httpx
 
-from collectors.records import Sample, TargetResult
+from hopscope.collectors.records import Sample, TargetResult
 from hopscope.config.collect import ProbeConfig, ProbeTarget
 from hopscope.redact import redact
 from hopscope.store import utcnow

@@ -32,7 +32,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from collectors.records import TargetResult
+from hopscope.collectors.records import TargetResult
 from hopscope.config.collect import PrometheusConfig, PromQuery
 from hopscope.model import Hop
 from hopscope.redact import redact

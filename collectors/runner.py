@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
 
-from collectors.records import Run, Sample, TargetResult, runs_table, samples_table
-from collectors.selfmetrics import SelfMetrics
+from hopscope.collectors.records import Run, Sample, TargetResult, runs_table, samples_table
+from hopscope.collectors.selfmetrics import SelfMetrics
 from hopscope.config.collect import CollectConfig
 from hopscope.errors import HopscopeError, StoreError
 from hopscope.health import DaemonStatus, write_status
@@ -217,7 +217,7 @@ class Daemon:
     # -- start ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        from collectors.build import build_collectors  # noqa: PLC0415  (keeps runner importable alone)
+        from hopscope.collectors.build import build_collectors  # noqa: PLC0415  (keeps runner importable alone)
 
         enabled: list[Collector]
         if self.collectors is None:
@@ -227,7 +227,7 @@ class Daemon:
         self._running = enabled
         lines = []
         if self.cfg.otlp.enabled:
-            from collectors.otlp import OtlpReceiver  # noqa: PLC0415
+            from hopscope.collectors.otlp import OtlpReceiver  # noqa: PLC0415
 
             self.otlp = OtlpReceiver(self.wstore, self.cfg.otlp, self.metrics)
             self.otlp.start()

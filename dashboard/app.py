@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
 import streamlit as st
 
-# `streamlit run dashboard/app.py` puts dashboard/ on sys.path, not the repository root.
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# `streamlit run dashboard/app.py` puts dashboard/ on sys.path, not the repository root: a checkout
+# without an install finds hopscope there (installed, hopscope is on the path already).
+if importlib.util.find_spec("hopscope") is None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dashboard import state  # noqa: E402
+from hopscope.dashboard import state  # noqa: E402
 
 PAGES = (
     ("pages/overview.py", "Overview", "overview"),

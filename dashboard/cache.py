@@ -32,8 +32,8 @@ import plotly.graph_objects as go
 import plotly.io
 import streamlit as st
 
-from dashboard.panels import PANELS_BY_KEY, panel_metrics, panel_series, panels_series
 from hopscope import charts
+from hopscope.dashboard.panels import PANELS_BY_KEY, panel_metrics, panel_series, panels_series
 from hopscope.query import samples, slos, spans, store_info, windows
 from hopscope.store import Store, current_snapshot
 

@@ -25,9 +25,9 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from dashboard import cache, panels
 from hopscope import charts
 from hopscope.config import DASHBOARD_REFRESH_ENV, DASHBOARD_RULES_ENV, DASHBOARD_STORE_ENV, DEMO_STORE
+from hopscope.dashboard import cache, panels
 from hopscope.durations import parse_utc
 from hopscope.errors import HopscopeError
 from hopscope.query import samples, slos, spans, windows

@@ -13,9 +13,9 @@ from typing import Annotated
 
 import typer
 
-from collectors.cli import collect
 from hopscope import __version__
 from hopscope.cli_options import ConfigOpt
+from hopscope.collectors.cli import collect
 from hopscope.config import (
     DASHBOARD_REFRESH_ENV,
     DASHBOARD_RULES_ENV,
@@ -114,7 +114,7 @@ def _serve_dashboard(
     store: Path, *, port: int, address: str, rules: Path | None = None, refresh_seconds: int | None = None
 ) -> None:
     """Run Streamlit on the dashboard; the store, rules and default refresh travel as environment variables."""
-    import dashboard
+    from hopscope import dashboard
 
     app_file = Path(dashboard.__file__).parent / "app.py"
     typer.echo(f"hopscope dashboard on http://{address}:{port}  (store: {store}; Ctrl-C to stop)", err=True)

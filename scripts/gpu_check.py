@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from collectors.nvml import NvmlCollector  # noqa: E402
+from hopscope.collectors.nvml import NvmlCollector  # noqa: E402
 
 GIB = 1024**3
 

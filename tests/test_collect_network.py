@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.network import NetworkCollector, parse_net_dev, parse_snmp_retrans
+from hopscope.collectors.network import NetworkCollector, parse_net_dev, parse_snmp_retrans
 from hopscope.config.collect import NetworkConfig
 
 FIX = Path(__file__).parent / "fixtures" / "collect"

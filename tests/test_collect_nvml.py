@@ -7,8 +7,8 @@ from datetime import datetime
 import pytest
 from fake_nvml import NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_LIBRARY_NOT_FOUND, FakeGpu, FakeNvml
 
-from collectors.nvml import NvmlCollector
-from collectors.records import TargetResult
+from hopscope.collectors.nvml import NvmlCollector
+from hopscope.collectors.records import TargetResult
 from hopscope.config.collect import NvmlConfig
 
 NOW = datetime(2026, 11, 26, 12, 0, 0)

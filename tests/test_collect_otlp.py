@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from support.waiting import wait_until
 
-from collectors.otlp import ExportResponse, OtlpReceiver, parse_json_request, spans_to_table
+from hopscope.collectors.otlp import ExportResponse, OtlpReceiver, parse_json_request, spans_to_table
 from hopscope.config.collect import OtlpConfig
 from hopscope.store import Store
 

@@ -18,9 +18,9 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
-from collectors import otlp, otlp_wire
-from collectors.otlp import OtlpError, decode_request, spans_to_table
-from collectors.otlp_common import MAX_FUTURE_NS
+from hopscope.collectors import otlp, otlp_wire
+from hopscope.collectors.otlp import OtlpError, decode_request, spans_to_table
+from hopscope.collectors.otlp_common import MAX_FUTURE_NS
 
 KEYS = [
     "http.route", "http.method", "http.request.method", "http.status_code", "http.response.status_code",

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from collectors.probe import GRACE_S, ProbeCollector
-from collectors.runner import RecordSink, run_once
-from collectors.selfmetrics import SelfMetrics
+from hopscope.collectors.probe import GRACE_S, ProbeCollector
+from hopscope.collectors.runner import RecordSink, run_once
+from hopscope.collectors.selfmetrics import SelfMetrics
 from hopscope.config.collect import ProbeConfig, ProbeTarget, load_collect_config
 from hopscope.errors import ConfigError
 from hopscope.redact import redact
@@ -305,7 +305,7 @@ def test_the_daemon_stops_at_once_beside_a_dripping_target_and_never_shows_crede
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOPSCOPE_")}
     _Slow.seen.clear()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "collectors.cli", "--config", str(config), "--store", str(store_dir),
+        [sys.executable, "-m", "hopscope.collectors.cli", "--config", str(config), "--store", str(store_dir),
          "--log-level", "DEBUG"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip

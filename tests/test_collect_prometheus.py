@@ -33,8 +33,8 @@ from support.binaries import require_binary
 from support.exposition import metric_value
 from support.waiting import wait_until
 
-from collectors.prometheus import PrometheusCollector, chunks, matrix_to_table
-from collectors.runner import Daemon
+from hopscope.collectors.prometheus import PrometheusCollector, chunks, matrix_to_table
+from hopscope.collectors.runner import Daemon
 from hopscope.config.collect import PrometheusConfig, PromQuery, load_collect_config
 from hopscope.slo import load_slos, slo_thresholds_ms
 from hopscope.store import Store

@@ -22,9 +22,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from support.exposition import metric_value
 from support.waiting import wait_until
 
-from collectors.cli import _load
-from collectors.records import Sample, TargetResult
-from collectors.runner import Daemon
+from hopscope.collectors.cli import _load
+from hopscope.collectors.records import Sample, TargetResult
+from hopscope.collectors.runner import Daemon
 from hopscope.config.collect import load_collect_config
 from hopscope.errors import ConfigError
 from hopscope.slo import load_slos, slo_thresholds_ms
@@ -168,7 +168,7 @@ def test_sigterm_commits_everything_acknowledged_and_exits_0(tmp_path: Path) -> 
     store_dir = tmp_path / "store"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOPSCOPE_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "collectors.cli", "--config", str(config), "--store", str(store_dir)],
+        [sys.executable, "-m", "hopscope.collectors.cli", "--config", str(config), "--store", str(store_dir)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

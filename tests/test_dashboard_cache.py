@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from dashboard import cache
+from hopscope.dashboard import cache
 from hopscope.query import samples
 from hopscope.store import Store
 

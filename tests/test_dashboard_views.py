@@ -16,10 +16,10 @@ import pyarrow as pa
 import pytest
 from support.handbuilt import END, MINUTES, SPIKE, TRACE, build_store
 
-from dashboard import cache, panels
-from dashboard.state import REFRESH_CHOICES
 from hopscope import charts, model
 from hopscope.config import REFRESH_SECONDS
+from hopscope.dashboard import cache, panels
+from hopscope.dashboard.state import REFRESH_CHOICES
 from hopscope.errors import NotFoundError
 from hopscope.query import samples, slos, spans, windows
 from hopscope.rollup import rollup_range

@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from collectors.runner import Daemon
+from hopscope.collectors.runner import Daemon
 from hopscope.config.collect import load_collect_config
 from hopscope.errors import StoreError
 from hopscope.store import CATALOG_FILE, Store
@@ -174,7 +174,7 @@ def _start_collect(tmp_path: Path, extra: str = "") -> tuple[subprocess.Popen[st
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOPSCOPE_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "collectors.cli", "--config", str(config), "--store", str(store_dir)],
+        [sys.executable, "-m", "hopscope.collectors.cli", "--config", str(config), "--store", str(store_dir)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )  # fmt: skip

@@ -6,8 +6,8 @@ import re
 
 import streamlit as st
 
-from dashboard import state
 from hopscope import charts, health
+from hopscope.dashboard import state
 from hopscope.query import samples, store_info
 from hopscope.store import utcnow
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import state
 from hopscope import charts
+from hopscope.dashboard import state
 from hopscope.model import Hop
 from hopscope.query import spans
 

@@ -7,9 +7,9 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from dashboard import state
-from dashboard.pages.widgets import incident
 from hopscope import charts
+from hopscope.dashboard import state
+from hopscope.dashboard.pages.widgets import incident
 from hopscope.query import slos, spans, windows
 
 state.page("Incident")

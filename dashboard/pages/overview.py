@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import state
-from dashboard.pages.widgets import overview
 from hopscope import charts
+from hopscope.dashboard import state
+from hopscope.dashboard.pages.widgets import overview
 from hopscope.query import slos, spans
 
 state.page("Overview")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import state
-from dashboard.pages.widgets import resources
+from hopscope.dashboard import state
+from hopscope.dashboard.pages.widgets import resources
 
 SECTIONS = {
     "GPU": ("gpu_util", "sm_clock", "clock_reasons", "fb", "mem_copy", "pcie", "nvlink", "power", "temp", "xid"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import state
-from dashboard.pages.widgets import slo_report
 from hopscope import charts, report
+from hopscope.dashboard import state
+from hopscope.dashboard.pages.widgets import slo_report
 from hopscope.errors import HopscopeError
 from hopscope.query import slos
 

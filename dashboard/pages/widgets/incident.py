@@ -8,8 +8,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import state
 from hopscope import charts
+from hopscope.dashboard import state
 from hopscope.errors import HopscopeError
 from hopscope.query import samples, slos, spans, windows
 

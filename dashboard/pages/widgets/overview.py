@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import panels, state
 from hopscope import charts
+from hopscope.dashboard import panels, state
 from hopscope.errors import HopscopeError
 from hopscope.query import slos, windows
 from hopscope.store import utcnow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dashboard import cache, state
+from hopscope.dashboard import cache, state
 from hopscope.query import windows
 
 

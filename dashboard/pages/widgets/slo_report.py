@@ -6,7 +6,7 @@ from datetime import datetime
 
 import streamlit as st
 
-from dashboard import cache, state
+from hopscope.dashboard import cache, state
 from hopscope.query import slos
 from hopscope.report import SloReport, build_report, with_causes
 
