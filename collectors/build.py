@@ -17,7 +17,7 @@ def build_collectors(
     if not cfg.nvml.enabled:
         disabled["nvml"] = "[collect.nvml] enabled = false"
     else:
-        from hopscope.collectors.nvml import NvmlCollector  # noqa: PLC0415
+        from hopscope.collectors.nvml import NvmlCollector  # noqa: PLC0415  (each source loads only where configured)
 
         nvml = NvmlCollector(cfg.nvml, host=host, nvml=nvml_module)
         err = nvml.init()
@@ -31,7 +31,7 @@ def build_collectors(
     if not cfg.network.enabled:
         disabled["network"] = "[collect.network] enabled = false"
     else:
-        from hopscope.collectors.network import NetworkCollector  # noqa: PLC0415
+        from hopscope.collectors.network import NetworkCollector  # noqa: PLC0415  (ditto)
 
         net = NetworkCollector(cfg.network, host=host)
         err = net.available()
@@ -43,7 +43,7 @@ def build_collectors(
     if not cfg.probes.targets:
         disabled["probe"] = "no [[collect.probes.targets]] configured"
     else:
-        from hopscope.collectors.probe import ProbeCollector  # noqa: PLC0415
+        from hopscope.collectors.probe import ProbeCollector  # noqa: PLC0415  (ditto: httpcore)
 
         enabled.append(ProbeCollector(cfg.probes, host=host))
 
@@ -52,7 +52,7 @@ def build_collectors(
     elif not cfg.prometheus.queries and not cfg.prometheus.presets:
         disabled["prometheus"] = "[collect.prometheus] has a url but no queries or presets"
     else:
-        from hopscope.collectors.prometheus import PrometheusCollector  # noqa: PLC0415
+        from hopscope.collectors.prometheus import PrometheusCollector  # noqa: PLC0415  (ditto: prometheus-api-client)
 
         enabled.append(PrometheusCollector(cfg.prometheus, store))
     return enabled, disabled

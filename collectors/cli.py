@@ -16,7 +16,10 @@ from typing import Annotated
 
 import typer
 
+from hopscope.collectors.runner import run_collect
+from hopscope.config import load_config, parse_duration
 from hopscope.config.collect import CollectConfig
+from hopscope.slo import load_slos, slo_thresholds_ms
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +37,6 @@ class Settings:
 
 
 def _load(config: Path | None) -> Settings:
-    from hopscope.config import load_config, parse_duration  # noqa: PLC0415
-    from hopscope.slo import load_slos, slo_thresholds_ms  # noqa: PLC0415
 
     cfg, _ = load_config(config)
     slos, refused = load_slos(cfg.slo.rules) if Path(cfg.slo.rules).exists() else ([], [])
@@ -62,7 +63,6 @@ def collect(
     log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
 ) -> None:
     """Run every configured collector and the OTLP receiver; write to the store; roll up each minute."""
-    from hopscope.collectors.runner import run_collect  # noqa: PLC0415
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("httpx", "httpcore", "urllib3"):  # a line per probe or pull would drown the daemon's own

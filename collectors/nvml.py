@@ -77,7 +77,7 @@ class NvmlCollector:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if cfg is None:
-            from hopscope.config.collect import NvmlConfig  # noqa: PLC0415
+            from hopscope.config.collect import NvmlConfig  # noqa: PLC0415  (gpu_check.py runs without pydantic)
 
             cfg = NvmlConfig()
         self.cfg = cfg

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ctypes
 import hmac
 import json
 import logging
@@ -576,8 +577,6 @@ def name_os_thread(name: str) -> None:
     global _prctl
     if _prctl is None:
         try:
-            import ctypes  # noqa: PLC0415
-
             _prctl = ctypes.CDLL(None, use_errno=True).prctl
         except (OSError, AttributeError):
             _prctl = False
@@ -1087,7 +1086,7 @@ class _TraceService:
         return _response(decoded)
 
     def handler(self) -> Any:
-        import grpc  # noqa: PLC0415
+        import grpc  # noqa: PLC0415  (gRPC only)
 
         export = grpc.unary_unary_rpc_method_handler(
             self.export,
@@ -1198,7 +1197,7 @@ def _retry_info(code: Any, message: str, seconds: int) -> tuple[tuple[str, bytes
     """RetryInfo as gRPC clients read it: in grpc-status-details-bin (google.rpc.Status with the RetryInfo
     detail, the standard) and in google.rpc.retryinfo-bin (what the OpenTelemetry Python exporter reads)."""
     from google.protobuf import any_pb2  # noqa: PLC0415  (with gRPC only)
-    from google.rpc import error_details_pb2, status_pb2  # noqa: PLC0415
+    from google.rpc import error_details_pb2, status_pb2  # noqa: PLC0415  (with gRPC only)
 
     info = error_details_pb2.RetryInfo()
     info.retry_delay.seconds = seconds

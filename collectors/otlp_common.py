@@ -68,7 +68,7 @@ class Decoded:
 # bytes, so each arrives as its serialization: a repeated one costs one dict lookup. Span fields
 # hopscope does not store (events, links, trace_state, flags) stay unknown fields, never parsed.
 def _shadow_classes() -> dict[str, Any]:
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # noqa: PLC0415
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # noqa: PLC0415  (once, at first use)
     from opentelemetry.proto.resource.v1 import resource_pb2  # noqa: F401, PLC0415  (registers Resource)
 
     F = descriptor_pb2.FieldDescriptorProto  # noqa: N806

@@ -59,7 +59,7 @@ _US = timedelta(microseconds=1)
 def _timestamps(values: Iterable[datetime]) -> pa.Array:
     """Naive-UTC datetimes as Arrow timestamp[us], through integers: pa.array() on datetime objects
     costs ~1.5 ms even for a dozen values (it checks each one's tzinfo), 30x the whole conversion."""
-    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow as pa  # noqa: PLC0415  (records stay importable without pyarrow: scripts/gpu_check.py)
 
     return pa.array([(v - _EPOCH) // _US for v in values], pa.int64()).cast(pa.timestamp("us"))
 
@@ -67,7 +67,7 @@ def _timestamps(values: Iterable[datetime]) -> pa.Array:
 def samples_table(samples: Sequence[Sample] | Iterable[Sample]) -> pa.Table:
     import pyarrow as pa  # noqa: PLC0415  (records stay importable without pyarrow: scripts/gpu_check.py)
 
-    from hopscope.schema import SAMPLES  # noqa: PLC0415
+    from hopscope.schema import SAMPLES  # noqa: PLC0415  (the schema needs pyarrow)
 
     samples = list(samples)
     return pa.Table.from_arrays(
@@ -85,9 +85,9 @@ def samples_table(samples: Sequence[Sample] | Iterable[Sample]) -> pa.Table:
 
 
 def runs_table(runs: Sequence[Run]) -> pa.Table:
-    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow as pa  # noqa: PLC0415  (as above)
 
-    from hopscope.schema import COLLECTOR_RUNS  # noqa: PLC0415
+    from hopscope.schema import COLLECTOR_RUNS  # noqa: PLC0415  (the schema needs pyarrow)
 
     return pa.Table.from_arrays(
         [

@@ -15,6 +15,7 @@ what could not be committed is counted on stderr.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
 import os
@@ -27,6 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
 
+import pyarrow as pa
+from prometheus_client import start_http_server
+
+from hopscope.collectors.otlp import OtlpReceiver
 from hopscope.collectors.records import Run, Sample, TargetResult, runs_table, samples_table
 from hopscope.collectors.selfmetrics import SelfMetrics
 from hopscope.config.collect import CollectConfig
@@ -227,16 +232,12 @@ class Daemon:
         self._running = enabled
         lines = []
         if self.cfg.otlp.enabled:
-            from hopscope.collectors.otlp import OtlpReceiver  # noqa: PLC0415
-
             self.otlp = OtlpReceiver(self.wstore, self.cfg.otlp, self.metrics)
             self.otlp.start()
             lines += [f"  listening: {a}" for a in self.otlp.addresses]
         else:
             self.disabled["otlp"] = "[collect.otlp] enabled = false"
         if self.cfg.metrics.enabled:
-            from prometheus_client import start_http_server  # noqa: PLC0415
-
             server, _thread = start_http_server(
                 self.cfg.metrics.port, self.cfg.metrics.host, registry=self.metrics.registry
             )
@@ -494,9 +495,6 @@ def _return_memory_promptly() -> None:
     RSS over decode-and-commit cycles. glibc gives each request thread its own arena of freed
     memory; two arenas for the whole process save another ~20 MB. Call before threads start.
     """
-    import ctypes  # noqa: PLC0415
-
-    import pyarrow as pa  # noqa: PLC0415
 
     pa.set_memory_pool(pa.system_memory_pool())
     try:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from hopscope.catalog import load_catalog
 from hopscope.errors import NotFoundError
 from hopscope.query.samples import metric_series
 from hopscope.query.spans import hop_latency_series
@@ -116,7 +117,6 @@ def _need(store: Store | None) -> Store:
 
 
 def _counters() -> set[str]:
-    from hopscope.catalog import load_catalog
 
     return set(load_catalog().counters())
 

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from hopscope import __version__
+from hopscope import dashboard as dashboard_package
 from hopscope.cli_options import ConfigOpt
 from hopscope.collectors.cli import collect
 from hopscope.config import (
@@ -23,6 +24,7 @@ from hopscope.config import (
     DEMO_STORE,
     load_config,
 )
+from hopscope.demo import ensure_demo, generate
 from hopscope.diagnosis.cli import explain, incidents
 from hopscope.errors import HopscopeError
 from hopscope.report import report
@@ -50,7 +52,6 @@ def demo(
 ) -> None:
     """Generate the demo store (a week of AI-serving telemetry) if missing or stale (its data ends over a day ago, or
     the scenario changed), then serve the dashboard."""
-    from hopscope.demo import ensure_demo, generate
 
     if not scenario.exists():
         raise HopscopeError(f"{scenario}: no such scenario file")
@@ -114,9 +115,8 @@ def _serve_dashboard(
     store: Path, *, port: int, address: str, rules: Path | None = None, refresh_seconds: int | None = None
 ) -> None:
     """Run Streamlit on the dashboard; the store, rules and default refresh travel as environment variables."""
-    from hopscope import dashboard
 
-    app_file = Path(dashboard.__file__).parent / "app.py"
+    app_file = Path(dashboard_package.__file__).parent / "app.py"
     typer.echo(f"hopscope dashboard on http://{address}:{port}  (store: {store}; Ctrl-C to stop)", err=True)
     env = {**os.environ, DASHBOARD_STORE_ENV: str(store.resolve())}
     if rules is not None and rules.exists():  # else the dashboard's own default (the repository's slo_rules)

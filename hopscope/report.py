@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import html
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -22,11 +22,12 @@ import numpy as np
 import pandas as pd
 import typer
 
-from hopscope import model
+from hopscope import charts, model
 from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt, write_output
 from hopscope.config import read_paths
 from hopscope.errors import ConfigError, NotFoundError
 from hopscope.query import slos, spans, windows
+from hopscope.slo import budget_burndown, minute_series
 from hopscope.store import Store
 
 if TYPE_CHECKING:
@@ -105,7 +106,6 @@ def build_report(
     causes: bool = True,
 ) -> SloReport:
     """Compliance, budget, burn-down, incidents (with a one-line cause) and hop sub-budgets of one SLO."""
-    from hopscope.slo import budget_burndown, minute_series
 
     spec = slos.get_slo(rules, slo)
     current, _, _ = windows.effective_now(store, now)
@@ -205,7 +205,6 @@ def summary_rows(rep: SloReport) -> list[tuple[str, str]]:
 
 def with_causes(rep: SloReport, causes: dict[str, str]) -> SloReport:
     """The report with each incident's one-line cause filled in (by incident id)."""
-    from dataclasses import replace
 
     return replace(
         rep, incidents=tuple({**i, "cause": causes.get(i["id"], i["cause"])} for i in rep.incidents)
@@ -282,7 +281,6 @@ def _ms(x: float | None) -> str:
 
 def to_html(rep: SloReport) -> str:
     """A self-contained HTML page: plotly.js and every figure's data inline, no network needed to open it."""
-    from hopscope import charts
 
     esc = html.escape
     summary = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in summary_rows(rep))

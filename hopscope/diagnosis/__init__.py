@@ -33,6 +33,7 @@ from hopscope.errors import SpecError
 if TYPE_CHECKING:  # hopscope.slo is imported where used: it imports the diagnosis's callers
     from hopscope.slo import SLO, Breach
 from hopscope.model import Hop
+from hopscope.slo import minute_series
 
 
 def target_kwargs(slo: SLO) -> dict[str, Any]:
@@ -72,7 +73,6 @@ def diagnose_breach(store: Any, breach: Breach, slo: SLO, **kwargs: Any) -> Diag
     holds a breach open for hours after recovery. The diagnosis keeps the breach's start and end and
     says which part it read (``diagnosed``, and a note).
     """
-    from hopscope.slo import minute_series
 
     span = burning_span(
         minute_series(store, slo, breach.start, breach.end), slo.objective, breach.start, breach.end

@@ -14,6 +14,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from hopscope.diagnosis.model import Diagnosis
+from hopscope.store import current_snapshot, store_identity
 
 
 class DiagnosisCache:
@@ -32,7 +33,6 @@ class DiagnosisCache:
 
     def key(self, store: Any, args: tuple[Any, ...]) -> Hashable | None:
         """The entry's key, or None when this store cannot be cached (no folder, no snapshot)."""
-        from hopscope.store import current_snapshot, store_identity
 
         # the catalog's mtime too: a store regenerated in place may get its inode and snapshot ids back
         ident = store_identity(store, with_mtime=True)

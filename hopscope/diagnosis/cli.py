@@ -16,20 +16,21 @@ import typer
 from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt
 from hopscope.config import read_paths
 from hopscope.diagnosis import Diagnosis, diagnose_breach
+from hopscope.durations import parse_duration
 from hopscope.errors import ConfigError, NotFoundError
+from hopscope.slo import find_breaches, load_slos, store_now
+from hopscope.store import Store, utcnow
 
 SPAN_SLI_KINDS = ("latency", "availability")
 EXPLAIN_LOOKBACK = timedelta(days=400)
 
 
 def _open(store: Path) -> Any:
-    from hopscope.store import Store
 
     return Store(store, create=False)
 
 
 def _slos(rules: Path, name: str | None) -> list[Any]:
-    from hopscope.slo import load_slos
 
     slos, errors = load_slos(rules)
     for err in errors:
@@ -43,14 +44,11 @@ def _slos(rules: Path, name: str | None) -> list[Any]:
 
 
 def _now(store: Any) -> datetime:
-    from hopscope.slo import store_now
-    from hopscope.store import utcnow
 
     return store_now(store) or utcnow()
 
 
 def _since(text: str) -> timedelta:
-    from hopscope.durations import parse_duration
 
     try:
         return parse_duration(text)
@@ -59,7 +57,6 @@ def _since(text: str) -> timedelta:
 
 
 def _breaches(store: Any, slos: list[Any], start: datetime, end: datetime) -> list[tuple[Any, Any]]:
-    from hopscope.slo import find_breaches
 
     out = []
     for slo in slos:
@@ -201,7 +198,6 @@ def render(d: Diagnosis) -> str:
 
 def find_incident(st: Any, slos: list[Any], incident_id: str) -> tuple[Any, Any]:
     """The breach with this id (and its SLO), searched over the stored history, one SLO at a time."""
-    from hopscope.slo import find_breaches
 
     end = _now(st)
     for slo in slos:

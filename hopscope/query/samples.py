@@ -7,9 +7,11 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
+from hopscope.catalog import load_catalog
 from hopscope.model import SERIES_LABELS
 from hopscope.query.windows import Window
 from hopscope.rates import counter_rate_sql
+from hopscope.signals import value_expression
 from hopscope.store import Store
 
 # A counter's first bucket in a window is a rate against the last sample before it, up to this far back
@@ -49,9 +51,6 @@ def metric_series(
         sp += [str(match.get("host") or ""), *(str(match.get(k) or "") for k in SERIES_LABELS)]
     value_sql, vp = "value", list[str]()
     if bad_bits:
-        from hopscope.catalog import load_catalog
-        from hopscope.signals import value_expression
-
         value_sql, vp = value_expression(load_catalog())
     # Gauges: the mean per bucket. Counters: per-second rates as hopscope.rates defines them (as the
     # diagnosis reads them: an evidence chart shows what it read).
@@ -96,7 +95,6 @@ def evidence_series(store: Store, w: Window, metric: str, labels: Mapping[str, s
     """The one series a diagnosis evidence names (metric + its labels: service, host, GPU index, NIC...)
     per bucket, valued as the diagnosis values it: stored units, counters as rates, bitmasks as the
     share of samples with a bad bit set. Columns: t, value."""
-    from hopscope.catalog import load_catalog
 
     info = load_catalog().get(metric)
     counters = [metric] if info is not None and info.is_counter else []

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from hopscope.diagnosis import diagnose_breach
 from hopscope.errors import NotFoundError
 from hopscope.query.windows import Window
+from hopscope.slo import burn_rate_series, evaluate_many, find_breaches_many, load_slos, minute_series
 from hopscope.store import Store
 
 if TYPE_CHECKING:  # hopscope.slo and hopscope.diagnosis are imported where used: most pages need neither
@@ -54,7 +56,6 @@ def _load_rules(
     rules: str, signature: tuple[tuple[str, int, int], ...]
 ) -> tuple[tuple[SLO, ...], tuple[str, ...]]:
     """Parsing YAML costs ~60 ms a time; parse again only when a file changed (signature is the key)."""
-    from hopscope.slo import load_slos
 
     slos, errors = load_slos(rules)
     return tuple(slos), tuple(str(e) for e in errors)
@@ -77,7 +78,6 @@ def get_slo(rules: str, name: str) -> SLO:
 def slo_statuses(store: Store, rules: str, now: datetime) -> pd.DataFrame:
     """One row per SLO at ``now``: slo, description, objective, sli, budget_remaining, burn_rates (dict),
     alert_state, time_to_exhaustion, threshold_ms, notes."""
-    from hopscope.slo import evaluate_many
 
     slos = load_rules(rules)[0]
     rows = []
@@ -126,7 +126,6 @@ class Incident:
 
 def breaches(store: Store, rules: str) -> list[Breach]:
     """Every breach of every SLO over stored history, in the order they are numbered (1, 2, ...): by start, then SLO."""
-    from hopscope.slo import find_breaches_many
 
     slos = load_rules(rules)[0]
     found = find_breaches_many(store, slos)  # one read for every SLO; unchanged history is not re-evaluated
@@ -174,7 +173,6 @@ def find_breach(store: Store, rules: str, key: str) -> Breach:
 
 def incident(store: Store, rules: str, key: str) -> Incident:
     """One breach (by number or id) with its diagnosis."""
-    from hopscope.diagnosis import diagnose_breach
 
     b = find_breach(store, rules, key)
     return Incident(b, diagnose_breach(store, b, get_slo(rules, b.slo)))
@@ -182,7 +180,6 @@ def incident(store: Store, rules: str, key: str) -> Incident:
 
 def incident_cause(store: Store, rules: str, key: str) -> str:
     """The diagnosis's top cause of one breach in one line (no BubbleUp: cheaper), or why there is none."""
-    from hopscope.diagnosis import diagnose_breach
 
     b = find_breach(store, rules, key)
     d = diagnose_breach(store, b, get_slo(rules, b.slo), with_bubbleup=False)
@@ -200,7 +197,6 @@ def slo_timeline(
     sli: t, good, total, sli. burn: t and one column per alert window (the mean burn rate in the bucket).
     thresholds: "<severity> <long>/<short>" -> burn-rate factor.
     """
-    from hopscope.slo import burn_rate_series, minute_series
 
     slo = get_slo(rules, name)
     longest = max((t.long for t in slo.alerting.tiers), default=timedelta(0))
