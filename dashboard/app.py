@@ -14,6 +14,7 @@ if importlib.util.find_spec("hopscope") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hopscope.dashboard import state  # noqa: E402
+from hopscope.markdown import literal
 
 PAGES = (
     ("pages/overview.py", "Overview", "overview"),
@@ -33,7 +34,7 @@ pages = [
     if (here / path).exists()
 ]
 nav = st.navigation(pages)
-st.sidebar.caption(f"store: {state.esc_md(state.store_path())}")
+st.sidebar.caption(f"store: {literal(state.store_path())}")
 state.restore_shared_params()
 with state.timed(nav.url_path):
     try:

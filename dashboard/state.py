@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import re
 import sys
 import time as clock
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,6 +29,7 @@ from hopscope.config import DASHBOARD_REFRESH_ENV, DASHBOARD_RULES_ENV, DASHBOAR
 from hopscope.dashboard import cache, panels
 from hopscope.durations import parse_utc
 from hopscope.errors import HopscopeError
+from hopscope.markdown import literal
 from hopscope.query import samples, slos, spans, windows
 from hopscope.store import Store
 
@@ -40,7 +40,6 @@ DEFAULT_RULES = Path("slo_rules")
 REFRESH_CHOICES: dict[str, int | None] = {"off": None, "5s": 5, "10s": 10, "30s": 30, "1m": 60, "5m": 300}
 DEFAULT_RANGE = "24h"
 DEFAULT_REFRESH = "30s"
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~$])")
 
 
 def page(title: str) -> None:
@@ -90,7 +89,7 @@ def store() -> Store:
         st.info(
             f"No data yet: no store at `{path}`. Run `hopscope demo` for the demo data or `hopscope collect` to start collecting."
         )
-        st.caption(esc_md(str(exc)))
+        st.caption(literal(str(exc)))
         st.stop()
         raise  # unreachable: st.stop() raises
 
@@ -163,11 +162,6 @@ def freshness(now: datetime, by_target: bool = False) -> pd.DataFrame:
     return samples.freshness_at(seen, now)
 
 
-def esc_md(text: object) -> str:
-    """Telemetry text made literal inside st.markdown (no links, images or emphasis from data)."""
-    return _MD_SPECIAL.sub(r"\\\1", str(text))
-
-
 # ------------------------------------------------------------------ query parameters
 
 
@@ -177,7 +171,7 @@ def param(name: str, allowed: Sequence[str], default: str) -> str:
     if value is None or value == "":
         return default
     if value not in allowed:
-        st.warning(f"Ignoring `?{name}=`: {esc_md(value[:60])!s} is not one of {', '.join(allowed)}.")
+        st.warning(f"Ignoring `?{name}=`: {literal(value[:60])!s} is not one of {', '.join(allowed)}.")
         return default
     return value
 
@@ -280,7 +274,7 @@ def _parse_time(text: str | None) -> datetime | None:
     try:
         return parse_utc(text)
     except ValueError:
-        st.warning(f"Ignoring a time that is not ISO 8601: {esc_md(text[:40])}")
+        st.warning(f"Ignoring a time that is not ISO 8601: {literal(text[:40])}")
         return None
 
 
@@ -450,7 +444,7 @@ def breaches_in(w: windows.Window) -> pd.DataFrame | None:
     try:
         return view(slos.breach_table, rules(), w.start, w.end)
     except (ImportError, HopscopeError) as exc:
-        st.caption(f"Breaches not shown: {esc_md(exc)}")
+        st.caption(f"Breaches not shown: {literal(exc)}")
         return None
 
 

@@ -26,6 +26,7 @@ from hopscope import charts, model
 from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt, write_output
 from hopscope.config import read_paths
 from hopscope.errors import ConfigError, NotFoundError
+from hopscope.markdown import literal
 from hopscope.query import slos, spans, windows
 from hopscope.slo import budget_burndown, minute_series
 from hopscope.store import Store
@@ -239,13 +240,9 @@ def to_csv(rep: SloReport) -> str:
     return buf.getvalue()
 
 
-def _md(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def to_markdown(rep: SloReport) -> str:
-    lines = [f"# SLO report: {_md(rep.slo)}", "", _md(rep.description), "", "| | |", "|---|---|"]
-    lines += [f"| {k} | {_md(v)} |" for k, v in summary_rows(rep)]
+    lines = [f"# SLO report: {literal(rep.slo)}", "", literal(rep.description), "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {literal(v)} |" for k, v in summary_rows(rep)]
     lines += ["", "## Incidents", ""]
     if rep.incidents:
         lines += [
@@ -255,7 +252,7 @@ def to_markdown(rep: SloReport) -> str:
         for i in rep.incidents:
             mins = (i["end"] - i["start"]).total_seconds() / 60
             lines.append(
-                f"| {i['number']} | {i['id']} | {i['start']:%Y-%m-%d %H:%M} | {mins:.0f} min | {i['severity']} | {_pct(i['budget_consumed'], 1)} | {_md(i['cause'])} |"
+                f"| {i['number']} | {i['id']} | {i['start']:%Y-%m-%d %H:%M} | {mins:.0f} min | {i['severity']} | {_pct(i['budget_consumed'], 1)} | {literal(i['cause'])} |"
             )
         lines += ["", INCIDENT_SHARE_NOTE]
     else:
@@ -270,7 +267,7 @@ def to_markdown(rep: SloReport) -> str:
         ]
         for h in rep.hop_budgets:
             lines.append(
-                f"| {_md(h['hop'])} | {h['budget_ms']:g} ms | {_ms(h['mean_ms'])} | {_ms(h['worst_hour_ms'])} | {_pct(h['used'], 0)} |"
+                f"| {literal(h['hop'])} | {h['budget_ms']:g} ms | {_ms(h['mean_ms'])} | {_ms(h['worst_hour_ms'])} | {_pct(h['used'], 0)} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -14,6 +14,7 @@ import pytest
 
 from hopscope import report
 from hopscope.errors import ConfigError, NotFoundError
+from hopscope.markdown import literal
 from hopscope.query import slos
 from hopscope.slo import evaluate_many
 from hopscope.store import Store
@@ -81,7 +82,7 @@ def test_cli_writes_markdown_naming_each_incidents_cause(demo_store: Path, tmp_p
         slo="recommend-latency", window="7d", format="md", output=out, store=demo_store, rules=Path(RULES)
     )
     text = out.read_text()
-    assert text.startswith("# SLO report: recommend-latency")
+    assert text.startswith(f"# SLO report: {literal('recommend-latency')}")  # telemetry text is escaped
     rows = [
         line for line in text.splitlines() if line.startswith("| ") and " page " in line or " ticket " in line
     ]
@@ -90,7 +91,7 @@ def test_cli_writes_markdown_naming_each_incidents_cause(demo_store: Path, tmp_p
     assert "| Data | events from " in text
     for name in EVENTS:
         t = _truth(demo_store)[name]
-        assert f"{t['hop']} ({t['dimension']})" in text, name
+        assert literal(f"{t['hop']} ({t['dimension']})") in text, name
 
 
 @pytest.mark.parametrize(

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
 import streamlit as st
 
 from hopscope import charts, health
 from hopscope.dashboard import state
+from hopscope.markdown import literal
 from hopscope.query import samples, store_info
 from hopscope.store import utcnow
 
 state.page("Collectors")
-
-
-def _plain(text: str) -> str:
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text)
 
 
 spec = state.time_range()
@@ -29,7 +24,7 @@ def live() -> None:
     writes = health.write_health(health.read_status(state.store_path()))
     if writes is not None:
         show = {"ok": st.success, "warning": st.warning, "error": st.error}[writes.level]
-        show(_plain(writes.headline))  # Streamlit reads it as Markdown: a host name is text, not markup
+        show(literal(writes.headline))  # Streamlit reads it as Markdown: a host name is text, not markup
         for row in range(0, len(writes.figures), 4):  # four tiles a row stay readable at 1024 px
             for col, (label, value) in zip(st.columns(4), writes.figures[row : row + 4], strict=False):
                 col.metric(label, value)

@@ -6,6 +6,7 @@ import streamlit as st
 
 from hopscope import charts
 from hopscope.dashboard import state
+from hopscope.markdown import literal
 from hopscope.model import Hop
 from hopscope.query import spans
 
@@ -50,7 +51,7 @@ breaches = state.breaches_in(w)
 series = state.q(spans.hop_latency_series, w, route)
 state.chart(state.figure(charts.hop_stack_chart, series, breaches, highlight=focus or None), "hop_stack")
 if focus:
-    st.subheader(state.esc_md(focus))
+    st.subheader(literal(focus))
     left, right = st.columns(2)
     one = state.view(spans.hop_series, w, focus)
     kind = "bandwidth" if client else "compute"

@@ -10,12 +10,13 @@ import streamlit as st
 from hopscope import charts
 from hopscope.dashboard import state
 from hopscope.dashboard.pages.widgets import incident
+from hopscope.markdown import literal
 from hopscope.query import slos, spans, windows
 
 state.page("Incident")
 table, picked = incident.incident_picker()
 b = dict(table[table["number"].astype(str) == picked].iloc[0])
-st.subheader(f"Incident {b['number']} · {state.esc_md(b['slo'])}")
+st.subheader(f"Incident {b['number']} · {literal(b['slo'])}")
 st.badge(str(b["severity"]).upper(), color=state.badge_color(b["severity"]))
 c = st.columns(4)
 c[0].metric("Start (UTC)", f"{b['start']:%b %d %H:%M}")
@@ -49,9 +50,9 @@ with st.spinner("Diagnosing: which hop, and is it compute, bandwidth or memory�
 top = d["causes"][0] if d["causes"] else None
 if top:
     # the summary itself begins with the share ("100% of the added latency (+13.6 ms per request) is in ...")
-    st.success(f"**{state.esc_md(top['hop'])}** · {top['dimension']} — {state.esc_md(top['summary'])}")
+    st.success(f"**{literal(top['hop'])}** · {top['dimension']} — {literal(top['summary'])}")
 else:
-    st.warning(f"No clear cause. Checked: {state.esc_md('; '.join(d['checked']))}")
+    st.warning(f"No clear cause. Checked: {literal('; '.join(d['checked']))}")
 
 
 # The numbers come from the part of the breach that burned budget: an alert holds a breach open after
@@ -107,7 +108,7 @@ else:
 
 bubble = pd.DataFrame(d["bubbleup"]["attributes"])
 if bubble.empty:
-    st.caption(f"BubbleUp: {state.esc_md(d['bubbleup'].get('note') or 'no attribute stands out')}")
+    st.caption(f"BubbleUp: {literal(d['bubbleup'].get('note') or 'no attribute stands out')}")
 else:
     bub = bubble.rename(columns={"baseline_fraction": "baseline", "incident_slow_fraction": "incident"})
     state.chart(state.figure(charts.bubbleup_chart, bub), "bubbleup", clickable=False)

@@ -7,6 +7,7 @@ import streamlit as st
 from hopscope import charts
 from hopscope.dashboard import state
 from hopscope.dashboard.pages.widgets import overview
+from hopscope.markdown import literal
 from hopscope.query import slos, spans
 
 state.page("Overview")
@@ -55,7 +56,7 @@ def _live() -> None:
         )
         overview.breach_links(breaches)
     if service:
-        st.caption(f"Resources of **{state.esc_md(service)}** only (Service filter in the sidebar).")
+        st.caption(f"Resources of **{literal(service)}** only (Service filter in the sidebar).")
     overview.resource_row(w, breaches, service)
 
 

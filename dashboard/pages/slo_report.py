@@ -9,18 +9,17 @@ from hopscope import charts, report
 from hopscope.dashboard import state
 from hopscope.dashboard.pages.widgets import slo_report
 from hopscope.errors import HopscopeError
+from hopscope.markdown import literal
 from hopscope.query import slos
 
 state.page("SLO report")
 try:
     names = state.view(slos.slo_names, state.rules())
 except (ImportError, HopscopeError) as exc:
-    st.warning(f"SLOs cannot be loaded: {state.esc_md(exc)}")
+    st.warning(f"SLOs cannot be loaded: {literal(exc)}")
     st.stop()
 if not names:
-    st.info(
-        f"No SLOs defined: add one to {state.esc_md(state.rules())}/ (check it with `hopscope slo check`)."
-    )
+    st.info(f"No SLOs defined: add one to {literal(state.rules())}/ (check it with `hopscope slo check`).")
     st.stop()
 slo = state.param("slo", names, names[0])
 window = state.param("window", list(report.WINDOWS), "28d")
@@ -32,7 +31,7 @@ state.set_param("window", window, "28d")
 
 rep = slo_report.slo_report(slo, window)
 st.caption(
-    f"{state.esc_md(rep.description)} · {rep.start:%Y-%m-%d %H:%M} – {rep.end:%Y-%m-%d %H:%M} UTC · {rep.coverage}"
+    f"{literal(rep.description)} · {rep.start:%Y-%m-%d %H:%M} – {rep.end:%Y-%m-%d %H:%M} UTC · {rep.coverage}"
 )
 c = st.columns(4)
 c[0].metric("SLI", report._pct(rep.sli), help=f"{rep.good:,.0f} good of {rep.total:,.0f} events")

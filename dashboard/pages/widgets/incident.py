@@ -11,6 +11,7 @@ import streamlit as st
 from hopscope import charts
 from hopscope.dashboard import state
 from hopscope.errors import HopscopeError
+from hopscope.markdown import literal
 from hopscope.query import samples, slos, spans, windows
 
 
@@ -19,7 +20,7 @@ def incident_picker() -> tuple[pd.DataFrame, str]:
     try:
         table = state.view(slos.breach_table, state.rules())
     except (ImportError, HopscopeError) as exc:
-        st.warning(f"Incidents cannot be listed: {state.esc_md(exc)}")
+        st.warning(f"Incidents cannot be listed: {literal(exc)}")
         st.stop()
     if table.empty:
         st.info(
@@ -34,7 +35,7 @@ def incident_picker() -> tuple[pd.DataFrame, str]:
     if key in set(table["id"]):
         key = str(table.loc[table["id"] == key, "number"].iloc[0])
     if key not in labels:
-        st.error(f"Unknown incident {state.esc_md(key[:40])}: pick one of the {len(labels)} below.")
+        st.error(f"Unknown incident {literal(key[:40])}: pick one of the {len(labels)} below.")
         key = str(table["number"].iloc[-1])
     numbers = list(labels)
     picked = str(st.selectbox("Incident", numbers, index=numbers.index(key), format_func=lambda n: labels[n]))
@@ -59,16 +60,17 @@ def cause_sections(d: dict[str, Any], incident: tuple[datetime, datetime]) -> No
     used = str((d.get("baseline") or {}).get("used") or "").replace("_", " ")
     if used:
         st.caption(
-            f"Dashed levels on the charts: the baseline the diagnosis compared with ({state.esc_md(used)})."
+            f"Dashed levels on the charts: the baseline the diagnosis compared with ({literal(used)})."
         )
     ew = windows.evidence_window(*incident)
     hop_base = {h["hop"]: h.get("baseline_ms") for h in (d.get("decomposition") or {}).get("hops", [])}
     for cause in d["causes"]:
         with st.expander(
-            f"#{cause['rank']} {cause['hop']} · {cause['dimension']} · {100 * cause['share_of_added_latency']:.0f}% of added latency",
+            f"#{cause['rank']} {literal(cause['hop'])} · {cause['dimension']} · "
+            f"{100 * cause['share_of_added_latency']:.0f}% of added latency",
             expanded=cause["rank"] == 1,
         ):
-            st.markdown(state.esc_md(cause["summary"]))
+            st.markdown(literal(cause["summary"]))
             ev = pd.DataFrame(cause["evidence"])
             if ev.empty:
                 st.caption("No linked resource signal.")

@@ -8,6 +8,7 @@ import streamlit as st
 from hopscope import charts
 from hopscope.dashboard import panels, state
 from hopscope.errors import HopscopeError
+from hopscope.markdown import literal
 from hopscope.query import slos, windows
 from hopscope.store import utcnow
 
@@ -22,7 +23,7 @@ def freshness_line() -> None:
     for row in df.itertuples(index=False):
         age = row.age
         mark = ":orange[stale]" if row.stale else ":green[fresh]"
-        parts.append(f"**{state.esc_md(row.source)}** {mark} · last sample {age} ago")
+        parts.append(f"**{literal(row.source)}** {mark} · last sample {age} ago")
     st.caption("  |  ".join(parts))
 
 
@@ -45,16 +46,16 @@ def slo_tiles(w: windows.Window) -> pd.DataFrame | None:
     try:
         statuses = state.view(slos.slo_statuses, state.rules(), w.end)
     except (ImportError, HopscopeError) as exc:
-        st.warning(f"SLOs not evaluated: {state.esc_md(exc)}")
+        st.warning(f"SLOs not evaluated: {literal(exc)}")
         return None
     if statuses.empty:
-        st.info(f"No SLOs defined: add one to {state.esc_md(state.rules())}/ (see `hopscope slo check`).")
+        st.info(f"No SLOs defined: add one to {literal(state.rules())}/ (see `hopscope slo check`).")
         return None
     cols = st.columns(min(len(statuses), 4))
     for i, row in enumerate(statuses.itertuples(index=False)):
         with cols[i % len(cols)], st.container(border=True):
             state_name = row.alert_state if row.alert_state in charts.SEVERITY_BADGES else "no data"
-            st.markdown(f"**{state.esc_md(row.slo)}**")
+            st.markdown(f"**{literal(row.slo)}**")
             alert = {"ok": "no alert firing", "no data": "no events"}.get(
                 state_name, f"{state_name} alert firing"
             )
@@ -81,7 +82,7 @@ def slo_tiles(w: windows.Window) -> pd.DataFrame | None:
                 "the SLO is missed for the window, whether or not a burn-rate alert fires now",
             )
             burns = " · ".join(
-                f"{state.esc_md(k)} ×{v:.1f}" for k, v in row.burn_rates.items() if v == v and v is not None
+                f"{literal(k)} ×{v:.1f}" for k, v in row.burn_rates.items() if v == v and v is not None
             )
             st.caption(f"objective {_pct(row.objective)} · burn {burns or 'n/a'}")
     return state.breaches_in(w)
@@ -104,6 +105,6 @@ def breach_links(breaches: pd.DataFrame | None) -> None:
         with cols[i % len(cols)]:
             st.page_link(
                 "pages/incident.py",
-                label=f"Incident {b.number} · {b.start:%b %d %H:%M} · {b.slo}",
+                label=f"Incident {b.number} · {b.start:%b %d %H:%M} · {literal(b.slo)}",
                 query_params={"incident": str(b.number)},
             )
