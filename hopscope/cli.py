@@ -18,6 +18,7 @@ from collectors.cli import collect
 from hopscope import __version__
 from hopscope.cli_options import ConfigOpt
 from hopscope.config import (
+    DASHBOARD_BACKEND_ENV,
     DASHBOARD_REFRESH_ENV,
     DASHBOARD_RULES_ENV,
     DASHBOARD_STORE_ENV,
@@ -28,6 +29,7 @@ from hopscope.diagnosis.cli import explain, incidents
 from hopscope.errors import HopscopeError
 from hopscope.report import report
 from hopscope.slo.cli import app as slo_app
+from hopscope.store import StoreLocation
 
 app = typer.Typer(
     name="hopscope",
@@ -63,7 +65,7 @@ def demo(
     else:
         ensure_demo(store, scenario, progress=_progress)
     if serve:
-        _serve_dashboard(store, port=port, address=address)
+        _serve_dashboard(StoreLocation(store), port=port, address=address)
 
 
 @app.command()
@@ -77,11 +79,11 @@ def dashboard(
 ) -> None:
     """Serve the dashboard over a store."""
     cfg, _ = load_config(config)
-    path = store or cfg.store.path
-    if not (path / "catalog.sqlite").exists():
-        raise HopscopeError(f"{path}: no store here; run `hopscope demo` or `hopscope collect` first")
+    where = StoreLocation(store) if store is not None else cfg.store.location()
+    if not where.exists():
+        raise HopscopeError(f"{where}: no store here; run `hopscope demo` or `hopscope collect` first")
     _serve_dashboard(
-        path,
+        where,
         port=port or cfg.dashboard.port,
         address=address or cfg.dashboard.address,
         rules=cfg.slo.rules,
@@ -112,14 +114,23 @@ def _progress(step: str, fraction: float) -> None:
 
 
 def _serve_dashboard(
-    store: Path, *, port: int, address: str, rules: Path | None = None, refresh_seconds: int | None = None
+    store: StoreLocation,
+    *,
+    port: int,
+    address: str,
+    rules: Path | None = None,
+    refresh_seconds: int | None = None,
 ) -> None:
-    """Run Streamlit on the dashboard; the store, rules and default refresh travel as environment variables."""
+    """Run Streamlit on the dashboard; the store, rules and default refresh travel as environment variables
+    (a shared store's catalog and data path too; its password and keys stay in the variables they are in)."""
     import dashboard
 
     app_file = Path(dashboard.__file__).parent / "app.py"
     typer.echo(f"hopscope dashboard on http://{address}:{port}  (store: {store}; Ctrl-C to stop)", err=True)
-    env = {**os.environ, DASHBOARD_STORE_ENV: str(store.resolve())}
+    env = {**os.environ, DASHBOARD_STORE_ENV: str(store.path.resolve())}
+    env.pop(DASHBOARD_BACKEND_ENV, None)
+    if store.backend is not None:
+        env[DASHBOARD_BACKEND_ENV] = store.backend.to_json()
     if rules is not None and rules.exists():  # else the dashboard's own default (the repository's slo_rules)
         env[DASHBOARD_RULES_ENV] = str(rules.resolve())
     if refresh_seconds is not None:
