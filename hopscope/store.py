@@ -507,6 +507,9 @@ class Store:
                     f"cannot load the DuckDB extension {name!r} ({path or 'INSTALL'}): {exc}"
                 ) from exc
         if self.backend.remote_data or self.backend.postgres:
+            # An S3 upload buffers one part: 800 GB / 10,000 parts by default, a 76 MiB block per file
+            # written, which alone overran a 64 MB memory limit. Data files are ~8 MB: 6.4 MB parts.
+            con.execute("SET GLOBAL s3_uploader_max_filesize = '64GB'")  # cursors are sessions of their own
             try:
                 con.execute(self.backend.s3_secret_sql())
             except duckdb.Error as exc:

@@ -23,6 +23,8 @@ SCENARIO = ROOT / "sample_data" / "scenario.yaml"
 DEMO_END = datetime(2026, 11, 20, 12, 0)
 # The demo scenario's SLI, which the diagnosis no longer assumes: tests name it as a user's SLO would.
 DEMO_TARGET = {"service": "api-gateway", "route": "/recommend", "threshold_ms": 200.0}
+# The store's backends (local; PostgreSQL + S3) as fixtures: `stores`, `postgres_server`, `s3_server`.
+pytest_plugins = ["store_backends"]
 
 
 def in_ci() -> bool:
