@@ -6,6 +6,7 @@ and nowhere else.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from hopscope.diagnosis.cli import explain, incidents
 from hopscope.errors import HopscopeError
 from hopscope.report import report
 from hopscope.slo.cli import app as slo_app
-from hopscope.store import StoreLocation
+from hopscope.store import Store, StoreLocation, copy_store
 
 app = typer.Typer(
     name="hopscope",
@@ -96,6 +97,48 @@ app.add_typer(slo_app, name="slo")
 app.command()(incidents)
 app.command()(explain)
 app.command()(report)
+store_app = typer.Typer(
+    help="The store itself: copy it to another catalog or data path.", no_args_is_help=True
+)
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("copy")
+def store_copy(
+    source: Annotated[
+        str, typer.Option("--from", help="the store to copy: a folder, or a postgres:// URL or libpq string")
+    ],
+    destination: Annotated[
+        str, typer.Option("--to", help="a new store: a folder, or a postgres:// URL or libpq string")
+    ],
+    data_path: Annotated[
+        str | None,
+        typer.Option(
+            "--data-path", help="where the new store's Parquet files go: s3://bucket/prefix or a folder"
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Copy a store to a new one (embedded to shared, or back), then verify row counts per table and a
+    checksum of hop_minutes; exit 2 if they differ. Passwords and S3 keys come from the environment
+    (\\[store] password_env, \\[store.s3] of the config)."""
+    cfg, _ = load_config(config)
+    src = cfg.store.location_of(source)
+    dst = cfg.store.location_of(destination, data_path)
+    with Store.open(src, create=False) as a, Store.open(dst) as b:
+        result = copy_store(a, b, progress=_progress)
+    if json_out:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        for table, (n_src, n_dst) in result.rows.items():
+            typer.echo(f"{'ok ' if n_src == n_dst else 'BAD'} {table:<15} {n_src:>12,} -> {n_dst:>12,} rows")
+        same = "equal" if result.checksum[0] == result.checksum[1] else "DIFFERENT"
+        typer.echo(
+            f"hop_minutes checksum {same}; {result.seconds:.1f} s: {result.source} -> {result.destination}"
+        )
+    if not result.ok:
+        raise HopscopeError(f"{result.destination}: the copy differs from {result.source} (see above)")
 
 
 @app.command()

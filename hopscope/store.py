@@ -930,6 +930,20 @@ class Store:
     def query_df(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
         return self.query(sql, params).to_pandas()
 
+    def scan(self, table: str, batch_rows: int = 250_000) -> Iterator[pa.Table]:
+        """Every row of ``table`` in chunks of at most ``batch_rows``, on a cursor of its own (one
+        read snapshot), for copies too large to hold at once."""
+        self._table(table)
+        with self._lock:
+            cur = self._con.cursor()
+        try:
+            cur.execute(f"USE {LAKE}")
+            reader = cur.execute(f'SELECT * FROM "{table}"').fetch_record_batch(batch_rows)
+            for batch in reader:
+                yield pa.Table.from_batches([batch])
+        finally:
+            cur.close()
+
     def count(self, table: str) -> int:
         self._table(table)
         return int(self.query(f'SELECT count(*) AS n FROM "{table}"').column("n")[0].as_py())
@@ -1129,6 +1143,76 @@ def _cleanup_slice(store: Store) -> SliceResult:
         what="clean up files",
     )
     return SliceResult(int(rows[0][0]) if rows else 0)
+
+
+# -- copying a store to another backend -----------------------------------------------------------------
+
+COPY_BATCH_ROWS = 250_000  # rows per appended chunk: ~50 MB of spans in memory at once
+
+
+@dataclass(frozen=True, slots=True)
+class CopyReport:
+    """What `hopscope store copy` did: rows per table in the source and in the destination, and an
+    order-independent checksum of hop_minutes on both sides."""
+
+    source: str
+    destination: str
+    rows: dict[str, tuple[int, int]]  # table -> (source, destination)
+    checksum: tuple[str, str]  # hop_minutes, source and destination
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return all(a == b for a, b in self.rows.values()) and self.checksum[0] == self.checksum[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "from": self.source,
+            "to": self.destination,
+            "ok": self.ok,
+            "tables": {t: {"source": a, "destination": b} for t, (a, b) in self.rows.items()},
+            "hop_minutes_checksum": {"source": self.checksum[0], "destination": self.checksum[1]},
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def table_checksum(store: Store, table: str) -> str:
+    """Sum of the hashes of every row: equal for equal contents, whatever the order or the files."""
+    store._table(table)
+    col = store.query(f'SELECT coalesce(sum(hash(t)::HUGEINT), 0)::VARCHAR AS h FROM "{table}" t').column("h")
+    return str(col[0].as_py())
+
+
+def copy_store(
+    source: Store, destination: Store, *, progress: Callable[[str, float], None] | None = None
+) -> CopyReport:
+    """Copy every table of ``source`` into the empty store ``destination``, then verify the copy.
+
+    Each chunk is one commit: a copy that fails midway leaves part of it, and the destination must be
+    emptied (a new catalog database, or a new folder) before copying again."""
+    t0 = time.monotonic()
+    counts = {name: source.count(name) for name in TABLES}
+    held = [n for n in TABLES if n != "state" and destination.count(n)]
+    if held:
+        raise StoreError(
+            f"{destination.where}: not empty ({', '.join(held)} hold rows); copy into a new store"
+        )
+    total, done = max(1, sum(counts.values())), 0
+    for name in TABLES:
+        if name == "state":  # the destination wrote its own layout row when it was created: replace it
+            destination.replace(name, "true", [], source.query(f'SELECT * FROM "{name}"'))
+            done += counts[name]
+            continue
+        for chunk in source.scan(name, COPY_BATCH_ROWS):
+            destination.append(name, chunk)
+            done += chunk.num_rows
+            if progress:
+                progress(f"{name}", done / total)
+    if progress:
+        progress("verifying", 1.0)
+    rows = {name: (counts[name], destination.count(name)) for name in TABLES}
+    checksum = (table_checksum(source, "hop_minutes"), table_checksum(destination, "hop_minutes"))
+    return CopyReport(source.where, destination.where, rows, checksum, time.monotonic() - t0)
 
 
 def _naive(value: Any) -> Any:

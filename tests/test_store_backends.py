@@ -159,3 +159,109 @@ def test_reading_commands_and_the_dashboard_open_the_configured_shared_store(
     assert done.returncode == 0, done.stderr[-500:]
     assert isinstance(json.loads(done.stdout), list | dict)
     assert postgres_server.password not in done.stdout + done.stderr
+
+
+def _small_store(store: Store) -> None:
+    """A few rows in every table (seeded), as a collector leaves them."""
+    import random
+    from datetime import datetime, timedelta
+
+    import pyarrow as pa
+
+    rng = random.Random(42)
+    t0 = datetime(2026, 3, 1)
+    n = 500
+    store.append(
+        "spans",
+        pa.table(
+            {
+                "trace_id": [rng.randbytes(16) for _ in range(n)],
+                "span_id": [rng.randbytes(8) for _ in range(n)],
+                "service": [rng.choice(["api", "features", "model"]) for _ in range(n)],
+                "name": ["GET /x"] * n,
+                "kind": pa.array([2] * n, pa.int8()),
+                "start_time": pa.array([t0 + timedelta(seconds=i) for i in range(n)], pa.timestamp("us")),
+                "duration_ms": [rng.uniform(1, 300) for _ in range(n)],
+                "status_code": pa.array([rng.choice([0, 0, 2]) for _ in range(n)], pa.int8()),
+            }
+        ),
+    )
+    minutes = [t0 + timedelta(minutes=i) for i in range(60)]
+    store.append(
+        "hop_minutes",
+        pa.table(
+            {
+                "minute": pa.array(minutes, pa.timestamp("us")),
+                "client": ["api"] * 60, "server": ["model"] * 60, "route": ["/x"] * 60,
+                "count": [rng.randint(1, 100) for _ in minutes], "errors": [rng.randint(0, 3) for _ in minutes],
+                "duration_ms_sum": [rng.uniform(100, 900) for _ in minutes], "duration_ms_max": [99.0] * 60,
+                "client_ms_sum": [1.0] * 60, "server_ms_sum": [2.0] * 60, "gap_ms_sum": [0.5] * 60,
+                "self_ms_sum": [1.5] * 60, "skewed": [0] * 60, "hist_idx": [[40, 70]] * 60,
+                "hist_cnt": [[2, 1]] * 60, "good_le_ms": [[200.0]] * 60, "good_cnt": [[2]] * 60,
+                "exemplars": [["ab" * 16]] * 60,
+            }
+        ),
+    )  # fmt: skip
+    store.append(
+        "samples",
+        pa.table(
+            {
+                "ts": pa.array(minutes, pa.timestamp("us")),
+                "metric": ["DCGM_FI_DEV_GPU_UTIL"] * 60,
+                "value": [rng.uniform(0, 100) for _ in minutes],
+                "source": ["nvml"] * 60,
+            }
+        ),
+    )
+    store.set_state("rollup.watermark", "2026-03-01T01:00:00")
+
+
+def _copy(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hopscope.cli", "store", "copy", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_store_copy_moves_an_embedded_store_to_postgres_and_s3_and_back_verified(
+    postgres_server: PostgresServer, s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Store(tmp_path / "embedded", inlining_rows=0) as store:
+        _small_store(store)
+        counts = {t: store.count(t) for t in ("spans", "hop_minutes", "samples", "state")}
+    database = postgres_server.create_database()
+    catalog = postgres_server.url(database)
+    for name, value in _env_for(Backend(catalog, "s3://x", PASSWORD_ENV, s3_server.settings())).items():
+        if "CATALOG" not in name and "DATA_PATH" not in name:  # the S3 settings and password variable only
+            monkeypatch.setenv(name, value)
+
+    there = _copy(
+        "--from",
+        str(tmp_path / "embedded"),
+        "--to",
+        catalog,
+        "--data-path",
+        f"s3://hopscope-test/{database}",
+        "--json",
+    )
+    assert there.returncode == 0, there.stderr[-800:]
+    summary = json.loads(there.stdout)
+    assert summary["ok"] is True
+    assert {t: v["destination"] for t, v in summary["tables"].items() if t in counts} == counts
+    checksum = summary["hop_minutes_checksum"]
+    assert checksum["source"] == checksum["destination"] != "0"
+    assert "100%" in there.stderr  # the progress bar, on stderr
+    assert postgres_server.password not in there.stdout + there.stderr
+
+    back = _copy("--from", catalog, "--to", str(tmp_path / "back"), "--json")
+    assert back.returncode == 0, back.stderr[-800:]
+    assert json.loads(back.stdout)["hop_minutes_checksum"]["destination"] == checksum["source"]
+    with Store(tmp_path / "back", create=False) as store:
+        assert {t: store.count(t) for t in counts} == counts
+        assert store.get_state("rollup.watermark") == "2026-03-01T01:00:00"
+
+    again = _copy("--from", str(tmp_path / "embedded"), "--to", catalog)  # into a store that holds data
+    assert again.returncode == 2 and "not empty" in again.stderr

@@ -135,6 +135,21 @@ class StoreConfig(_Section):
     def location(self) -> StoreLocation:
         return StoreLocation(self.path, self.backend())
 
+    def location_of(self, where: str, data_path: str | None = None) -> StoreLocation:
+        """A store named on a command line: a folder, or a PostgreSQL catalog (URL or libpq string),
+        with this section's password variable and S3 settings; ``data_path`` for its data."""
+        if is_postgres(where) and catalog_has_password(where):
+            raise ConfigError(
+                f"{redact(where)}: holds a password: put it in the environment (${self.password_env})"
+            )
+        if data_path is not None and "://" in data_path and not data_path.startswith("s3://"):
+            raise ConfigError(f"--data-path: {data_path!r} is neither s3://bucket/prefix nor a folder")
+        s3 = S3Settings(**self.s3.model_dump())
+        if is_postgres(where):
+            return StoreLocation(self.path, Backend(where, data_path, password_env=self.password_env, s3=s3))
+        backend = Backend(None, data_path, password_env=self.password_env, s3=s3) if data_path else None
+        return StoreLocation(Path(where), backend)
+
     def retention_timedeltas(self) -> dict[str, timedelta]:
         values = self.retention.model_dump()
         values.pop("exemplars")
