@@ -20,6 +20,7 @@ from hopscope.collectors.runner import run_collect
 from hopscope.config import load_config, parse_duration
 from hopscope.config.collect import CollectConfig
 from hopscope.slo import load_slos, slo_thresholds_ms
+from hopscope.store import Backend
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class Settings:
     retention: dict[str, timedelta]
     exemplar_retention: timedelta
     memory_limit: str
+    backend: Backend | None  # a shared catalog and data path; None: both in store_path
 
 
 def _load(config: Path | None) -> Settings:
@@ -49,6 +51,7 @@ def _load(config: Path | None) -> Settings:
         retention=cfg.store.retention_timedeltas(),
         exemplar_retention=parse_duration(cfg.store.retention.exemplars),
         memory_limit=cfg.store.memory_limit,
+        backend=cfg.store.backend(),
     )
 
 
@@ -77,6 +80,8 @@ def collect(
                 "retention": settings.retention,
                 "exemplar_retention": settings.exemplar_retention,
                 "memory_limit": settings.memory_limit,
+                # --store names an embedded store; the config's catalog and data path are for its own path
+                "backend": None if store is not None else settings.backend,
             },
         )
     )

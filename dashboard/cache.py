@@ -23,6 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import FunctionType
 from typing import Concatenate, Generic, NamedTuple, ParamSpec, TypeVar, cast
 
@@ -33,6 +34,7 @@ import plotly.io
 import streamlit as st
 
 from hopscope import charts
+from hopscope.config import dashboard_location
 from hopscope.dashboard.panels import PANELS_BY_KEY, panel_metrics, panel_series, panels_series
 from hopscope.query import samples, slos, spans, store_info, windows
 from hopscope.store import Store, current_snapshot
@@ -152,8 +154,9 @@ class LRU(Generic[K, V]):
 
 @st.cache_resource(show_spinner=False)
 def open_store(path: str) -> Store:
-    """The process's one Store at `path` (opening costs ~0.5 s)."""
-    return Store(path, create=False)
+    """The process's one Store at `path` (opening costs ~0.5 s): its catalog and data where
+    `hopscope dashboard` said (a shared store), else in the folder."""
+    return Store.open(dashboard_location(Path(path)), create=False)
 
 
 @st.cache_resource(show_spinner=False)

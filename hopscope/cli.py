@@ -6,6 +6,7 @@ and nowhere else.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from hopscope import dashboard as dashboard_package
 from hopscope.cli_options import ConfigOpt
 from hopscope.collectors.cli import collect
 from hopscope.config import (
+    DASHBOARD_BACKEND_ENV,
     DASHBOARD_REFRESH_ENV,
     DASHBOARD_RULES_ENV,
     DASHBOARD_STORE_ENV,
@@ -29,6 +31,7 @@ from hopscope.diagnosis.cli import explain, incidents
 from hopscope.errors import HopscopeError
 from hopscope.report import report
 from hopscope.slo.cli import app as slo_app
+from hopscope.store import Store, StoreLocation, copy_store
 
 app = typer.Typer(
     name="hopscope",
@@ -63,7 +66,7 @@ def demo(
     else:
         ensure_demo(store, scenario, progress=_progress)
     if serve:
-        _serve_dashboard(store, port=port, address=address)
+        _serve_dashboard(StoreLocation(store), port=port, address=address)
 
 
 @app.command()
@@ -77,11 +80,11 @@ def dashboard(
 ) -> None:
     """Serve the dashboard over a store."""
     cfg, _ = load_config(config)
-    path = store or cfg.store.path
-    if not (path / "catalog.sqlite").exists():
-        raise HopscopeError(f"{path}: no store here; run `hopscope demo` or `hopscope collect` first")
+    where = StoreLocation(store) if store is not None else cfg.store.location()
+    if not where.exists():
+        raise HopscopeError(f"{where}: no store here; run `hopscope demo` or `hopscope collect` first")
     _serve_dashboard(
-        path,
+        where,
         port=port or cfg.dashboard.port,
         address=address or cfg.dashboard.address,
         rules=cfg.slo.rules,
@@ -94,6 +97,48 @@ app.add_typer(slo_app, name="slo")
 app.command()(incidents)
 app.command()(explain)
 app.command()(report)
+store_app = typer.Typer(
+    help="The store itself: copy it to another catalog or data path.", no_args_is_help=True
+)
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("copy")
+def store_copy(
+    source: Annotated[
+        str, typer.Option("--from", help="the store to copy: a folder, or a postgres:// URL or libpq string")
+    ],
+    destination: Annotated[
+        str, typer.Option("--to", help="a new store: a folder, or a postgres:// URL or libpq string")
+    ],
+    data_path: Annotated[
+        str | None,
+        typer.Option(
+            "--data-path", help="where the new store's Parquet files go: s3://bucket/prefix or a folder"
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Copy a store to a new one (embedded to shared, or back), then verify row counts per table and a
+    checksum of hop_minutes; exit 2 if they differ. Passwords and S3 keys come from the environment
+    (\\[store] password_env, \\[store.s3] of the config)."""
+    cfg, _ = load_config(config)
+    src = cfg.store.location_of(source)
+    dst = cfg.store.location_of(destination, data_path)
+    with Store.open(src, create=False) as a, Store.open(dst) as b:
+        result = copy_store(a, b, progress=_progress)
+    if json_out:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        for table, (n_src, n_dst) in result.rows.items():
+            typer.echo(f"{'ok ' if n_src == n_dst else 'BAD'} {table:<15} {n_src:>12,} -> {n_dst:>12,} rows")
+        same = "equal" if result.checksum[0] == result.checksum[1] else "DIFFERENT"
+        typer.echo(
+            f"hop_minutes checksum {same}; {result.seconds:.1f} s: {result.source} -> {result.destination}"
+        )
+    if not result.ok:
+        raise HopscopeError(f"{result.destination}: the copy differs from {result.source} (see above)")
 
 
 @app.command()
@@ -112,13 +157,22 @@ def _progress(step: str, fraction: float) -> None:
 
 
 def _serve_dashboard(
-    store: Path, *, port: int, address: str, rules: Path | None = None, refresh_seconds: int | None = None
+    store: StoreLocation,
+    *,
+    port: int,
+    address: str,
+    rules: Path | None = None,
+    refresh_seconds: int | None = None,
 ) -> None:
-    """Run Streamlit on the dashboard; the store, rules and default refresh travel as environment variables."""
+    """Run Streamlit on the dashboard; the store, rules and default refresh travel as environment variables
+    (a shared store's catalog and data path too; its password and keys stay in the variables they are in)."""
 
     app_file = Path(dashboard_package.__file__).parent / "app.py"
     typer.echo(f"hopscope dashboard on http://{address}:{port}  (store: {store}; Ctrl-C to stop)", err=True)
-    env = {**os.environ, DASHBOARD_STORE_ENV: str(store.resolve())}
+    env = {**os.environ, DASHBOARD_STORE_ENV: str(store.path.resolve())}
+    env.pop(DASHBOARD_BACKEND_ENV, None)
+    if store.backend is not None:
+        env[DASHBOARD_BACKEND_ENV] = store.backend.to_json()
     if rules is not None and rules.exists():  # else the dashboard's own default (the repository's slo_rules)
         env[DASHBOARD_RULES_ENV] = str(rules.resolve())
     if refresh_seconds is not None:

@@ -24,7 +24,7 @@ import typer
 
 from hopscope import charts, model
 from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt, write_output
-from hopscope.config import read_paths
+from hopscope.config import read_store
 from hopscope.errors import ConfigError, NotFoundError
 from hopscope.markdown import literal
 from hopscope.query import slos, spans, windows
@@ -348,10 +348,10 @@ def report(
     if format not in FORMATS:
         raise ConfigError(f"--format: {format!r} is not one of {', '.join(FORMATS)}")
     report_span(datetime(2000, 1, 1), window)  # validates --window before any work
-    store, rules = read_paths(store, rules, config)
-    if not (store / "catalog.sqlite").exists():
-        raise NotFoundError(f"{store}: no store here; run `hopscope demo` or `hopscope collect` first")
-    st = Store(store, create=False)
+    where, rules = read_store(store, rules, config)
+    if not where.exists():
+        raise NotFoundError(f"{where}: no store here; run `hopscope demo` or `hopscope collect` first")
+    st = Store.open(where, create=False)
     text = render(build_report(st, rules=str(rules), slo=slo, window=window), format)
     if output is None:
         typer.echo(text, nl=False)

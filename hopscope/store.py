@@ -1,10 +1,13 @@
-"""The store: DuckLake tables (SQLite catalog in WAL mode, Parquet data) driven by DuckDB.
+"""The store: DuckLake tables (a catalog, Parquet data) driven by DuckDB.
 
-This is the only module that knows the SQL dialect, the catalog and the
-retries. Many processes may open the same store at once: one collector
-writes while dashboards, the CLI and maintenance read and compact beside it.
+The catalog is a SQLite file in WAL mode in the store's folder (the embedded default) or a
+PostgreSQL database; the data is Parquet under the folder, or in another folder or an S3 bucket
+(see Backend). This is the only module that knows the SQL dialect, the catalog and the retries.
+Many processes may open the same store at once: one collector writes while dashboards, the CLI
+and maintenance read and compact beside it.
 
     store = Store.open("var/demo")
+    shared = Store("var/hopscope", backend=Backend("postgres://hs@db/hopscope", "s3://bucket/hs"))
     store.append("samples", arrow_table)
     df = store.query_df("SELECT metric, avg(value) FROM samples WHERE ts >= ? GROUP BY 1", [since])
     store.maintain()
@@ -12,20 +15,23 @@ writes while dashboards, the CLI and maintenance read and compact beside it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
+import re
 import shutil
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import util as importlib_util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import duckdb
 import pyarrow as pa
@@ -111,18 +117,43 @@ _CAUSES = (
 )
 
 
-def failure_cause(exc: BaseException, path: str | Path | None = None) -> str | None:
-    """'disk full', 'read-only' or 'locked' where the error (or one it was raised from) says so.
+# A PostgreSQL catalog's own conditions (libpq's messages, as the postgres extension passes them on).
+_POSTGRES_CAUSES = (
+    (
+        "auth failed",
+        ("password authentication failed", "no password supplied", "authentication failed", 'role "'),
+    ),
+    ("no such database", ('database "',)),
+    (
+        "cannot connect",
+        (
+            "connection refused",
+            "could not translate host name",
+            "unable to connect to postgres",
+            "timeout expired",
+            "server closed the connection",
+            "no route to host",
+        ),
+    ),
+)
+
+
+def failure_cause(
+    exc: BaseException, path: str | Path | None = None, *, postgres: bool = False
+) -> str | None:
+    """'disk full', 'read-only' or 'locked' (a SQLite catalog), 'auth failed' or 'cannot connect'
+    (``postgres``: a PostgreSQL catalog) where the error (or one it was raised from) says so.
 
     SQLite reports a full disk met while growing its WAL index as a plain "disk I/O error": with
     the store's ``path``, such an error on a filesystem with (almost) no space left is "disk full"."""
+    causes = _POSTGRES_CAUSES if postgres else _CAUSES
     seen: BaseException | None = exc
     while seen is not None:
         text = str(seen).lower()
-        for cause, markers in _CAUSES:
+        for cause, markers in causes:
             if any(m in text for m in markers):
                 return cause
-        if path is not None and "i/o error" in text and _nearly_full(path):
+        if not postgres and path is not None and "i/o error" in text and _nearly_full(path):
             return "disk full"
         seen = seen.__cause__ or seen.__context__
     return None
@@ -151,6 +182,139 @@ def _check_writable(path: Path, catalog: Path) -> None:
         )
 
 
+# -- where a store lives -------------------------------------------------------------------------
+
+_POSTGRES_URL = ("postgres://", "postgresql://")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@\s]*)(@)")
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def is_postgres(catalog: str) -> bool:
+    """A PostgreSQL catalog: a postgres:// URL or a libpq keyword string (``host=… dbname=…``)."""
+    return catalog.startswith(_POSTGRES_URL) or "=" in catalog
+
+
+def redact(text: str, secrets: Sequence[str] = ()) -> str:
+    """``text`` with passwords (URL userinfo, ``password=`` keywords) and the given secrets replaced."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _URL_PASSWORD.sub(r"\1***\3", text)
+    return _KEYWORD_PASSWORD.sub(r"\1***", text)
+
+
+def catalog_has_password(catalog: str) -> bool:
+    return redact(catalog) != catalog
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    """DuckDB's S3 secret, as the store creates it; credentials are read from the named variables."""
+
+    endpoint: str | None = None  # host:port of an S3-compatible server; None: AWS
+    region: str | None = None
+    url_style: str | None = None  # "path" (most S3-compatible servers) or "vhost"
+    use_ssl: bool = True
+    key_id_env: str = "AWS_ACCESS_KEY_ID"
+    secret_env: str = "AWS_SECRET_ACCESS_KEY"
+    session_token_env: str = "AWS_SESSION_TOKEN"
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """Where a store's catalog and data live when not both in its folder.
+
+    No secret is held here (it travels to the dashboard's process and into cache keys): the
+    catalog's password and the S3 credentials are read from the named environment variables
+    when the store connects."""
+
+    catalog: str | None = None  # postgres://… or a libpq string; None: catalog.sqlite in the store folder
+    data_path: str | None = None  # s3://bucket/prefix or a folder; None: data/ beside a SQLite catalog,
+    # the path recorded in a PostgreSQL catalog
+    password_env: str = "PGPASSWORD"
+    s3: S3Settings = S3Settings()
+
+    @property
+    def postgres(self) -> bool:
+        return self.catalog is not None and is_postgres(self.catalog)
+
+    @property
+    def remote_data(self) -> bool:
+        return self.data_path is not None and self.data_path.startswith("s3://")
+
+    def describe(self) -> str:
+        """The catalog and data path for messages, passwords redacted."""
+        catalog = redact(self.catalog) if self.catalog else "catalog.sqlite"
+        return f"{catalog}" + (f" + {self.data_path}" if self.data_path else "")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Backend:
+        raw = json.loads(text)
+        return cls(**{**raw, "s3": S3Settings(**raw.get("s3", {}))})
+
+    def secrets(self, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+        env = os.environ if environ is None else environ
+        names = (self.password_env, self.s3.key_id_env, self.s3.secret_env, self.s3.session_token_env)
+        return tuple(v for v in (env.get(n, "") for n in names) if len(v) >= 3)
+
+    def conninfo(self, environ: Mapping[str, str] | None = None) -> str:
+        """The libpq connection string with the password from ``password_env`` added (libpq itself
+        reads only PGPASSWORD)."""
+        assert self.catalog is not None
+        password = (os.environ if environ is None else environ).get(self.password_env)
+        if not password or self.password_env == "PGPASSWORD":
+            return self.catalog
+        if self.catalog.startswith(_POSTGRES_URL):
+            sep = "&" if "?" in self.catalog else "?"
+            return f"{self.catalog}{sep}password={quote(password, safe='')}"
+        escaped = password.replace("\\", "\\\\").replace("'", "\\'")
+        return f"{self.catalog} password='{escaped}'"
+
+    def s3_secret_sql(self, environ: Mapping[str, str] | None = None) -> str:
+        """CREATE SECRET for the data path's bucket, or for any bucket where the data path is the one a
+        shared catalog recorded (no bound parameters there: literals, quotes doubled)."""
+        env = os.environ if environ is None else environ
+        parts = ["TYPE s3", f"USE_SSL {'true' if self.s3.use_ssl else 'false'}"]
+        if self.remote_data and self.data_path:
+            parts.append(
+                f"SCOPE {_sql_text('s3://' + self.data_path.removeprefix('s3://').split('/', 1)[0])}"
+            )
+        for key, value in (
+            ("KEY_ID", env.get(self.s3.key_id_env)),
+            ("SECRET", env.get(self.s3.secret_env)),
+            ("SESSION_TOKEN", env.get(self.s3.session_token_env)),
+            ("REGION", self.s3.region),
+            ("ENDPOINT", self.s3.endpoint),
+            ("URL_STYLE", self.s3.url_style),
+        ):
+            if value:
+                parts.append(f"{key} {_sql_text(value)}")
+        return f"CREATE OR REPLACE SECRET hopscope_data ({', '.join(parts)})"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLocation:
+    """A store as the reading commands and the dashboard name it: its folder, and where its catalog
+    and data live when elsewhere."""
+
+    path: Path
+    backend: Backend | None = None
+
+    @property
+    def shared(self) -> bool:
+        return self.backend is not None and self.backend.postgres
+
+    def exists(self) -> bool:
+        """Whether a store is there: a shared catalog is asked when the store opens."""
+        return self.shared or (self.path / CATALOG_FILE).exists()
+
+    def __str__(self) -> str:
+        return self.backend.describe() if self.shared and self.backend else str(self.path)
+
+
 def utcnow() -> datetime:
     """Now, as the naive-UTC datetime every table stores."""
     return datetime.now(UTC).replace(tzinfo=None)
@@ -171,7 +335,11 @@ def store_identity(store: Any, *, with_mtime: bool = False) -> tuple[Any, ...] |
 
     ``with_mtime`` adds the catalog's mtime, for caches whose entries must not survive a store
     regenerated in place (it may get the same inode and snapshot ids back); every write changes it.
+    A shared store (PostgreSQL catalog) is its redacted catalog and data path; it has no mtime to add.
     """
+    backend = getattr(store, "backend", None)
+    if isinstance(backend, Backend) and backend.postgres:
+        return None if with_mtime else ("shared", backend.describe())
     path = getattr(store, "path", None)
     if path is None:
         return None
@@ -207,15 +375,50 @@ class Store:
         commit_deadline_s: float = 30.0,
         memory_limit: str = DEFAULT_MEMORY_LIMIT,
         create: bool = True,
+        backend: Backend | None = None,
     ) -> None:
         self.path = Path(path)
+        self.backend = backend or Backend()
         self.retention = {**DEFAULT_RETENTION, **(retention or {})}
         self.exemplar_retention = exemplar_retention
         self.file_grace = file_grace
         self.commit_deadline_s = commit_deadline_s
         self.inlining_rows = inlining_rows
         self.memory_limit = memory_limit
-        catalog = self.path / CATALOG_FILE
+        self._create = create
+        self._catalog = self.path / CATALOG_FILE
+        if self.backend.catalog is not None and not self.backend.postgres:
+            raise StoreError(
+                f"catalog {redact(self.backend.catalog)!r}: not a postgres:// URL or libpq string "
+                "(leave it unset for the SQLite catalog in the store folder)"
+            )
+        if not self.backend.postgres:
+            self._open_sqlite_catalog(create)
+        elif create:  # the daemon's own files (status.json) stay in its folder
+            self.path.mkdir(parents=True, exist_ok=True)
+        if self.backend.data_path is None and not self.backend.postgres:
+            (self.path / DATA_DIR).mkdir(parents=True, exist_ok=True)
+        elif self.backend.data_path is not None and not self.backend.remote_data:
+            Path(self.backend.data_path).mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._generation = 0  # bumped by reconnect(): every thread's cursor of the old connection is stale
+        self._con = self._connect()
+        self._ensure_tables()
+        if create:
+            self._ensure_layout()
+
+    @property
+    def where(self) -> str:
+        """The store, for messages: its folder, or its catalog and data path (passwords redacted)."""
+        return self.backend.describe() if self.backend.postgres else str(self.path)
+
+    @property
+    def location(self) -> StoreLocation:
+        return StoreLocation(self.path, self.backend if self.backend != Backend() else None)
+
+    def _open_sqlite_catalog(self, create: bool) -> None:
+        catalog = self._catalog
         if not catalog.exists() and not create:
             raise StoreError(
                 f"{self.path}: no store here (missing {CATALOG_FILE}); run `hopscope demo` or `hopscope collect`"
@@ -225,28 +428,23 @@ class Store:
         if not create:
             self._check_catalog(catalog)  # a reader never turns a stray file into a new store
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / DATA_DIR).mkdir(exist_ok=True)
         self._set_wal(catalog)
-        self._catalog = catalog
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._generation = 0  # bumped by reconnect(): every thread's cursor of the old connection is stale
-        self._con = self._connect(catalog, inlining_rows)
-        self._ensure_tables()
-        if create:
-            self._ensure_layout()
 
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path_or_config: Any, **kwargs: Any) -> Store:
-        """Open a store from a path or from a loaded config (``config.store``)."""
-        store_cfg = getattr(path_or_config, "store", None)
+    def open(cls, where: Any, **kwargs: Any) -> Store:
+        """Open a store from a path, a StoreLocation or a loaded config (``config.store``)."""
+        store_cfg = getattr(where, "store", None)
         if store_cfg is not None:
             kwargs.setdefault("retention", store_cfg.retention_timedeltas())
             kwargs.setdefault("memory_limit", store_cfg.memory_limit)
+            kwargs.setdefault("backend", store_cfg.backend())
             return cls(store_cfg.path, **kwargs)
-        return cls(path_or_config, **kwargs)
+        if isinstance(where, StoreLocation):
+            kwargs.setdefault("backend", where.backend)
+            return cls(where.path, **kwargs)
+        return cls(where, **kwargs)
 
     @staticmethod
     def _check_catalog(catalog: Path) -> None:
@@ -282,15 +480,21 @@ class Store:
                 raise StoreError(f"{catalog}: not a hopscope store catalog ({exc})") from None
             time.sleep(0.05)
 
-    def _connect(self, catalog: Path, inlining_rows: int) -> duckdb.DuckDBPyConnection:
+    def _extensions(self) -> list[tuple[str, str]]:
+        """The DuckDB extensions this store's catalog and data path need (module of the wheel, name)."""
+        needed = [("duckdb_extension_postgres_scanner", "postgres_scanner")]
+        if not self.backend.postgres:
+            needed = [("duckdb_extension_sqlite_scanner", "sqlite_scanner")]
+        if self.backend.remote_data or self.backend.postgres:  # a shared catalog may record an s3:// path
+            needed.append(("duckdb_extension_httpfs", "httpfs"))
+        return [*needed, ("duckdb_extension_ducklake", "ducklake")]
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(
             ":memory:",
             config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
         )
-        for module, name in (
-            ("duckdb_extension_sqlite_scanner", "sqlite_scanner"),
-            ("duckdb_extension_ducklake", "ducklake"),
-        ):
+        for module, name in self._extensions():
             path = _extension_path(module, name)
             try:
                 if path:
@@ -302,15 +506,25 @@ class Store:
                 raise StoreError(
                     f"cannot load the DuckDB extension {name!r} ({path or 'INSTALL'}): {exc}"
                 ) from exc
-        # The data always lives beside the catalog; overriding the recorded path makes a store
-        # movable (built in a temporary folder and renamed, copied to another machine).
-        data = str(self.path.resolve() / DATA_DIR) + "/"
+        if self.backend.remote_data or self.backend.postgres:
+            # An S3 upload buffers one part: 800 GB / 10,000 parts by default, a 76 MiB block per file
+            # written, which alone overran a 64 MB memory limit. Data files are ~8 MB: 6.4 MB parts.
+            con.execute("SET GLOBAL s3_uploader_max_filesize = '64GB'")  # cursors are sessions of their own
+            try:
+                con.execute(self.backend.s3_secret_sql())
+            except duckdb.Error as exc:
+                raise StoreError(f"{self.where}: S3 settings refused: {self._redact(str(exc))}") from None
         # ATTACH takes no bound parameters: the paths go in as SQL string literals, quotes doubled.
+        if self.backend.postgres:
+            options = self._postgres_options(con)
+            target = f"ducklake:postgres:{self.backend.conninfo()}"
+        else:
+            options = self._sqlite_options()
+            target = f"ducklake:sqlite:{self._catalog}"
         self._retry(
             lambda: con.execute(
-                f"ATTACH {_sql_text(f'ducklake:sqlite:{catalog}')} AS {LAKE} "
-                f"(DATA_PATH {_sql_text(data)}, OVERRIDE_DATA_PATH true, "
-                f"DATA_INLINING_ROW_LIMIT {int(inlining_rows)})"
+                f"ATTACH {_sql_text(target)} AS {LAKE} ({options}"
+                f"DATA_INLINING_ROW_LIMIT {int(self.inlining_rows)})"
             ),
             what="attach",
         )
@@ -321,9 +535,54 @@ class Store:
             raise StoreError(f"memory limit {self.memory_limit!r}: {exc}") from None
         # Footers of immutable Parquet files are worth keeping: each query re-reads them otherwise.
         con.execute("SET parquet_metadata_cache = true")
-        # The data files are local: the OS page cache already holds them; a second copy is only memory.
+        # Local data files are in the OS page cache already: a second copy is only memory. Remote ones are
+        # not kept either: a daemon that reads each new file once would grow without end (issue 12).
         con.execute("SET enable_external_file_cache = false")
         return con
+
+    def _sqlite_options(self) -> str:
+        # The data lives beside the catalog unless data_path says otherwise; overriding the recorded path
+        # makes a store movable (built in a temporary folder and renamed, copied to another machine).
+        data = self.backend.data_path or str(self.path.resolve() / DATA_DIR)
+        return f"DATA_PATH {_sql_text(data.rstrip('/') + '/')}, OVERRIDE_DATA_PATH true, "
+
+    def _postgres_options(self, con: duckdb.DuckDBPyConnection) -> str:
+        """A reader never turns an empty database into a new store; a new one needs a data path."""
+        exists = self._retry(lambda: self._postgres_has_lake(con), what="connect to the catalog")
+        if not exists and not self._create:
+            raise StoreError(f"{self.where}: no store here (no DuckLake tables in the catalog database)")
+        if self.backend.data_path is None:
+            if not exists:
+                raise StoreError(
+                    f"{self.where}: a new shared store needs [store] data_path (e.g. s3://bucket/hopscope)"
+                )
+            return ""  # the data path the catalog recorded
+        # No override: every host of a shared store must name the data path the catalog recorded
+        # (DuckLake refuses another one), or its readers would look for files where none were written.
+        return f"DATA_PATH {_sql_text(self.backend.data_path.rstrip('/') + '/')}, "
+
+    def _postgres_has_lake(self, con: duckdb.DuckDBPyConnection) -> bool:
+        attach = (
+            f"ATTACH {_sql_text(self.backend.conninfo())} AS _hopscope_catalog (TYPE postgres, READ_ONLY)"
+        )
+        con.execute(attach)
+        try:
+            row = con.execute(
+                "SELECT * FROM postgres_query('_hopscope_catalog', "
+                "'SELECT count(*) FROM information_schema.tables WHERE table_name = ''ducklake_metadata''')"
+            ).fetchone()
+        finally:
+            con.execute("DETACH _hopscope_catalog")
+        return bool(row and row[0])
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self.backend.secrets())
+
+    def cause_of(self, exc: BaseException) -> str | None:
+        """What an operator can act on in ``exc`` (see failure_cause), for this store's catalog."""
+        if self.backend.postgres:
+            return failure_cause(exc, postgres=True)
+        return failure_cause(exc, self.path)
 
     def _ensure_tables(self) -> None:
         def create() -> None:
@@ -399,7 +658,7 @@ class Store:
             old.close()  # first: it ends the old transactions (the new connection may need their lock)
         except duckdb.Error as exc:  # closing a connection in a bad state: the new one is what matters
             log.debug("closing the old store connection: %s", exc)
-        con = self._connect(self._catalog, self.inlining_rows)
+        con = self._connect()
         with self._lock:  # swapped together: no thread tags a cursor of the old one with the new generation
             self._con = con
             self._generation += 1
@@ -416,6 +675,7 @@ class Store:
             commit_deadline_s=self.commit_deadline_s,
             memory_limit=self.memory_limit,
             create=False,
+            backend=self.backend,
         )
 
     @contextmanager
@@ -454,14 +714,15 @@ class Store:
             except (duckdb.Error, sqlite3.Error) as exc:
                 self._rollback_quietly()
                 if not _is_retryable(exc) or time.monotonic() + delay > deadline:
-                    cause = failure_cause(exc, self.path)
+                    cause = self.cause_of(exc)
                     said = f"{cause}: " if cause else ""
                     error = StoreError(
-                        f"{self.path}: {what} failed after {attempt} attempt(s): {said}{exc}", cause=cause
+                        f"{self.where}: {what} failed after {attempt} attempt(s): {said}{self._redact(str(exc))}",
+                        cause=cause,
                     )
                     error.refused = True  # the database refused, not the caller's data
                     raise error from exc
-                log.debug("%s: retry %d after %s", what, attempt, exc)
+                log.debug("%s: retry %d after %s", what, attempt, self._redact(str(exc)))
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
 
@@ -669,6 +930,20 @@ class Store:
     def query_df(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
         return self.query(sql, params).to_pandas()
 
+    def scan(self, table: str, batch_rows: int = 250_000) -> Iterator[pa.Table]:
+        """Every row of ``table`` in chunks of at most ``batch_rows``, on a cursor of its own (one
+        read snapshot), for copies too large to hold at once."""
+        self._table(table)
+        with self._lock:
+            cur = self._con.cursor()
+        try:
+            cur.execute(f"USE {LAKE}")
+            reader = cur.execute(f'SELECT * FROM "{table}"').fetch_record_batch(batch_rows)
+            for batch in reader:
+                yield pa.Table.from_batches([batch])
+        finally:
+            cur.close()
+
     def count(self, table: str) -> int:
         self._table(table)
         return int(self.query(f'SELECT count(*) AS n FROM "{table}"').column("n")[0].as_py())
@@ -681,7 +956,15 @@ class Store:
         return row["lo"], row["hi"]
 
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        """Bytes on disk: the folder of an embedded store; the live data files a catalog lists elsewhere."""
+        if not self.backend.postgres and not self.backend.remote_data:
+            return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        rows = self._call(
+            f"SELECT coalesce(sum(file_size_bytes + coalesce(delete_file_size_bytes, 0)), 0) "
+            f"FROM ducklake_table_info('{LAKE}')",
+            what="size",
+        )
+        return int(rows[0][0]) if rows else 0
 
     # -- maintenance -------------------------------------------------------------------------
 
@@ -860,6 +1143,76 @@ def _cleanup_slice(store: Store) -> SliceResult:
         what="clean up files",
     )
     return SliceResult(int(rows[0][0]) if rows else 0)
+
+
+# -- copying a store to another backend -----------------------------------------------------------------
+
+COPY_BATCH_ROWS = 250_000  # rows per appended chunk: ~50 MB of spans in memory at once
+
+
+@dataclass(frozen=True, slots=True)
+class CopyReport:
+    """What `hopscope store copy` did: rows per table in the source and in the destination, and an
+    order-independent checksum of hop_minutes on both sides."""
+
+    source: str
+    destination: str
+    rows: dict[str, tuple[int, int]]  # table -> (source, destination)
+    checksum: tuple[str, str]  # hop_minutes, source and destination
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return all(a == b for a, b in self.rows.values()) and self.checksum[0] == self.checksum[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "from": self.source,
+            "to": self.destination,
+            "ok": self.ok,
+            "tables": {t: {"source": a, "destination": b} for t, (a, b) in self.rows.items()},
+            "hop_minutes_checksum": {"source": self.checksum[0], "destination": self.checksum[1]},
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def table_checksum(store: Store, table: str) -> str:
+    """Sum of the hashes of every row: equal for equal contents, whatever the order or the files."""
+    store._table(table)
+    col = store.query(f'SELECT coalesce(sum(hash(t)::HUGEINT), 0)::VARCHAR AS h FROM "{table}" t').column("h")
+    return str(col[0].as_py())
+
+
+def copy_store(
+    source: Store, destination: Store, *, progress: Callable[[str, float], None] | None = None
+) -> CopyReport:
+    """Copy every table of ``source`` into the empty store ``destination``, then verify the copy.
+
+    Each chunk is one commit: a copy that fails midway leaves part of it, and the destination must be
+    emptied (a new catalog database, or a new folder) before copying again."""
+    t0 = time.monotonic()
+    counts = {name: source.count(name) for name in TABLES}
+    held = [n for n in TABLES if n != "state" and destination.count(n)]
+    if held:
+        raise StoreError(
+            f"{destination.where}: not empty ({', '.join(held)} hold rows); copy into a new store"
+        )
+    total, done = max(1, sum(counts.values())), 0
+    for name in TABLES:
+        if name == "state":  # the destination wrote its own layout row when it was created: replace it
+            destination.replace(name, "true", [], source.query(f'SELECT * FROM "{name}"'))
+            done += counts[name]
+            continue
+        for chunk in source.scan(name, COPY_BATCH_ROWS):
+            destination.append(name, chunk)
+            done += chunk.num_rows
+            if progress:
+                progress(f"{name}", done / total)
+    if progress:
+        progress("verifying", 1.0)
+    rows = {name: (counts[name], destination.count(name)) for name in TABLES}
+    checksum = (table_checksum(source, "hop_minutes"), table_checksum(destination, "hop_minutes"))
+    return CopyReport(source.where, destination.where, rows, checksum, time.monotonic() - t0)
 
 
 def _naive(value: Any) -> Any:

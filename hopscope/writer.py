@@ -40,7 +40,7 @@ import duckdb
 import pyarrow as pa
 
 from hopscope.errors import StoreError
-from hopscope.store import MaintenanceStep, SliceResult, Store, failure_cause
+from hopscope.store import MaintenanceStep, SliceResult, Store, redact
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -129,7 +129,7 @@ class StoreWriter:
         job = _Job(kind, fn, at, future)
         with self._close_lock:
             if self._closing:
-                raise WriterClosed(f"{self.store.path}: the writer is stopping; {kind} not written")
+                raise WriterClosed(f"{self.store.where}: the writer is stopping; {kind} not written")
             self._queue.put((priority, next(self._seq), job))
         self.listener.queue_depth(self._queue.qsize())
         return future
@@ -190,7 +190,7 @@ class StoreWriter:
         now = self._clock()
         if now >= job.deadline:
             job.future.set_exception(
-                DeadlineExceeded(f"{self.store.path}: {job.kind} not started before its deadline")
+                DeadlineExceeded(f"{self.store.where}: {job.kind} not started before its deadline")
             )
             return
         t0 = time.perf_counter()
@@ -203,7 +203,7 @@ class StoreWriter:
             refused = isinstance(exc, (duckdb.Error, sqlite3.Error)) or getattr(exc, "refused", False)
             error = exc if isinstance(exc, StoreError) else _as_store_error(self.store, job.kind, exc)
             if error.cause is None:
-                error.cause = failure_cause(error, self.store.path)
+                error.cause = self.store.cause_of(error)
             if refused:  # the caller's own mistake (bad data, a bug) says nothing of the store
                 self._failure(job.kind, error)
             self.listener.job_done(job.kind, time.perf_counter() - t0, False)
@@ -281,9 +281,10 @@ class StoreWriter:
 
 
 def _as_store_error(store: Store, kind: str, exc: BaseException) -> StoreError:
-    cause = failure_cause(exc, store.path)
+    cause = store.cause_of(exc)
     said = f"{cause}: " if cause else ""
-    error = StoreError(f"{store.path}: {kind} failed: {said}{type(exc).__name__}: {exc}", cause=cause)
+    text = redact(f"{type(exc).__name__}: {exc}", store.backend.secrets())  # a catalog's password, never
+    error = StoreError(f"{store.where}: {kind} failed: {said}{text}", cause=cause)
     error.__cause__ = exc
     return error
 

@@ -19,6 +19,9 @@ from support.handbuilt import build_store
 from hopscope.demo import generate
 from hopscope.store import Store
 
+# The store's backends (local; PostgreSQL + S3) as fixtures: `stores`, `postgres_server`, `s3_server`.
+pytest_plugins = ["store_backends"]
+
 H200 = Path(__file__).resolve().parent / "fixtures" / "h200_nvml_samples.parquet"
 CHROMIUM_ARGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -1,4 +1,5 @@
-"""Worker processes for the store's multi-process tests: `python tests/store_worker.py ROLE STORE OUT [SECONDS]`.
+"""Worker processes for the store's multi-process tests:
+`python tests/store_worker.py ROLE STORE OUT [SECONDS [BACKEND]]` (BACKEND: Backend.to_json(), or empty).
 
 Roles: writer (append a batch every 100 ms, log each committed batch), reader (count in a loop),
 maintainer (maintain() in a loop), crasher (append as fast as it can until killed).
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from hopscope.store import Store
+from hopscope.store import Backend, Store
 
 BATCH = 50
 T0 = datetime(2026, 1, 1)
@@ -35,12 +36,13 @@ def batch(i: int) -> pa.Table:
 def main() -> None:
     role, store_path, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 10.0
+    backend = Backend.from_json(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[5] else None
     log = out.open("a", buffering=1)
 
     def record(**kw: object) -> None:
         log.write(json.dumps({"role": role, **kw}) + "\n")
 
-    store = Store(store_path)
+    store = Store(store_path, backend=backend)
     deadline = time.monotonic() + seconds
     i = 0
     while role == "crasher" or time.monotonic() < deadline:

@@ -1,4 +1,7 @@
-"""The store, with real processes: concurrent writer/readers/maintenance, kill -9, bad input."""
+"""The store, with real processes: concurrent writer/readers/maintenance, kill -9, bad input.
+
+Every test runs on each backend (tests/store_backends.py): the embedded SQLite catalog with local files,
+and a PostgreSQL catalog with its data in an S3 bucket."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
+from store_backends import Stores
 from support.waiting import wait_until
 
 from hopscope.errors import StoreError
@@ -22,8 +26,11 @@ from hopscope.store import Store
 WORKER = Path(__file__).with_name("store_worker.py")
 
 
-def _spawn(role: str, store: Path, out: Path, seconds: float = 10.0) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, str(WORKER), role, str(store), str(out), str(seconds)])
+def _spawn(
+    stores: Stores, role: str, store: Path, out: Path, seconds: float = 10.0
+) -> subprocess.Popen[bytes]:
+    path, backend = stores.argv(store)
+    return subprocess.Popen([sys.executable, str(WORKER), role, path, str(out), str(seconds), backend])
 
 
 def _records(out: Path) -> list[dict]:
@@ -31,12 +38,14 @@ def _records(out: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_one_writer_two_readers_and_maintenance_run_together_without_errors(tmp_path: Path) -> None:
+def test_one_writer_two_readers_and_maintenance_run_together_without_errors(
+    stores: Stores, tmp_path: Path
+) -> None:
     store_path = tmp_path / "store"
-    Store(store_path).close()  # create tables once, before the race
+    stores(store_path).close()  # create tables once, before the race
     out = tmp_path / "log.jsonl"
-    writer = _spawn("writer", store_path, out, 11.0)
-    others = [_spawn(role, store_path, out, 12.0) for role in ("reader", "reader", "maintainer")]
+    writer = _spawn(stores, "writer", store_path, out, 11.0)
+    others = [_spawn(stores, role, store_path, out, 12.0) for role in ("reader", "reader", "maintainer")]
     assert writer.wait(timeout=90) == 0
     out.with_suffix(".writer-done").touch()
     for p in others:
@@ -54,7 +63,7 @@ def test_one_writer_two_readers_and_maintenance_run_together_without_errors(tmp_
     # Readers saw the count grow while the writer ran, never shrink.
     for reader_counts in _per_reader_counts(records):
         assert reader_counts == sorted(reader_counts)
-    assert Store(store_path).count("samples") == rows_written
+    assert stores(store_path).count("samples") == rows_written
 
 
 def _per_reader_counts(records: list[dict]) -> list[list[int]]:
@@ -64,11 +73,13 @@ def _per_reader_counts(records: list[dict]) -> list[list[int]]:
 
 
 @pytest.mark.slow
-def test_kill_minus_9_mid_append_loses_no_committed_batch_and_shows_no_partial_one(tmp_path: Path) -> None:
+def test_kill_minus_9_mid_append_loses_no_committed_batch_and_shows_no_partial_one(
+    stores: Stores, tmp_path: Path
+) -> None:
     store_path = tmp_path / "store"
-    Store(store_path).close()
+    stores(store_path).close()
     out = tmp_path / "log.jsonl"
-    crasher = _spawn("crasher", store_path, out)
+    crasher = _spawn(stores, "crasher", store_path, out)
     wait_until(
         lambda: out.exists() and sum(1 for r in _records(out) if "committed" in r) >= 20,
         60,
@@ -80,7 +91,7 @@ def test_kill_minus_9_mid_append_loses_no_committed_batch_and_shows_no_partial_o
 
     logged = {r["committed"] for r in _records(out) if "committed" in r}
     assert len(logged) >= 20
-    store = Store(store_path)  # reopens after the crash
+    store = stores(store_path)  # reopens after the crash
     per_batch = store.query_df("SELECT metric, count(*) AS n FROM samples GROUP BY metric")
     found = {int(m.removeprefix("batch-")): n for m, n in zip(per_batch.metric, per_batch.n, strict=True)}
     assert logged <= set(found), "every batch the writer saw committed is there"
@@ -125,22 +136,22 @@ def _sample_rows(**override: object) -> pa.Table:
     ids=["value-as-text", "ts-as-text", "metric-missing", "metric-null", "unknown-column"],
 )
 def test_append_with_a_bad_column_raises_store_error_naming_it_and_writes_nothing(
-    tmp_path: Path, bad: pa.Table, message: str
+    stores: Stores, tmp_path: Path, bad: pa.Table, message: str
 ) -> None:
-    store = Store(tmp_path / "store")
+    store = stores(tmp_path / "store")
     store.append("samples", _sample_rows())
     with pytest.raises(StoreError, match=message.replace("(", r"\(").replace(")", r"\)")):
         store.append("samples", bad)
     assert store.count("samples") == 2
 
 
-def test_append_to_an_unknown_table_is_refused(tmp_path: Path) -> None:
+def test_append_to_an_unknown_table_is_refused(stores: Stores, tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no table 'metrics'"):
-        Store(tmp_path / "store").append("metrics", _sample_rows())
+        stores(tmp_path / "store").append("metrics", _sample_rows())
 
 
-def test_nan_and_infinities_are_stored_as_floats_not_zero(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+def test_nan_and_infinities_are_stored_as_floats_not_zero(stores: Stores, tmp_path: Path) -> None:
+    store = stores(tmp_path / "store")
     store.append("samples", _sample_rows(value=[float("nan"), float("inf")]))
     values = store.query_df("SELECT value FROM samples ORDER BY ts").value.tolist()
     assert values[0] != values[0] and values[1] == float("inf")
@@ -148,10 +159,10 @@ def test_nan_and_infinities_are_stored_as_floats_not_zero(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("named", [False, True])
 def test_an_aware_datetime_parameter_means_the_same_utc_instant_as_the_naive_columns(
-    tmp_path: Path, named: bool
+    stores: Stores, tmp_path: Path, named: bool
 ) -> None:
     """The tables store naive UTC: 01:00 at UTC+1 is 00:00 UTC, whatever the caller's time zone."""
-    store = Store(tmp_path / "store")
+    store = stores(tmp_path / "store")
     store.append("samples", _sample_rows())
     plus_one = datetime(2026, 1, 1, 1, 1, tzinfo=timezone(timedelta(hours=1)))  # 00:01 UTC
     if named:
@@ -162,9 +173,9 @@ def test_an_aware_datetime_parameter_means_the_same_utc_instant_as_the_naive_col
     assert store.query("SELECT typeof(?) AS t", [plus_one]).column("t")[0].as_py() == "TIMESTAMP"
 
 
-def test_read_snapshot_pins_this_threads_reads_to_one_snapshot(tmp_path: Path) -> None:
+def test_read_snapshot_pins_this_threads_reads_to_one_snapshot(stores: Stores, tmp_path: Path) -> None:
     """Inside read_snapshot a commit from another thread is not seen; after it, it is. Nesting is a no-op."""
-    store = Store(tmp_path / "store")
+    store = stores(tmp_path / "store")
     store.append("samples", _sample_rows())
     with store.read_snapshot():
         assert store.count("samples") == 2
@@ -177,8 +188,8 @@ def test_read_snapshot_pins_this_threads_reads_to_one_snapshot(tmp_path: Path) -
     assert store.count("samples") == 4
 
 
-def test_replace_is_idempotent_and_state_keeps_the_latest_value(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+def test_replace_is_idempotent_and_state_keeps_the_latest_value(stores: Stores, tmp_path: Path) -> None:
+    store = stores(tmp_path / "store")
     for _ in range(2):
         store.replace(
             "samples", "ts >= ? AND ts < ?", [datetime(2026, 1, 1), datetime(2026, 1, 2)], _sample_rows()
@@ -190,9 +201,11 @@ def test_replace_is_idempotent_and_state_keeps_the_latest_value(tmp_path: Path) 
     assert store.get_state("nothing") is None
 
 
-def test_maintain_applies_per_table_retention_and_keeps_exemplar_traces(tmp_path: Path) -> None:
+def test_maintain_applies_per_table_retention_and_keeps_exemplar_traces(
+    stores: Stores, tmp_path: Path
+) -> None:
     now = datetime(2026, 3, 1)
-    store = Store(tmp_path / "store", retention={"samples": timedelta(days=1), "spans": timedelta(hours=6)})
+    store = stores(tmp_path / "store", retention={"samples": timedelta(days=1), "spans": timedelta(hours=6)})
     store.append(
         "samples",
         _sample_rows(ts=pa.array([now - timedelta(days=2), now - timedelta(hours=1)], pa.timestamp("us"))),
@@ -231,41 +244,44 @@ def test_maintain_applies_per_table_retention_and_keeps_exemplar_traces(tmp_path
     assert kept == [(bytes([1]) * 16).hex(), (bytes([3]) * 16).hex()]
 
 
-def test_opening_a_missing_store_without_create_names_the_path(tmp_path: Path) -> None:
+def test_opening_a_missing_store_without_create_names_the_path(stores: Stores, tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no store here"):
-        Store(tmp_path / "nothing", create=False)
+        stores(tmp_path / "nothing", create=False)
 
 
-def test_a_store_path_with_quotes_opens_and_round_trips(tmp_path: Path) -> None:
+def test_a_store_path_with_quotes_opens_and_round_trips(stores: Stores, tmp_path: Path) -> None:
     path = tmp_path / 'it\'s a "store"; DROP TABLE x; --'
-    with Store(path) as s:
+    with stores(path) as s:
         s.set_state("k", "v")
-    with Store(path, create=False) as s:  # ATTACH takes the path as a literal: quotes are doubled
+    with stores(path, create=False) as s:  # ATTACH takes the path as a literal: quotes are doubled
         assert s.get_state("k") == "v"
 
 
 def test_maintenance_slices_each_end_their_transaction_so_another_process_can_write_between_them(
+    stores: Stores,
     tmp_path: Path,
 ) -> None:
-    store = Store(tmp_path / "s", file_grace=timedelta(0))
+    store = stores(tmp_path / "s", file_grace=timedelta(0))
     for i in range(5):
         store.set_state(f"k{i}", "v")
     other = (
-        "import sys; from hopscope.store import Store; "
-        "Store(sys.argv[1], commit_deadline_s=2).set_state('other', 'v')"
+        "import sys; from hopscope.store import Backend, Store; "
+        "b = Backend.from_json(sys.argv[2]) if sys.argv[2] else None; "
+        "Store(sys.argv[1], backend=b, commit_deadline_s=2).set_state('other', 'v')"
     )
     for step in store.maintenance_steps(datetime.now(UTC).replace(tzinfo=None)):
         step.run(store)  # no release() here: each slice must end what it started
-        done = subprocess.run([sys.executable, "-c", other, str(store.path)], capture_output=True, text=True)
+        argv = [sys.executable, "-c", other, *stores.argv(store.path)]
+        done = subprocess.run(argv, capture_output=True, text=True)
         assert done.returncode == 0, f"after {step.name}: {done.stderr[-300:]}"
     store.close()
 
 
-def test_retention_slices_move_past_rows_they_keep_on_purpose(tmp_path: Path) -> None:
+def test_retention_slices_move_past_rows_they_keep_on_purpose(stores: Stores, tmp_path: Path) -> None:
     # An error span five days old is kept (errors stay 30 days): it stays the oldest row, and the
     # retention step must still end, having deleted the ordinary spans of every day after it.
     now = datetime(2026, 3, 10)
-    store = Store(tmp_path / "store", retention={"spans": timedelta(days=2)})
+    store = stores(tmp_path / "store", retention={"spans": timedelta(days=2)})
     days = [now - timedelta(days=d, hours=1) for d in (5, 4, 3, 1)]
     store.append(
         "spans",
@@ -293,8 +309,8 @@ def test_retention_slices_move_past_rows_they_keep_on_purpose(tmp_path: Path) ->
     assert store.count("spans") == 2
 
 
-def test_a_read_that_meets_a_file_removed_under_it_is_planned_again(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s")
+def test_a_read_that_meets_a_file_removed_under_it_is_planned_again(stores: Stores, tmp_path: Path) -> None:
+    store = stores(tmp_path / "s")
     store.set_state("k", "v")
     real = store._cursor
     calls = {"n": 0}
@@ -324,11 +340,12 @@ def _cache_bytes(store: Store) -> dict[str, int]:
 
 
 def test_a_store_keeps_no_copy_of_the_files_it_read_and_caches_footers_under_its_memory_limit(
+    stores: Stores,
     tmp_path: Path,
 ) -> None:
     # Issue 12's soak grew ~25 MB/min: DuckDB kept a copy of every data file it read (file cache) and
     # every footer (object cache), and gives that back only at the memory limit, which was 80% of RAM.
-    store = Store(tmp_path / "s", inlining_rows=0, memory_limit="64MB")
+    store = stores(tmp_path / "s", inlining_rows=0, memory_limit="64MB")
     t0 = datetime(2026, 1, 1)
     cached = []
     for i in range(20):  # one data file each, each read once
@@ -338,12 +355,13 @@ def test_a_store_keeps_no_copy_of_the_files_it_read_and_caches_footers_under_its
         store.query("SELECT * FROM samples WHERE ts = ?", [t0 + timedelta(minutes=i)])
         cached.append(_cache_bytes(store))
     assert store.count("samples") == 40
-    assert all(c.get("EXTERNAL_FILE_CACHE", 0) == 0 for c in cached)  # local files: no second copy
+    # Local files: no second copy; remote ones neither (a daemon reads each new file once).
+    assert all(c.get("EXTERNAL_FILE_CACHE", 0) == 0 for c in cached)
     assert cached[-1]["OBJECT_CACHE"] > cached[0]["OBJECT_CACHE"]  # footers are kept, evicted at the limit
     assert store._con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "61.0 MiB"
     assert store.clone()._con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "61.0 MiB"
 
 
-def test_a_bad_memory_limit_is_refused_with_the_value(tmp_path: Path) -> None:
+def test_a_bad_memory_limit_is_refused_with_the_value(stores: Stores, tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="memory limit 'lots'"):
-        Store(tmp_path / "s", memory_limit="lots")
+        stores(tmp_path / "s", memory_limit="lots")

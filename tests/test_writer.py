@@ -2,7 +2,8 @@
 
 Each test runs a real DuckLake store (SQLite catalog in WAL mode). The first two show the failure on
 the old shape (writes from several threads, a result left unread) next to the same work through
-StoreWriter; the third leaks a transaction on purpose and watches the writer reconnect.
+StoreWriter; the third leaks a transaction on purpose and watches the writer reconnect. Those three are
+about the SQLite catalog's locks; the writer's own contract runs on every backend (tests/store_backends.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from store_backends import Stores
 
 from hopscope.errors import StoreError
 from hopscope.store import Store, utcnow
@@ -24,8 +26,8 @@ from hopscope.writer import DeadlineExceeded, StoreWriter, WriterListener, Writi
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "store")
+def store(stores: Stores, tmp_path: Path) -> Iterator[Store]:
+    s = stores(tmp_path / "store")
     yield s
     s.close()
 
@@ -50,6 +52,7 @@ def _read_then_write(store: Store, key: str, barrier: threading.Barrier, errors:
         errors.append(str(exc))
 
 
+@pytest.mark.sqlite_only("SQLite's reader-to-writer upgrade (duckdb/ducklake#1309); PostgreSQL locks rows")
 def test_two_threads_writing_one_catalog_meet_a_lock_at_once_and_the_writer_serializes_them(
     store: Store,
 ) -> None:
@@ -119,6 +122,7 @@ def _leave_a_result_unread(s: Store) -> None:
     cur.execute("SELECT count(*) FROM ducklake_expire_snapshots('lake', older_than => now())").fetchone()
 
 
+@pytest.mark.sqlite_only("an open SQLite transaction holds the whole catalog's write lock")
 def test_a_result_left_unread_holds_the_catalog_lock_until_the_writer_settles_its_job(store: Store) -> None:
     for i in range(3):  # snapshots to expire
         store.set_state(f"k{i}", "v")
@@ -151,6 +155,7 @@ class _Events(WriterListener):
         self.reconnects += 1
 
 
+@pytest.mark.sqlite_only("the leak is SQLite's whole-catalog write lock")
 def test_a_leaked_catalog_lock_is_healed_by_reopening_the_connection(store: Store) -> None:
     events = _Events()
     writer = StoreWriter(store.clone(), heal_after_s=1.0, listener=events)

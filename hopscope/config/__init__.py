@@ -1,7 +1,7 @@
 """hopscope.toml: one file, every key overridable by a HOPSCOPE_* environment variable.
 
 Nested keys join with a double underscore: ``HOPSCOPE_STORE__PATH=/data/hs`` sets
-``[store] path``, ``HOPSCOPE_DASHBOARD__PORT=8502`` sets ``[dashboard] port``.
+``[store] path``, ``HOPSCOPE_STORE__CATALOG=postgres://hs@db/hs`` sets ``[store] catalog``, ``HOPSCOPE_DASHBOARD__PORT=8502`` sets ``[dashboard] port``.
 Values are read as TOML values where they parse (``8502``, ``true``, ``["a"]``)
 and as strings otherwise. Unknown keys are errors; every message names the key
 and the bad value.
@@ -15,14 +15,23 @@ import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hopscope.config.collect import CollectConfig, load_collect_config
 from hopscope.durations import parse_duration as _parse_duration
 from hopscope.errors import ConfigError
-from hopscope.store import DEFAULT_MEMORY_LIMIT
+from hopscope.store import (
+    CATALOG_FILE,
+    DEFAULT_MEMORY_LIMIT,
+    Backend,
+    S3Settings,
+    StoreLocation,
+    catalog_has_password,
+    is_postgres,
+    redact,
+)
 
 ENV_PREFIX = "HOPSCOPE_"
 DEFAULT_CONFIG_FILE = Path("hopscope.toml")
@@ -54,8 +63,35 @@ class RetentionConfig(_Section):
         return value
 
 
+class S3Config(_Section):
+    """DuckDB's S3 secret for ``[store] data_path = "s3://…"``; credentials only from the environment."""
+
+    endpoint: str | None = Field(
+        None, description="host:port of an S3-compatible server (MinIO, Ceph); unset: AWS"
+    )
+    region: str | None = None
+    url_style: Literal["path", "vhost"] | None = Field(
+        None, description="path for most S3-compatible servers"
+    )
+    use_ssl: bool = True
+    key_id_env: str = "AWS_ACCESS_KEY_ID"
+    secret_env: str = "AWS_SECRET_ACCESS_KEY"
+    session_token_env: str = "AWS_SESSION_TOKEN"
+
+
 class StoreConfig(_Section):
     path: Path = Path("var/hopscope")
+    catalog: str | None = Field(
+        None,
+        description="a shared catalog: postgres://user@host:5432/db or a libpq string; unset: catalog.sqlite in path",
+    )
+    data_path: str | None = Field(
+        None, description="s3://bucket/prefix or a folder for the Parquet files; unset: path/data"
+    )
+    password_env: str = Field(
+        "PGPASSWORD", description="the environment variable holding the catalog's password"
+    )
+    s3: S3Config = S3Config()
     retention: RetentionConfig = RetentionConfig()
     memory_limit: str = Field(
         DEFAULT_MEMORY_LIMIT,
@@ -68,6 +104,51 @@ class StoreConfig(_Section):
         if not _SIZE.fullmatch(value.strip()):
             raise ValueError(f"{value!r} is not a size such as 512MB or 2GB")
         return value.strip()
+
+    @field_validator("catalog")
+    @classmethod
+    def _is_catalog(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not is_postgres(value):
+            raise ValueError("is not a postgres:// URL or a libpq string such as 'host=db dbname=hopscope'")
+        if catalog_has_password(value):
+            raise ValueError(
+                "holds a password: put it in the environment ($PGPASSWORD or store.password_env)"
+            )
+        return value
+
+    @field_validator("data_path")
+    @classmethod
+    def _is_data_path(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value and not value.startswith("s3://"):
+            raise ValueError("is neither s3://bucket/prefix nor a folder")
+        return value
+
+    def backend(self) -> Backend | None:
+        """Where the catalog and data live; None: both in the store folder (the embedded default)."""
+        if self.catalog is None and self.data_path is None:
+            return None
+        s3 = S3Settings(**self.s3.model_dump())
+        return Backend(self.catalog, self.data_path, password_env=self.password_env, s3=s3)
+
+    def location(self) -> StoreLocation:
+        return StoreLocation(self.path, self.backend())
+
+    def location_of(self, where: str, data_path: str | None = None) -> StoreLocation:
+        """A store named on a command line: a folder, or a PostgreSQL catalog (URL or libpq string),
+        with this section's password variable and S3 settings; ``data_path`` for its data."""
+        if is_postgres(where) and catalog_has_password(where):
+            raise ConfigError(
+                f"{redact(where)}: holds a password: put it in the environment (${self.password_env})"
+            )
+        if data_path is not None and "://" in data_path and not data_path.startswith("s3://"):
+            raise ConfigError(f"--data-path: {data_path!r} is neither s3://bucket/prefix nor a folder")
+        s3 = S3Settings(**self.s3.model_dump())
+        if is_postgres(where):
+            return StoreLocation(self.path, Backend(where, data_path, password_env=self.password_env, s3=s3))
+        backend = Backend(None, data_path, password_env=self.password_env, s3=s3) if data_path else None
+        return StoreLocation(Path(where), backend)
 
     def retention_timedeltas(self) -> dict[str, timedelta]:
         values = self.retention.model_dump()
@@ -124,14 +205,20 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
 
 # Paths a config file names are relative to the file's folder (as Prometheus reads its own), not to
 # wherever the command runs; the same keys from HOPSCOPE_* variables are relative to the working folder.
-_PATH_KEYS = (("store", "path"), ("slo", "rules"))
+_PATH_KEYS = (("store", "path"), ("store", "data_path"), ("slo", "rules"))
 
 
 def _relative_to(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     out = dict(data)
     for section, key in _PATH_KEYS:
         part = out.get(section)
-        if isinstance(part, dict) and isinstance(part.get(key), str) and not Path(part[key]).is_absolute():
+        value = part.get(key) if isinstance(part, dict) else None
+        if (
+            isinstance(part, dict)
+            and isinstance(value, str)
+            and "://" not in value
+            and not Path(value).is_absolute()
+        ):
             out[section] = {**part, key: str(folder / part[key])}
     return out
 
@@ -152,6 +239,8 @@ def _describe(err: Mapping[str, Any]) -> str:
         return f"{loc}: unknown key"
     value = err.get("input")
     shown = repr(value) if not isinstance(value, dict) else "{...}"
+    if loc.endswith("catalog") and isinstance(value, str):  # never echo a password written there
+        shown = repr(redact(value))
     msg = str(err["msg"]).removeprefix("Value error, ")
     return f"{loc}: {shown}: {msg}"
 
@@ -201,6 +290,30 @@ DEMO_STORE = Path("var/demo")
 DASHBOARD_STORE_ENV = "HOPSCOPE_STORE"
 DASHBOARD_RULES_ENV = "HOPSCOPE_SLO_RULES"
 DASHBOARD_REFRESH_ENV = "HOPSCOPE_REFRESH_SECONDS"  # the default Auto-refresh, seconds (0 = off)
+# A shared store's catalog and data path (Backend.to_json(): no secret; those stay in their variables).
+DASHBOARD_BACKEND_ENV = "HOPSCOPE_STORE_BACKEND"
+
+
+def dashboard_location(path: Path, environ: Mapping[str, str] | None = None) -> StoreLocation:
+    """The store the dashboard's process shows: its folder, and the backend `hopscope dashboard` passed."""
+    raw = (os.environ if environ is None else environ).get(DASHBOARD_BACKEND_ENV)
+    try:
+        backend = Backend.from_json(raw) if raw else None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"${DASHBOARD_BACKEND_ENV}: not a store backend: {exc}") from None
+    return StoreLocation(path, backend)
+
+
+def read_store(
+    store: Path | None, rules: Path | None, config: str | Path | None = None
+) -> tuple[StoreLocation, Path]:
+    """read_paths, with where the store's catalog and data live: ``--store`` names an embedded store;
+    without it, ``[store]`` of the config (its path, or its shared catalog and data path)."""
+    path, rules = read_paths(store, rules, config)
+    if store is not None:
+        return StoreLocation(path), rules
+    cfg, _ = load_config(config)
+    return StoreLocation(path, cfg.store.backend()), rules
 
 
 def read_paths(store: Path | None, rules: Path | None, config: str | Path | None = None) -> tuple[Path, Path]:
@@ -215,7 +328,13 @@ def read_paths(store: Path | None, rules: Path | None, config: str | Path | None
     if store is None:
         store = cfg.store.path
         unset = "path" not in cfg.store.model_fields_set
-        if unset and not (store / "catalog.sqlite").exists() and (DEMO_STORE / "catalog.sqlite").exists():
+        shared = cfg.store.catalog is not None
+        if (
+            unset
+            and not shared
+            and not (store / CATALOG_FILE).exists()
+            and (DEMO_STORE / CATALOG_FILE).exists()
+        ):
             store = DEMO_STORE
     rules = rules if rules is not None else cfg.slo.rules
     if not rules.exists():

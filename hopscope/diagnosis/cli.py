@@ -14,20 +14,20 @@ from typing import Annotated, Any
 import typer
 
 from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt
-from hopscope.config import read_paths
+from hopscope.config import read_store
 from hopscope.diagnosis import Diagnosis, diagnose_breach
 from hopscope.durations import parse_duration
 from hopscope.errors import ConfigError, NotFoundError
 from hopscope.slo import find_breaches, load_slos, store_now
-from hopscope.store import Store, utcnow
+from hopscope.store import Store, StoreLocation, utcnow
 
 SPAN_SLI_KINDS = ("latency", "availability")
 EXPLAIN_LOOKBACK = timedelta(days=400)
 
 
-def _open(store: Path) -> Any:
+def _open(where: StoreLocation) -> Any:
 
-    return Store(store, create=False)
+    return Store.open(where, create=False)
 
 
 def _slos(rules: Path, name: str | None) -> list[Any]:
@@ -100,8 +100,8 @@ def incidents(
     config: ConfigOpt = None,
 ) -> None:
     """List SLO breaches with their top cause (hop and resource)."""
-    store, rules = read_paths(store, rules, config)
-    st = _open(store)
+    where, rules = read_store(store, rules, config)
+    st = _open(where)
     end = _now(st)
     found = _breaches(st, _slos(rules, slo), end - _since(since), end)
     results = [diagnose_breach(st, b, s, with_bubbleup=False) for b, s in found]
@@ -218,8 +218,8 @@ def explain(
     config: ConfigOpt = None,
 ) -> None:
     """Explain one incident: which hop, which resource, and the evidence."""
-    store, rules = read_paths(store, rules, config)
-    st = _open(store)
+    where, rules = read_store(store, rules, config)
+    st = _open(where)
     breach, spec = find_incident(st, _slos(rules, slo), incident_id)
     d = diagnose_breach(st, breach, spec)
     typer.echo(json.dumps(d.to_dict(), indent=2) if json_out else render(d))

@@ -16,7 +16,7 @@ import typer
 import yaml
 
 from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt, write_output
-from hopscope.config import read_paths
+from hopscope.config import read_paths, read_store
 from hopscope.durations import parse_duration, parse_utc
 from hopscope.errors import HopscopeError, NotFoundError, SpecError
 from hopscope.slo.backtest import backtest as run_backtest
@@ -26,7 +26,7 @@ from hopscope.slo.formats.hopscope import to_document
 from hopscope.slo.loader import load_slos, load_window_tables, parse_documents, read_yaml_docs
 from hopscope.slo.model import SLO
 from hopscope.slo.source import evaluate_many, store_now
-from hopscope.store import Store, utcnow
+from hopscope.store import Store, StoreLocation, utcnow
 
 app = typer.Typer(
     help="SLOs: validate specs, status now, import OpenSLO/Sloth, export Prometheus rules, backtest alert policies."
@@ -74,9 +74,8 @@ def _load(rules: Path, names: list[str] | None = None, *, strict: bool = False) 
     return slos
 
 
-def _open_store(path: Path) -> Any:
-
-    return Store(path, create=False)
+def _open_store(where: StoreLocation) -> Any:
+    return Store.open(where, create=False)
 
 
 def _parse_now(now: str | None) -> datetime | None:
@@ -129,9 +128,9 @@ def status(
     """Every SLO now: SLI, objective, budget remaining, burn rates, alert state, time to exhaustion,
     and the breaches that burned budget in its period."""
 
-    store, rules = read_paths(store, rules, config)
+    where, rules = read_store(store, rules, config)
     slos = _load(rules, slo)
-    st = _open_store(store)
+    st = _open_store(where)
     at = _parse_now(now)
     if at is None:
         at = utcnow()
@@ -297,10 +296,10 @@ def backtest(
 ) -> None:
     """Replay alert policies over stored history; precision, recall, detection and reset time vs ground truth."""
 
-    store, rules = read_paths(store, rules, config)
+    where, rules = read_store(store, rules, config)
     slos = _load(rules, slo)
-    st = _open_store(store)
-    windows = load_truth(truth or store / "scenario.json")
+    st = _open_store(where)
+    windows = load_truth(truth or where.path / "scenario.json")
     results = run_backtest(
         st, variants(slos, rules, policy or [], objective or [], min_events or []), windows
     )
