@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from hopscope.errors import NotFoundError
+from hopscope.model import ReadStore
 from hopscope.query.windows import Window
-from hopscope.store import Store
 
 if TYPE_CHECKING:  # hopscope.slo and hopscope.diagnosis are imported where used: most pages need neither
     from hopscope.diagnosis import Diagnosis
@@ -60,7 +60,7 @@ def _load_rules(
     return tuple(slos), tuple(str(e) for e in errors)
 
 
-def slo_names(store: Store | None, rules: str) -> list[str]:
+def slo_names(store: ReadStore | None, rules: str) -> list[str]:
     """Names of the SLOs under a rules path (store unused: the signature every view shares)."""
     return [s.name for s in load_rules(rules)[0]]
 
@@ -74,7 +74,7 @@ def get_slo(rules: str, name: str) -> SLO:
     )
 
 
-def slo_statuses(store: Store, rules: str, now: datetime) -> pd.DataFrame:
+def slo_statuses(store: ReadStore, rules: str, now: datetime) -> pd.DataFrame:
     """One row per SLO at ``now``: slo, description, objective, sli, budget_remaining, burn_rates (dict),
     alert_state, time_to_exhaustion, threshold_ms, notes."""
     from hopscope.slo import evaluate_many
@@ -124,7 +124,7 @@ class Incident:
     diagnosis: Diagnosis
 
 
-def breaches(store: Store, rules: str) -> list[Breach]:
+def breaches(store: ReadStore, rules: str) -> list[Breach]:
     """Every breach of every SLO over stored history, in the order they are numbered (1, 2, ...): by start, then SLO."""
     from hopscope.slo import find_breaches_many
 
@@ -134,7 +134,7 @@ def breaches(store: Store, rules: str) -> list[Breach]:
 
 
 def breach_table(
-    store: Store, rules: str, start: datetime | None = None, end: datetime | None = None
+    store: ReadStore, rules: str, start: datetime | None = None, end: datetime | None = None
 ) -> pd.DataFrame:
     """Every breach of every SLO over stored history, numbered 1.. by start; only those overlapping [start, end).
 
@@ -161,7 +161,7 @@ def breach_table(
     return df[BREACH_COLUMNS]
 
 
-def find_breach(store: Store, rules: str, key: str) -> Breach:
+def find_breach(store: ReadStore, rules: str, key: str) -> Breach:
     """One breach by its number (1, 2, ...) or its id; NotFoundError names what exists."""
     found = breaches(store, rules)
     key = str(key).strip()
@@ -172,7 +172,7 @@ def find_breach(store: Store, rules: str, key: str) -> Breach:
     raise NotFoundError(f"no incident {key[:40]!r} (incidents: {known})")
 
 
-def incident(store: Store, rules: str, key: str) -> Incident:
+def incident(store: ReadStore, rules: str, key: str) -> Incident:
     """One breach (by number or id) with its diagnosis."""
     from hopscope.diagnosis import diagnose_breach
 
@@ -180,7 +180,7 @@ def incident(store: Store, rules: str, key: str) -> Incident:
     return Incident(b, diagnose_breach(store, b, get_slo(rules, b.slo)))
 
 
-def incident_cause(store: Store, rules: str, key: str) -> str:
+def incident_cause(store: ReadStore, rules: str, key: str) -> str:
     """The diagnosis's top cause of one breach in one line (no BubbleUp: cheaper), or why there is none."""
     from hopscope.diagnosis import diagnose_breach
 
@@ -193,7 +193,7 @@ def incident_cause(store: Store, rules: str, key: str) -> str:
 
 
 def slo_timeline(
-    store: Store, rules: str, name: str, w: Window
+    store: ReadStore, rules: str, name: str, w: Window
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
     """(sli, burn, thresholds) of one SLO over a window, per bucket.
 
