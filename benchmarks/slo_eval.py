@@ -391,6 +391,9 @@ class _Recorder:
         self.sql, self.params = sql, list(params or [])
         return self.store.query(sql, params)
 
+    def query_df(self, sql: str, params: Any = None) -> pd.DataFrame:
+        return self.query(sql, params).to_pandas()
+
 
 def raw_span_sql(path: Path, slos: list[SLO]) -> tuple[str, list[Any], list[str]]:
     """The raw path's one query, its parameters and the spans table's current Parquet files."""

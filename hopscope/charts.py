@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -45,6 +47,8 @@ TIME_AXIS = "time (UTC)"
 # through one point draws nothing, and a few points joined by straight lines hide where the data is.
 MARKERS_UP_TO = 60
 MARKER = {"size": 5}
+# A point in time as the builders take it: what pd.Timestamp reads (tables hold naive UTC).
+Instant: TypeAlias = datetime | pd.Timestamp | np.datetime64
 
 
 def line_mode(n: int) -> str:
@@ -52,7 +56,7 @@ def line_mode(n: int) -> str:
     return "lines+markers" if n <= MARKERS_UP_TO else "lines"
 
 
-def esc(text: Any) -> str:
+def esc(text: object) -> str:
     """Telemetry text made safe for Plotly labels and hover text."""
     return html.escape(str(text), quote=False)
 
@@ -76,12 +80,12 @@ def _layout(fig: go.Figure, *, y_title: str, height: int = 300, title: str | Non
     return fig
 
 
-def _ms(t: Any) -> float:
+def _ms(t: Instant) -> float:
     """One datetime as epoch_ms gives an array's: float milliseconds since the epoch (UTC)."""
     return float(pd.Timestamp(t).value / 1e6)
 
 
-def epoch_ms(values: Any) -> Any:
+def epoch_ms(values: npt.ArrayLike) -> npt.NDArray[np.generic]:
     """Datetimes as float milliseconds since the epoch (UTC), for an axis typed "date": Plotly shows the
     same dates, but the browser gets one binary array instead of ISO strings it must parse one by one.
     Anything else comes back as ``np.asarray(values)`` (the same object for an array)."""
@@ -95,11 +99,11 @@ def epoch_ms(values: Any) -> Any:
     return arr.astype("datetime64[us]").astype("int64") / 1000.0
 
 
-def _line(x: Any, y: Any, name: str, **kw: Any) -> dict[str, Any]:
+def _line(x: npt.ArrayLike, y: npt.ArrayLike, name: str, **kw: Any) -> dict[str, Any]:
     """A scatter trace as a dict: x on the time axis (epoch ms), markers when the points are few."""
     ys = y.to_numpy(dtype=float, na_value=np.nan) if isinstance(y, pd.Series) else np.asarray(y, dtype=float)
     return {"type": "scatter", "x": epoch_ms(x), "y": ys, "name": name,
-            "mode": line_mode(len(y)), "marker": MARKER, **kw}  # fmt: skip
+            "mode": line_mode(len(ys)), "marker": MARKER, **kw}  # fmt: skip
 
 
 def _hline(
@@ -312,7 +316,7 @@ def resource_chart(
     breaches: pd.DataFrame | None = None,
     scale: float = 1.0,
     height: int = 260,
-    x_range: tuple[Any, Any] | None = None,
+    x_range: tuple[Instant, Instant] | None = None,
     width: int = 650,
 ) -> go.Figure:
     """One resource signal over time, one line per series, in its dimension's colour; capacity dashed.
@@ -476,11 +480,11 @@ def evidence_chart(
     unit: str,
     dimension: str,
     hop_name: str,
-    baseline: tuple[Any, Any] | None = None,
-    incident: tuple[Any, Any] | None = None,
+    baseline: tuple[Instant | None, Instant | None] | None = None,
+    incident: tuple[Instant | None, Instant | None] | None = None,
     baseline_value: float | None = None,
     hop_baseline_ms: float | None = None,
-    x_range: tuple[Any, Any] | None = None,
+    x_range: tuple[Instant, Instant] | None = None,
     title: str | None = None,
     width: int = 700,
 ) -> go.Figure:

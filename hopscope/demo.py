@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -138,6 +138,71 @@ class Event:
     slos: tuple[str, ...] = ()  # the SLOs the event must breach (backtests score each SLO on its own)
 
 
+class CacheModel(TypedDict):
+    """The feature store's cache (scenario key ``cache``)."""
+
+    keys_per_request: int
+    miss_ratio: float
+    memory_max_bytes: float
+    memory_used_ratio: float
+
+
+class NetworkModel(TypedDict):
+    """Every host's NIC (scenario key ``network``)."""
+
+    device: str
+    speed_bytes: float
+    background: float
+    max_utilization: float
+    retransmit_ratio: float
+    retransmit_ratio_saturated: float
+
+
+class ErrorModel(TypedDict):
+    """Background errors (scenario key ``errors``): a rate, split over services, and the gateway's timeout."""
+
+    rate: float
+    split: dict[str, float]
+    timeout_ms: float
+
+
+class GpuModel(TypedDict):
+    """The model server's GPUs (scenario key ``gpu``)."""
+
+    model_name: str
+    uuids: dict[str, str]
+    fb_total_mib: float
+    fb_model_mib: float
+    fb_per_rps_mib: float
+    util_per_rps: float
+    sm_clock_mhz: float
+    idle_clock_mhz: float
+    mem_clock_mhz: float
+    temp_idle_c: float
+    temp_per_util_c: float
+    power_idle_w: float
+    power_per_util_w: float
+    pid: str
+    process: str
+
+
+class CanaryModel(TypedDict):
+    """A span attribute telling the canary's requests from the stable ones (scenario key ``spans.canary``)."""
+
+    attribute: str
+    stable: str
+    canary: str
+    share: float
+
+
+class _Place(TypedDict):
+    """Where a series of the demo's samples runs (``_SeriesSet.add``'s keywords)."""
+
+    service: str | None
+    host: str | None
+    labels: NotRequired[Mapping[str, str]]
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
     source: str
@@ -163,19 +228,19 @@ class Scenario:
     latency: Mapping[str, Lognormal]
     tail_probability: float
     tail_scale: Lognormal
-    cache: Mapping[str, Any]
+    cache: CacheModel
     miss_penalty: Lognormal
     payload: Mapping[str, float]
     model_request: Lognormal
-    network: Mapping[str, Any]
+    network: NetworkModel
     queue: Mapping[str, tuple[float, float]]
-    errors: Mapping[str, Any]
-    gpu: Mapping[str, Any]
+    errors: ErrorModel
+    gpu: GpuModel
     hosts: Mapping[str, Mapping[str, float]]
     probe_phases: Mapping[str, float]
     hot_window_s: int
     sample_rate: float
-    canary: Mapping[str, Any]
+    canary: CanaryModel
     collector_interval_s: int
     events: tuple[Event, ...]
 
@@ -243,10 +308,11 @@ class DemoResult:
 class _Doc:
     """Typed reads from the parsed YAML; ConfigError names the file, the key path and the bad value."""
 
-    def __init__(self, source: str, data: Any, path: str = "") -> None:
-        self.source, self.data, self.path = source, data, path
+    def __init__(self, source: str, data: object, path: str = "") -> None:
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: {path or 'top level'}: expected a mapping, got {data!r}")
+        self.source, self.path = source, path
+        self.data: dict[object, object] = data
 
     def _where(self, key: str) -> str:
         return f"{self.source}: {self.path + '.' if self.path else ''}{key}"
@@ -259,7 +325,7 @@ class _Doc:
             return _Doc(self.source, {}, f"{self.path + '.' if self.path else ''}{key}")
         return _Doc(self.source, self.get(key), f"{self.path + '.' if self.path else ''}{key}")
 
-    def get(self, key: str, default: Any = ...) -> Any:
+    def get(self, key: str, default: object = ...) -> object:
         if key not in self.data:
             if default is ...:
                 raise ConfigError(f"{self._where(key)}: missing")
@@ -269,7 +335,7 @@ class _Doc:
     def num(
         self,
         key: str,
-        default: Any = ...,
+        default: object = ...,
         *,
         lo: float | None = None,
         hi: float | None = None,
@@ -291,30 +357,37 @@ class _Doc:
             raise ConfigError(f"{self._where(key)}: {v!r} must be <= {hi}")
         return float(v)
 
-    def int_(self, key: str, default: Any = ..., *, lo: int | None = None) -> int:
+    def int_(self, key: str, default: object = ..., *, lo: int | None = None) -> int:
         v = self.num(key, default, lo=lo)
         if v != int(v):
             raise ConfigError(f"{self._where(key)}: {v!r} is not a whole number")
         return int(v)
 
-    def text(self, key: str, default: Any = ...) -> str:
+    def text(self, key: str, default: object = ...) -> str:
         v = self.get(key, default)
         if not isinstance(v, str) or not v:
             raise ConfigError(f"{self._where(key)}: {v!r} is not a non-empty string")
+        return v
+
+    def opt_text(self, key: str) -> str | None:
+        """A string, or None where the key is missing or null."""
+        v = self.get(key, None)
+        if v is not None and not isinstance(v, str):
+            raise ConfigError(f"{self._where(key)}: {v!r} is not a string")
         return v
 
     def dist(self, key: str) -> Lognormal:
         d = self.sub(key)
         return Lognormal(d.num("median", positive=True), d.num("sigma", lo=0.0, hi=3.0))
 
-    def duration(self, key: str, default: Any = ...) -> int:
+    def duration(self, key: str, default: object = ...) -> int:
         v = self.get(key, default)
         seconds = _parse_duration(v)
         if seconds is None:
             raise ConfigError(f"{self._where(key)}: {v!r} is not a duration (e.g. 90s, 60m, 2h, 1d)")
         return seconds
 
-    def clock(self, key: str, default: Any = ...) -> int:
+    def clock(self, key: str, default: object = ...) -> int:
         v = self.get(key, default)
         m = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", str(v))
         if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59 or int(m.group(3) or 0) > 59:
@@ -322,7 +395,7 @@ class _Doc:
         return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3) or 0)
 
 
-def _parse_duration(v: Any) -> int | None:
+def _parse_duration(v: object) -> int | None:
     """Whole seconds of a scenario duration (the one grammar of hopscope.durations; a number is
     seconds, and may be 0 here: no ramp); None where it is not one."""
     if isinstance(v, bool):
@@ -351,7 +424,7 @@ def load_scenario(path: Path | str) -> Scenario:
     return parse_scenario(data, str(p), hashlib.sha256(raw).hexdigest())
 
 
-def parse_scenario(data: Any, source: str = "scenario", digest: str = "") -> Scenario:
+def parse_scenario(data: object, source: str = "scenario", digest: str = "") -> Scenario:
     doc = _Doc(source, data)
     topo = doc.sub("topology")
     gw, fs, ms = topo.sub("gateway"), topo.sub("feature_store"), topo.sub("model_server")
@@ -493,28 +566,23 @@ def parse_scenario(data: Any, source: str = "scenario", digest: str = "") -> Sce
         queue=queue,
         errors={
             "rate": err.num("rate", 0.0, lo=0.0, hi=1.0),
-            "split": {s: split.num(s, lo=0.0) for s in split.data},
+            "split": {str(s): split.num(str(s), lo=0.0) for s in split.data},
             "timeout_ms": err.num("timeout_ms", 1500, positive=True),
         },
         gpu={
             "model_name": gpu.text("model_name"),
             "uuids": {h: uuids.text(h) for h in ms_hosts},
-            **{
-                k: gpu.num(k, lo=0.0)
-                for k in (
-                    "fb_total_mib",
-                    "fb_model_mib",
-                    "fb_per_rps_mib",
-                    "util_per_rps",
-                    "sm_clock_mhz",
-                    "idle_clock_mhz",
-                    "mem_clock_mhz",
-                    "temp_idle_c",
-                    "temp_per_util_c",
-                    "power_idle_w",
-                    "power_per_util_w",
-                )
-            },
+            "fb_total_mib": gpu.num("fb_total_mib", lo=0.0),
+            "fb_model_mib": gpu.num("fb_model_mib", lo=0.0),
+            "fb_per_rps_mib": gpu.num("fb_per_rps_mib", lo=0.0),
+            "util_per_rps": gpu.num("util_per_rps", lo=0.0),
+            "sm_clock_mhz": gpu.num("sm_clock_mhz", lo=0.0),
+            "idle_clock_mhz": gpu.num("idle_clock_mhz", lo=0.0),
+            "mem_clock_mhz": gpu.num("mem_clock_mhz", lo=0.0),
+            "temp_idle_c": gpu.num("temp_idle_c", lo=0.0),
+            "temp_per_util_c": gpu.num("temp_per_util_c", lo=0.0),
+            "power_idle_w": gpu.num("power_idle_w", lo=0.0),
+            "power_per_util_w": gpu.num("power_per_util_w", lo=0.0),
             "pid": str(gpu.sub("process", optional=True).get("pid", "4217")),
             "process": str(gpu.sub("process", optional=True).get("name", "tritonserver")),
         },
@@ -588,7 +656,7 @@ def _parse_event(d: _Doc, days: int, hosts: set[str]) -> Event:
         if host is not None and host not in hosts:
             raise ConfigError(f"{d.source}: {sd.path}.host: {host!r} is not a host of the topology")
         signals.append(
-            SignalChange(sd.text("metric"), ops[0], sd.num(ops[0]), host, sd.get("service", None), labels)
+            SignalChange(sd.text("metric"), ops[0], sd.num(ops[0]), host, sd.opt_text("service"), labels)
         )
     truth = d.sub("truth", optional=True)
     bubble = truth.get("bubbleup", None)
@@ -617,10 +685,10 @@ def _parse_event(d: _Doc, days: int, hosts: set[str]) -> Event:
         miss_ratio=cache.num("miss_ratio", lo=0.0, hi=1.0) if cache.has("miss_ratio") else None,
         penalty_scale=cache.num("penalty_scale", 1.0, lo=0.0),
         error_rate=errors.num("rate", 0.0, lo=0.0, hi=1.0),
-        error_service=errors.get("service", None),
+        error_service=errors.opt_text("service"),
         signals=tuple(signals),
         expect_breach=bool(truth.get("expect_breach", True)),
-        hop=truth.get("hop", None),
+        hop=truth.opt_text("hop"),
         hop_kind=hop_kind,
         dimension=dimension,
         bubbleup=bubble,
@@ -1004,7 +1072,7 @@ def _map(keys: list[str], values: list[np.ndarray], n: int) -> pa.Array:
     return pa.MapArray.from_arrays(offsets, key_arr, pa.array(vals, pa.string()))
 
 
-def _const(value: Any, n: int, typ: pa.DataType) -> pa.Array:
+def _const(value: object, n: int, typ: pa.DataType) -> pa.Array:
     return pa.repeat(pa.scalar(value, typ), n) if value is not None else pa.nulls(n, typ)
 
 
@@ -1354,7 +1422,7 @@ def _samples(sc: Scenario, tl: _Timeline, load: _StepLoad, start: datetime) -> _
     for r, h in enumerate(sc.ms_hosts):
         lab = {"gpu": "0", "UUID": gpu["uuids"][h], "modelName": gpu["model_name"]}
         rr = load.replica_requests[r] / step
-        kw: dict[str, Any] = {"service": sc.model_server, "host": h, "labels": lab}
+        kw: _Place = {"service": sc.model_server, "host": h, "labels": lab}
         util = ss.add(
             "DCGM_FI_DEV_GPU_UTIL",
             np.clip(np.round(gpu["util_per_rps"] * rr + ss.noise(1.5, h, "util")), 0, 100),
@@ -1415,7 +1483,7 @@ def _samples(sc: Scenario, tl: _Timeline, load: _StepLoad, start: datetime) -> _
         rho = np.maximum(t_b, r_b) / (speed * step)
         t_p, r_p = t_b / _MSS + r_b / _MSS / 2, r_b / _MSS + t_b / _MSS / 2  # segments + ACKs
         sat = np.clip((rho - 0.9) / 0.08, 0, 1)
-        kw2: dict[str, Any] = {"service": svc, "host": h, "labels": dev}
+        kw2: _Place = {"service": svc, "host": h, "labels": dev}
         seed_v = float(zlib.crc32(h.encode()) % 10_000) * 1e8
         ss.add("node_network_transmit_bytes_total", t_b, start_value=seed_v * 3, **kw2)
         ss.add("node_network_receive_bytes_total", r_b, start_value=seed_v * 2, **kw2)
@@ -1454,7 +1522,7 @@ def _samples(sc: Scenario, tl: _Timeline, load: _StepLoad, start: datetime) -> _
     # ---- Redis (feature store)
     day = 2 * np.pi * (sec - sc.peak_s) / 86400.0
     mx = sc.cache["memory_max_bytes"]
-    kw3: dict[str, Any] = {"service": sc.feature_store, "host": sc.fs_host}
+    kw3: _Place = {"service": sc.feature_store, "host": sc.fs_host}
     ss.add("redis_memory_max_bytes", np.full(steps, mx), **kw3)
     used_r = ss.add(
         "redis_memory_used_bytes",

@@ -5,6 +5,7 @@
     TimeRange(start, end).seconds
     step_for(start, end) == 60                       # the bucket width of a chart of [start, end)
     str(SeriesKey.of("m", "svc", None, {"gpu": "0"})) == 'm{service="svc",gpu="0"}'
+    def diagnose(store: ReadStore, ...)              # what read-only code takes: a Store, or any reader
 
 Times are naive UTC throughout (``hopscope.durations.parse_utc`` reads them from text).
 """
@@ -15,9 +16,13 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias
 
 from hopscope.errors import StoreError
+
+if TYPE_CHECKING:  # only for annotations: the model stays importable without the data stack
+    import pandas as pd
+    import pyarrow as pa
 
 HopKind = Literal["network", "service"]
 # The one place the separator of a hop's name is written: "client->server".
@@ -148,3 +153,19 @@ class SeriesKey:
     CASE WHEN host <> '' THEN 'host="' || host || '"' END,
     nullif(array_to_string(list_transform(list_sort(map_entries(labels)),
            x -> x.key || '="' || x.value || '"'), ','), '')) || '}'"""
+
+
+# A query's bound parameters: positional (``?``) or named (``$name``), as DuckDB takes them.
+QueryParams: TypeAlias = "Sequence[object] | Mapping[str, object] | None"
+
+
+class ReadStore(Protocol):
+    """The reads that read-only code (diagnosis, query, SLO evaluation, report) makes of a store.
+
+    ``hopscope.store.Store`` is one; so is any wrapper with the same two reads (a benchmark's
+    recorder of the SQL it is asked). Code that needs more of a Store (retention, snapshots, writes)
+    takes a Store."""
+
+    def query(self, sql: str, params: QueryParams = None) -> pa.Table: ...
+
+    def query_df(self, sql: str, params: QueryParams = None) -> pd.DataFrame: ...

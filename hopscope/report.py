@@ -16,7 +16,7 @@ import io
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,8 @@ from hopscope.slo import budget_burndown, minute_series
 from hopscope.store import Store
 
 if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
     from hopscope.slo import SLO
 
 WINDOWS: dict[str, timedelta | None] = {
@@ -41,6 +43,28 @@ WINDOWS: dict[str, timedelta | None] = {
     "month": None,
 }
 FORMATS = ("html", "csv", "md")
+
+
+class ReportIncident(TypedDict):
+    """One breach in a report; ``budget_consumed`` is its share of this report's budget."""
+
+    number: int
+    id: str
+    start: datetime
+    end: datetime
+    severity: str
+    budget_consumed: float
+    cause: str  # one line ("" where the report was made without causes)
+
+
+class HopBudget(TypedDict):
+    """A hop's sub-budget against its mean per request (None: no requests in the window)."""
+
+    hop: str
+    budget_ms: float
+    mean_ms: float | None
+    worst_hour_ms: float | None
+    used: float | None  # mean / budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +79,8 @@ class SloReport:
     total: float
     sli: float | None
     budget_consumed: float | None  # fraction of the window's error budget spent
-    # number, id, start, end, severity, budget_consumed (its share of this report's budget), cause
-    incidents: tuple[dict[str, Any], ...]
-    hop_budgets: tuple[dict[str, Any], ...]  # hop, budget_ms, mean_ms, worst_hour_ms, used
+    incidents: tuple[ReportIncident, ...]
+    hop_budgets: tuple[HopBudget, ...]
     burndown: pd.DataFrame = field(repr=False)  # t, budget_remaining, ideal
     generated: datetime | None = None
     data_from: datetime | None = None  # the first minute of the window with events
@@ -135,11 +158,15 @@ def build_report(
         last = bd["consumed"].dropna()
         consumed = float(last.iloc[-1]) if len(last) else None
     table = slos.breach_table(store, rules, start, end)
-    incidents = []
+    incidents: list[ReportIncident] = []
     for b in table[table["slo"] == slo].to_dict("records"):
         incidents.append(
             {
-                **{k: b[k] for k in ("number", "id", "start", "end", "severity")},
+                "number": b["number"],
+                "id": b["id"],
+                "start": b["start"],
+                "end": b["end"],
+                "severity": b["severity"],
                 # its share of this report's budget: what the burn-down fell by while it lasted (within
                 # the span), so that the incidents' shares add up to at most the budget consumed
                 "budget_consumed": _consumed_between(cum, b["start"], b["end"]),
@@ -167,13 +194,13 @@ def _consumed_between(cum: tuple[np.ndarray, np.ndarray] | None, start: datetime
     return max(by(end) - by(start), 0.0)
 
 
-def _hop_budgets(store: Store, spec: SLO, start: datetime, end: datetime) -> list[dict[str, Any]]:
+def _hop_budgets(store: Store, spec: SLO, start: datetime, end: datetime) -> list[HopBudget]:
     budgets = dict(getattr(spec, "hop_budgets_ms", {}) or {})
     if not budgets:
         return []
     w = windows.Window(start, end, 3600, False, None)
     hops = spans.hop_latency_series(store, w, spec.sli.route)
-    out = []
+    out: list[HopBudget] = []
     for hop, budget in budgets.items():
         d = hops[hops["hop"] == hop]["ms"]
         mean = float(d.mean()) if len(d) else None
@@ -282,7 +309,7 @@ def to_html(rep: SloReport) -> str:
     esc = html.escape
     summary = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in summary_rows(rep))
 
-    def standalone(fig: Any, div_id: str, first: bool = False) -> str:
+    def standalone(fig: go.Figure, div_id: str, first: bool = False) -> str:
         # Outside Streamlit's theme the figures need room for their axis titles and tick labels. Time
         # charts come unvalidated (charts.time_figure): a validated copy resolves the template by name.
         fig = type(fig)(fig.to_dict())

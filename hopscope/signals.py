@@ -34,7 +34,6 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,7 +41,7 @@ import pyarrow as pa
 
 from hopscope.catalog import Catalog, load_catalog
 from hopscope.errors import StoreError
-from hopscope.model import SeriesKey, TimeRange
+from hopscope.model import ReadStore, SeriesKey, TimeRange
 from hopscope.rates import counter_rate_sql
 
 COLUMNS = ["ts", "window", "series", "metric", "service", "host", "labels", "value", "n"]
@@ -218,14 +217,14 @@ def _parse_labels(text: str | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in obj.items()} if isinstance(obj, dict) else {}
 
 
-def hosts_of_services(store: Any, window: TimeRange, services: Sequence[str]) -> list[str]:
+def hosts_of_services(store: ReadStore, window: TimeRange, services: Sequence[str]) -> list[str]:
     """The hosts on which these services' series run in the window (a GPU node's NIC is the model server's)."""
     if not services:
         return []
     return sorted(h for h in _hosts(store, window, services) if h is not None)
 
 
-def _hosts(store: Any, window: TimeRange, services: Sequence[str]) -> list[str | None]:
+def _hosts(store: ReadStore, window: TimeRange, services: Sequence[str]) -> list[str | None]:
     """Distinct hosts of the services' series in the window; None among them when some have no host."""
     df = store.query_df(
         f"SELECT DISTINCT host FROM samples WHERE ts >= ? AND ts < ? AND service IN ({_marks(len(services))})",
@@ -235,7 +234,7 @@ def _hosts(store: Any, window: TimeRange, services: Sequence[str]) -> list[str |
 
 
 def load_series(
-    store: Any,
+    store: ReadStore,
     windows: Iterable[TimeRange],
     *,
     step_s: int = 60,
@@ -301,7 +300,7 @@ def grid_from_table(table: pa.Table, windows: Sequence[TimeRange], step_s: int, 
 
 
 def load_series_grid(
-    store: Any,
+    store: ReadStore,
     windows: Iterable[TimeRange],
     *,
     step_s: int = 60,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from hopscope.diagnosis.baseline import burning_span
 from hopscope.diagnosis.core import diagnose, incident_key
@@ -31,12 +31,47 @@ from hopscope.diagnosis.model import (
 from hopscope.errors import SpecError
 
 if TYPE_CHECKING:  # hopscope.slo is imported where used: it imports the diagnosis's callers
+    from hopscope.catalog import Catalog
     from hopscope.slo import SLO, Breach
-from hopscope.model import Hop
+from hopscope.model import Hop, ReadStore
 from hopscope.slo import minute_series
 
 
-def target_kwargs(slo: SLO) -> dict[str, Any]:
+class TargetKwargs(TypedDict):
+    """What an SLO says diagnose() should look at (``target_kwargs``)."""
+
+    service: str
+    route: str | None
+    client: str | None
+    threshold_ms: float | None
+    objective: float
+    hop_budgets_ms: dict[str, float]
+    sli_kind: str
+    slo: str
+
+
+class DiagnoseOptions(TypedDict, total=False):
+    """diagnose() keyword arguments that ``diagnose_breach`` passes on (over those of the SLO)."""
+
+    service: str
+    route: str | None
+    client: str | None
+    threshold_ms: float | None
+    objective: float
+    percentile: float | None
+    hop_budgets_ms: dict[str, float]
+    sli_kind: str
+    catalog: Catalog | None
+    baseline_days: int
+    with_bubbleup: bool
+    use_cache: bool
+
+
+class _DiagnoseArgs(DiagnoseOptions, total=False):
+    slo: str
+
+
+def target_kwargs(slo: SLO) -> TargetKwargs:
     """diagnose() keyword arguments for an SLO of hopscope.slo (latency or availability, span SLIs).
 
     An availability SLO is diagnosed on its errors (which hop they start in), a latency SLO on
@@ -66,7 +101,9 @@ def _minutes(td: timedelta) -> int:
     return round(td.total_seconds() / 60)
 
 
-def diagnose_breach(store: Any, breach: Breach, slo: SLO, **kwargs: Any) -> Diagnosis:
+def diagnose_breach(
+    store: ReadStore, breach: Breach, slo: SLO, **kwargs: Unpack[DiagnoseOptions]
+) -> Diagnosis:
     """Diagnose one Breach of an SLO (ids, severity, burn and budget carried over).
 
     The numbers come from the part of the breach that burned budget (``burning_span``): an alert
@@ -78,6 +115,7 @@ def diagnose_breach(store: Any, breach: Breach, slo: SLO, **kwargs: Any) -> Diag
         minute_series(store, slo, breach.start, breach.end), slo.objective, breach.start, breach.end
     )
     start, end = span or (breach.start, breach.end)
+    options: _DiagnoseArgs = {**target_kwargs(slo), **kwargs}
     d = diagnose(
         store,
         start=start,
@@ -86,7 +124,7 @@ def diagnose_breach(store: Any, breach: Breach, slo: SLO, **kwargs: Any) -> Diag
         severity=breach.severity,
         peak_burn_rate=breach.peak_burn_rate,
         budget_consumed=breach.budget_consumed,
-        **{**target_kwargs(slo), **kwargs},
+        **options,
     )
     if span is None:
         return d
@@ -106,11 +144,13 @@ __all__ = [
     "BubbleAttr",
     "Cause",
     "Decomposition",
+    "DiagnoseOptions",
     "Diagnosis",
     "EndToEnd",
     "Evidence",
     "HopRow",
     "Target",
+    "TargetKwargs",
     "diagnose",
     "diagnose_breach",
     "incident_key",

@@ -11,15 +11,14 @@ numeric (payload sizes) and skipped otherwise (ids).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from hopscope.diagnosis.model import BubbleAttr
-from hopscope.model import Hop, TimeRange
+from hopscope.model import Hop, ReadStore, TimeRange
 
 SLOW_QUANTILE = 0.95
 MIN_SLOW = 10
@@ -46,7 +45,7 @@ def focus_offsets(hop_ms: np.ndarray, step_s: int, length: timedelta = FOCUS) ->
 
 
 def load_bubble_counts(
-    store: Any,
+    store: ReadStore,
     hop: str,
     hop_kind: str,
     incident: TimeRange,
@@ -71,7 +70,7 @@ def load_bubble_counts(
         span_filter, params = "service = ? AND kind = 2", [hop]
     off_lo, off_hi = focus if focus is not None else (timedelta(0), min(FOCUS, incident.end - incident.start))
 
-    def stretch(w: TimeRange) -> tuple[Any, Any]:
+    def stretch(w: TimeRange) -> tuple[datetime, datetime]:
         return w.start + off_lo, min(w.end, w.start + off_hi)
 
     # ONE scan of spans for both sides (each DuckLake scan costs ~10-20 ms of catalog work before it
@@ -116,7 +115,7 @@ _COUNT_COLUMNS = ["attribute", "value", "slow_n", "base_n"]
 _NOTHING: tuple[pd.DataFrame, int, int, float | None] = (pd.DataFrame(columns=_COUNT_COLUMNS), 0, 0, None)
 
 
-def _count_values(store: Any, rows: pa.Table) -> tuple[pd.DataFrame, int, int, float | None]:
+def _count_values(store: ReadStore, rows: pa.Table) -> tuple[pd.DataFrame, int, int, float | None]:
     """Counts per (attribute, value) among the slow incident spans and the baseline spans; totals;
     the slow cut (ms). ``rows``: slow, host_name, status, server_address, attributes, n (spans alike), cut.
 
@@ -185,7 +184,9 @@ def _count_values(store: Any, rows: pa.Table) -> tuple[pd.DataFrame, int, int, f
     return g[_COUNT_COLUMNS], slow_total, int(weight.sum()) - slow_total, None if cut is None else float(cut)
 
 
-def _numeric_buckets(store: Any, attrs: list[str], values: list[str | None]) -> dict[tuple[str, str], str]:
+def _numeric_buckets(
+    store: ReadStore, attrs: list[str], values: list[str | None]
+) -> dict[tuple[str, str], str]:
     """Power-of-two bucket label of each (attribute, value) whose attribute has only values DuckDB
     reads as numbers (TRY_CAST AS DOUBLE); the other attributes are left out."""
     table = store.query(

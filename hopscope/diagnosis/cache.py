@@ -11,9 +11,9 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
-from typing import Any
 
 from hopscope.diagnosis.model import Diagnosis
+from hopscope.model import ReadStore
 from hopscope.store import current_snapshot, store_identity
 
 
@@ -23,7 +23,7 @@ class DiagnosisCache:
     def __init__(self, max_entries: int = 256) -> None:
         self.max_entries = max_entries
         self._lock = threading.Lock()
-        self._items: OrderedDict[Hashable, tuple[Any, Diagnosis]] = OrderedDict()
+        self._items: OrderedDict[Hashable, tuple[object, Diagnosis]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -31,7 +31,7 @@ class DiagnosisCache:
         with self._lock:
             self._items.clear()
 
-    def key(self, store: Any, args: tuple[Any, ...]) -> Hashable | None:
+    def key(self, store: ReadStore, args: Hashable) -> Hashable | None:
         """The entry's key, or None when this store cannot be cached (no folder, no snapshot)."""
 
         # the catalog's mtime too: a store regenerated in place may get its inode and snapshot ids back
@@ -53,7 +53,7 @@ class DiagnosisCache:
             self.hits += 1
             return item[1]
 
-    def put(self, key: Hashable, keep_alive: Any, value: Diagnosis) -> None:
+    def put(self, key: Hashable, keep_alive: object, value: Diagnosis) -> None:
         """Store ``value``; ``keep_alive`` (objects whose id() is in the key) lives as long as the entry."""
         with self._lock:
             self._items[key] = (keep_alive, value)

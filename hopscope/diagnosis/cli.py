@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,16 +21,21 @@ from hopscope.errors import ConfigError, NotFoundError
 from hopscope.slo import find_breaches, load_slos, store_now
 from hopscope.store import Store, StoreLocation, utcnow
 
+if TYPE_CHECKING:  # imported where used, for the CLI's start-up time
+    from hopscope.model import ReadStore
+    from hopscope.slo import SLO, Breach
+    from hopscope.store import Store
+
 SPAN_SLI_KINDS = ("latency", "availability")
 EXPLAIN_LOOKBACK = timedelta(days=400)
 
 
-def _open(where: StoreLocation) -> Any:
+def _open(where: StoreLocation) -> Store:
 
     return Store.open(where, create=False)
 
 
-def _slos(rules: Path, name: str | None) -> list[Any]:
+def _slos(rules: Path, name: str | None) -> list[SLO]:
 
     slos, errors = load_slos(rules)
     for err in errors:
@@ -43,7 +48,7 @@ def _slos(rules: Path, name: str | None) -> list[Any]:
     return slos
 
 
-def _now(store: Any) -> datetime:
+def _now(store: ReadStore) -> datetime:
 
     return store_now(store) or utcnow()
 
@@ -56,7 +61,7 @@ def _since(text: str) -> timedelta:
         raise ConfigError(f"--since: {exc}") from exc
 
 
-def _breaches(store: Any, slos: list[Any], start: datetime, end: datetime) -> list[tuple[Any, Any]]:
+def _breaches(store: ReadStore, slos: list[SLO], start: datetime, end: datetime) -> list[tuple[Breach, SLO]]:
 
     out = []
     for slo in slos:
@@ -196,7 +201,7 @@ def render(d: Diagnosis) -> str:
     return "\n".join(lines)
 
 
-def find_incident(st: Any, slos: list[Any], incident_id: str) -> tuple[Any, Any]:
+def find_incident(st: ReadStore, slos: list[SLO], incident_id: str) -> tuple[Breach, SLO]:
     """The breach with this id (and its SLO), searched over the stored history, one SLO at a time."""
 
     end = _now(st)

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +31,8 @@ from hopscope.diagnosis.model import (
     DIMENSIONS,
     VERDICT_CAUSE,
     VERDICT_NONE,
+    Baseline,
+    BubbleAttr,
     Cause,
     Decomposition,
     Diagnosis,
@@ -41,7 +42,7 @@ from hopscope.diagnosis.model import (
 )
 from hopscope.diagnosis.series import load_linked_grid
 from hopscope.errors import NotFoundError
-from hopscope.model import Hop, TimeRange, analysis_step
+from hopscope.model import Hop, ReadStore, TimeRange, analysis_step
 from hopscope.signals import SeriesGrid
 from hopscope.store import Store
 
@@ -112,7 +113,7 @@ class _Clock:
 
 
 def diagnose(
-    store: Any,
+    store: ReadStore,
     *,
     start: datetime,
     end: datetime,
@@ -163,7 +164,7 @@ def diagnose(
     return out
 
 
-def _read_snapshot(store: Any) -> AbstractContextManager[None]:
+def _read_snapshot(store: ReadStore) -> AbstractContextManager[None]:
     """This thread's queries in one read transaction (Store.read_snapshot): they read one DuckLake
     snapshot, the one the cache key names, even while a writer commits. BubbleUp's query, on its own
     thread, runs apart."""
@@ -171,7 +172,7 @@ def _read_snapshot(store: Any) -> AbstractContextManager[None]:
 
 
 def _diagnose(
-    store: Any,
+    store: ReadStore,
     *,
     start: datetime,
     end: datetime,
@@ -277,7 +278,7 @@ def _diagnose(
             exemplar_edges.insert(0, ("" if edge.client == hp.ENTRY_CLIENT else edge.client, edge.server))
         else:
             exemplar_edges.insert(0, (None, top.hop))
-    bubble: tuple[Any, ...] = ()
+    bubble: tuple[BubbleAttr, ...] = ()
     bnote = ""
     if bubble_job is not None:
         attrs, bnote, own_ms = bubble_job.result()
@@ -302,8 +303,8 @@ def _diagnose(
 
 
 def _bubble(
-    store: Any, top: HopRow, wide: pd.DataFrame, baseline: Any, incident: TimeRange, step: int
-) -> tuple[list[Any], str, float]:
+    store: ReadStore, top: HopRow, wide: pd.DataFrame, baseline: Baseline, incident: TimeRange, step: int
+) -> tuple[list[BubbleAttr], str, float]:
     """BubbleUp over the top hop's spans in the worst stretch of the incident; (attrs, note, wall ms)."""
     t = time.perf_counter()
     used = [TimeRange(w.start, w.end) for w in baseline.used]
@@ -399,7 +400,7 @@ def _linked_names(standing: list[HopRow], frame: pd.DataFrame, errors: bool) -> 
 
 
 def _resource_causes(
-    store: Any,
+    store: ReadStore,
     standing: list[HopRow],
     wide: pd.DataFrame,
     kinds: dict[str, str],

@@ -18,7 +18,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +25,7 @@ import pyarrow as pa
 
 from hopscope import histogram
 from hopscope.diagnosis.model import Decomposition, EndToEnd, HopRow, Target
-from hopscope.model import Hop, TimeRange
+from hopscope.model import Hop, ReadStore, TimeRange
 from hopscope.signals import _us
 
 REQUESTS = "__requests"
@@ -48,7 +47,9 @@ class HopData:
     exemplars: pd.DataFrame  # client, server, duration_ms_max, exemplars: slowest incident minutes per edge
 
 
-def load_hop_data(store: Any, windows: Sequence[TimeRange], target: Target, step_s: int = 60) -> HopData:
+def load_hop_data(
+    store: ReadStore, windows: Sequence[TimeRange], target: Target, step_s: int = 60
+) -> HopData:
     """Everything the decomposition needs from hop_minutes, in one query (window 0 is the incident)."""
     edge_sql, edge_p = ("", []) if target.client is None else (" AND client = ?", [target.client])
     # One scan of hop_minutes for all windows: each scan of a DuckLake table costs 12-25 ms of

@@ -19,14 +19,13 @@ be linked to the hop by ``resources.link_series`` (which takes hosts from the se
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from hopscope.catalog import Catalog
-from hopscope.model import SeriesKey, TimeRange
+from hopscope.model import ReadStore, SeriesKey, TimeRange
 from hopscope.rates import counter_rates
 from hopscope.signals import META_COLUMNS, SeriesGrid, _us, n_buckets, value_expression
 
@@ -36,7 +35,7 @@ def _marks(n: int) -> str:
 
 
 def load_linked_grid(
-    store: Any,
+    store: ReadStore,
     windows: Sequence[TimeRange],
     *,
     step_s: int,

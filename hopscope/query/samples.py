@@ -8,11 +8,10 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from hopscope.catalog import load_catalog
-from hopscope.model import SERIES_LABELS
+from hopscope.model import SERIES_LABELS, ReadStore
 from hopscope.query.windows import Window
 from hopscope.rates import counter_rate_sql
 from hopscope.signals import value_expression
-from hopscope.store import Store
 
 # A counter's first bucket in a window is a rate against the last sample before it, up to this far back
 # (Prometheus's default lookback): scrapes sparser than the bucket still give every bucket its rate.
@@ -20,7 +19,7 @@ COUNTER_LOOKBACK = timedelta(minutes=5)
 
 
 def metric_series(
-    store: Store,
+    store: ReadStore,
     w: Window,
     metrics: Sequence[str],
     *,
@@ -91,7 +90,7 @@ def metric_series(
     return df.dropna(subset=["value"]) if not df.empty else df
 
 
-def evidence_series(store: Store, w: Window, metric: str, labels: Mapping[str, str]) -> pd.DataFrame:
+def evidence_series(store: ReadStore, w: Window, metric: str, labels: Mapping[str, str]) -> pd.DataFrame:
     """The one series a diagnosis evidence names (metric + its labels: service, host, GPU index, NIC...)
     per bucket, valued as the diagnosis values it: stored units, counters as rates, bitmasks as the
     share of samples with a bad bit set. Columns: t, value."""
@@ -118,13 +117,13 @@ def series_label(labels: Mapping[str, str]) -> str:
 STALE_AFTER = timedelta(minutes=2)
 
 
-def freshness(store: Store, now: datetime, by_target: bool = False) -> pd.DataFrame:
+def freshness(store: ReadStore, now: datetime, by_target: bool = False) -> pd.DataFrame:
     """freshness_at(last_seen(store, by_target), now): see there."""
     return freshness_at(last_seen(store, by_target), now)
 
 
 def last_seen(
-    store: Store, by_target: bool = False, counts: bool = True, newest: datetime | None = None
+    store: ReadStore, by_target: bool = False, counts: bool = True, newest: datetime | None = None
 ) -> pd.DataFrame:
     """The queries behind freshness(): per source (x target) its runs and newest sample, not yet aged.
 
@@ -155,7 +154,9 @@ def last_seen(
 RECENT = timedelta(hours=1)
 
 
-def last_samples(store: Store, sources: Sequence[str] = (), newest: datetime | None = None) -> pd.DataFrame:
+def last_samples(
+    store: ReadStore, sources: Sequence[str] = (), newest: datetime | None = None
+) -> pd.DataFrame:
     """Per source its newest sample (last_sample): from the last RECENT of data, then older for
     the `sources` (collectors) not seen in it. Columns: source, last_sample."""
     if newest is None:
@@ -176,7 +177,7 @@ def last_samples(store: Store, sources: Sequence[str] = (), newest: datetime | N
     return recent
 
 
-def sample_counts(store: Store) -> pd.DataFrame:
+def sample_counts(store: ReadStore) -> pd.DataFrame:
     """Rows in samples per source (a full scan: cache it). Columns: source, sample_rows."""
     return store.query_df("SELECT source, count(*) AS sample_rows FROM samples GROUP BY source")
 

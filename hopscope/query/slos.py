@@ -12,9 +12,9 @@ import pandas as pd
 
 from hopscope.diagnosis import diagnose_breach
 from hopscope.errors import NotFoundError
+from hopscope.model import ReadStore
 from hopscope.query.windows import Window
 from hopscope.slo import burn_rate_series, evaluate_many, find_breaches_many, load_slos, minute_series
-from hopscope.store import Store
 
 if TYPE_CHECKING:  # hopscope.slo and hopscope.diagnosis are imported where used: most pages need neither
     from hopscope.diagnosis import Diagnosis
@@ -61,7 +61,7 @@ def _load_rules(
     return tuple(slos), tuple(str(e) for e in errors)
 
 
-def slo_names(store: Store | None, rules: str) -> list[str]:
+def slo_names(store: ReadStore | None, rules: str) -> list[str]:
     """Names of the SLOs under a rules path (store unused: the signature every view shares)."""
     return [s.name for s in load_rules(rules)[0]]
 
@@ -75,7 +75,7 @@ def get_slo(rules: str, name: str) -> SLO:
     )
 
 
-def slo_statuses(store: Store, rules: str, now: datetime) -> pd.DataFrame:
+def slo_statuses(store: ReadStore, rules: str, now: datetime) -> pd.DataFrame:
     """One row per SLO at ``now``: slo, description, objective, sli, budget_remaining, burn_rates (dict),
     alert_state, time_to_exhaustion, threshold_ms, notes."""
 
@@ -124,7 +124,7 @@ class Incident:
     diagnosis: Diagnosis
 
 
-def breaches(store: Store, rules: str) -> list[Breach]:
+def breaches(store: ReadStore, rules: str) -> list[Breach]:
     """Every breach of every SLO over stored history, in the order they are numbered (1, 2, ...): by start, then SLO."""
 
     slos = load_rules(rules)[0]
@@ -133,7 +133,7 @@ def breaches(store: Store, rules: str) -> list[Breach]:
 
 
 def breach_table(
-    store: Store, rules: str, start: datetime | None = None, end: datetime | None = None
+    store: ReadStore, rules: str, start: datetime | None = None, end: datetime | None = None
 ) -> pd.DataFrame:
     """Every breach of every SLO over stored history, numbered 1.. by start; only those overlapping [start, end).
 
@@ -160,7 +160,7 @@ def breach_table(
     return df[BREACH_COLUMNS]
 
 
-def find_breach(store: Store, rules: str, key: str) -> Breach:
+def find_breach(store: ReadStore, rules: str, key: str) -> Breach:
     """One breach by its number (1, 2, ...) or its id; NotFoundError names what exists."""
     found = breaches(store, rules)
     key = str(key).strip()
@@ -171,14 +171,14 @@ def find_breach(store: Store, rules: str, key: str) -> Breach:
     raise NotFoundError(f"no incident {key[:40]!r} (incidents: {known})")
 
 
-def incident(store: Store, rules: str, key: str) -> Incident:
+def incident(store: ReadStore, rules: str, key: str) -> Incident:
     """One breach (by number or id) with its diagnosis."""
 
     b = find_breach(store, rules, key)
     return Incident(b, diagnose_breach(store, b, get_slo(rules, b.slo)))
 
 
-def incident_cause(store: Store, rules: str, key: str) -> str:
+def incident_cause(store: ReadStore, rules: str, key: str) -> str:
     """The diagnosis's top cause of one breach in one line (no BubbleUp: cheaper), or why there is none."""
 
     b = find_breach(store, rules, key)
@@ -190,7 +190,7 @@ def incident_cause(store: Store, rules: str, key: str) -> str:
 
 
 def slo_timeline(
-    store: Store, rules: str, name: str, w: Window
+    store: ReadStore, rules: str, name: str, w: Window
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
     """(sli, burn, thresholds) of one SLO over a window, per bucket.
 

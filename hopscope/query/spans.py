@@ -9,7 +9,7 @@ import pandas as pd
 
 from hopscope.errors import NotFoundError
 from hopscope.histogram import quantiles_sql
-from hopscope.model import Hop
+from hopscope.model import Hop, ReadStore
 from hopscope.query.windows import Window
 from hopscope.store import Store
 
@@ -21,7 +21,11 @@ def _route_clause(route: str | None) -> tuple[str, list[str]]:
 
 
 def latency_series(
-    store: Store, w: Window, route: str | None = None, client: str = ENTRY_CLIENT, server: str | None = None
+    store: ReadStore,
+    w: Window,
+    route: str | None = None,
+    client: str = ENTRY_CLIENT,
+    server: str | None = None,
 ) -> pd.DataFrame:
     """p50/p95/p99 (ms) per bucket from the merged histograms of one edge (default: end to end).
 
@@ -46,7 +50,7 @@ def latency_series(
     return store.query_df(sql, params)
 
 
-def traffic_series(store: Store, w: Window, route: str | None = None) -> pd.DataFrame:
+def traffic_series(store: ReadStore, w: Window, route: str | None = None) -> pd.DataFrame:
     """Requests per second and error ratio per bucket, at the system's entry. Columns: t, rps, errors, error_ratio."""
     rc, rp = _route_clause(route)
     sql = f"""
@@ -59,7 +63,7 @@ def traffic_series(store: Store, w: Window, route: str | None = None) -> pd.Data
     return store.query_df(sql, [w.step_s, float(w.step_s), ENTRY_CLIENT, w.start, w.end, *rp])
 
 
-def hop_latency_series(store: Store, w: Window, route: str | None = None) -> pd.DataFrame:
+def hop_latency_series(store: ReadStore, w: Window, route: str | None = None) -> pd.DataFrame:
     """Mean time each hop adds to one end-to-end request, per bucket (they stack to the mean latency).
 
     A hop is a service's self time (named for the service) or an edge's network gap
@@ -84,18 +88,18 @@ def hop_latency_series(store: Store, w: Window, route: str | None = None) -> pd.
     return store.query_df(sql, [w.step_s, w.start, w.end, *rp, ENTRY_CLIENT, ENTRY_CLIENT])
 
 
-def hop_series(store: Store, w: Window, hop: str) -> pd.DataFrame:
+def hop_series(store: ReadStore, w: Window, hop: str) -> pd.DataFrame:
     """One hop's time per request (ms) per bucket. Columns: t, ms."""
     df = hop_latency_series(store, w)
     return df[df["hop"] == hop].groupby("t", as_index=False)["ms"].sum()
 
 
-def routes(store: Store) -> list[str]:
+def routes(store: ReadStore) -> list[str]:
     df = store.query_df("SELECT DISTINCT route FROM hop_minutes WHERE client = ? ORDER BY 1", [ENTRY_CLIENT])
     return [str(r) for r in df["route"]]
 
 
-def services(store: Store) -> list[str]:
+def services(store: ReadStore) -> list[str]:
     df = store.query_df(
         "SELECT DISTINCT s FROM (SELECT server AS s FROM hop_minutes UNION SELECT client FROM hop_minutes "
         "UNION SELECT service FROM samples WHERE service IS NOT NULL) WHERE s <> '' ORDER BY 1"
@@ -103,7 +107,7 @@ def services(store: Store) -> list[str]:
     return [str(s) for s in df["s"]]
 
 
-def hop_edges(store: Store, w: Window, route: str | None = None) -> pd.DataFrame:
+def hop_edges(store: ReadStore, w: Window, route: str | None = None) -> pd.DataFrame:
     """One row per edge over the window: requests/s, error ratio, p99 (ms), mean network gap and server self time (ms)."""
     rc, rp = _route_clause(route)
     sql = f"""
@@ -124,7 +128,7 @@ def hop_edges(store: Store, w: Window, route: str | None = None) -> pd.DataFrame
     return store.query_df(sql, [w.start, w.end, *rp, seconds])
 
 
-def trace_spans(store: Store, trace_id: str) -> pd.DataFrame:
+def trace_spans(store: ReadStore, trace_id: str) -> pd.DataFrame:
     """Spans of one trace (hex id), ordered by start, with their critical-path flag; empty when none
     are stored (spans expire long before the rollups that name a trace as an exemplar).
 
@@ -203,7 +207,7 @@ def critical_path(spans: pd.DataFrame) -> set[str]:
     return path
 
 
-def exemplar_traces(store: Store, start: datetime, end: datetime, limit: int = 10) -> pd.DataFrame:
+def exemplar_traces(store: ReadStore, start: datetime, end: datetime, limit: int = 10) -> pd.DataFrame:
     """The slowest exemplar traces named by end-to-end rollups in [start, end) that still have spans.
 
     Columns: trace_id, duration_ms, start_time, spans.
@@ -228,7 +232,7 @@ def exemplar_traces(store: Store, start: datetime, end: datetime, limit: int = 1
     )
 
 
-def exemplars_named(store: Store, start: datetime, end: datetime) -> int:
+def exemplars_named(store: ReadStore, start: datetime, end: datetime) -> int:
     """How many distinct traces the end-to-end rollups in [start, end) name as exemplars (with spans or not)."""
     row = store.query(
         "SELECT count(DISTINCT t) AS n FROM (SELECT unnest(exemplars) AS t FROM hop_minutes "

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 
+from hopscope.model import ReadStore
 from hopscope.query.windows import Window
 from hopscope.store import Store
 
 
-def sample_metrics(store: Store) -> pd.DataFrame:
+def sample_metrics(store: ReadStore) -> pd.DataFrame:
     """Every metric in samples with its series count and time range."""
     return store.query_df(
         "SELECT metric, count(DISTINCT coalesce(service, '') || coalesce(host, '')) AS series, count(*) AS rows, "
@@ -16,7 +17,7 @@ def sample_metrics(store: Store) -> pd.DataFrame:
     )
 
 
-def collector_runs(store: Store, w: Window) -> pd.DataFrame:
+def collector_runs(store: ReadStore, w: Window) -> pd.DataFrame:
     """Attempts, failures and rows per collector per bucket. Columns: t, collector, attempts, failures, rows."""
     return store.query_df(
         """
@@ -53,7 +54,7 @@ def table_stats(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def state_rows(store: Store, prefix: str = "") -> pd.DataFrame:
+def state_rows(store: ReadStore, prefix: str = "") -> pd.DataFrame:
     """Watermarks and other small state (backfill progress), newest first."""
     return store.query_df(
         "SELECT key, value, updated FROM state WHERE starts_with(key, ?) ORDER BY updated DESC", [prefix]

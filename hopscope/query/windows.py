@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from enum import Enum
+from typing import Final
 
 from hopscope.errors import NotFoundError, StoreError
-from hopscope.model import SAMPLE_STEPS_S, TimeRange, step_for
-from hopscope.store import Store, utcnow
+from hopscope.model import SAMPLE_STEPS_S, ReadStore, TimeRange, step_for
+from hopscope.store import utcnow
 
 # Relative ranges the UI offers (the allow-list for ?range=).
 RANGES: dict[str, timedelta] = {
@@ -55,13 +56,13 @@ class Window(TimeRange):
         return Window(start, self.end, self.step_s, self.replay, self.data_end, self.sample_step_s)
 
 
-def data_end(store: Store) -> datetime | None:
+def data_end(store: ReadStore) -> datetime | None:
     """The end of the newest rolled-up minute (or sample), None for an empty store."""
     ends = [t for t in data_ends(store) if t is not None]
     return max(ends) if ends else None
 
 
-def data_ends(store: Store) -> tuple[datetime | None, datetime | None]:
+def data_ends(store: ReadStore) -> tuple[datetime | None, datetime | None]:
     """(end of the newest rolled-up minute, newest sample): rollups move once a minute, 1 Hz samples
     every second, so what is read from one need not be re-read when only the other moved."""
     row = store.query(
@@ -70,16 +71,22 @@ def data_ends(store: Store) -> tuple[datetime | None, datetime | None]:
     return (row["hm"] + timedelta(minutes=1) if row["hm"] else None, row["s"])
 
 
-def data_start(store: Store) -> datetime | None:
+def data_start(store: ReadStore) -> datetime | None:
     lo: datetime | None = store.query("SELECT min(minute) AS lo FROM hop_minutes").to_pylist()[0]["lo"]
     return lo
 
 
-_UNKNOWN: Any = object()
+class _Unknown(Enum):
+    """The default of ``last``: not given (None is an answer: the store is empty)."""
+
+    UNKNOWN = 0
+
+
+_UNKNOWN: Final = _Unknown.UNKNOWN
 
 
 def effective_now(
-    store: Store, now: datetime | None = None, *, last: datetime | None = _UNKNOWN
+    store: ReadStore, now: datetime | None = None, *, last: datetime | None | _Unknown = _UNKNOWN
 ) -> tuple[datetime, bool, datetime | None]:
     """(now, replay, data_end): the wall clock, or the data's end when the data stopped a while ago.
 
@@ -93,13 +100,13 @@ def effective_now(
 
 
 def window(
-    store: Store,
+    store: ReadStore,
     range_key: str = "24h",
     *,
     start: datetime | None = None,
     end: datetime | None = None,
     now: datetime | None = None,
-    last: datetime | None = _UNKNOWN,
+    last: datetime | None | _Unknown = _UNKNOWN,
 ) -> Window:
     """Resolve a relative range (one of RANGES) or an absolute [start, end) into a Window."""
     current, replay, last = effective_now(store, now, last=last)

@@ -13,12 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
+import pandas as pd
 import yaml
 
 from hopscope.durations import parse_utc
 from hopscope.errors import NotFoundError, SpecError
+from hopscope.model import ReadStore
 from hopscope.slo.burn import Breach, breaches_from_minutes
 from hopscope.slo.loader import load_window_tables
 from hopscope.slo.model import SLO, with_policy
@@ -51,17 +52,17 @@ class BacktestResult:
     reset_times: tuple[timedelta, ...] = ()
 
 
-def _time(v: Any, where: str) -> datetime:
+def _time(v: object, where: str) -> datetime:
     try:
         return parse_utc(v if isinstance(v, datetime) else str(v))
     except ValueError as exc:
         raise SpecError(f"{where}: {exc}") from None
 
 
-def parse_truth(doc: Any, file: str) -> list[Incident]:
+def parse_truth(doc: object, file: str) -> list[Incident]:
     """Incidents from a demo scenario.json (``events`` with ``expect_breach: true``; the others are
     periods that must not alert), ``incidents: [...]``, or a plain list of {start, end[, name, slos]}."""
-    items: Any
+    items: object
     if isinstance(doc, dict) and isinstance(doc.get("events"), list):
         items = [e for e in doc["events"] if isinstance(e, Mapping) and e.get("expect_breach", True)]
     else:
@@ -167,7 +168,7 @@ def variants(
 
 
 def backtest_frames(
-    frames: Mapping[str, Any], sets: Mapping[str, Sequence[SLO]], incidents: Sequence[Incident]
+    frames: Mapping[str, pd.DataFrame], sets: Mapping[str, Sequence[SLO]], incidents: Sequence[Incident]
 ) -> list[BacktestResult]:
     """Pure: replay every variant over the given minute frames (by SLO name)."""
     results = []
@@ -183,7 +184,7 @@ def backtest_frames(
 
 
 def backtest(
-    store: Any, sets: Mapping[str, Sequence[SLO]], incidents: Sequence[Incident]
+    store: ReadStore, sets: Mapping[str, Sequence[SLO]], incidents: Sequence[Incident]
 ) -> list[BacktestResult]:
     """Replay over all of the store's hop_minutes history."""
 

@@ -21,6 +21,7 @@ from hopscope.durations import parse_duration, parse_utc
 from hopscope.errors import HopscopeError, NotFoundError, SpecError
 from hopscope.slo.backtest import backtest as run_backtest
 from hopscope.slo.backtest import load_truth, variants
+from hopscope.slo.burn import SloStatus
 from hopscope.slo.export import PROMETHEUS_KINDS, prometheus_rules_yaml
 from hopscope.slo.formats.hopscope import to_document
 from hopscope.slo.loader import load_slos, load_window_tables, parse_documents, read_yaml_docs
@@ -74,7 +75,7 @@ def _load(rules: Path, names: list[str] | None = None, *, strict: bool = False) 
     return slos
 
 
-def _open_store(where: StoreLocation) -> Any:
+def _open_store(where: StoreLocation) -> Store:
     return Store.open(where, create=False)
 
 
@@ -169,7 +170,7 @@ def status(
     typer.echo(f"at {at:%Y-%m-%d %H:%M} UTC")
 
 
-def _status_json(s: Any) -> dict[str, Any]:
+def _status_json(s: SloStatus) -> dict[str, Any]:
     """A status as JSON; each breach also gets its length in minutes and whether it is still open."""
     out: dict[str, Any] = _jsonable(asdict(s))
     for b, js in zip(s.breaches, out["breaches"], strict=True):
@@ -183,7 +184,7 @@ def _fmt_minutes(td: timedelta) -> str:
     return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m"
 
 
-def _print_breaches(statuses: list[Any]) -> None:
+def _print_breaches(statuses: list[SloStatus]) -> None:
     """The breaches that burned each SLO's budget in its period, oldest first."""
     rows = []
     for s in statuses:

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 
 from hopscope import histogram
 from hopscope.errors import SpecError
+from hopscope.model import ReadStore
 from hopscope.slo.burn import (
     Breach,
     BreachMemo,
@@ -44,11 +45,6 @@ from hopscope.slo.burn import (
 )
 from hopscope.slo.model import SLO, SPAN_KINDS
 from hopscope.store import LAKE, current_snapshot, store_identity, utcnow
-
-
-class _Queryable(Protocol):
-    def query(self, sql: str, params: Any = None) -> pa.Table: ...
-
 
 EMPTY = pd.DataFrame({"minute": pd.Series([], dtype="datetime64[us]"), "good": [], "total": []})
 
@@ -87,11 +83,12 @@ def _codes(series: Sequence[Series]) -> tuple[list[tuple[str, str]], list[str], 
     return edges, routes, thresholds
 
 
-def _case(columns: tuple[str, ...], values: Sequence[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+def _case(columns: tuple[str, ...], values: Sequence[tuple[object, ...]]) -> tuple[str, list[object]]:
     """``CASE WHEN a = ? AND b = ? THEN 0 ... ELSE -1 END``: fixed column names, values bound."""
     if not values:
         return "-1", []
-    parts, params = [], []
+    parts: list[str] = []
+    params: list[object] = []
     for i, v in enumerate(values):
         parts.append("WHEN " + " AND ".join(f"{c} = ?" for c in columns) + f" THEN {i}")
         params += list(v)
@@ -99,13 +96,13 @@ def _case(columns: tuple[str, ...], values: Sequence[tuple[Any, ...]]) -> tuple[
 
 
 def _read_hop_minutes(
-    store: _Queryable,
+    store: ReadStore,
     series: Sequence[Series],
     lo: int,
     hi: int | None,
     *,
     table: str = "hop_minutes",
-    table_params: Sequence[Any] = (),
+    table_params: Sequence[object] = (),
 ) -> dict[Series, MinuteArrays]:
     """Dense arrays of the series over minutes [lo, hi), from one scan of hop_minutes (``table``: or
     of a table function of it); ``hi`` None: up to the newest minute read.
@@ -237,7 +234,7 @@ class MinuteCache:
         self._lock = threading.Lock()
         self._stores: dict[tuple[str, int, int], _StoreState] = {}
         # the last breach evaluation per (store, SLO, grid start): a new minute re-evaluates only the end
-        self._breaches: dict[tuple[Any, ...], BreachMemo] = {}
+        self._breaches: dict[tuple[tuple[object, ...], str, int], BreachMemo] = {}
         self.reads = 0  # SQL scans of hop_minutes (for tests and the benchmark)
 
     def clear(self) -> None:
@@ -245,7 +242,7 @@ class MinuteCache:
             self._stores.clear()
             self._breaches.clear()
 
-    def breaches(self, store: Any, slo: SLO, arrays: MinuteArrays) -> tuple[Breach, ...]:
+    def breaches(self, store: ReadStore, slo: SLO, arrays: MinuteArrays) -> tuple[Breach, ...]:
         """breaches_from_arrays(slo, arrays), continued from this store's last evaluation of the SLO."""
 
         ident = store_identity(store)
@@ -262,7 +259,7 @@ class MinuteCache:
         return memo.breaches
 
     def arrays(
-        self, store: _Queryable, series: Sequence[Series], lo: int, hi: int
+        self, store: ReadStore, series: Sequence[Series], lo: int, hi: int
     ) -> dict[Series, MinuteArrays]:
         """Dense arrays of the series over minutes [lo, hi)."""
         series = list(dict.fromkeys(series))
@@ -310,7 +307,7 @@ class MinuteCache:
             merged = merged.window(merged.t0 + merged.n - self.max_minutes, merged.t0 + merged.n)
         return merged
 
-    def _sync(self, store: _Queryable, state: _StoreState) -> None:
+    def _sync(self, store: ReadStore, state: _StoreState) -> None:
         """Bring the cached series in line with the store's current snapshot."""
 
         snap = current_snapshot(store)
@@ -330,7 +327,7 @@ class MinuteCache:
                         state.series[s] = arr.window(arr.t0, changed_from)
         state.snapshot = snap
 
-    def _add(self, store: _Queryable, state: _StoreState, added: dict[Series, MinuteArrays]) -> None:
+    def _add(self, store: ReadStore, state: _StoreState, added: dict[Series, MinuteArrays]) -> None:
         """Add inserted rows' sums onto the cached series. A series that held every minute of the table
         (up to its newest) grows by the newer minutes inserted: nothing else can be in them."""
         if state.table_end is None:
@@ -355,7 +352,7 @@ class MinuteCache:
         state.table_end = max(end, newest)
 
     def _changed_from(
-        self, store: _Queryable, state: _StoreState, snap: int
+        self, store: ReadStore, state: _StoreState, snap: int
     ) -> int | dict[Series, MinuteArrays] | None:
         """Earliest minute of hop_minutes changed after the cached snapshot (-inf: unknown, read all);
         where rows were only inserted (no delete, no file rewritten), the inserted rows' sums instead."""
@@ -453,7 +450,7 @@ CACHE = MinuteCache()
 
 
 def minute_arrays_many(
-    store: _Queryable,
+    store: ReadStore,
     slos: Sequence[SLO],
     start: datetime,
     end: datetime,
@@ -469,7 +466,7 @@ def minute_arrays_many(
 
 
 def minute_series_many(
-    store: _Queryable, slos: Sequence[SLO], start: datetime, end: datetime
+    store: ReadStore, slos: Sequence[SLO], start: datetime, end: datetime
 ) -> dict[str, pd.DataFrame]:
     """Minute frames (minute, good, total) of many span SLOs over [start, end), from one scan of hop_minutes.
 
@@ -479,13 +476,13 @@ def minute_series_many(
     return {s.name: (arrays[s.name].to_frame() if series_of(s) else EMPTY.copy()) for s in slos}
 
 
-def minute_series(store: _Queryable, slo: SLO, start: datetime, end: datetime) -> pd.DataFrame:
+def minute_series(store: ReadStore, slo: SLO, start: datetime, end: datetime) -> pd.DataFrame:
     """Columns minute, good, total of one SLO over [start, end); minutes without data have no row."""
     return minute_series_many(store, [slo], start, end)[slo.name]
 
 
 def minute_arrays_from_spans(
-    store: _Queryable, slos: Sequence[SLO], start: datetime, end: datetime
+    store: ReadStore, slos: Sequence[SLO], start: datetime, end: datetime
 ) -> dict[str, MinuteArrays]:
     """The raw path: the SLOs' minute arrays over [start, end) from ``spans``, in one grouped scan.
 
@@ -563,7 +560,7 @@ def lookback(slo: SLO, now: datetime | None = None) -> timedelta:
     return now - status_grid_start(slo, now)
 
 
-def store_now(store: _Queryable) -> datetime | None:
+def store_now(store: ReadStore) -> datetime | None:
     """One minute after the last minute of hop_minutes (None for an empty store)."""
     t = store.query("SELECT max(minute) AS m FROM hop_minutes").column(0)
     m = t[0].as_py() if len(t) else None
@@ -583,7 +580,7 @@ def _note_unsourced(slo: SLO, status: SloStatus) -> SloStatus:
 
 
 def evaluate_many(
-    store: _Queryable,
+    store: ReadStore,
     slos: Sequence[SLO],
     *,
     now: datetime | None = None,
@@ -608,7 +605,7 @@ def evaluate_many(
     return [_note_unsourced(s, status_from_arrays(s, arrays[s.name], now, breaches=breaches)) for s in slos]
 
 
-def evaluate(store: _Queryable, slo: SLO, *, now: datetime | None = None) -> SloStatus:
+def evaluate(store: ReadStore, slo: SLO, *, now: datetime | None = None) -> SloStatus:
     return evaluate_many(store, [slo], now=now)[0]
 
 
@@ -616,14 +613,14 @@ LONG_SPAN = timedelta(days=400)  # the longest rollup retention by default
 
 
 def find_breaches(
-    store: _Queryable, slo: SLO, *, start: datetime | None = None, end: datetime | None = None
+    store: ReadStore, slo: SLO, *, start: datetime | None = None, end: datetime | None = None
 ) -> list[Breach]:
     """Breaches of one SLO over stored history (default: all of it); windows look back before ``start``."""
     return find_breaches_many(store, [slo], start=start, end=end)[slo.name]
 
 
 def find_breaches_many(
-    store: _Queryable,
+    store: ReadStore,
     slos: Sequence[SLO],
     *,
     start: datetime | None = None,
