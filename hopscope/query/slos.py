@@ -6,19 +6,22 @@ import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from hopscope.diagnosis import diagnose_breach
+from hopscope.diagnosis import Diagnosis, diagnose_breach
 from hopscope.errors import NotFoundError
 from hopscope.model import ReadStore
 from hopscope.query.windows import Window
-from hopscope.slo import burn_rate_series, evaluate_many, find_breaches_many, load_slos, minute_series
-
-if TYPE_CHECKING:  # hopscope.slo and hopscope.diagnosis are imported where used: most pages need neither
-    from hopscope.diagnosis import Diagnosis
-    from hopscope.slo import SLO, Breach
+from hopscope.slo import (
+    SLO,
+    Breach,
+    burn_rate_series,
+    evaluate_many,
+    find_breaches_many,
+    load_slos,
+    minute_series,
+)
 
 
 def entry_latency_threshold(rules: str, route: str | None) -> float | None:
