@@ -48,20 +48,7 @@ def live() -> None:
         )
         shown = fresh.assign(last_error=fresh["last_error"].fillna(""))  # no error: an empty cell, not "None"
         st.dataframe(
-            shown[
-                [
-                    "source",
-                    "target",
-                    "last_seen",
-                    "age",
-                    "stale",
-                    "attempts",
-                    "failures",
-                    "error_ratio",
-                    "rows",
-                    "last_error",
-                ]
-            ],
+            shown[[c for c in samples.FRESHNESS_COLUMNS if c != "age_s"]],
             hide_index=True,
             column_config={
                 "last_seen": st.column_config.DatetimeColumn(

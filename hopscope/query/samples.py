@@ -182,6 +182,13 @@ def sample_counts(store: ReadStore) -> pd.DataFrame:
     return store.query_df("SELECT source, count(*) AS sample_rows FROM samples GROUP BY source")
 
 
+# What freshness_at gives, in the order the Collectors page shows it (age_s: age in seconds, for sorting).
+FRESHNESS_COLUMNS = [
+    "source", "target", "last_seen", "age", "age_s", "stale", "attempts", "failures", "error_ratio", "rows",
+    "last_error",
+]  # fmt: skip
+
+
 def freshness_at(seen: pd.DataFrame, now: datetime) -> pd.DataFrame:
     """Per collector (or collector x target): last success, attempts, failures, rows, age and staleness.
 
@@ -190,19 +197,7 @@ def freshness_at(seen: pd.DataFrame, now: datetime) -> pd.DataFrame:
     wrote samples but no collector_runs rows appear too. Per collector, the oldest target decides.
     """
     df = seen.copy()
-    cols = [
-        "source",
-        "target",
-        "last_seen",
-        "age",
-        "age_s",
-        "stale",
-        "attempts",
-        "failures",
-        "error_ratio",
-        "rows",
-        "last_error",
-    ]
+    cols = FRESHNESS_COLUMNS
     if df.empty:
         return pd.DataFrame(columns=cols)
     df["target"] = df["target"].fillna("")

@@ -49,20 +49,24 @@ def named_objects(docs: Sequence[object]) -> dict[tuple[str, str], dict[str, obj
     return named
 
 
-def parse_v1alpha(
-    doc: dict[str, object], at: At, tables: Mapping[str, WindowTable]
-) -> tuple[list[SLO], list[SpecError]]:
-    """One ``openslo/v1alpha`` SLO: one hopscope SLO per objective; each objective refused on its own."""
+def _document(
+    doc: dict[str, object], at: At, spec_keys: tuple[str, ...]
+) -> tuple[dict[str, object], str | None, At, dict[str, object]]:
+    """An OpenSLO document's checked metadata, its name, where its spec is, and its checked spec."""
     check.mapping(doc, at, ("apiVersion", "kind", "metadata", "spec"))
     meta = check.mapping(
         doc.get("metadata"), at / "metadata", ("name", "displayName", "labels", "annotations")
     )
     name = check.text(meta.get("name"), at / "metadata" / "name", required=True)
-    sa = at / "spec"
-    spec = check.mapping(
-        doc.get("spec"),
-        sa,
-        ("service", "description", "budgetingMethod", "objectives", "timeWindows", "indicator"),
+    return meta, name, at / "spec", check.mapping(doc.get("spec"), at / "spec", spec_keys)
+
+
+def parse_v1alpha(
+    doc: dict[str, object], at: At, tables: Mapping[str, WindowTable]
+) -> tuple[list[SLO], list[SpecError]]:
+    """One ``openslo/v1alpha`` SLO: one hopscope SLO per objective; each objective refused on its own."""
+    meta, name, sa, spec = _document(
+        doc, at, ("service", "description", "budgetingMethod", "objectives", "timeWindows", "indicator")
     )
     if "indicator" in spec:
         raise (sa / "indicator").fail("v1alpha indicators are not supported; use objectives[].ratioMetrics")
@@ -183,15 +187,9 @@ def parse_v1(
     named: Mapping[tuple[str, str], dict[str, object]],
 ) -> tuple[list[SLO], list[SpecError]]:
     """One ``openslo/v1`` SLO (``named``: the file's objects it may refer to); each objective refused on its own."""
-    check.mapping(doc, at, ("apiVersion", "kind", "metadata", "spec"))
-    meta = check.mapping(
-        doc.get("metadata"), at / "metadata", ("name", "displayName", "labels", "annotations")
-    )
-    name = check.text(meta.get("name"), at / "metadata" / "name", required=True)
-    sa = at / "spec"
-    spec = check.mapping(
-        doc.get("spec"),
-        sa,
+    meta, name, sa, spec = _document(
+        doc,
+        at,
         (
             "description",
             "service",
