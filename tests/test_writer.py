@@ -119,7 +119,9 @@ def _other_process_writes(store: Store, deadline_s: float) -> subprocess.Complet
 def _leave_a_result_unread(s: Store) -> None:
     """What the old maintain() did last: fetchone() on a DuckLake function that writes the catalog."""
     cur = s._cursor()
-    cur.execute("SELECT count(*) FROM ducklake_expire_snapshots('lake', older_than => now())").fetchone()
+    cur.execute(
+        "SELECT count(*) FROM ducklake_expire_snapshots('lake', older_than => now() + INTERVAL 1 MINUTE)"
+    ).fetchone()
 
 
 @pytest.mark.sqlite_only("an open SQLite transaction holds the whole catalog's write lock")
@@ -170,7 +172,7 @@ def test_a_leaked_catalog_lock_is_healed_by_reopening_the_connection(store: Stor
             cur = s._con.cursor()
             cur.execute("USE lake")
             cur.execute(
-                "SELECT count(*) FROM ducklake_expire_snapshots('lake', older_than => now())"
+                "SELECT count(*) FROM ducklake_expire_snapshots('lake', older_than => now() + INTERVAL 1 MINUTE)"
             ).fetchone()
             kept.append(cur)
 
