@@ -940,3 +940,53 @@ def test_spans_missing_for_the_whole_incident_leave_the_service_unjudged(tmp_pat
     assert (gap.service, gap.signal, gap.minutes, gap.left_out) == ("feature-store", "calls", 60, False)
     assert all(c.hop not in ("feature-store", "api-gateway->feature-store") for c in d.causes)
     assert any("its hops are not judged" in n for n in d.notes)
+
+
+# -- baseline: before the onset, degraded but better ------------------------------------------------
+
+
+def test_the_baseline_ends_before_the_onset_of_a_fault_that_began_before_the_page(tmp_path: Path) -> None:
+    fault = Effect(*_at(1, 10), hop_ms={"model-server": 150.0})
+    small = build_store(tmp_path / "s", [fault], days=2, rate=10)
+    # paged 10 minutes into the fault; no earlier days to compare with (a fresh deployment)
+    start = fault.start + timedelta(minutes=10)
+    d = diagnose(
+        small, **DEMO_TARGET, start=start, end=start + timedelta(minutes=30), baseline_days=0, use_cache=False
+    )
+    prev = d.baseline.windows[0]
+    assert (prev.kind, prev.used, prev.end) == ("previous", True, fault.start)
+    assert prev.start == fault.start - timedelta(minutes=30)
+    assert "the previous window ends at 10:00, where the SLI's rise began (10 min before" in d.baseline.note
+    assert d.verdict == VERDICT_CAUSE
+    assert (d.causes[0].hop, top_added(d.decomposition, "model-server")) == (
+        "model-server",
+        pytest.approx(150.0, rel=0.15),
+    )
+
+
+def test_a_baseline_never_reaches_into_the_breach_before_the_diagnosed_minutes(tmp_path: Path) -> None:
+    fault = Effect(*_at(1, 10), hop_ms={"model-server": 150.0})
+    small = build_store(tmp_path / "s", [fault], days=2, rate=10)
+    start = fault.start + timedelta(minutes=20)
+    breach_start = fault.start - timedelta(minutes=5)  # the breach opened earlier than the diagnosed part
+    d = diagnose(
+        small, **DEMO_TARGET, start=start, end=start + timedelta(minutes=30), baseline_days=0,
+        baseline_end=breach_start, use_cache=False,
+    )  # fmt: skip
+    assert d.baseline.windows[0].end <= breach_start
+    assert "where the breach began" in d.baseline.note
+
+
+def test_a_degraded_baseline_far_better_than_the_incident_is_used_with_a_note(tmp_path: Path) -> None:
+    before = Effect(*_at(1, 8), hop_ms={"model-server": 70.0})  # slow all along: over the objective
+    fault = Effect(*_at(1, 9), hop_ms={"model-server": 70.0, "feature-store": 250.0})
+    small = build_store(tmp_path / "s", [before, fault], days=2, rate=10)
+    d = diagnose(small, **DEMO_TARGET, start=fault.start, end=fault.end, baseline_days=0, use_cache=False)
+    prev = d.baseline.windows[0]
+    assert prev.used and d.baseline.sufficient
+    assert d.baseline.note.startswith("baseline itself degraded: ")
+    base_bad, inc_bad = (d.decomposition.end_to_end.baseline_bad_fraction,
+                         d.decomposition.end_to_end.incident_bad_fraction)  # fmt: skip
+    assert 0.01 < base_bad < inc_bad / 2
+    assert f"{base_bad:.2%} requests over 200 ms vs {inc_bad:.2%} in the incident" in d.baseline.note
+    assert (d.causes[0].hop, d.verdict) == ("feature-store", VERDICT_CAUSE)

@@ -86,6 +86,7 @@ def diagnose_breach(store: Any, breach: Breach, slo: SLO, **kwargs: Any) -> Diag
         severity=breach.severity,
         peak_burn_rate=breach.peak_burn_rate,
         budget_consumed=breach.budget_consumed,
+        baseline_end=breach.start,  # never compare with the breach's own minutes
         **{**target_kwargs(slo), **kwargs},
     )
     if span is None:

@@ -145,10 +145,12 @@ def diagnose(
     baseline_days: int = 3,
     with_bubbleup: bool = True,
     use_cache: bool = True,
+    baseline_end: datetime | None = None,
 ) -> Diagnosis:
     """Diagnose the window [start, end) of the SLI (service, route, threshold or percentile).
 
     ``sli_kind="availability"`` decomposes the added errors instead of the added latency.
+    ``baseline_end``: no baseline after this (the breach's start, when [start, end) is a later part of it).
     ``use_cache``: return the diagnosis of the same arguments over the same DuckLake snapshot when
     this process made it already (``hopscope.diagnosis.cache``); the store is otherwise not read.
     """
@@ -156,7 +158,7 @@ def diagnose(
         start=start, end=end, service=service, route=route, client=client, threshold_ms=threshold_ms,
         objective=objective, percentile=percentile, sli_kind=sli_kind, incident_id=incident_id, slo=slo,
         severity=severity, peak_burn_rate=peak_burn_rate, budget_consumed=budget_consumed,
-        baseline_days=baseline_days, with_bubbleup=with_bubbleup,
+        baseline_days=baseline_days, with_bubbleup=with_bubbleup, baseline_end=baseline_end,
     )  # fmt: skip
     budgets = tuple(sorted((hop_budgets_ms or {}).items()))
     key = None
@@ -203,6 +205,7 @@ def _diagnose(
     catalog: Catalog | None,
     baseline_days: int,
     with_bubbleup: bool,
+    baseline_end: datetime | None,
 ) -> Diagnosis:
     clock = _Clock()
     catalog = catalog or load_catalog()
@@ -218,15 +221,32 @@ def _diagnose(
     )
     incident = TimeRange(start, end)
     step = analysis_step(end - start)
-    candidates = bl.candidate_windows(start, end, baseline_days)
-    windows = [incident] + [w for w, _ in candidates]
-    cand_ids = list(range(1, len(windows)))
-    data = hp.load_hop_data(store, windows, target, step)
-    clock.lap("hop_minutes query")
     errors = target.measure == "errors"
+    # The previous window ends before the SLI's rise began (its onset, when the page came after it) and
+    # before the breach: found in its buckets, it moves back and hop_minutes is read again (rarely).
+    prev_end = min(start, baseline_end) if baseline_end is not None else start
+    for _ in range(bl.MAX_SHIFTS + 1):
+        candidates = bl.candidate_windows(start, end, baseline_days, before=prev_end)
+        windows = [incident] + [w for w, _ in candidates]
+        data = hp.load_hop_data(store, windows, target, step)
+        bad = _sli_bad(data.frame, target)
+        rose = bl.onset(bad, candidates[0][0], target, step)
+        if rose is None:
+            break
+        prev_end = rose
+    clock.lap("hop_minutes query")
+    cand_ids = list(range(1, len(windows)))
     wide, kinds = (hp.error_matrix if errors else hp.hop_matrix)(data.frame, target)
-    bad = _sli_bad(data.frame, target)
     baseline, base_ids = bl.choose_baseline(candidates, cand_ids, wide, bad, target)
+    if prev_end < start:
+        why = (
+            "the SLI's rise began" if baseline_end is None or prev_end < baseline_end else "the breach began"
+        )
+        baseline = dataclasses.replace(
+            baseline,
+            note=f"{baseline.note}; the previous window ends at {prev_end:%H:%M}, where {why} "
+            f"({(start - prev_end).total_seconds() / 60:.0f} min before the diagnosed window)",
+        )
     did = incident_id or incident_key(slo, start, end)
     common = dict(
         id=did, slo=slo, start=start, end=end, target=target, baseline=baseline,
