@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -136,12 +136,17 @@ SIGNALS = [
 
 
 def _samples(
-    rng: np.random.Generator, start: datetime, end: datetime, effects: list[Effect], drop: set[str]
+    rng: np.random.Generator,
+    start: datetime,
+    end: datetime,
+    effects: list[Effect],
+    drop: set[str],
+    signals: list[tuple[str, str, str, dict[str, str], float, float]] = SIGNALS,
 ) -> pa.Table:
     ts = pd.date_range(start, end, freq="30s", inclusive="left")
     cat = load_catalog()
     parts = []
-    for metric, svc, host, labels, base, noise in SIGNALS:
+    for metric, svc, host, labels, base, noise in signals:
         if any(metric.startswith(d) for d in drop):
             continue
         v = base + rng.normal(0, noise, len(ts)) if noise else np.full(len(ts), base)
@@ -178,6 +183,7 @@ def build_store(
     seed: int = 7,
     drop: set[str] = frozenset(),
     edit_edges: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    extra_signals: Sequence[tuple[str, str, str, dict[str, str], float, float]] = (),
 ) -> Store:
     rng = np.random.default_rng(seed)
     end = T0 + timedelta(days=days)
@@ -208,7 +214,7 @@ def build_store(
         edges = edit_edges(edges)
     store = Store(path)
     store.append("hop_minutes", edges)
-    store.append("samples", _samples(rng, T0, end, effects, set(drop)))
+    store.append("samples", _samples(rng, T0, end, effects, set(drop), [*SIGNALS, *extra_signals]))
     return store
 
 
@@ -990,3 +996,65 @@ def test_a_degraded_baseline_far_better_than_the_incident_is_used_with_a_note(tm
     assert 0.01 < base_bad < inc_bad / 2
     assert f"{base_bad:.2%} requests over 200 ms vs {inc_bad:.2%} in the incident" in d.baseline.note
     assert (d.causes[0].hop, d.verdict) == ("feature-store", VERDICT_CAUSE)
+
+
+# -- signals: host CPU and PSI, queueing disciplines; saturation above demand -----------------------
+
+
+def test_a_cpu_starved_service_without_a_gpu_is_judged_on_compute_from_cpu_seconds_and_psi(
+    tmp_path: Path,
+) -> None:
+    cpu = [
+        ("node_cpu_seconds_total", "model-server", "cpu-1", {"cpu": "0", "mode": "user"}, 0.4, 0.04),
+        ("node_cpu_seconds_total", "model-server", "cpu-1", {"cpu": "0", "mode": "idle"}, 0.6, 0.04),
+        ("node_pressure_cpu_waiting_seconds_total", "model-server", "cpu-1", {}, 0.01, 0.003),
+    ]
+    effect = Effect(
+        *_at(1, 10),
+        hop_ms={"model-server": 200.0},
+        signals={"node_cpu_seconds_total": 0.98, "node_pressure_cpu_waiting_seconds_total": 0.6},
+    )
+    small = build_store(tmp_path / "s", [effect], days=2, rate=10, drop={"DCGM_"}, extra_signals=cpu)
+    d = diagnose(small, **DEMO_TARGET, start=effect.start, end=effect.end, with_bubbleup=False)
+    top = d.causes[0]
+    assert (top.hop, top.dimension) == ("model-server", "compute")
+    by_metric = {e.metric: e for e in top.evidence}
+    assert set(by_metric) == {"node_cpu_seconds_total", "node_pressure_cpu_waiting_seconds_total"}
+    assert by_metric["node_cpu_seconds_total"].labels["mode"] == "user"  # idle is not busy time
+    assert by_metric["node_cpu_seconds_total"].utilization == pytest.approx(0.98, abs=0.03)
+    assert by_metric["node_pressure_cpu_waiting_seconds_total"].role == "saturation"
+    assert "at its limit" in top.summary
+    jsonschema.validate(d.to_dict(), SCHEMA)
+
+
+def test_a_qdisc_backlog_and_drops_are_named_as_the_bandwidth_limit_above_packet_rate_demand(
+    tmp_path: Path,
+) -> None:
+    link = {"device": "veth-gw", "kind": "tbf"}
+    qdisc = [
+        ("node_qdisc_backlog", "api-gateway", "gw-1", link, 0.0, 0.0),
+        ("node_qdisc_drops_total", "api-gateway", "gw-1", link, 0.0, 0.0),
+        ("node_network_transmit_packets_total", "api-gateway", "gw-1", {"device": "veth-gw"}, 1000.0, 100.0),
+    ]
+    effect = Effect(
+        *_at(1, 10),
+        hop_ms={"api-gateway->model-server": 200.0},
+        signals={
+            "node_qdisc_backlog": 150_000.0,
+            "node_qdisc_drops_total": 40.0,
+            "node_network_transmit_packets_total": 6000.0,
+        },
+    )
+    small = build_store(tmp_path / "s", [effect], days=2, rate=10, extra_signals=qdisc)
+    d = diagnose(small, **DEMO_TARGET, start=effect.start, end=effect.end, with_bubbleup=False)
+    top = d.causes[0]
+    assert (top.hop, top.dimension) == ("api-gateway->model-server", "bandwidth")
+    ranked = [e.metric for e in top.evidence]
+    assert ranked[:2] == ["node_qdisc_backlog", "node_qdisc_drops_total"] or ranked[:2] == [
+        "node_qdisc_drops_total",
+        "node_qdisc_backlog",
+    ]
+    packets = next(e for e in top.evidence if e.metric == "node_network_transmit_packets_total")
+    assert packets.role == "demand" and packets.score < top.evidence[0].score
+    assert "node_qdisc_" in top.summary and "at its limit" in top.summary
+    assert d.to_dict()["causes"][0]["evidence"][0]["role"] == "saturation"

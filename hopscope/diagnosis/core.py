@@ -72,9 +72,14 @@ def _fmt(x: float, unit: str) -> str:
 
 
 def _evidence_phrase(e: Evidence) -> str:
+    change = f"from {_fmt(e.baseline, e.unit)} to {_fmt(e.incident, e.unit)}"
+    if e.role == "saturation":  # the resource at its limit: a queue, drops, throttling, stall time
+        return f"{e.short} (at its limit: queueing, drops, throttling or stalls) went {change}"
     if e.utilization is not None and e.utilization >= 0.5:
         return f"{e.short} ran at {e.utilization:.0%} of its capacity"
-    return f"{e.short} went from {_fmt(e.baseline, e.unit)} to {_fmt(e.incident, e.unit)}"
+    if e.role == "demand":
+        return f"{e.short} (demand, context) went {change}"
+    return f"{e.short} went {change}"
 
 
 def _summary(row: HopRow, dim: str, ev: list[Evidence], dec: Decomposition | None = None) -> str:

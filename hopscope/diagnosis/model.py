@@ -347,6 +347,7 @@ class Evidence:
     utilization: float | None  # incident level / capacity
     score: float
     unit: str = ""
+    role: str = "utilization"  # utilization | saturation | demand (catalog ``role``)
 
     @property
     def short(self) -> str:
@@ -368,6 +369,7 @@ class Evidence:
             "labels": dict(self.labels),
             "dimension": self.dimension,
             "unit": self.unit,
+            "role": self.role,
             "baseline": num(self.baseline),
             "incident": num(self.incident),
             "change": num(self.change, 4),
