@@ -33,7 +33,12 @@ _KEYS = {
     "capacity_sum",
     "bad_bits",
     "label_dimensions",
+    "role",
 }
+# what a signal says about its resource: ``demand`` rose because traffic rose (requests, packets: context,
+# not a cause); ``saturation`` is the resource at its limit (a queue, drops, throttling, stall time);
+# ``utilization`` is a level, judged against its capacity where one is known
+ROLES = ("utilization", "saturation", "demand")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +56,7 @@ class MetricInfo:
     bad_bits: int | None = None  # bitmask metrics: the bits that mean "worse" (clock-event reasons)
     # label -> value -> dimension override ('none' = context only, not a resource signal)
     label_dimensions: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    role: str = "utilization"  # utilization | saturation | demand (see ROLES)
 
     @property
     def is_counter(self) -> bool:
@@ -120,6 +126,9 @@ def _entry(source: str, name: str, raw: Any) -> MetricInfo:
     bad_bits = raw.get("bad_bits")
     if bad_bits is not None and (isinstance(bad_bits, bool) or not isinstance(bad_bits, int)):
         raise ConfigError(f"{where}.bad_bits: {bad_bits!r} is not an integer bitmask")
+    role = raw.get("role", "utilization")
+    if role not in ROLES:
+        raise ConfigError(f"{where}.role: {role!r} is not one of {', '.join(ROLES)}")
     label_dims = raw.get("label_dimensions") or {}
     if not isinstance(label_dims, dict):
         raise ConfigError(f"{where}.label_dimensions: {label_dims!r} is not a mapping")
@@ -142,6 +151,7 @@ def _entry(source: str, name: str, raw: Any) -> MetricInfo:
         capacity_sum=tuple(cap_sum),
         bad_bits=bad_bits,
         label_dimensions={str(k): {str(v): str(d) for v, d in t.items()} for k, t in label_dims.items()},
+        role=role,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from hopscope.diagnosis import VERDICT_CAUSE, VERDICT_NONE, diagnose, target_kwa
 from hopscope.diagnosis.baseline import burning_span, candidate_windows
 from hopscope.diagnosis.bubbleup import bubbleup, focus_offsets, load_bubble_counts
 from hopscope.diagnosis.cache import CACHE
-from hopscope.diagnosis.cli import _change
+from hopscope.diagnosis.cli import _change, render
 from hopscope.diagnosis.core import _evidence_phrase, _fmt
 from hopscope.diagnosis.hops import decompose_hops, end_to_end, end_to_end_errors, error_matrix, hop_matrix
 from hopscope.diagnosis.model import Evidence, Target
@@ -45,6 +46,7 @@ HOPS = {
     "api-gateway->model-server": 4.0,
     "model-server": 60.0,
 }
+HIDDEN = "untraced"  # a part of the end-to-end latency on no hop (the residual)
 
 
 @dataclass
@@ -68,6 +70,7 @@ def _requests(
     df = pd.DataFrame({"minute": minute})
     for h, mean in HOPS.items():
         df[h] = rng.gamma(4.0, mean / 4.0, len(df))
+    df[HIDDEN] = 0.0  # time on no hop (an untraced queue in front of the gateway): only effects add it
     for server in ("feature-store", "model-server"):
         df[f"err:{server}"] = rng.random(len(df)) < 0.0005
     for e in effects:
@@ -133,12 +136,17 @@ SIGNALS = [
 
 
 def _samples(
-    rng: np.random.Generator, start: datetime, end: datetime, effects: list[Effect], drop: set[str]
+    rng: np.random.Generator,
+    start: datetime,
+    end: datetime,
+    effects: list[Effect],
+    drop: set[str],
+    signals: list[tuple[str, str, str, dict[str, str], float, float]] = SIGNALS,
 ) -> pa.Table:
     ts = pd.date_range(start, end, freq="30s", inclusive="left")
     cat = load_catalog()
     parts = []
-    for metric, svc, host, labels, base, noise in SIGNALS:
+    for metric, svc, host, labels, base, noise in signals:
         if any(metric.startswith(d) for d in drop):
             continue
         v = base + rng.normal(0, noise, len(ts)) if noise else np.full(len(ts), base)
@@ -174,6 +182,8 @@ def build_store(
     rate: int = 20,
     seed: int = 7,
     drop: set[str] = frozenset(),
+    edit_edges: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    extra_signals: Sequence[tuple[str, str, str, dict[str, str], float, float]] = (),
 ) -> Store:
     rng = np.random.default_rng(seed)
     end = T0 + timedelta(days=days)
@@ -187,16 +197,24 @@ def build_store(
                 "api-gateway",
                 None,
                 "api-gateway",
-                ["api-gateway->feature-store", "feature-store", "api-gateway->model-server", "model-server"],
+                [
+                    "api-gateway->feature-store",
+                    "feature-store",
+                    "api-gateway->model-server",
+                    "model-server",
+                    HIDDEN,
+                ],
             ),
             _rows(req, "api-gateway", "feature-store", "api-gateway->feature-store", "feature-store", []),
             _rows(req, "api-gateway", "model-server", "api-gateway->model-server", "model-server", []),
         ],
         ignore_index=True,
     )
+    if edit_edges is not None:
+        edges = edit_edges(edges)
     store = Store(path)
     store.append("hop_minutes", edges)
-    store.append("samples", _samples(rng, T0, end, effects, set(drop)))
+    store.append("samples", _samples(rng, T0, end, effects, set(drop), [*SIGNALS, *extra_signals]))
     return store
 
 
@@ -832,3 +850,211 @@ def test_an_slo_that_names_no_service_is_refused_not_diagnosed_as_the_demo(tmp_p
     slo = SimpleNamespace(name="x", sli=sli, service=None, objective=0.99, hop_budgets_ms=None)
     with pytest.raises(SpecError, match="names no service"):
         target_kwargs(slo)
+
+
+# -- honesty: the residual, missing spans -----------------------------------------------------------
+
+
+def test_a_breach_the_hops_explain_little_of_says_partly_explained_with_the_right_numbers(
+    tmp_path: Path,
+) -> None:
+    effect = Effect(*_at(1, 10), hop_ms={HIDDEN: 300.0, "api-gateway->model-server": 15.0})
+    small = build_store(tmp_path / "s", [effect], days=2, rate=10)
+    d = diagnose(small, **DEMO_TARGET, start=effect.start, end=effect.end)
+    dec = d.decomposition
+    assert d.verdict == VERDICT_CAUSE and dec is not None
+    top = d.causes[0]
+    assert top.hop == "api-gateway->model-server"
+    # the hops hold ~15 of ~315 added ms: the explained share is theirs over the whole rise
+    on_hops = sum(max(0.0, h.added_ms) for h in dec.hops)
+    added = dec.end_to_end.added_mean_ms
+    assert added == pytest.approx(315.0, rel=0.1) and on_hops == pytest.approx(15.0, rel=0.3)
+    assert dec.partial and dec.explained == pytest.approx(on_hops / added)
+    assert top.share > 0.8  # of the hops' added latency ...
+    assert top.share_total == pytest.approx(top_added(dec, top.hop) / added)  # ... and of the whole
+    assert top.share_total is not None and top.share_total < 0.1
+    pct = f"{dec.explained:.0%}"
+    assert d.verdict_line.startswith(
+        f"cause found — partly explained: {pct} of the added latency is on hops hopscope can see"
+    )
+    assert f"{top.share_total:.0%} of the whole end-to-end rise) is on the wire" in top.summary
+    doc = d.to_dict()
+    jsonschema.validate(doc, SCHEMA)
+    ex = doc["explained"]
+    assert ex["partial"] and ex["fraction"] == pytest.approx(dec.explained, abs=1e-4)
+    assert ex["residual"] == pytest.approx(added - on_hops, abs=1e-3)
+    assert ex["statement"].startswith("partly explained") and "residual" in ex["statement"]
+    assert doc["causes"][0]["share_of_total"] == pytest.approx(top.share_total, abs=1e-4)
+    assert d.summary_dict()["explained"] == ex  # incidents --json names the residual too
+    text = render(d)
+    assert f"verdict: cause found — partly explained: {pct}" in text
+    assert "residual (on no hop): +" in text
+
+
+def top_added(dec: object, hop: str) -> float:
+    return next(h.added_ms for h in dec.hops if h.hop == hop)  # type: ignore[attr-defined]
+
+
+def test_a_fully_explained_breach_is_not_called_partly_explained(store: Store) -> None:
+    effect = CASES[1][1]
+    d = diagnose(store, **DEMO_TARGET, start=effect.start, end=effect.end, with_bubbleup=False)
+    dec = d.decomposition
+    assert dec is not None and not dec.partial and dec.explained is not None and dec.explained > 0.9
+    assert d.verdict_line == VERDICT_CAUSE
+    assert "partly" not in d.causes[0].summary
+    assert d.to_dict()["explained"]["statement"].startswith(f"{dec.explained:.0%} of the added latency")
+
+
+def test_missing_spans_are_reported_as_a_data_gap_and_left_out_not_averaged(tmp_path: Path) -> None:
+    effect = Effect(*_at(1, 10), hop_ms={"model-server": 200.0})
+    lost = (effect.start, effect.start + timedelta(minutes=30))
+
+    def lose_model_server_spans(edges: pd.DataFrame) -> pd.DataFrame:
+        # model-server stopped exporting: its edge is client-only (no server, gap or self time)
+        m = (edges["server"] == "model-server") & edges["minute"].between(lost[0], lost[1], inclusive="left")
+        edges = edges.copy()
+        edges.loc[m, ["self_ms_sum", "gap_ms_sum", "server_ms_sum"]] = 0.0
+        return edges
+
+    small = build_store(tmp_path / "s", [effect], days=2, rate=10, edit_edges=lose_model_server_spans)
+    d = diagnose(small, **DEMO_TARGET, start=effect.start, end=effect.end, with_bubbleup=False)
+    assert [(g.service, g.signal, g.minutes, g.of_minutes, g.left_out) for g in d.data_gaps] == [
+        ("model-server", "self time", 30, 60, True)
+    ]
+    assert d.data_gaps[0].incident < 0.1 * d.data_gaps[0].baseline
+    assert any(n.startswith("data gap: model-server's spans are missing in 30 of 60") for n in d.notes)
+    # the 30 minutes with spans give the real slowdown: +200 ms, not +100 ms averaged with zeros
+    top = d.causes[0]
+    assert top.hop == "model-server"
+    assert top_added(d.decomposition, "model-server") == pytest.approx(200.0, rel=0.15)
+    assert d.decomposition is not None and not d.decomposition.partial
+    doc = d.to_dict()
+    jsonschema.validate(doc, SCHEMA)
+    assert doc["data_gaps"][0]["service"] == "model-server" and doc["data_gaps"][0]["left_out"]
+
+
+def test_spans_missing_for_the_whole_incident_leave_the_service_unjudged(tmp_path: Path) -> None:
+    effect = Effect(*_at(1, 10), hop_ms={HIDDEN: 250.0})
+
+    def drop_feature_store(edges: pd.DataFrame) -> pd.DataFrame:
+        m = (edges["server"] == "feature-store") & edges["minute"].between(effect.start, effect.end, "left")
+        return edges[~m]
+
+    small = build_store(tmp_path / "s", [effect], days=2, rate=10, edit_edges=drop_feature_store)
+    d = diagnose(small, **DEMO_TARGET, start=effect.start, end=effect.end, with_bubbleup=False)
+    gap = d.data_gaps[0]
+    assert (gap.service, gap.signal, gap.minutes, gap.left_out) == ("feature-store", "calls", 60, False)
+    assert all(c.hop not in ("feature-store", "api-gateway->feature-store") for c in d.causes)
+    assert any("its hops are not judged" in n for n in d.notes)
+
+
+# -- baseline: before the onset, degraded but better ------------------------------------------------
+
+
+def test_the_baseline_ends_before_the_onset_of_a_fault_that_began_before_the_page(tmp_path: Path) -> None:
+    fault = Effect(*_at(1, 10), hop_ms={"model-server": 150.0})
+    small = build_store(tmp_path / "s", [fault], days=2, rate=10)
+    # paged 10 minutes into the fault; no earlier days to compare with (a fresh deployment)
+    start = fault.start + timedelta(minutes=10)
+    d = diagnose(
+        small, **DEMO_TARGET, start=start, end=start + timedelta(minutes=30), baseline_days=0, use_cache=False
+    )
+    prev = d.baseline.windows[0]
+    assert (prev.kind, prev.used, prev.end) == ("previous", True, fault.start)
+    assert prev.start == fault.start - timedelta(minutes=30)
+    assert "the previous window ends at 10:00, where the SLI's rise began (10 min before" in d.baseline.note
+    assert d.verdict == VERDICT_CAUSE
+    assert (d.causes[0].hop, top_added(d.decomposition, "model-server")) == (
+        "model-server",
+        pytest.approx(150.0, rel=0.15),
+    )
+
+
+def test_a_baseline_never_reaches_into_the_breach_before_the_diagnosed_minutes(tmp_path: Path) -> None:
+    fault = Effect(*_at(1, 10), hop_ms={"model-server": 150.0})
+    small = build_store(tmp_path / "s", [fault], days=2, rate=10)
+    start = fault.start + timedelta(minutes=20)
+    breach_start = fault.start - timedelta(minutes=5)  # the breach opened earlier than the diagnosed part
+    d = diagnose(
+        small, **DEMO_TARGET, start=start, end=start + timedelta(minutes=30), baseline_days=0,
+        baseline_end=breach_start, use_cache=False,
+    )  # fmt: skip
+    assert d.baseline.windows[0].end <= breach_start
+    assert "where the breach began" in d.baseline.note
+
+
+def test_a_degraded_baseline_far_better_than_the_incident_is_used_with_a_note(tmp_path: Path) -> None:
+    before = Effect(*_at(1, 8), hop_ms={"model-server": 70.0})  # slow all along: over the objective
+    fault = Effect(*_at(1, 9), hop_ms={"model-server": 70.0, "feature-store": 250.0})
+    small = build_store(tmp_path / "s", [before, fault], days=2, rate=10)
+    d = diagnose(small, **DEMO_TARGET, start=fault.start, end=fault.end, baseline_days=0, use_cache=False)
+    prev = d.baseline.windows[0]
+    assert prev.used and d.baseline.sufficient
+    assert d.baseline.note.startswith("baseline itself degraded: ")
+    base_bad, inc_bad = (d.decomposition.end_to_end.baseline_bad_fraction,
+                         d.decomposition.end_to_end.incident_bad_fraction)  # fmt: skip
+    assert 0.01 < base_bad < inc_bad / 2
+    assert f"{base_bad:.2%} requests over 200 ms vs {inc_bad:.2%} in the incident" in d.baseline.note
+    assert (d.causes[0].hop, d.verdict) == ("feature-store", VERDICT_CAUSE)
+
+
+# -- signals: host CPU and PSI, queueing disciplines; saturation above demand -----------------------
+
+
+def test_a_cpu_starved_service_without_a_gpu_is_judged_on_compute_from_cpu_seconds_and_psi(
+    tmp_path: Path,
+) -> None:
+    cpu = [
+        ("node_cpu_seconds_total", "model-server", "cpu-1", {"cpu": "0", "mode": "user"}, 0.4, 0.04),
+        ("node_cpu_seconds_total", "model-server", "cpu-1", {"cpu": "0", "mode": "idle"}, 0.6, 0.04),
+        ("node_pressure_cpu_waiting_seconds_total", "model-server", "cpu-1", {}, 0.01, 0.003),
+    ]
+    effect = Effect(
+        *_at(1, 10),
+        hop_ms={"model-server": 200.0},
+        signals={"node_cpu_seconds_total": 0.98, "node_pressure_cpu_waiting_seconds_total": 0.6},
+    )
+    small = build_store(tmp_path / "s", [effect], days=2, rate=10, drop={"DCGM_"}, extra_signals=cpu)
+    d = diagnose(small, **DEMO_TARGET, start=effect.start, end=effect.end, with_bubbleup=False)
+    top = d.causes[0]
+    assert (top.hop, top.dimension) == ("model-server", "compute")
+    by_metric = {e.metric: e for e in top.evidence}
+    assert set(by_metric) == {"node_cpu_seconds_total", "node_pressure_cpu_waiting_seconds_total"}
+    assert by_metric["node_cpu_seconds_total"].labels["mode"] == "user"  # idle is not busy time
+    assert by_metric["node_cpu_seconds_total"].utilization == pytest.approx(0.98, abs=0.03)
+    assert by_metric["node_pressure_cpu_waiting_seconds_total"].role == "saturation"
+    assert "at its limit" in top.summary
+    jsonschema.validate(d.to_dict(), SCHEMA)
+
+
+def test_a_qdisc_backlog_and_drops_are_named_as_the_bandwidth_limit_above_packet_rate_demand(
+    tmp_path: Path,
+) -> None:
+    link = {"device": "veth-gw", "kind": "tbf"}
+    qdisc = [
+        ("node_qdisc_backlog", "api-gateway", "gw-1", link, 0.0, 0.0),
+        ("node_qdisc_drops_total", "api-gateway", "gw-1", link, 0.0, 0.0),
+        ("node_network_transmit_packets_total", "api-gateway", "gw-1", {"device": "veth-gw"}, 1000.0, 100.0),
+    ]
+    effect = Effect(
+        *_at(1, 10),
+        hop_ms={"api-gateway->model-server": 200.0},
+        signals={
+            "node_qdisc_backlog": 150_000.0,
+            "node_qdisc_drops_total": 40.0,
+            "node_network_transmit_packets_total": 6000.0,
+        },
+    )
+    small = build_store(tmp_path / "s", [effect], days=2, rate=10, extra_signals=qdisc)
+    d = diagnose(small, **DEMO_TARGET, start=effect.start, end=effect.end, with_bubbleup=False)
+    top = d.causes[0]
+    assert (top.hop, top.dimension) == ("api-gateway->model-server", "bandwidth")
+    ranked = [e.metric for e in top.evidence]
+    assert ranked[:2] == ["node_qdisc_backlog", "node_qdisc_drops_total"] or ranked[:2] == [
+        "node_qdisc_drops_total",
+        "node_qdisc_backlog",
+    ]
+    packets = next(e for e in top.evidence if e.metric == "node_network_transmit_packets_total")
+    assert packets.role == "demand" and packets.score < top.evidence[0].score
+    assert "node_qdisc_" in top.summary and "at its limit" in top.summary
+    assert d.to_dict()["causes"][0]["evidence"][0]["role"] == "saturation"

@@ -53,6 +53,16 @@ if top:
     st.success(f"**{literal(top['hop'])}** · {top['dimension']} — {literal(top['summary'])}")
 else:
     st.warning(f"No clear cause. Checked: {literal('; '.join(d['checked']))}")
+# how much of the rise the hops explain; the residual is named, above all when it is most of it
+explained = d.get("explained") or {}
+if explained.get("partial"):
+    st.warning(literal(explained["statement"]))
+elif explained.get("statement"):
+    st.caption(
+        f"{literal(explained['statement'])}; residual {explained['residual']:+.4g} {explained['unit']}."
+    )
+for gap in d.get("data_gaps") or []:
+    st.warning(literal(gap["note"]))
 
 
 # The numbers come from the part of the breach that burned budget: an alert holds a breach open after

@@ -124,6 +124,7 @@ def diagnose_breach(
         severity=breach.severity,
         peak_burn_rate=breach.peak_burn_rate,
         budget_consumed=breach.budget_consumed,
+        baseline_end=breach.start,  # never compare with the breach's own minutes
         **options,
     )
     if span is None:

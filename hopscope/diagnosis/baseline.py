@@ -20,6 +20,10 @@ from hopscope.model import TimeRange
 MIN_WINDOW_REQUESTS = 20
 MIN_BASELINE_REQUESTS = 200
 SLOW_FACTOR = 1.5  # a candidate this much slower than the candidates' median is contaminated
+# a degraded candidate is still used (with a note) when nothing better exists and the incident's bad
+# fraction is at least this many times its own
+BETTER_FACTOR = 2.0
+MAX_SHIFTS = 3  # times the previous window moves back before an onset that began inside it
 
 
 BURN_BUCKET = timedelta(minutes=5)
@@ -54,16 +58,54 @@ def burning_span(
     return None if (lo, hi) == (start, end) else (lo, hi)
 
 
-def candidate_windows(start: datetime, end: datetime, days: int = 7) -> list[tuple[TimeRange, str]]:
-    """The previous same-length window, then the same hours on each of ``days`` earlier days."""
+def candidate_windows(
+    start: datetime, end: datetime, days: int = 7, *, before: datetime | None = None
+) -> list[tuple[TimeRange, str]]:
+    """The previous same-length window, then the same hours on each of ``days`` earlier days.
+
+    ``before``: the previous window ends there instead of at ``start`` (the SLI's onset, or the
+    breach's start when the diagnosed window is a later part of it)."""
     length = end - start
-    prev = TimeRange(start - length, start)
+    prev_end = min(start, before) if before is not None else start
+    prev = TimeRange(prev_end - length, prev_end)
     out = [(prev, "previous")]
     for k in range(1, days + 1):
         w = TimeRange(start - timedelta(days=k), end - timedelta(days=k))
-        if w.end <= prev.start or w.start >= prev.end:  # no overlap with the previous window or incident
+        if w.end <= prev.start or w.start >= start:  # no overlap with the previous window, onset or incident
             out.append((w, f"same_hours_-{k}d"))
     return out
+
+
+def onset(
+    bad: pd.DataFrame, previous: TimeRange, target: Target, step_s: int, prev_id: int = 1
+) -> datetime | None:
+    """Where the SLI's rise began, when it began inside the previous window: the start of the trailing
+    run of its buckets whose bad fraction rose (over what the objective allows and SLOW_FACTOR x the
+    usual bucket of all candidate windows). None when its last bucket is not one of them.
+
+    ``bad``: window, ts (bucket), total, bad, as for choose_baseline; window ``prev_id`` is ``previous``.
+    """
+    if bad.empty or (target.threshold_ms is None and target.measure != "errors"):
+        return None
+    win = bad["window"].to_numpy()
+    total = bad["total"].to_numpy(dtype=float)
+    with np.errstate(all="ignore"):
+        frac = np.where(total > 0, bad["bad"].to_numpy(dtype=float) / total, np.nan)
+    cand = (win >= 1) & np.isfinite(frac)
+    if not cand.any():
+        return None
+    usual = float(np.median(frac[cand]))
+    mine = (win == prev_id) & (total > 0)
+    order = np.argsort(bad["ts"].to_numpy()[mine], kind="stable")
+    ts = bad["ts"].to_numpy()[mine][order]
+    f = frac[mine][order]
+    risen = np.isfinite(f) & (f > 1 - target.objective) & (f > SLOW_FACTOR * usual)
+    run = 0
+    while run < len(risen) and risen[len(risen) - 1 - run]:
+        run += 1
+    if run == 0:
+        return None
+    return previous.start + timedelta(seconds=int(ts[len(ts) - run]) * step_s)
 
 
 def choose_baseline(
@@ -109,8 +151,9 @@ def choose_baseline(
         stats.append((w, kind, i, int(n), mean, bad_frac))
     ok_means = [s[4] for s in stats if s[3] >= MIN_WINDOW_REQUESTS]
     median = float(np.median(ok_means)) if ok_means else float("nan")
-    windows = []
+    windows: list[BaselineWindow] = []
     used_ids = []
+    degraded: list[tuple[float, int]] = []  # (bad fraction, position) of candidates left out as degraded
     for w, kind, i, n, mean, bad_frac in stats:
         # over the objective AND well above the other candidates: a system that always runs over
         # its objective still has a normal state to compare with
@@ -123,11 +166,23 @@ def choose_baseline(
             reason = f"only {n} requests"
         elif bad_frac is not None and bad_frac > 1 - target.objective and bad_frac > SLOW_FACTOR * usual:
             reason = f"degraded itself: {bad_frac:.2%} {what}"
+            degraded.append((bad_frac, len(windows)))
         elif target.measure == "latency" and len(ok_means) >= 3 and mean > SLOW_FACTOR * median:
             reason = f"degraded itself: mean {mean:.1f} ms vs {median:.1f} ms in the other windows"
         windows.append(BaselineWindow(w.start, w.end, kind, n, used=not reason, reason=reason))
         if not reason:
             used_ids.append(i)
+    note_degraded = ""
+    inc_bad = _bad_fraction(b_win, b_total, b_bad, 0) if has_bad else None
+    if not used_ids and degraded and inc_bad is not None:
+        # Every candidate is worse than the objective: the best one is still a comparison when the
+        # incident is far worse (a fault that began before the page; a system always over its objective).
+        frac, pos = min(degraded)
+        if frac <= inc_bad / BETTER_FACTOR:
+            bw = windows[pos]
+            windows[pos] = BaselineWindow(bw.start, bw.end, bw.kind, bw.requests, used=True)
+            used_ids.append(stats[pos][2])
+            note_degraded = f"baseline itself degraded: {frac:.2%} {what} vs {inc_bad:.2%} in the incident; "
     total = sum(bw.requests for bw in windows if bw.used)
     sufficient = total >= MIN_BASELINE_REQUESTS
     if not used_ids:
@@ -137,5 +192,15 @@ def choose_baseline(
             f"too little baseline data: {total} requests in the usable windows (need {MIN_BASELINE_REQUESTS})"
         )
     else:
-        note = f"{len(used_ids)} window(s), {total} requests"
+        used = [bw for bw in windows if bw.used]
+        spans = ", ".join(f"{bw.kind} {bw.start:%m-%d %H:%M}-{bw.end:%H:%M}" for bw in used)
+        note = f"{note_degraded}{len(used_ids)} window(s), {total} requests: {spans} UTC"
     return Baseline(tuple(windows), sufficient, note), used_ids
+
+
+def _bad_fraction(b_win: np.ndarray, b_total: np.ndarray, b_bad: np.ndarray, window: int) -> float | None:
+    m = b_win == window
+    tot = float(np.nansum(b_total[m]))
+    if tot <= 0 or np.isnan(b_bad[m]).any():
+        return None
+    return float(np.nansum(b_bad[m])) / tot

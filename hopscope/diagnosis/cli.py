@@ -83,7 +83,19 @@ def _top(d: Diagnosis) -> str:
     if c is None:
         return d.verdict
     of = " of errors" if c.share_of == "errors" else ""
+    dec = d.decomposition
+    if dec is not None and dec.partial:  # the hops' share alone would read as a share of the whole
+        return f"{c.hop} ({c.hop_kind}, {c.dimension}) {c.share:.0%} of the hops{of}, {c.share_total or 0:.0%} of all"
     return f"{c.hop} ({c.hop_kind}, {c.dimension}) {c.share:.0%}{of}"
+
+
+def _explained(d: Diagnosis) -> str:
+    """The EXPLAINED column: the share of the added end-to-end mean on hops ("partly" below 70%)."""
+    dec = d.decomposition
+    f = dec.explained if dec is not None else None
+    if dec is None or f is None:
+        return "-"
+    return f"partly: {f:.0%}" if dec.partial else f"{f:.0%}"
 
 
 def _change(change: float | None, incident: float) -> str:
@@ -118,12 +130,16 @@ def incidents(
         return
     rows = [
         [d.id, d.slo, d.start.strftime("%Y-%m-%d %H:%M"), f"{(d.end - d.start).total_seconds() / 60:.0f}m",
-         d.severity, f"{d.budget_consumed:.1%}", _top(d)]
+         d.severity, f"{d.budget_consumed:.1%}", _explained(d), _top(d)]
         for d in results
     ]  # fmt: skip
-    typer.echo(_table(["ID", "SLO", "START (UTC)", "LENGTH", "SEVERITY", "BUDGET", "TOP CAUSE"], rows))
     typer.echo(
-        "BUDGET: the share of one full SLO period's error budget (at the traffic seen) the breach spent."
+        _table(["ID", "SLO", "START (UTC)", "LENGTH", "SEVERITY", "BUDGET", "EXPLAINED", "TOP CAUSE"], rows)
+    )
+    typer.echo(
+        "BUDGET: the share of one full SLO period's error budget (at the traffic seen) the breach spent. "
+        "EXPLAINED: the share of the added end-to-end latency (or errors) on hops hopscope sees; the rest "
+        "is the residual."
     )
 
 
@@ -131,7 +147,7 @@ def render(d: Diagnosis) -> str:
     """A readable diagnosis: a few summary lines, the evidence table, the hop table."""
     lines = [
         f"incident {d.id}  SLO {d.slo or '-'}  {d.severity}  {d.start:%Y-%m-%d %H:%M}..{d.end:%H:%M} UTC",
-        f"verdict: {d.verdict}",
+        f"verdict: {d.verdict_line}",
     ]
     if d.decomposition and d.decomposition.measure == "errors":
         e = d.decomposition.end_to_end
@@ -150,10 +166,14 @@ def render(d: Diagnosis) -> str:
                 else ""
             )
         )
+    if d.decomposition and d.decomposition.explained is not None and not d.decomposition.partial:
+        lines.append(f"explained: {d.decomposition.statement()}")
     lines.append(f"baseline: {d.baseline.description} ({d.baseline.note})")
     for c in d.causes:
         lines.append(f"#{c.rank} {c.hop} [{c.hop_kind}, {c.dimension}, score {c.score:.2f}]: {c.summary}")
     for n in d.notes:
+        if d.causes and d.decomposition and n == d.decomposition.statement():
+            continue  # said in the verdict line
         lines.append(f"note: {n}")
     ev = [(c.rank, e) for c in d.causes for e in c.evidence]
     if ev:
@@ -182,17 +202,23 @@ def render(d: Diagnosis) -> str:
             )
         )  # fmt: skip
     elif d.decomposition:
+        dec = d.decomposition
         lines += ["", "hops (per-request mean, ms):"]
         lines.append(
             _table(
-                ["HOP", "KIND", "BASELINE", "INCIDENT", "ADDED", "SHARE", "BUDGET"],
+                ["HOP", "KIND", "BASELINE", "INCIDENT", "ADDED", "SHARE", "OF ALL", "BUDGET"],
                 [
                     [h.hop, h.hop_kind, f"{h.baseline_ms:.1f}", f"{h.incident_ms:.1f}", f"{h.added_ms:+.1f}",
-                     f"{h.share:.0%}" + ("" if h.significant else " (noise)"), f"{h.budget_ms:g}" if h.budget_ms else "-"]
-                    for h in d.decomposition.hops
+                     f"{h.share:.0%}" + ("" if h.significant else " (noise)"),
+                     f"{dec.share_of_total(h.added_ms) or 0:.0%}", f"{h.budget_ms:g}" if h.budget_ms else "-"]
+                    for h in dec.hops
                 ],
             )
         )  # fmt: skip
+        lines.append(
+            f"residual (on no hop): {dec.residual_ms:+.1f} ms. SHARE: of the hops' added latency; "
+            "OF ALL: of the whole end-to-end rise"
+        )
     if d.bubbleup:
         lines += ["", "over-represented among slow spans: " + ", ".join(
             f"{b.attribute}={b.value} ({b.incident_slow_fraction:.0%} vs {b.baseline_fraction:.0%})" for b in d.bubbleup)]  # fmt: skip

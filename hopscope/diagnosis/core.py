@@ -34,6 +34,7 @@ from hopscope.diagnosis.model import (
     Baseline,
     BubbleAttr,
     Cause,
+    DataGap,
     Decomposition,
     Diagnosis,
     Evidence,
@@ -72,17 +73,27 @@ def _fmt(x: float, unit: str) -> str:
 
 
 def _evidence_phrase(e: Evidence) -> str:
+    change = f"from {_fmt(e.baseline, e.unit)} to {_fmt(e.incident, e.unit)}"
+    if e.role == "saturation":  # the resource at its limit: a queue, drops, throttling, stall time
+        return f"{e.short} (at its limit: queueing, drops, throttling or stalls) went {change}"
     if e.utilization is not None and e.utilization >= 0.5:
         return f"{e.short} ran at {e.utilization:.0%} of its capacity"
-    return f"{e.short} went from {_fmt(e.baseline, e.unit)} to {_fmt(e.incident, e.unit)}"
+    if e.role == "demand":
+        return f"{e.short} (demand, context) went {change}"
+    return f"{e.short} went {change}"
 
 
-def _summary(row: HopRow, dim: str, ev: list[Evidence]) -> str:
+def _summary(row: HopRow, dim: str, ev: list[Evidence], dec: Decomposition | None = None) -> str:
+    partial = dec is not None and dec.partial
+    whole = dec.share_of_total(row.added_ms) if dec is not None else None
     if row.measure == "errors":
-        head = (
-            f"{row.share:.0%} of the added errors (+{row.added_ms:.2%} of requests) start in {row.hop} "
-            "(its own errors or failed calls into it)"
+        share = (
+            f"{row.share:.0%} of the added errors seen on hops (+{row.added_ms:.2%} of requests, "
+            f"{whole or 0:.0%} of all added errors)"
+            if partial
+            else f"{row.share:.0%} of the added errors (+{row.added_ms:.2%} of requests)"
         )
+        head = f"{share} start in {row.hop} (its own errors or failed calls into it)"
     else:
         edge = Hop.parse(row.hop)
         where = (
@@ -90,7 +101,13 @@ def _summary(row: HopRow, dim: str, ev: list[Evidence]) -> str:
             if row.hop_kind == "network"
             else f"in {row.hop}'s own time"
         )
-        head = f"{row.share:.0%} of the added latency (+{row.added_ms:.1f} ms per request) is {where}"
+        share = (
+            f"{row.share:.0%} of the added latency seen on hops (+{row.added_ms:.1f} ms per request, "
+            f"{whole or 0:.0%} of the whole end-to-end rise)"
+            if partial
+            else f"{row.share:.0%} of the added latency (+{row.added_ms:.1f} ms per request)"
+        )
+        head = f"{share} is {where}"
     if dim == "unknown":
         return head + "; no linked resource signal changed enough to name compute, bandwidth or memory."
     top = [e for e in ev if e.dimension == dim and e.score >= 0.1][:2] or [
@@ -134,10 +151,12 @@ def diagnose(
     baseline_days: int = 3,
     with_bubbleup: bool = True,
     use_cache: bool = True,
+    baseline_end: datetime | None = None,
 ) -> Diagnosis:
     """Diagnose the window [start, end) of the SLI (service, route, threshold or percentile).
 
     ``sli_kind="availability"`` decomposes the added errors instead of the added latency.
+    ``baseline_end``: no baseline after this (the breach's start, when [start, end) is a later part of it).
     ``use_cache``: return the diagnosis of the same arguments over the same DuckLake snapshot when
     this process made it already (``hopscope.diagnosis.cache``); the store is otherwise not read.
     """
@@ -145,7 +164,7 @@ def diagnose(
         start=start, end=end, service=service, route=route, client=client, threshold_ms=threshold_ms,
         objective=objective, percentile=percentile, sli_kind=sli_kind, incident_id=incident_id, slo=slo,
         severity=severity, peak_burn_rate=peak_burn_rate, budget_consumed=budget_consumed,
-        baseline_days=baseline_days, with_bubbleup=with_bubbleup,
+        baseline_days=baseline_days, with_bubbleup=with_bubbleup, baseline_end=baseline_end,
     )  # fmt: skip
     budgets = tuple(sorted((hop_budgets_ms or {}).items()))
     key = None
@@ -192,6 +211,7 @@ def _diagnose(
     catalog: Catalog | None,
     baseline_days: int,
     with_bubbleup: bool,
+    baseline_end: datetime | None,
 ) -> Diagnosis:
     clock = _Clock()
     catalog = catalog or load_catalog()
@@ -207,15 +227,32 @@ def _diagnose(
     )
     incident = TimeRange(start, end)
     step = analysis_step(end - start)
-    candidates = bl.candidate_windows(start, end, baseline_days)
-    windows = [incident] + [w for w, _ in candidates]
-    cand_ids = list(range(1, len(windows)))
-    data = hp.load_hop_data(store, windows, target, step)
-    clock.lap("hop_minutes query")
     errors = target.measure == "errors"
+    # The previous window ends before the SLI's rise began (its onset, when the page came after it) and
+    # before the breach: found in its buckets, it moves back and hop_minutes is read again (rarely).
+    prev_end = min(start, baseline_end) if baseline_end is not None else start
+    for _ in range(bl.MAX_SHIFTS + 1):
+        candidates = bl.candidate_windows(start, end, baseline_days, before=prev_end)
+        windows = [incident] + [w for w, _ in candidates]
+        data = hp.load_hop_data(store, windows, target, step)
+        bad = _sli_bad(data.frame, target)
+        rose = bl.onset(bad, candidates[0][0], target, step)
+        if rose is None:
+            break
+        prev_end = rose
+    clock.lap("hop_minutes query")
+    cand_ids = list(range(1, len(windows)))
     wide, kinds = (hp.error_matrix if errors else hp.hop_matrix)(data.frame, target)
-    bad = _sli_bad(data.frame, target)
     baseline, base_ids = bl.choose_baseline(candidates, cand_ids, wide, bad, target)
+    if prev_end < start:
+        why = (
+            "the SLI's rise began" if baseline_end is None or prev_end < baseline_end else "the breach began"
+        )
+        baseline = dataclasses.replace(
+            baseline,
+            note=f"{baseline.note}; the previous window ends at {prev_end:%H:%M}, where {why} "
+            f"({(start - prev_end).total_seconds() / 60:.0f} min before the diagnosed window)",
+        )
     did = incident_id or incident_key(slo, start, end)
     common = dict(
         id=did, slo=slo, start=start, end=end, target=target, baseline=baseline,
@@ -238,6 +275,7 @@ def _diagnose(
         return Diagnosis(**common, verdict=VERDICT_NONE, causes=(), decomposition=None,  # type: ignore[arg-type]
                          checked=tuple(checked), notes=(baseline.note,))  # fmt: skip
 
+    wide, gaps = _leave_out_gaps(wide, data.frame, target, base_ids)
     if errors:
         e2e = hp.end_to_end_errors(wide, base_ids, 0)
         floor = max(0.1 * (1 - objective), 1e-6)
@@ -245,8 +283,9 @@ def _diagnose(
     else:
         e2e = hp.end_to_end(data.hist, bad, wide, base_ids, 0, target)
         dec = hp.decompose_hops(wide, kinds, base_ids, 0, e2e, target)
+    dec = _unjudged_gap_hops(dec, gaps)
     clock.lap("decomposition")
-    notes: list[str] = []
+    notes: list[str] = [g.sentence for g in gaps]
     if errors:
         notes.append(
             "availability SLO: the decomposition is of the added errors, by the service they start in"
@@ -259,6 +298,8 @@ def _diagnose(
         notes.append(why)
     elif not standing:
         notes.append(f"no hop's {'errors' if errors else 'latency'} rose above its baseline noise")
+    if dec.partial:
+        notes.insert(0, dec.statement())
 
     causes: list[Cause] = []
     bubble_job = None
@@ -268,7 +309,7 @@ def _diagnose(
     if degraded and standing:
         sig_ids = [0, *base_ids[:SIGNAL_BASELINES]]
         causes, sig_notes, n_series = _resource_causes(
-            store, standing, wide, kinds, data.frame, windows, sig_ids, step, catalog, clock
+            store, standing, wide, kinds, data.frame, windows, sig_ids, step, catalog, clock, dec
         )
         notes += sig_notes
         checked.append(f"{n_series} resource series linked to the top hops")
@@ -299,7 +340,39 @@ def _diagnose(
         bubbleup_note=bnote,
         exemplars=tuple(exemplars),
         timings_ms=tuple(clock.steps),
+        data_gaps=tuple(gaps),
     )
+
+
+def _leave_out_gaps(
+    wide: pd.DataFrame, frame: pd.DataFrame, target: Target, base_ids: list[int]
+) -> tuple[pd.DataFrame, list[DataGap]]:
+    """Incident buckets where a service's spans went missing are left out of the decomposition (a
+    missing span would be averaged in as 0 ms); when that is every bucket, they stay and the gaps say
+    so (``_unjudged_gap_hops``)."""
+    gaps, gap_ts = hp.span_gaps(frame, wide, target, base_ids, 0)
+    if not gaps:
+        return wide, []
+    win = wide.index.get_level_values("window").to_numpy()
+    ts = wide.index.get_level_values("ts").to_numpy()
+    inc = (win == 0) & (wide[hp.REQUESTS].to_numpy(dtype=float) > 0)
+    drop = inc & np.isin(ts, gap_ts)
+    if drop.sum() >= inc.sum():
+        return wide, gaps
+    return wide[~drop], [dataclasses.replace(g, left_out=True) for g in gaps]
+
+
+def _unjudged_gap_hops(dec: Decomposition, gaps: list[DataGap]) -> Decomposition:
+    """The hops of a service whose spans are missing in the whole incident are not named as causes."""
+    gone = {g.service for g in gaps if not g.left_out}
+    if not gone:
+        return dec
+
+    def touches(h: HopRow) -> bool:
+        return (h.hop if h.hop_kind == "service" else Hop.parse(h.hop).server) in gone
+
+    rows = tuple(dataclasses.replace(h, significant=False) if touches(h) else h for h in dec.hops)
+    return dataclasses.replace(dec, hops=rows)
 
 
 def _bubble(
@@ -410,6 +483,7 @@ def _resource_causes(
     step: int,
     catalog: Catalog,
     clock: _Clock,
+    dec: Decomposition,
 ) -> tuple[list[Cause], list[str], int]:
     errors = standing[0].measure == "errors"
     services, names = _linked_names(standing, frame, errors)
@@ -454,11 +528,12 @@ def _resource_causes(
                 dim,
                 row.share,
                 score,
-                _summary(row, dim, ev),
+                _summary(row, dim, ev, dec),
                 tuple(shown),
                 dims,
                 not_judged,
                 share_of,
+                dec.share_of_total(row.added_ms),
             )  # fmt: skip
         )
         for d, s in dims.items():
@@ -466,14 +541,15 @@ def _resource_causes(
                 alt = tuple(e for e in ev if e.dimension == d)[:5]
                 secondary.append(
                     (s * row.share, Cause(0, row.hop, row.hop_kind, d, row.share, s * (0.5 + 0.5 * row.share) * 0.8,
-                                          _summary(row, d, ev), alt, dims, not_judged, share_of))
+                                          _summary(row, d, ev, dec), alt, dims, not_judged, share_of,
+                                          dec.share_of_total(row.added_ms)))
                 )  # fmt: skip
     secondary.sort(key=lambda t: -t[0])
     clock.lap("scoring")
     ordered = primary + [c for _, c in secondary]
     ranked = [
         Cause(i + 1, c.hop, c.hop_kind, c.dimension, c.share, c.score, c.summary, c.evidence,
-              c.dimension_scores, c.not_judged, c.share_of)
+              c.dimension_scores, c.not_judged, c.share_of, c.share_total)
         for i, c in enumerate(ordered)
     ]  # fmt: skip
     return ranked, notes, n_series

@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from hopscope import histogram
-from hopscope.diagnosis.model import Decomposition, EndToEnd, HopRow, Target
+from hopscope.diagnosis.model import DataGap, Decomposition, EndToEnd, HopRow, Target
 from hopscope.model import Hop, ReadStore, TimeRange
 from hopscope.signals import _us
 
@@ -533,3 +533,69 @@ def decompose_hops(
     rows.sort(key=lambda r: -r.added_ms)
     residual = e2e.added_mean_ms - sum(added.values())
     return Decomposition(end_to_end=e2e, hops=tuple(rows), residual_ms=residual, measure=e2e.measure)
+
+
+GAP_RATIO = 0.1  # a service's calls (or own time) per request this far below its baseline: spans missing
+GAP_MIN_BUCKETS = 2
+GAP_MIN_SELF_MS = 1.0  # own time per call below this in the baseline is too small to tell a gap by
+
+
+def span_gaps(
+    frame: pd.DataFrame, wide: pd.DataFrame, target: Target, base_ids: Sequence[int], inc_id: int = 0
+) -> tuple[list[DataGap], np.ndarray]:
+    """Services under the SLI whose spans went missing in the incident while the entry kept serving.
+
+    A bucket has a gap for a service when the calls into it per entry request fell below GAP_RATIO of
+    its baseline rate (its server spans stopped), or, for a service with its own time in the baseline,
+    when that time per call did (a client-only edge remains, its server side is gone). Reported when
+    in GAP_MIN_BUCKETS and a tenth of the incident's buckets. Returns the gaps and the incident
+    buckets (``ts``) with any gap.
+    """
+    none: tuple[list[DataGap], np.ndarray] = ([], np.zeros(0, dtype=int))
+    if frame.empty or wide.empty:
+        return none
+    win = wide.index.get_level_values("window").to_numpy()
+    ts = wide.index.get_level_values("ts").to_numpy()
+    req = wide[REQUESTS].to_numpy(dtype=float)
+    base_req = float(req[np.isin(win, list(base_ids))].sum())
+    inc = (win == inc_id) & (req > 0)
+    if base_req <= 0 or not inc.any():
+        return none
+    inc_ts = ts[inc]
+    below = descendants(frame, target.service) - {target.service}
+    sub = frame[frame["server"].isin(below)]
+    if sub.empty:
+        return none
+    per = sub.groupby(["server", "window", "ts"])[["count", "self_ms_sum"]].sum()
+    gaps: list[DataGap] = []
+    gap_ts: set[int] = set()
+    have = set(per.index.get_level_values("server"))
+    for service in sorted(below & have):
+        rows = per.loc[service]
+        rw = rows.index.get_level_values("window").to_numpy()
+        base = rows[np.isin(rw, list(base_ids))]
+        calls_b = float(base["count"].sum())
+        if calls_b / base_req < 0.05:  # rarely called: too few calls to tell a gap from chance
+            continue
+        rate_b = calls_b / base_req
+        self_b = float(base["self_ms_sum"].sum()) / calls_b
+        mine = rows[rw == inc_id].droplevel("window")
+        calls = mine["count"].reindex(inc_ts).fillna(0.0).to_numpy()
+        own = mine["self_ms_sum"].reindex(inc_ts).fillna(0.0).to_numpy()
+        with np.errstate(all="ignore"):
+            rate = calls / req[inc]
+            per_call = np.where(calls > 0, own / calls, 0.0)
+        by_calls = rate < GAP_RATIO * rate_b
+        by_self = ~by_calls & (self_b >= GAP_MIN_SELF_MS) & (per_call < GAP_RATIO * self_b)
+        hit = by_calls | by_self
+        n = int(hit.sum())
+        if n < max(GAP_MIN_BUCKETS, 0.1 * len(inc_ts)):
+            continue
+        signal = "calls" if by_calls.sum() >= by_self.sum() else "self time"
+        if signal == "calls":
+            b, i = rate_b, float(calls[hit].sum() / req[inc][hit].sum())
+        else:
+            b, i = self_b, float(own[hit].sum() / max(calls[hit].sum(), 1.0))
+        gaps.append(DataGap(service, signal, b, i, n, len(inc_ts), left_out=False))
+        gap_ts |= set(inc_ts[hit].tolist())
+    return gaps, np.array(sorted(gap_ts), dtype=int)

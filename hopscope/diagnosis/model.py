@@ -12,6 +12,8 @@ from hopscope.model import SERIES_LABELS
 VERDICT_CAUSE = "cause found"
 VERDICT_NONE = "no clear cause"
 DIMENSIONS = ("compute", "bandwidth", "memory")
+# below this share of the added end-to-end latency (or errors) on the hops, a diagnosis is "partly explained"
+EXPLAINED_ENOUGH = 0.7
 
 
 def iso(ts: datetime | None) -> str | None:
@@ -216,12 +218,116 @@ class Decomposition:
     residual_ms: float  # added end-to-end mean not explained by the hops (parallel calls, skew)
     measure: str = "latency"  # "latency" (ms per request) or "errors" (errors per request)
 
+    @property
+    def added(self) -> float:
+        """The added end-to-end mean: ms per request, or errors per request."""
+        return self.end_to_end.added_mean_ms
+
+    @property
+    def on_hops(self) -> float:
+        """The hops' positive added parts (what ``share`` divides): ms or errors per request."""
+        return sum(max(0.0, h.added_ms) for h in self.hops)
+
+    @property
+    def explained(self) -> float | None:
+        """The share of the added end-to-end mean that lies on hops hopscope sees (at most 1);
+        None when the end-to-end mean did not rise."""
+        if self.added <= 0:
+            return None
+        return min(1.0, self.on_hops / self.added)
+
+    @property
+    def partial(self) -> bool:
+        """True when the hops explain less than EXPLAINED_ENOUGH of the added end-to-end mean."""
+        return self.explained is not None and self.explained < EXPLAINED_ENOUGH
+
+    def share_of_total(self, added: float) -> float | None:
+        """A hop's added part as a share of the whole added end-to-end mean (not only of the hops')."""
+        if self.added <= 0:
+            return None
+        return min(1.0, max(0.0, added) / self.added)
+
+    def statement(self) -> str:
+        """How much of the rise the hops explain, in one line ("" when nothing rose)."""
+        f = self.explained
+        if f is None:
+            return ""
+        what = "errors" if self.measure == "errors" else "latency"
+        if self.measure == "errors":
+            amounts = f"+{self.on_hops:.3%} of +{self.added:.3%} of requests"
+        else:
+            amounts = f"+{self.on_hops:.1f} of +{self.added:.1f} ms per request"
+        head = f"{f:.0%} of the added {what} is on hops hopscope can see ({amounts})"
+        if not self.partial:
+            return head
+        rest = (
+            f"{self.added - self.on_hops:.3%} of requests" if self.measure == "errors"
+            else f"{self.added - self.on_hops:.1f} ms per request"
+        )  # fmt: skip
+        return (
+            f"partly explained: {head}; the residual, {rest}, is on no hop it sees "
+            "(untraced calls or queues, parallel work, clock skew, missing spans)"
+        )
+
+    def coverage_dict(self) -> dict[str, Any]:
+        """The ``explained`` object of the JSON: how much of the rise the hops account for."""
+        digits = 6 if self.measure == "errors" else 3
+        return {
+            "measure": self.measure,
+            "unit": "errors per request" if self.measure == "errors" else "ms",
+            "fraction": num(self.explained, 4),
+            "added": num(self.added, digits),
+            "on_hops": num(self.on_hops, digits),
+            "residual": num(self.added - self.on_hops, digits),
+            "partial": self.partial,
+            "statement": self.statement(),
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "measure": self.measure,
             "end_to_end": self.end_to_end.to_dict(),
             "hops": [h.to_dict() for h in self.hops],
             "residual_ms" if self.measure == "latency" else "residual": num(self.residual_ms, 6),
+            "explained": self.coverage_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DataGap:
+    """A service whose spans went missing in the incident while its caller kept serving."""
+
+    service: str
+    signal: str  # "calls" (calls into it per entry request) or "self time" (its own ms per call)
+    baseline: float
+    incident: float  # over the gap minutes
+    minutes: int  # incident buckets with the gap
+    of_minutes: int  # incident buckets with requests
+    left_out: bool  # those buckets were left out of the decomposition (else its hops are not judged)
+
+    @property
+    def sentence(self) -> str:
+        what = "calls into it per request" if self.signal == "calls" else "its own ms per call"
+        then = (
+            "those minutes are left out of the decomposition, not averaged in"
+            if self.left_out
+            else "its hops are not judged and their part stays in the residual"
+        )
+        return (
+            f"data gap: {self.service}'s spans are missing in {self.minutes} of {self.of_minutes} incident "
+            f"buckets ({what} {self.baseline:.3g} -> {self.incident:.3g}) while requests kept coming; {then}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "signal": self.signal,
+            "baseline": num(self.baseline, 4),
+            "incident": num(self.incident, 4),
+            "minutes": int(self.minutes),
+            "of_minutes": int(self.of_minutes),
+            "left_out": self.left_out,
+            "note": self.sentence,
         }
 
 
@@ -241,6 +347,7 @@ class Evidence:
     utilization: float | None  # incident level / capacity
     score: float
     unit: str = ""
+    role: str = "utilization"  # utilization | saturation | demand (catalog ``role``)
 
     @property
     def short(self) -> str:
@@ -262,6 +369,7 @@ class Evidence:
             "labels": dict(self.labels),
             "dimension": self.dimension,
             "unit": self.unit,
+            "role": self.role,
             "baseline": num(self.baseline),
             "incident": num(self.incident),
             "change": num(self.change, 4),
@@ -288,6 +396,7 @@ class Cause:
     dimension_scores: dict[str, float] = field(default_factory=dict)
     not_judged: tuple[str, ...] = ()  # dimensions with no linked signal
     share_of: str = "latency"  # what ``share`` is a share of: "latency" or "errors" (availability SLOs)
+    share_total: float | None = None  # of the whole added end-to-end mean (``share`` is of the hops')
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -296,6 +405,7 @@ class Cause:
             "hop_kind": self.hop_kind,
             "dimension": self.dimension,
             "share_of_added_latency": num(self.share, 4),
+            "share_of_total": num(self.share_total, 4),
             "share_of": self.share_of,
             "score": num(self.score, 4),
             "summary": self.summary,
@@ -349,6 +459,7 @@ class Diagnosis:
     timings_ms: tuple[tuple[str, float], ...] = field(default=(), compare=False)  # per step (not in JSON)
     # the part of the breach the numbers come from (None: all of it), see baseline.burning_span
     diagnosed: tuple[datetime, datetime] | None = None
+    data_gaps: tuple[DataGap, ...] = ()
 
     @property
     def top(self) -> Cause | None:
@@ -371,9 +482,19 @@ class Diagnosis:
                 "end": iso(self.diagnosed[1] if self.diagnosed else self.end),
             },
             "verdict": self.verdict,
+            "explained": self.decomposition.coverage_dict() if self.decomposition else None,
             "causes": [c.to_dict() for c in self.causes],
             "notes": list(self.notes),
+            "data_gaps": [g.to_dict() for g in self.data_gaps],
         }
+
+    @property
+    def verdict_line(self) -> str:
+        """The verdict, with "partly explained: ..." when the hops account for too little of the rise."""
+        dec = self.decomposition
+        if self.causes and dec is not None and dec.partial:
+            return f"{self.verdict} — {dec.statement()}"
+        return self.verdict
 
     def to_dict(self) -> dict[str, Any]:
         """The `explain --json` object: the summary plus decomposition, baseline, BubbleUp, exemplars."""

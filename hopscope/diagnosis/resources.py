@@ -31,6 +31,8 @@ SAT_START = 0.8
 SAT_FULL = 0.95
 MIN_POINTS_CORR = 6
 DIMENSION_MIN = 0.3  # a dimension below this is not named as the cause
+# demand (requests, packets) rises with any busy hour: context, weighed below a resource at its limit
+DEMAND_WEIGHT = 0.5
 
 
 def hosts_by_service(meta: pd.DataFrame) -> dict[str, set[str]]:
@@ -242,11 +244,14 @@ def score_signals(
                 correlation=r,
                 capacity=cap,
                 utilization=util,
-                score=score,
+                score=score * DEMAND_WEIGHT if info.role == "demand" else score,
                 unit=info.unit,
+                role=info.role,
             )
         )
-    out.sort(key=lambda e: -e.score)
+    # saturation first at equal score: it is the resource at its limit, demand only why it got there
+    order = {"saturation": 0, "utilization": 1, "demand": 2}
+    out.sort(key=lambda e: (-e.score, order.get(e.role, 1)))
     return out
 
 
