@@ -12,9 +12,6 @@ code before a change) with the same clients.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,13 +27,7 @@ from opentelemetry.sdk.resources import Resource  # noqa: E402
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
-from support.attacks import Attack, Watch, proc_status  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from support.attacks import Attack, Watch, proc_status, start_collect  # noqa: E402
 
 
 def spans(n: int, service: str, big: int = 0) -> list[ReadableSpan]:
@@ -53,32 +44,6 @@ def spans(n: int, service: str, big: int = 0) -> list[ReadableSpan]:
     return list(memory.get_finished_spans())
 
 
-def start(root: Path, tmp: Path, otlp_extra: str) -> tuple[subprocess.Popen[bytes], int, int]:
-    http_port, metrics_port = free_port(), free_port()
-    config = tmp / "hopscope.toml"
-    config.write_text(
-        "[collect]\nhost_name = 'bench'\n"
-        f"[collect.otlp]\nhttp_port = {http_port}\ngrpc_enabled = false\n{otlp_extra}\n"
-        f"[collect.metrics]\nport = {metrics_port}\n[collect.nvml]\nenabled = false\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOPSCOPE_")}
-    env["PYTHONPATH"] = str(root)
-    log = (tmp / "collect.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hopscope.collectors.cli", "--config", str(config), "--store", str(tmp / "store")],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", http_port), timeout=0.2).close()
-            return proc, http_port, metrics_port
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("hopscope collect did not start")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=0, help="repeat rounds this long (0: one round)")
@@ -86,7 +51,7 @@ def main() -> None:
     ap.add_argument("--otlp", default="", help="extra [collect.otlp] keys, ';'-separated")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="receiver-limits-"))
-    proc, port, metrics_port = start(args.root, tmp, args.otlp.replace(";", "\n"))
+    proc, port, metrics_port = start_collect(tmp, args.otlp.replace(";", "\n"), root=args.root)
     time.sleep(3)
     idle_rss, idle_threads = proc_status(proc.pid)
     print(f"idle: RSS {idle_rss:.0f} MiB, {idle_threads} threads (log: {tmp / 'collect.log'})", flush=True)

@@ -68,8 +68,9 @@ class OtlpConfig(_Model):
         default=16,
         ge=1,
         le=256,
-        description="requests admitted at once, from their headers until their spans are queued; "
-        "one more is answered 429 with Retry-After before its body is read",
+        description="OTLP/gRPC requests at once (a worker thread each, each holding its message); one more "
+        "is refused RESOURCE_EXHAUSTED at once. OTLP/HTTP requests are bounded by max_connections and "
+        "max_inflight_bytes instead",
     )
     max_inflight_bytes: int | None = Field(
         default=None,

@@ -6,11 +6,56 @@ recording when: `Attack.cut_after_s` is how long each connection lived after its
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_collect(
+    tmp: Path, otlp_keys: str, *, root: Path = ROOT
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    """`hopscope collect` of the checkout `root` in a subprocess, OTLP/HTTP only (with `otlp_keys`
+    added to [collect.otlp]), /metrics on, no NVML or network collector; its output goes to
+    tmp/collect.log, its store to tmp/store. Returns once it listens: (process, HTTP port, /metrics port)."""
+    http_port, metrics_port = free_port(), free_port()
+    config = tmp / "hopscope.toml"
+    config.write_text(
+        "[collect]\nhost_name = 'test'\n"
+        f"[collect.otlp]\nhttp_port = {http_port}\ngrpc_enabled = false\n{otlp_keys}\n"
+        f"[collect.metrics]\nport = {metrics_port}\n[collect.nvml]\nenabled = false\n"
+        "[collect.network]\nenabled = false\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOPSCOPE_")}
+    env["PYTHONPATH"] = str(root)
+    with (tmp / "collect.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hopscope.collectors.cli", "--config", str(config), "--store", str(tmp / "store")],
+            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError((tmp / "collect.log").read_text())
+        try:
+            socket.create_connection(("127.0.0.1", http_port), timeout=0.2).close()
+            return proc, http_port, metrics_port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("hopscope collect did not start listening within 60 s")
 
 
 def proc_status(pid: int) -> tuple[float, int]:
