@@ -12,6 +12,11 @@ wire type protobuf would not expect, bad UTF-8) goes to the protobuf reader inst
 into "shadow" messages, wire-compatible with ExportTraceServiceRequest, in which each span attribute
 stays a serialized KeyValue, interned (most repeat); its rules and its 400s decide.
 
+Limits, before any memory is spent: at most max_connections HTTP connections (a thread each), each
+given header_timeout_s for its headers and body_timeout_s for its body by a reaper thread; a request
+is admitted (max_inflight_bytes, by Content-Length) before its body is read, else 429 at once; attribute values are cut to attribute_value_length_limit. gRPC: messages up to
+max_body_bytes, max_concurrent_requests RPCs at once, the same admission.
+
 Backpressure: the write queue is bounded in spans and in bytes. A request that would overflow
 it gets 429 (gRPC UNAVAILABLE) with Retry-After; a request that waited
 `ack_timeout_s` without its commit starting is taken back out of the queue and gets
@@ -24,6 +29,7 @@ import base64
 import binascii
 import ctypes
 import hmac
+import io
 import json
 import logging
 import socket
@@ -35,10 +41,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
+from dataclasses import replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import chain
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import pyarrow as pa
@@ -62,11 +69,14 @@ from hopscope.collectors.otlp_common import (
     _STATUS,
     _STATUS_OLD,
     _STR_SLOTS,
+    Resource,
     _core_columns,
     _keep_valid,
     _reason,
     _statuses,
     _valid_spans,
+    resource_of,
+    truncate_value,
 )
 from hopscope.collectors.otlp_common import Decoded as Decoded
 from hopscope.collectors.otlp_common import OtlpError as OtlpError
@@ -92,15 +102,24 @@ _CONTENT_TYPES = {
 # -- parse (pure) ------------------------------------------------------------------------------
 
 
-def decode_request(body: bytes, content_type: str, encoding: str, max_bytes: int) -> Any:
+def decode_request(
+    body: bytes,
+    content_type: str,
+    encoding: str,
+    max_bytes: int,
+    grown: Callable[[int], None] | None = None,
+) -> Any:
     """Bytes of a POST /v1/traces -> the request for spans_to_table (protobuf: its bytes; JSON: the
-    parsed message); OtlpError(400/413/415) for what cannot be read."""
+    parsed message); OtlpError(400/413/415) for what cannot be read. grown(n) is told of the n
+    bytes a gzip body grew by (it may refuse them by raising)."""
     media = _CONTENT_TYPES.get(content_type.split(";", 1)[0].strip().lower())
     if media is None:
         raise OtlpError(415, f"unsupported content type {content_type[:80]!r}; use {PROTOBUF} or {JSON}")
     enc = encoding.strip().lower()
     if enc == "gzip":
         body = gunzip_limited(body, max_bytes)
+        if grown is not None:
+            grown(len(body))
     elif enc not in ("", "identity"):
         raise OtlpError(415, f"unsupported content encoding {encoding[:40]!r}; use gzip or none")
     if len(body) > max_bytes:
@@ -220,15 +239,19 @@ def to_shadow(req: Any) -> Any:
 
 _INTERN_MAX_ENTRIES = 20_000
 _INTERN_MAX_BYTES = 6 * 1024 * 1024
+_INTERN_MAX_BLOB = 64 * 1024
 
 
 class _Interner:
-    """Serialized KeyValue -> id, with the id's key, text, slot and integer value. Append-only: a
-    decoder holding one keeps valid ids while a full one is replaced by a fresh generation."""
+    """Serialized KeyValue -> id, with the id's key, text (cut to `limit`), slot and integer value.
+    Append-only: a decoder holding one keeps valid ids while a full one is replaced by a fresh
+    generation. A KeyValue too long to repeat often is given an id but not remembered."""
 
-    __slots__ = ("ids", "keys", "texts", "slots", "ints", "nbytes", "lock")
+    __slots__ = ("ids", "keys", "texts", "slots", "ints", "nbytes", "lock", "limit", "cut")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        self.cut: set[int] = set()  # ids of values cut to the limit
         self.ids: dict[bytes, int] = {}
         self.keys: list[str] = []
         self.texts: list[str] = []
@@ -242,16 +265,18 @@ class _Interner:
 
     def add(self, blobs: list[bytes]) -> list[int]:
         """Intern serialized KeyValues seen for the first time; returns their ids."""
-        keys, texts, slots, codes = _parse_key_values(blobs)
+        keys, texts, slots, codes, cut = _parse_key_values(blobs, self.limit)
         with self.lock:
             first = len(self.keys)
             self.keys += keys
             self.texts += texts
             self.slots += slots
             self.ints += codes
-            self.nbytes += 2 * sum(map(len, blobs)) + 160 * len(blobs)
+            self.cut.update(first + i for i in cut)
+            self.nbytes += sum(map(len, texts)) + 160 * len(blobs)
             ids = list(range(first, first + len(blobs)))
-            self.ids.update(zip(blobs, ids, strict=True))
+            self.ids.update((b, i) for b, i in zip(blobs, ids, strict=True) if len(b) <= _INTERN_MAX_BLOB)
+            self.nbytes += sum(len(b) for b in blobs if len(b) <= _INTERN_MAX_BLOB)
         return ids
 
 
@@ -266,13 +291,14 @@ _ANY_TAGS = {
     0x3A: "bytes_value",
 }
 
-Parsed = tuple[list[str], list[str], list[int], list[int | None]]
+Parsed = tuple[list[str], list[str], list[int], list[int | None], list[int]]
 
 
-def _parse_key_values(blobs: list[bytes]) -> Parsed:
-    """Serialized KeyValues -> (keys, texts, slots, status codes); OtlpError(400) if one is bad."""
+def _parse_key_values(blobs: list[bytes], limit: int | None = None) -> Parsed:
+    """Serialized KeyValues -> (keys, texts, slots, status codes, positions of the values cut to
+    `limit`); OtlpError(400) if one is bad."""
     try:
-        fast = _parse_key_values_columnar(blobs)
+        fast = _parse_key_values_columnar(blobs, limit)
     except Exception:  # the per-KeyValue parse below names the error
         fast = None
     if fast is not None:
@@ -284,9 +310,11 @@ def _parse_key_values(blobs: list[bytes]) -> Parsed:
             400, f"cannot parse protobuf ExportTraceServiceRequest: span attribute: {exc}"
         ) from None
     keys = [sys.intern(kv.key) for kv in kvs]
-    texts, slots, codes = [], [], []
-    for key, kv in zip(keys, kvs, strict=True):
+    texts, slots, codes, cut = [], [], [], []
+    for i, (key, kv) in enumerate(zip(keys, kvs, strict=True)):
         v = kv.value
+        if truncate_value(v, limit):
+            cut.append(i)
         texts.append(any_value_text(v))
         slot, code = _MAP, None
         if v.WhichOneof("value") == "string_value" and key in _STR_SLOTS:
@@ -295,10 +323,10 @@ def _parse_key_values(blobs: list[bytes]) -> Parsed:
             slot = _INT_SLOTS[key]
         slots.append(slot)
         codes.append(code)
-    return keys, texts, slots, codes
+    return keys, texts, slots, codes, cut
 
 
-def _parse_key_values_columnar(blobs: list[bytes]) -> Parsed | None:
+def _parse_key_values_columnar(blobs: list[bytes], limit: int | None) -> Parsed | None:
     """All KeyValues in one protobuf call, then all their AnyValues in another, each kind into its
     own list. None where the layout is not the plain one (each KeyValue is its key then its value;
     each value has one field), checked first by position and then by counting; the caller then
@@ -331,12 +359,18 @@ def _parse_key_values_columnar(blobs: list[bytes]) -> Parsed | None:
     if any(len(found[kind]) != len(idx) for kind, idx in where.items()):
         return None  # some value holds several fields: protobuf's last-one-wins decides, per value
     texts = [""] * n
+    cut: list[int] = []
     for kind, idx in where.items():
         if not idx:
             continue
         got = found[kind]
         if kind == "string_value":
             out: list[str] = list(got)
+            if limit is not None:
+                for j, text in enumerate(out):
+                    if len(text) > limit:
+                        out[j] = text[:limit]
+                        cut.append(idx[j])
         elif kind == "double_value":
             out = list(map(repr, got))
         elif kind == "int_value":
@@ -344,9 +378,16 @@ def _parse_key_values_columnar(blobs: list[bytes]) -> Parsed | None:
         elif kind == "bool_value":
             out = ["true" if x else "false" for x in got]
         elif kind == "bytes_value":
-            out = [x.hex() for x in got]
+            if limit is not None:
+                cut += [i for i, x in zip(idx, got, strict=True) if len(x) > limit]
+            out = [x[:limit].hex() for x in got]
         else:  # arrays and key/value lists: rare, rendered as JSON
-            out = [any_value_text(AnyValue.FromString(values[i])) for i in idx]
+            out = []
+            for i in idx:
+                value = AnyValue.FromString(values[i])
+                if truncate_value(value, limit):
+                    cut.append(i)
+                out.append(any_value_text(value))
         for i, text in zip(idx, out, strict=True):
             texts[i] = text
     keys = list(map(sys.intern, keys))
@@ -357,30 +398,32 @@ def _parse_key_values_columnar(blobs: list[bytes]) -> Parsed | None:
             code = int(texts[i]) if texts[i].isdecimal() or tags[i] == 0x18 else None
             if code is not None and 0 <= code < 2**31:
                 slots[i], codes[i] = _INT_SLOTS[key], code
-    return keys, texts, slots, codes
+    return keys, texts, slots, codes, sorted(cut)
 
 
 _interner = _Interner()
 _interner_lock = threading.Lock()
 
 
-def _current_interner() -> _Interner:
+def _current_interner(limit: int | None) -> _Interner:
     global _interner
     with _interner_lock:
-        if _interner.full():
-            _interner = _Interner()
+        if _interner.full() or _interner.limit != limit:
+            _interner = _Interner(limit)
         return _interner
 
 
-def spans_to_table(req: Any) -> Decoded:
+def spans_to_table(req: Any, max_value_chars: int | None = None) -> Decoded:
     """Map every valid span to a `spans` row; count and explain the invalid ones.
 
     req: a serialized ExportTraceServiceRequest (what decode_request gives for protobuf), or the
-    message itself. OtlpError(400) where protobuf cannot read it."""
+    message itself. OtlpError(400) where protobuf cannot read it. String and bytes attribute values
+    (span and resource) longer than max_value_chars are cut to it and counted in `truncated`, with
+    the OpenTelemetry SDK's AttributeValueLengthLimit semantics."""
     body = bytes(req) if isinstance(req, bytes | bytearray | memoryview) else req.SerializeToString()
     if _FAST:
         try:
-            return _fast_to_table(body)
+            return _fast_to_table(body, max_value_chars)
         except (_Slow, IndexError, ValueError, OverflowError, pa.ArrowException):
             pass  # protobuf reads it: its rules decide, its errors explain
     try:
@@ -388,29 +431,23 @@ def spans_to_table(req: Any) -> Decoded:
     except Exception as exc:  # DecodeError, and anything upb raises on garbage
         detail = str(exc).replace("hopscope.otlp_shadow.Request", "ExportTraceServiceRequest")
         raise OtlpError(400, f"cannot parse protobuf ExportTraceServiceRequest: {detail}") from None
-    return _shadow_to_table(shadow)
+    return _shadow_to_table(shadow, max_value_chars)
 
 
 _FAST = True  # tests turn it off to check the protobuf reading on its own
 
 
-def _shadow_to_table(req: Any) -> Decoded:
+def _shadow_to_table(req: Any, max_value_chars: int | None = None) -> Decoded:
     """spans_to_table for a request protobuf has parsed (the shadow form): the reading of last resort."""
     spans: list[Any] = []
     res_of_scope: list[int] = []
     scope_sizes: list[int] = []
-    resources: list[tuple[str, str | None, list[tuple[str, str]]]] = []
+    resources: list[Resource] = []
+    truncated = 0
     for rs in req.resource_spans:
-        service, host = "unknown_service", None
-        res_attrs: dict[str, str] = {}
-        for kv in rs.resource.attributes:
-            if kv.key == "service.name":
-                service = any_value_text(kv.value) or "unknown_service"
-            elif kv.key == "host.name":
-                host = any_value_text(kv.value)
-            else:
-                res_attrs[kv.key] = any_value_text(kv.value)
-        resources.append((service, host, list(res_attrs.items())))
+        resource, cut = resource_of(rs.resource, max_value_chars)
+        resources.append(resource)
+        truncated += cut
         for ss in rs.scope_spans:
             batch = list(ss.spans)
             if batch:
@@ -419,7 +456,7 @@ def _shadow_to_table(req: Any) -> Decoded:
                 scope_sizes.append(len(batch))
     n = len(spans)
     if n == 0:
-        return Decoded(_SPANS_SCHEMA.empty_table(), 0, "")
+        return Decoded(_SPANS_SCHEMA.empty_table(), 0, "", truncated)
     res_idx = np.repeat(np.asarray(res_of_scope, np.int64), scope_sizes)
 
     # Core fields: one tight pass per column.
@@ -441,19 +478,23 @@ def _shadow_to_table(req: Any) -> Decoded:
     # Attributes: intern each serialized KeyValue, then work on ids.
     attr_lists = [s.attributes for s in spans]
     counts = np.fromiter(map(len, attr_lists), np.int64, n)
-    interner = _current_interner()
+    interner = _current_interner(max_value_chars)
     blobs = list(chain.from_iterable(attr_lists))
     ids = list(map(interner.ids.get, blobs))
     if None in ids:  # attributes seen for the first time
         missing = list(dict.fromkeys([b for b, i in zip(blobs, ids, strict=True) if i is None]))
         new = dict(zip(missing, interner.add(missing), strict=True))
         ids = [new[b] if i is None else i for b, i in zip(blobs, ids, strict=True)]
+    id_arr = np.fromiter(ids, np.int64, len(ids))
+    if interner.cut:
+        truncated += int(np.isin(id_arr, np.fromiter(interner.cut.copy(), np.int64)).sum())
     table = _assemble(
-        n, res_idx, resources, counts, np.fromiter(ids, np.int64, len(ids)), interner,
+        n, res_idx, resources, counts, id_arr, interner,
         _core_columns(trace_ids, span_ids, _parent_or_null(parents), names, kinds, starts, ends,
                       status_codes, status_msgs),
     )  # fmt: skip
-    return _keep_valid(table, valid, lambda i: (spans[i].span_id, _reject_reason(spans[i])))
+    decoded = _keep_valid(table, valid, lambda i: (spans[i].span_id, _reject_reason(spans[i])))
+    return replace(decoded, truncated=truncated)
 
 
 _NULL_BINARY = pa.scalar(None, pa.binary())
@@ -475,7 +516,7 @@ def _reject_reason(span: Any) -> str:
 def _assemble(
     n: int,
     res_idx: np.ndarray,
-    resources: list[tuple[str, str | None, list[tuple[str, str]]]],
+    resources: list[Resource],
     counts: np.ndarray,
     ids: np.ndarray,
     interner: _Interner,
@@ -585,6 +626,17 @@ def name_os_thread(name: str) -> None:
 
 
 _prctl: Any = None
+
+
+def keep_big_buffers_mapped(threshold: int = 1 << 20) -> None:
+    """Make glibc give every buffer over `threshold` its own mapping, returned to the OS when freed.
+    By default glibc raises that threshold to the size of each big buffer freed (up to 32 MiB), after
+    which request bodies come from the heap and stay resident once freed: 876 MB after the attack of
+    issue 15 had ended. Linux/glibc only; elsewhere nothing happens."""
+    try:
+        ctypes.CDLL(None).mallopt(-3, threshold)  # M_MMAP_THRESHOLD; fixing it ends the raising
+    except (OSError, AttributeError):
+        pass
 
 
 # -- store: group commit ------------------------------------------------------------------------
@@ -760,14 +812,85 @@ class SpanWriter:
 # -- the export step shared by HTTP and gRPC -------------------------------------------------------
 
 
+class _Slot:
+    """One admitted request's share of the in-flight budget."""
+
+    __slots__ = ("nbytes", "large")
+
+    def __init__(self) -> None:
+        self.nbytes = 0
+        self.large = False
+
+
+class Admission:
+    """Requests from their headers until their spans are queued: at most `max_requests`, whose bodies
+    (by Content-Length, then as decompressed) hold `max_bytes` together. A body of more than a
+    quarter of the budget is "large"; large ones together may hold three quarters of it at most
+    (never less than one body of `max_body_bytes`), so big bodies trickling in never lock small
+    exports out. Nothing waits: a request that does not fit is refused at once (429)."""
+
+    def __init__(self, max_requests: int, max_bytes: int, max_body_bytes: int, metrics: SelfMetrics) -> None:
+        self._max_requests = max_requests
+        self._max_bytes = max_bytes
+        self._large_over = min(max_bytes // 4, max_bytes - max_body_bytes)
+        self._large_max = max_bytes - self._large_over
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._requests = 0
+        self._bytes = 0
+        self._large_bytes = 0
+
+    @contextmanager
+    def admitted(self, nbytes: int, *, counted: bool = True) -> Iterator[_Slot]:
+        """A slot holding nbytes of the budget; Backpressure(429) at once if there is none. An
+        uncounted request is bounded by the bytes alone (OTLP/HTTP: its connections are bounded
+        already, and a count would let a few slow small bodies lock everyone out)."""
+        slot = _Slot()
+        with self._lock:
+            if counted and self._requests >= self._max_requests:
+                raise Backpressure(429, f"{self._requests} requests in flight (max_concurrent_requests)")
+            self._requests += 1
+            self._metrics.inflight_requests.set(self._requests)
+        try:
+            self.grow(slot, nbytes)
+            yield slot
+        finally:
+            with self._lock:
+                self._requests -= 1
+                self._bytes -= slot.nbytes
+                if slot.large:
+                    self._large_bytes -= slot.nbytes
+                self._metrics.inflight_requests.set(self._requests)
+                self._metrics.inflight_bytes.set(self._bytes)
+
+    def grow(self, slot: _Slot, nbytes: int) -> None:
+        """Add nbytes to a slot (a body that grew when decompressed); Backpressure(429) if they do not fit."""
+        with self._lock:
+            total = slot.nbytes + nbytes
+            large = total > self._large_over
+            large_bytes = self._large_bytes - (slot.nbytes if slot.large else 0) + (total if large else 0)
+            if self._bytes + nbytes > self._max_bytes or large_bytes > self._large_max:
+                raise Backpressure(
+                    429,
+                    f"{self._bytes >> 20} MiB of request bodies in flight; no room for {total >> 10} KiB more "
+                    "(max_inflight_bytes)",
+                )
+            self._bytes += nbytes
+            self._large_bytes = large_bytes
+            slot.nbytes, slot.large = total, large
+            self._metrics.inflight_bytes.set(self._bytes)
+
+
 class Receiver:
-    """Decode -> validate -> group commit; the transports only translate answers."""
+    """Admit -> decode -> validate -> group commit; the transports only translate answers."""
 
     def __init__(self, writer: SpanWriter, cfg: OtlpConfig, metrics: SelfMetrics) -> None:
         self.writer = writer
         self.cfg = cfg
         self.metrics = metrics
-        self._slots = threading.BoundedSemaphore(cfg.max_concurrent_requests)
+        self.admission = Admission(
+            cfg.max_concurrent_requests, cfg.inflight_bytes, cfg.max_body_bytes, metrics
+        )
         # Decoding is Python and numpy under the GIL: two at once only take turns, and their
         # handovers cost CPU (~7 us per span more with 4 at once in benchmarks/otlp_ingest.py).
         # One decodes while the others wait with their bodies; commits (DuckDB, no GIL) run beside it.
@@ -777,13 +900,11 @@ class Receiver:
 
     @contextmanager
     def decoding(self) -> Iterator[None]:
-        """A request between its body and its place in the write queue; at most
-        max_concurrent_requests decode at once (each holds a body and its table)."""
+        """A request between its body and its place in the write queue (the writer lingers for them)."""
         with self._decoding_lock:
             self._decoding += 1
         try:
-            with self._slots:
-                yield
+            yield
         finally:
             with self._decoding_lock:
                 self._decoding -= 1
@@ -802,9 +923,11 @@ class Receiver:
     def decode(self, req: Any, transport: str) -> Decoded:
         """Request -> spans table; OtlpError(400) where an attribute cannot be parsed."""
         with self._decode_lock:
-            decoded = spans_to_table(req)
+            decoded = spans_to_table(req, self.cfg.attribute_value_length_limit)
         if decoded.rejected:
             self.metrics.spans_refused.labels(transport, "invalid").inc(decoded.rejected)
+        if decoded.truncated:
+            self.metrics.attributes_truncated.labels(transport).inc(decoded.truncated)
         return decoded
 
     def commit(self, decoded: Decoded, transport: str) -> None:
@@ -843,8 +966,7 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         name_os_thread("otlp-http")
         super().setup()
-        self.connection.settimeout(self.server.idle_timeout_s)
-        self.server.track(self.connection, busy=False)
+        self.connection.settimeout(self.server.cfg.idle_timeout_s)
 
     def finish(self) -> None:
         self.server.untrack(self.connection)
@@ -853,40 +975,61 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # request lines only; headers (tokens) never
         log.debug("%s %s", self.address_string(), format % args)
 
-    def parse_request(self) -> bool:
-        self.server.track(self.connection, busy=True)
-        return super().parse_request()
+    def handle_one_request(self) -> None:
+        """Wait idle for the next request (idle_timeout_s), then give its request line and headers
+        header_timeout_s from their first byte: a client trickling them is cut, its thread freed."""
+        cfg = self.server.cfg
+        self.server.track(self.connection, _IDLE, cfg.idle_timeout_s)
+        try:
+            if not cast("io.BufferedReader", self.rfile).peek(1):
+                self.close_connection = True
+                return
+        except OSError:  # idle past the timeout, reset, or cut: the connection closes
+            self.close_connection = True
+            return
+        self.server.track(self.connection, _HEADERS, cfg.header_timeout_s)
+        super().handle_one_request()
 
     def do_GET(self) -> None:
+        if self._cut():
+            return
         self._body_read = not self.headers.get("Content-Length") and not self.headers.get("Transfer-Encoding")
         self._reply_error(
             405 if self.path.split("?")[0] == "/v1/traces" else 404, "use POST /v1/traces", JSON
         )
 
     def do_POST(self) -> None:
+        if self._cut():
+            return
         receiver = self.server.receiver
         media = _CONTENT_TYPES.get(
             (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower(), JSON
         )
         self._body_read = False
+        self._length = 0
         try:
             if self.path.split("?", 1)[0] != "/v1/traces":
                 raise OtlpError(404, f"no endpoint {self.path[:80]!r}; traces go to POST /v1/traces")
             if not receiver.authorized(self.headers.get("Authorization")):
                 raise OtlpError(401, "missing or wrong bearer token")
-            body = self._read_body(receiver.cfg.max_body_bytes)
+            self._length = self._content_length(receiver.cfg.max_body_bytes)
             if self.server.stopping:
                 raise Backpressure(503, "the receiver is shutting down")
-            with receiver.decoding():
-                req = decode_request(
-                    body,
-                    self.headers.get("Content-Type") or "",
-                    self.headers.get("Content-Encoding") or "",
-                    receiver.cfg.max_body_bytes,
-                )
-                del body
-                decoded = receiver.decode(req, "http")
-                del req
+            # Admitted before the body is read: a request over the limits costs no memory.
+            with receiver.admission.admitted(self._length, counted=False) as slot:
+                body = self._read_body(self._length)
+                self.server.track(self.connection, _WORK, None)
+                with receiver.decoding():
+                    req = decode_request(
+                        body,
+                        self.headers.get("Content-Type") or "",
+                        self.headers.get("Content-Encoding") or "",
+                        receiver.cfg.max_body_bytes,
+                        grown=lambda n: receiver.admission.grow(slot, n),
+                    )
+                    del body
+                    decoded = receiver.decode(req, "http")
+                    del req
             receiver.commit(decoded, "http")
         except OtlpError as exc:
             receiver.metrics.requests.labels("http", str(exc.status)).inc()
@@ -894,6 +1037,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         except Backpressure as exc:
             receiver.metrics.requests.labels("http", str(exc.status)).inc()
+            if not self._body_read and self._length <= _DRAIN_CHEAP_BYTES:
+                self._body_read = self._discard(self._length)  # a small body: keep the connection
             self._reply_error(exc.status, str(exc), media, retry_after=receiver.cfg.retry_after_s)
             return
         except Exception as exc:  # a bug must not leave the client hanging
@@ -909,7 +1054,16 @@ class _Handler(BaseHTTPRequestHandler):
             payload = resp.SerializeToString()
         self._send(200, payload, media)
 
-    def _read_body(self, max_bytes: int) -> bytes:
+    def _cut(self) -> bool:
+        """True (and the connection closes unanswered) if its headers were cut for arriving too slowly."""
+        if self.server.was_cut(self.connection):
+            self.close_connection = True
+            return True
+        return False
+
+    def _content_length(self, max_bytes: int) -> int:
+        """The body's length from the headers; 411/400/413 (the body read and dropped or the connection
+        closed) for one that cannot be admitted."""
         if self.headers.get("Transfer-Encoding", "").lower() not in ("", "identity"):
             self.close_connection = True
             raise OtlpError(411, "send a Content-Length; chunked bodies are not accepted")
@@ -929,14 +1083,24 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self.close_connection = True  # the unread body would be taken for the next request
             raise OtlpError(413, f"body of {length} bytes is over the limit of {max_bytes}")
-        body = self.rfile.read(length)
+        return length
+
+    def _read_body(self, length: int) -> bytes:
+        self.server.track(self.connection, _BODY, self.server.cfg.body_timeout_s)
+        try:
+            body = self.rfile.read(length)
+        except OSError:  # the socket timeout or a reset
+            body = b""
         self._body_read = True
         if len(body) != length:
             self.close_connection = True
+            if self.server.was_cut(self.connection):
+                raise OtlpError(408, f"body not received within {self.server.cfg.body_timeout_s:g} s")
             raise OtlpError(400, "body shorter than Content-Length")
         return body
 
     def _discard(self, length: int) -> bool:
+        self.server.track(self.connection, _BODY, self.server.cfg.body_timeout_s)
         try:
             while length > 0:
                 chunk = self.rfile.read(min(length, 64 * 1024))
@@ -973,16 +1137,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(payload)
-        self.server.track(self.connection, busy=False)
+        self.server.track(self.connection, _IDLE, self.server.cfg.idle_timeout_s)
 
 
 _DRAIN_MAX_BYTES = 32 * 1024 * 1024
+_DRAIN_CHEAP_BYTES = (
+    64 * 1024
+)  # a refused body this small is read and dropped; a bigger one closes the connection
 
 _GRPC_CODE = {
     400: code_pb2.INVALID_ARGUMENT,
     401: code_pb2.UNAUTHENTICATED,
     404: code_pb2.NOT_FOUND,
     405: code_pb2.UNIMPLEMENTED,
+    408: code_pb2.DEADLINE_EXCEEDED,
     411: code_pb2.INVALID_ARGUMENT,
     413: code_pb2.RESOURCE_EXHAUSTED,
     415: code_pb2.INVALID_ARGUMENT,
@@ -991,29 +1159,140 @@ _GRPC_CODE = {
     503: code_pb2.UNAVAILABLE,
 }
 
+# What a connection is doing, for its deadline: waiting for a request, reading its headers, reading
+# its body, or working (decode and commit, bounded by ack_timeout_s: no deadline of its own).
+_IDLE, _HEADERS, _BODY, _WORK = range(4)
+_PHASE_NAMES = {_HEADERS: "headers", _BODY: "body"}
+
+
+_SLOW_HEADERS_S = 1.0  # a client writes its headers at once: one still sending them after this may be cut
+
+
+class _Conn:
+    __slots__ = ("phase", "since", "deadline", "cut")
+
+    def __init__(self) -> None:
+        self.phase = _IDLE
+        self.since = time.monotonic()
+        self.deadline = float("inf")
+        self.cut = False
+
 
 class _HttpServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a bound on its connections (a thread each) and a deadline per phase
+    of each, kept by one reaper thread that shuts the read side of a connection past its deadline."""
+
     daemon_threads = False  # server_close() waits for handlers: acknowledged means committed
     block_on_close = True
     request_queue_size = 128
+    _REAP_EVERY_S = 0.1
 
-    def __init__(self, addr: tuple[str, int], receiver: Receiver, idle_timeout_s: float = 30.0) -> None:
+    def __init__(self, addr: tuple[str, int], receiver: Receiver) -> None:
         self.receiver = receiver
-        self.idle_timeout_s = idle_timeout_s
+        self.cfg = receiver.cfg
+        self.metrics = receiver.metrics
         self.stopping = False
-        self._conns: dict[socket.socket, bool] = {}
+        self._conns: dict[socket.socket, _Conn] = {}
         self._conns_lock = threading.Lock()
+        self._open = 0
+        self._refusal = _connection_refusal(receiver.cfg.retry_after_s)
+        self._closed = threading.Event()
+        self._cut_since_log: dict[str, int] = {}
         super().__init__(addr, _Handler)
+        self._reaper = threading.Thread(target=self._reap, name="otlp-http-reaper", daemon=True)
+        self._reaper.start()
 
-    def track(self, conn: socket.socket, *, busy: bool) -> None:
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread for the connection. With max_connections open, the connection waiting longest for
+        a request, or sending its headers for over a second (no client needs that), is cut to make
+        room; if there is none, 503 and close from here, without a thread."""
         with self._conns_lock:
-            self._conns[conn] = busy
-            if self.stopping and not busy:
+            full = self._open >= self.cfg.max_connections and not self._evict_one()
+            if not full:
+                self._open += 1
+                self.metrics.connections.set(self._open)
+        if full:
+            self.metrics.connections_refused.inc()
+            _refuse_connection(request, self._refusal)
+            return
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
+        with self._conns_lock:
+            self._open -= 1
+            self.metrics.connections.set(self._open)
+
+    def _evict_one(self) -> bool:
+        """Cut the idle or slow-header connection that has waited longest (the lock is held); its
+        thread ends in a moment, so the open connections pass the cap by a few at most."""
+        now = time.monotonic()
+        best: tuple[float, socket.socket, _Conn] | None = None
+        for conn, st in self._conns.items():
+            if st.cut or st.phase not in (_IDLE, _HEADERS):
+                continue
+            if st.phase == _HEADERS and now - st.since < _SLOW_HEADERS_S:
+                continue
+            key = st.since - (1e9 if st.phase == _HEADERS else 0)  # slow headers first, then idle
+            if best is None or key < best[0]:
+                best = (key, conn, st)
+        if best is None:
+            return False
+        _, conn, st = best
+        st.cut = True
+        _shut_read(conn)
+        self.metrics.reads_cut.labels("evicted").inc()
+        self._cut_since_log["evicted"] = self._cut_since_log.get("evicted", 0) + 1
+        return True
+
+    def track(self, conn: socket.socket, phase: int, timeout_s: float | None) -> None:
+        with self._conns_lock:
+            st = self._conns.get(conn)
+            if st is None:
+                st = self._conns[conn] = _Conn()
+            st.phase = phase
+            st.since = time.monotonic()
+            st.deadline = time.monotonic() + timeout_s if timeout_s is not None else float("inf")
+            if self.stopping and phase == _IDLE:
                 _shut_read(conn)
 
     def untrack(self, conn: socket.socket) -> None:
         with self._conns_lock:
             self._conns.pop(conn, None)
+
+    def was_cut(self, conn: socket.socket) -> bool:
+        with self._conns_lock:
+            st = self._conns.get(conn)
+            return st is not None and st.cut
+
+    def _reap(self) -> None:
+        last_log = time.monotonic()
+        while not self._closed.wait(self._REAP_EVERY_S):
+            now = time.monotonic()
+            with self._conns_lock:
+                for conn, st in self._conns.items():
+                    if st.deadline <= now and not st.cut:
+                        st.cut = True
+                        _shut_read(conn)
+                        if st.phase in _PHASE_NAMES:  # an idle keep-alive connection just ends
+                            phase = _PHASE_NAMES[st.phase]
+                            self.metrics.reads_cut.labels(phase).inc()
+                            self._cut_since_log[phase] = self._cut_since_log.get(phase, 0) + 1
+            cut = self._cut_since_log
+            if cut and now - last_log >= 10:  # one line per 10 s, however many were cut
+                log.warning(
+                    "OTLP/HTTP: cut %s connection(s) that sent too slowly (%s); %d open of max_connections %d",
+                    sum(cut.values()),
+                    ", ".join(f"{k}: {v}" for k, v in sorted(cut.items())),
+                    self._open,
+                    self.cfg.max_connections,
+                )
+                cut.clear()
+                last_log = now
+
+    def server_close(self) -> None:
+        self._closed.set()
+        super().server_close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up mid-request is one debug line, not a traceback on stderr."""
@@ -1028,8 +1307,8 @@ class _HttpServer(ThreadingHTTPServer):
         self.stopping = True
         self.shutdown()
         with self._conns_lock:
-            for conn, busy in self._conns.items():
-                if not busy:
+            for conn, st in self._conns.items():
+                if st.phase == _IDLE:
                     _shut_read(conn)
 
     def shut_all_reads(self) -> None:
@@ -1039,6 +1318,36 @@ class _HttpServer(ThreadingHTTPServer):
         with self._conns_lock:
             for conn in self._conns:
                 _shut_read(conn)
+
+
+def _connection_refusal(retry_after_s: int) -> bytes:
+    body: bytes = status_pb2.Status(
+        code=code_pb2.UNAVAILABLE, message="too many connections (max_connections); retry later"
+    ).SerializeToString()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/x-protobuf\r\n"
+        f"Content-Length: {len(body)}\r\nRetry-After: {retry_after_s}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _refuse_connection(sock: socket.socket, answer: bytes) -> None:
+    """503 on a connection given no thread, from the accept loop: never blocks (a fresh socket's send
+    buffer takes the few bytes; what the client sent already is dropped, so it reads the 503 rather
+    than a reset where it can)."""
+    try:
+        sock.setblocking(False)
+        for _ in range(4):
+            if not sock.recv(65536):
+                break
+    except OSError:
+        pass
+    try:
+        sock.send(answer)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    sock.close()
 
 
 def _shut_read(conn: socket.socket) -> None:
@@ -1069,7 +1378,7 @@ class _TraceService:
         if self.stopping:
             context.abort(grpc.StatusCode.UNAVAILABLE, "the receiver is shutting down")
         try:
-            with r.decoding():
+            with r.admission.admitted(len(request)), r.decoding():
                 decoded = r.decode(request, "grpc")
             r.commit(decoded, "grpc")
         except OtlpError as exc:
@@ -1126,6 +1435,7 @@ class OtlpReceiver:
         self.grpc_port: int | None = None
 
     def start(self) -> None:
+        keep_big_buffers_mapped()
         try:
             self._http = _HttpServer((self.cfg.host, self.cfg.http_port), self.receiver)
         except OSError as exc:
@@ -1147,7 +1457,12 @@ class OtlpReceiver:
                 options=[
                     ("grpc.max_receive_message_length", self.cfg.max_body_bytes),
                     ("grpc.so_reuseport", 0),
+                    ("grpc.max_connection_idle_ms", int(self.cfg.idle_timeout_s * 1000)),
                 ],
+                # gRPC reads a message whole before the handler sees it: RPCs past this are refused
+                # RESOURCE_EXHAUSTED at once (the exporters retry it), so at most this many
+                # messages of up to max_body_bytes are held.
+                maximum_concurrent_rpcs=self.cfg.max_concurrent_requests,
             )
             self._grpc_service = _TraceService(self.receiver)
             server.add_generic_rpc_handlers((self._grpc_service.handler(),))

@@ -61,6 +61,51 @@ class Decoded:
     table: pa.Table
     rejected: int
     message: str
+    truncated: int = 0  # attribute values cut to the length limit
+
+
+def truncate_value(v: AnyValue, limit: int | None) -> int:
+    """Cut string and bytes values to `limit` characters or bytes, inside arrays and key/value lists
+    too, as the OpenTelemetry SDK's AttributeValueLengthLimit does; returns how many were cut."""
+    if limit is None:
+        return 0
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        if len(v.string_value) > limit:
+            v.string_value = v.string_value[:limit]
+            return 1
+    elif kind == "bytes_value":
+        if len(v.bytes_value) > limit:
+            v.bytes_value = v.bytes_value[:limit]
+            return 1
+    elif kind == "array_value":
+        return sum(truncate_value(x, limit) for x in v.array_value.values)
+    elif kind == "kvlist_value":
+        return sum(truncate_value(kv.value, limit) for kv in v.kvlist_value.values)
+    return 0
+
+
+Resource = tuple[str, str | None, list[tuple[str, str]]]
+
+
+def resource_of(resource: Any, limit: int | None) -> tuple[Resource, int]:
+    """A Resource -> ((service, host, other attributes as text), values truncated)."""
+    service, host = "unknown_service", None
+    res_attrs: dict[str, str] = {}
+    cut = 0
+    for kv in resource.attributes:
+        value = kv.value
+        if limit is not None and value.ByteSize() > limit:
+            value = AnyValue()
+            value.CopyFrom(kv.value)
+            cut += truncate_value(value, limit)
+        if kv.key == "service.name":
+            service = any_value_text(value) or "unknown_service"
+        elif kv.key == "host.name":
+            host = any_value_text(value)
+        else:
+            res_attrs[kv.key] = any_value_text(value)
+    return (service, host, list(res_attrs.items())), cut
 
 
 # Span attributes are the cost of decoding: a Python object per KeyValue and per AnyValue caps a

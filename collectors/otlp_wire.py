@@ -13,9 +13,8 @@ Why: it decodes a span in ~7 us where the protobuf reader takes ~9+ (benchmarks/
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +42,8 @@ from hopscope.collectors.otlp_common import (
     _statuses,
     _valid_spans,
     any_value_text,
+    resource_of,
+    truncate_value,
 )
 
 
@@ -229,19 +230,6 @@ def _int32(v: np.ndarray) -> np.ndarray:
     return (v & np.uint64(0xFFFFFFFF)).astype(np.uint32).view(np.int32).astype(np.int64)
 
 
-def _resource(resource: Any) -> tuple[str, str | None, list[tuple[str, str]]]:
-    service, host = "unknown_service", None
-    res_attrs: dict[str, str] = {}
-    for kv in resource.attributes:
-        if kv.key == "service.name":
-            service = any_value_text(kv.value) or "unknown_service"
-        elif kv.key == "host.name":
-            host = any_value_text(kv.value)
-        else:
-            res_attrs[kv.key] = any_value_text(kv.value)
-    return service, host, list(res_attrs.items())
-
-
 _ZERO_ID = pa.scalar(b"\0" * 8, pa.binary())
 
 
@@ -252,8 +240,9 @@ def _has_parent(parents: pa.Array, size: np.ndarray) -> np.ndarray:
     return np.asarray((size > 0) & ~zero, dtype=bool)
 
 
-def _fast_to_table(body: bytes) -> Decoded:
-    """Serialized ExportTraceServiceRequest -> Decoded, read by numpy; _Slow where protobuf must decide."""
+def _fast_to_table(body: bytes, max_value_chars: int | None = None) -> Decoded:
+    """Serialized ExportTraceServiceRequest -> Decoded, read by numpy; _Slow where protobuf must decide.
+    String and bytes attribute values longer than max_value_chars are cut to it (and counted)."""
     try:
         req = _SHADOW["SpanBytesRequest"].FromString(body)
     except Exception:  # the protobuf reader names the error
@@ -261,8 +250,11 @@ def _fast_to_table(body: bytes) -> Decoded:
     resources: list[tuple[str, str | None, list[tuple[str, str]]]] = []
     chunks: list[list[bytes]] = []
     res_of_scope: list[int] = []
+    truncated = 0
     for rs in req.resource_spans:
-        resources.append(_resource(rs.resource))
+        resource, cut = resource_of(rs.resource, max_value_chars)
+        resources.append(resource)
+        truncated += cut
         for ss in rs.scope_spans:
             batch = list(ss.spans)
             if batch:
@@ -316,8 +308,8 @@ def _fast_to_table(body: bytes) -> Decoded:
             *parents.buffers()[1:],
         ],
     )
-    table = _fast_assemble(
-        data, buf, src, n, res_idx, resources, kv_span, kv_off, kv_size,
+    table, cut = _fast_assemble(
+        data, buf, src, n, res_idx, resources, kv_span, kv_off, kv_size, max_value_chars,
         _core_columns(trace_ids, span_ids, parent_arr, names, kinds, starts, ends_ns, status_codes, status_msgs),
     )  # fmt: skip
 
@@ -325,7 +317,7 @@ def _fast_to_table(body: bytes) -> Decoded:
         tid, sid = trace_ids[i].as_py(), span_ids[i].as_py()
         return sid, _reason(tid, sid, parents[i].as_py(), int(starts[i]), int(ends_ns[i]))
 
-    return _keep_valid(table, valid, why)
+    return replace(_keep_valid(table, valid, why), truncated=truncated + cut)
 
 
 def _fast_statuses(
@@ -480,9 +472,11 @@ def _fast_assemble(
     kv_span: np.ndarray,
     kv_off: np.ndarray,
     kv_size: np.ndarray,
+    max_value_chars: int | None,
     core: list[pa.Array],
-) -> pa.Table:
-    """The attribute columns and the map from the serialized KeyValues, then the table."""
+) -> tuple[pa.Table, int]:
+    """The attribute columns and the map from the serialized KeyValues, then the table, and how many
+    values were cut to max_value_chars."""
     m = len(kv_off)
     kvs = _plain_key_values(buf, kv_off, kv_size)
     if kvs is None:
@@ -506,6 +500,7 @@ def _fast_assemble(
 
     pieces.append(pa.array([""], pa.string()))  # values with no field
     base = 1
+    truncated = 0
     for fld in np.unique(a_field).tolist():
         sel = np.flatnonzero(a_field == fld)
         rows = a_msg[sel]
@@ -513,7 +508,9 @@ def _fast_assemble(
             sel = sel[np.argsort(rows, kind="stable")]
             rows = a_msg[sel]
         if fld == _STRING:
-            add(_text(_slices(src, a_off[sel], a_size[sel], pa.string())), rows, np.arange(len(sel)))
+            size, cut = _cut_strings(data, src, a_off[sel], a_size[sel], max_value_chars)
+            truncated += cut
+            add(_text(_slices(src, a_off[sel], size, pa.string())), rows, np.arange(len(sel)))
         elif fld == _INT:
             v = a_value[sel].view(np.int64)
             ints[rows] = v
@@ -525,17 +522,21 @@ def _fast_assemble(
         elif fld == _BOOL:
             add(pa.array(["false", "true"], pa.string()), rows, (a_value[sel] != 0).astype(np.int64))
         elif fld == _BYTES:
-            texts = [
-                data[o : o + s].hex() for o, s in zip(a_off[sel].tolist(), a_size[sel].tolist(), strict=True)
-            ]
+            size = a_size[sel]
+            if max_value_chars is not None:
+                truncated += int(np.count_nonzero(size > max_value_chars))
+                size = np.minimum(size, max_value_chars)
+            texts = [data[o : o + s].hex() for o, s in zip(a_off[sel].tolist(), size.tolist(), strict=True)]
             add(pa.array(texts, pa.string()), rows, np.arange(len(sel)))
         else:  # arrays and key/value lists: rare, rendered as JSON by protobuf's reading
             texts = []
             for o, s in zip(vo[rows].tolist(), vs[rows].tolist(), strict=True):
                 try:
-                    texts.append(any_value_text(AnyValue.FromString(data[o : o + s])))
+                    value = AnyValue.FromString(data[o : o + s])
                 except Exception:
                     raise _Slow from None
+                truncated += truncate_value(value, max_value_chars)
+                texts.append(any_value_text(value))
             add(pa.array(texts, pa.string()), rows, np.arange(len(sel)))
     res_first: list[int] = []
     res_texts: list[str] = []
@@ -623,8 +624,38 @@ def _fast_assemble(
     services = pa.array([r[0] for r in resources], pa.string()).take(pa.array(res_idx))
     hosts = pa.array([r[1] for r in resources], pa.string()).take(pa.array(res_idx))
     trace_ids, span_ids, parents, names, kinds, starts_ts, durations, st_codes, st_msgs = core
-    return pa.Table.from_arrays(
+    table = pa.Table.from_arrays(
         [trace_ids, span_ids, parents, services, names, kinds, starts_ts, durations, st_codes, st_msgs,
          route, method, status, address, peer, hosts, attributes],
         schema=_SPANS_SCHEMA,
     )  # fmt: skip
+    return table, truncated
+
+
+def _cut_strings(
+    data: bytes, src: pa.Buffer, off: np.ndarray, size: np.ndarray, limit: int | None
+) -> tuple[np.ndarray, int]:
+    """The byte sizes of string values cut to `limit` characters, and how many were cut. Only a value
+    of more than `limit` bytes can be longer; it is checked as UTF-8 whole (_Slow if it is not, as
+    for any other value) and cut at a character boundary, so the long tail is never copied."""
+    if limit is None:
+        return size, 0
+    over = np.flatnonzero(size > limit)
+    if not len(over):
+        return size, 0
+    size = size.copy()
+    cut = 0
+    for i in over.tolist():
+        o, s = int(off[i]), int(size[i])
+        whole = pa.Array.from_buffers(
+            pa.string(), 1, [None, pa.py_buffer(np.array([o, o + s], np.int32)), src]
+        )
+        _text(whole)
+        head = data[o : o + min(s, 4 * limit)].decode("utf-8", "ignore")[
+            :limit
+        ]  # 4 bytes a character at most
+        kept = len(head.encode())
+        if kept < s:
+            size[i] = kept
+            cut += 1
+    return size, cut

@@ -26,6 +26,33 @@ class SelfMetrics:
         self.requests = Counter(
             "hopscope_otlp_requests", "OTLP export requests by answer", ["transport", "code"], registry=r
         )
+        # The receiver's limits (collectors/otlp.py): what is held now, what was refused or cut.
+        self.attributes_truncated = Counter(
+            "hopscope_otlp_attributes_truncated",
+            "Attribute values cut to attribute_value_length_limit",
+            ["transport"],
+            registry=r,
+        )
+        self.inflight_requests = Gauge(
+            "hopscope_otlp_inflight_requests", "Requests admitted and not yet queued for a commit", registry=r
+        )
+        self.inflight_bytes = Gauge(
+            "hopscope_otlp_inflight_bytes",
+            "Body bytes the admitted requests hold (by Content-Length)",
+            registry=r,
+        )
+        self.connections = Gauge("hopscope_otlp_http_connections", "Open OTLP/HTTP connections", registry=r)
+        self.connections_refused = Counter(
+            "hopscope_otlp_http_connections_refused",
+            "OTLP/HTTP connections answered 503 and closed at once: max_connections were open",
+            registry=r,
+        )
+        self.reads_cut = Counter(
+            "hopscope_otlp_http_reads_cut",
+            "OTLP/HTTP connections cut because headers or body did not arrive in time",
+            ["phase"],
+            registry=r,
+        )
         self.queue_spans = Gauge("hopscope_write_queue_spans", "Spans waiting for a group commit", registry=r)
         self.commit_seconds = Histogram(
             "hopscope_commit_seconds",

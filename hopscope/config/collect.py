@@ -65,8 +65,62 @@ class OtlpConfig(_Model):
     )
     retry_after_s: int = Field(default=1, ge=1, le=300)
     max_concurrent_requests: int = Field(
-        default=4, ge=1, le=256, description="requests decoded at once (bounds memory: this x max_body_bytes)"
+        default=16,
+        ge=1,
+        le=256,
+        description="OTLP/gRPC requests at once (a worker thread each, each holding its message); one more "
+        "is refused RESOURCE_EXHAUSTED at once. OTLP/HTTP requests are bounded by max_connections and "
+        "max_inflight_bytes instead",
     )
+    max_inflight_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="the bodies (by Content-Length, then decompressed) of the admitted requests together; "
+        "default 2 x max_body_bytes. Bodies over a quarter of it may hold three quarters at most, "
+        "so big bodies trickling in never lock small exports out",
+    )
+    max_connections: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="open OTLP/HTTP connections (a thread each); one more cuts the longest idle one or one "
+        "still sending its headers after 1 s, or if there is none is answered 503 and closed at once",
+    )
+    header_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="request line and headers must arrive within this, else the connection is cut",
+    )
+    body_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="the whole body must arrive within this, else 408 and close; short enough that a client "
+        "refused meanwhile (429, Retry-After) still gets in within the exporters' 10 s",
+    )
+    idle_timeout_s: float = Field(
+        default=30.0, gt=0, description="an idle keep-alive connection is closed after this"
+    )
+    attribute_value_length_limit: int = Field(
+        default=4096,
+        gt=0,
+        description="string values are cut to this many characters, bytes values to this many bytes "
+        "(the OpenTelemetry SDK's AttributeValueLengthLimit), span and resource attributes alike; "
+        "counted in hopscope_otlp_attributes_truncated_total",
+    )
+
+    @model_validator(mode="after")
+    def _budget(self) -> OtlpConfig:
+        if self.max_inflight_bytes is not None and self.max_inflight_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"max_inflight_bytes ({self.max_inflight_bytes}) is below max_body_bytes ({self.max_body_bytes}): "
+                "a body of the largest size allowed could never be admitted"
+            )
+        return self
+
+    @property
+    def inflight_bytes(self) -> int:
+        """max_inflight_bytes, or its default."""
+        return self.max_inflight_bytes if self.max_inflight_bytes is not None else 2 * self.max_body_bytes
 
 
 class NvmlConfig(_Model):
