@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # testbed/ is not an installed package
     sys.path.insert(0, str(ROOT))
 
-from testbed.lab import format_result, load_scenario, run_lab  # noqa: E402
+from testbed.lab import LabError, check_requirements, format_result, load_scenario, run_lab  # noqa: E402
 
 
 def test_every_shipped_scenario_loads_and_names_a_known_fault_in_its_truth() -> None:
@@ -50,3 +50,9 @@ def test_a_bandwidth_cap_on_the_model_servers_link_breaches_and_is_blamed_on_tha
     assert cap.top == "api-gateway->model-server (bandwidth)", f"top cause {cap.top}{summary}"
     assert cap.top_hop_kind == "network", summary
     assert cap.share_explained is not None and cap.share_explained >= 0.8, summary
+
+
+def test_the_lab_refuses_to_start_without_root_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(LabError, match="the lab needs root"):
+        check_requirements()
