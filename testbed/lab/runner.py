@@ -444,9 +444,9 @@ class Load:
         if not lat:
             return 0, 0, None, None, None
         errors = sum(1 for _, c in rows if c == 0 or c >= 500)
-        pick = lambda q: round(lat[min(len(lat) - 1, int(q * (len(lat) - 1)))], 1)  # noqa: E731
+        p50, p99 = (round(lat[min(len(lat) - 1, int(q * (len(lat) - 1)))], 1) for q in (0.5, 0.99))
         over = sum(1 for x in lat if x > threshold_ms) / len(lat)
-        return len(lat), errors, pick(0.5), pick(0.99), round(over, 4)
+        return len(lat), errors, p50, p99, round(over, 4)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=False)

@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -155,19 +154,17 @@ class App:
 
     # -- the gateway ------------------------------------------------------------------------------
 
-    def _draw(self, fn: Callable[[np.random.Generator], Any]) -> Any:
-        with self.rng_lock:
-            return fn(self.rng)
-
     def gateway(self, parent: Any) -> tuple[int, bytes]:
         code = 200
         for c in self.cfg.get("calls") or []:
             if c.get("keys"):
-                keys = self._draw(lambda r, n=int(c["keys"]): (r.zipf(self.zipf, n) - 1).tolist())
+                with self.rng_lock:
+                    keys = (self.rng.zipf(self.zipf, int(c["keys"])) - 1).tolist()
                 body = json.dumps(keys).encode()
             else:
                 n, dim = int(c.get("candidates", 1)), int(c.get("dim", 256))
-                body = self._draw(lambda r, n=n, dim=dim: r.standard_normal((n, dim), np.float32)).tobytes()
+                with self.rng_lock:
+                    body = self.rng.standard_normal((n, dim), np.float32).tobytes()
             code = self._call(parent, c, body)
             if code >= 500:
                 break
