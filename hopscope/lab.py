@@ -45,13 +45,13 @@ def run(
     """Build the lab, run SCENARIO's phases and faults, diagnose, and compare the top cause with the truth.
 
     Exit 0 when every truth event came out right, 1 when the diagnosis disagreed, 2 when the lab could
-    not run (not root, a binary missing, a component that did not start)."""
+    not run (not root, a binary missing, another lab running, a component that did not start)."""
     lab = _lab()
     try:
         sc = lab.load_scenario(scenario)
         lab.check_requirements()
         result = lab.run_lab(sc, keep=keep)
-    except (lab.LabError, lab.ScenarioError) as exc:
+    except (lab.LabError, lab.ScenarioError, lab.NetError) as exc:
         raise HopscopeError(str(exc)) from None
     typer.echo(json.dumps(result.to_dict(), indent=1) if json_out else lab.format_result(result))
     if not result.ok:

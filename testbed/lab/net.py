@@ -158,8 +158,9 @@ class Network:
         for ns in reversed(self.made):
             try:
                 self.run(["ip", "netns", "del", ns])
-            except NetError as exc:
-                errors.append(str(exc))
+            except NetError as exc:  # "No such file": already gone (deleted by hand, or by remove_stale)
+                if "No such file" not in str(exc):
+                    errors.append(str(exc))
         self.made.clear()
         links = self.run(["ip", "-o", "link", "show"])
         for name in re.findall(rf"^\d+: ({re.escape(self.id)}[a-z0-9]+)[@:]", links, re.M):
