@@ -4,18 +4,21 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hopscope-installed
-DEBIAN_PACKAGES := prometheus prometheus-node-exporter chromium postgresql
+DEBIAN_PACKAGES := prometheus prometheus-node-exporter chromium iproute2 postgresql
 # Binaries that tell whether each Debian package is there (same order as DEBIAN_PACKAGES). The store
 # tests start their own temporary PostgreSQL cluster with initdb of any installed major version: the glob
 # expands when the array is built (postgresql stays last, so a second version only adds entries at the end).
-DEBIAN_BINARIES := /usr/bin/prometheus /usr/bin/prometheus-node-exporter /usr/bin/chromium /usr/lib/postgresql/*/bin/initdb
+DEBIAN_BINARIES := /usr/bin/prometheus /usr/bin/prometheus-node-exporter /usr/bin/chromium /usr/sbin/tc /usr/lib/postgresql/*/bin/initdb
 PYTEST_ARGS ?=
+SCENARIO ?= bandwidth
+LAB_ARGS ?=
 
-.PHONY: demo test setup system-packages lint typecheck clean-demo help
+.PHONY: demo test lab setup system-packages lint typecheck clean-demo help
 
 help:
 	@echo "make demo   - set up, generate the demo store, serve the dashboard on http://127.0.0.1:8501"
 	@echo "make test   - set up (venv + Debian packages when root) and run the test suite"
+	@echo "make lab    - (root) run a lab scenario for real and judge the diagnosis: make lab SCENARIO=bandwidth"
 	@echo "make lint   - ruff;  make typecheck - mypy --strict on hopscope/, collectors/ and dashboard/"
 
 demo: setup
@@ -23,6 +26,11 @@ demo: setup
 
 test: setup system-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The lab builds network namespaces, veth links, qdiscs and cgroups: root only (docs/lab.md).
+lab: setup system-packages
+	@[ "$$(id -u)" = 0 ] || { echo "make lab needs root (network namespaces, veth links, tc, cgroups): run it as root"; exit 2; }
+	$(BIN)/hopscope lab run $(SCENARIO) $(LAB_ARGS)
 
 setup: $(STAMP)
 
@@ -48,8 +56,8 @@ system-packages:
 	fi
 
 lint: setup
-	$(BIN)/ruff check hopscope collectors dashboard tests benchmarks
-	$(BIN)/ruff format --check hopscope collectors dashboard tests benchmarks
+	$(BIN)/ruff check hopscope collectors dashboard tests benchmarks testbed
+	$(BIN)/ruff format --check hopscope collectors dashboard tests benchmarks testbed
 
 typecheck: setup
 	$(BIN)/mypy --strict hopscope  # collectors/ and dashboard/ through hopscope's symlinks

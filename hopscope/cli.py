@@ -29,6 +29,7 @@ from hopscope.config import (
 from hopscope.demo import ensure_demo, generate
 from hopscope.diagnosis.cli import explain, incidents
 from hopscope.errors import HopscopeError
+from hopscope.lab import app as lab_app
 from hopscope.report import report
 from hopscope.slo.cli import app as slo_app
 from hopscope.store import Store, StoreLocation, copy_store
@@ -94,6 +95,7 @@ def dashboard(
 
 app.command(help="Run every configured collector and the OTLP receiver; the store's only writer.")(collect)
 app.add_typer(slo_app, name="slo")
+app.add_typer(lab_app, name="lab")
 app.command()(incidents)
 app.command()(explain)
 app.command()(report)
