@@ -27,7 +27,17 @@ from hopscope.rollup import WATERMARK_KEY, rollup_spans
 from hopscope.store import Store
 
 # Metrics of the catalog the demo hardware does not report (NVML answers NotSupported on one-GPU nodes).
-NOT_REPORTED = {"DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL"}
+# Catalog signals the demo's story has no source for: one NVLink-less GPU per node, and no host CPU,
+# PSI, qdisc, process or container exporters (the lab, testbed/lab, has those for real).
+NOT_REPORTED = {
+    "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
+    "node_qdisc_backlog", "node_qdisc_drops_total", "node_qdisc_overlimits_total",
+    "node_cpu_seconds_total", "node_pressure_cpu_waiting_seconds_total",
+    "node_pressure_memory_waiting_seconds_total", "node_pressure_memory_stalled_seconds_total",
+    "process_cpu_seconds_total", "process_resident_memory_bytes",
+    "container_cpu_cfs_throttled_seconds_total", "container_cpu_usage_seconds_total",
+    "container_memory_working_set_bytes", "container_spec_memory_limit_bytes",
+}  # fmt: skip
 SLO_MS = 200.0
 OBJECTIVE = 0.99
 # SRE Workbook multi-window, multi-burn-rate alerts: (long, short) window in minutes, burn-rate factor.
