@@ -30,21 +30,21 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from testbed.workdir import say_stderr, workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -797,24 +797,7 @@ def _read_log(log: Path) -> tuple[int, int, list[str]]:
     return warnings, errors, first
 
 
-@contextlib.contextmanager
-def _workdir(keep: Path | None) -> Iterator[Path]:
-    if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
-        yield keep
-        return
-    work = Path(tempfile.mkdtemp(prefix="hopscope-soak-"))
-    try:
-        yield work
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def run_soak(cfg: SoakConfig, progress: Callable[[str], None] | None = _stderr) -> SoakResult:
+def run_soak(cfg: SoakConfig, progress: Callable[[str], None] | None = say_stderr) -> SoakResult:
     """Run one soak as described in the module docstring; SoakError if a component does not start."""
     say = progress or (lambda _line: None)
     procs: list[subprocess.Popen[bytes]] = []
@@ -822,7 +805,7 @@ def run_soak(cfg: SoakConfig, progress: Callable[[str], None] | None = _stderr) 
     servers: list[HealthServer] = []
     services: Services | None = None
     stop = threading.Event()
-    with _workdir(cfg.keep) as work:
+    with workdir(cfg.keep, "hopscope-soak-") as work:
         try:
             servers = [HealthServer(), HealthServer()]
             prom_url = _start_prometheus(cfg, work, procs)

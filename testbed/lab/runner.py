@@ -27,7 +27,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,6 +41,7 @@ import httpx
 from testbed.lab.net import Network, lab_lock, remove_stale
 from testbed.lab.scenario import Fault, Phase, Scenario, Topology
 from testbed.soak import _http_get, _kill_group, _spawn, _tail, free_port
+from testbed.workdir import say_stderr, workdir
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_PORT = 9100
@@ -556,23 +556,6 @@ def truth_events(sc: Scenario, phases: list[PhaseStats]) -> list[dict[str, Any]]
 
 
 @contextlib.contextmanager
-def _workdir(keep: Path | None) -> Iterator[Path]:
-    if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
-        yield keep.resolve()
-        return
-    work = Path(tempfile.mkdtemp(prefix="hopscope-lab-"))
-    try:
-        yield work
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM ends a run like Ctrl-C does: through the finally blocks that clean up."""
     if threading.current_thread() is not threading.main_thread():
@@ -590,14 +573,14 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def run_lab(
-    sc: Scenario, keep: Path | None = None, progress: Callable[[str], None] | None = _stderr
+    sc: Scenario, keep: Path | None = None, progress: Callable[[str], None] | None = say_stderr
 ) -> LabResult:
     """Run ``sc`` as the module docstring describes; LabError when the lab itself cannot run."""
     say = progress or (lambda _line: None)
     check_requirements()
     topo = sc.topology
     t_start = time.monotonic()
-    with lab_lock(), _sigterm_as_interrupt(), _workdir(keep) as work:
+    with lab_lock(), _sigterm_as_interrupt(), workdir(keep, "hopscope-lab-") as work:
         for gone in remove_stale():
             say(f"lab: removed {gone}, left by a run that did not finish")
         net = Network(topo)
