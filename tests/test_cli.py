@@ -215,4 +215,6 @@ def test_sigterm_to_hopscope_dashboard_stops_the_server_and_frees_its_port(demo_
     finally:
         proc.kill()
     with socket.socket() as s:  # nothing left listening: a child that outlived its parent kept the port
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT, never past a listener
         s.bind(("127.0.0.1", port))
+        s.listen()
