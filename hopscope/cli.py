@@ -25,6 +25,7 @@ from hopscope.config import (
     DASHBOARD_STORE_ENV,
     DEMO_STORE,
     load_config,
+    read_location,
 )
 from hopscope.demo import ensure_demo, generate
 from hopscope.diagnosis.cli import explain, incidents
@@ -81,7 +82,7 @@ def dashboard(
 ) -> None:
     """Serve the dashboard over a store."""
     cfg, _ = load_config(config)
-    where = StoreLocation(store) if store is not None else cfg.store.location()
+    where = read_location(store, config)  # the rule every reading command uses: var/demo after `make demo`
     if not where.exists():
         raise HopscopeError(f"{where}: no store here; run `hopscope demo` or `hopscope collect` first")
     _serve_dashboard(
