@@ -30,7 +30,6 @@ import binascii
 import ctypes
 import hmac
 import io
-import ipaddress
 import json
 import logging
 import socket
@@ -85,7 +84,7 @@ from hopscope.collectors.otlp_common import OtlpError as OtlpError
 from hopscope.collectors.otlp_common import any_value_text as any_value_text
 from hopscope.collectors.otlp_wire import _fast_to_table, _Slow
 from hopscope.collectors.selfmetrics import SelfMetrics
-from hopscope.config.collect import OtlpConfig, TlsConfig
+from hopscope.config.collect import OtlpConfig, TlsConfig, is_loopback
 from hopscope.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -1554,7 +1553,7 @@ class OtlpReceiver:
 
 def exposure_warning(cfg: OtlpConfig) -> str | None:
     """The start-up warning for a receiver that any host can reach and that checks no client."""
-    if _is_loopback(cfg.host) or cfg.bearer_token is not None or cfg.tls.client_ca_file is not None:
+    if is_loopback(cfg.host) or cfg.bearer_token is not None or cfg.tls.client_ca_file is not None:
         return None
     if cfg.allow_unauthenticated:
         return None
@@ -1563,15 +1562,6 @@ def exposure_warning(cfg: OtlpConfig) -> str | None:
         "anyone who reaches the port can write spans. Set [collect.otlp] bearer_token (or tls.client_ca_file "
         "for mutual TLS), or allow_unauthenticated = true if something in front authenticates them"
     )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve beyond this machine
 
 
 def server_tls_context(tls: TlsConfig) -> ssl.SSLContext:

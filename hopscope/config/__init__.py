@@ -167,6 +167,27 @@ class DashboardConfig(_Section):
     address: str = "127.0.0.1"
     port: int = Field(8501, ge=1, le=65535)
     refresh_seconds: int = Field(30, description="the live pages' default auto-refresh (0 = off)")
+    user_header: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="header an authenticating proxy sets (X-Forwarded-User, X-Auth-Request-User): requests "
+        "without it get 403. Bind address to loopback then, so the proxy is the only way in",
+    )
+    frame_ancestors: list[str] = Field(
+        default_factory=list,
+        description="origins that may frame the dashboard (CSP frame-ancestors); empty: none may",
+    )
+
+    @field_validator("frame_ancestors")
+    @classmethod
+    def _sources(cls, value: list[str]) -> list[str]:
+        for source in value:
+            quoted_or_split = any(c in source for c in " ;,\"'")  # one source, no policy injected
+            if not source or (quoted_or_split and source != "'self'"):
+                raise ValueError(
+                    f"{source!r} is not one CSP source such as https://grafana.example.com or 'self'"
+                )
+        return value
 
     @field_validator("refresh_seconds")
     @classmethod

@@ -8,6 +8,7 @@ host network from /proc every 10 s, no probes and no Prometheus.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +34,16 @@ PRESETS = ("node_network", "blackbox", "dcgm", "spanmetrics", "servicegraph")
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listening address is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # 0.0.0.0 is not loopback; a host name may resolve beyond this machine
 
 
 class TlsConfig(_Model):

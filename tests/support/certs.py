@@ -68,7 +68,7 @@ def _leaf(
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        # Python 3.13 verifies strictly (VERIFY_X509_STRICT): a leaf must name its issuer's key
+        # strict verifiers (Python 3.13's VERIFY_X509_STRICT) want a leaf to name its issuer's key
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca[1].public_key()), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
