@@ -9,6 +9,9 @@ Streamlit has no option for response headers, and its access control is its OIDC
 - with `[dashboard] user_header` set (the header an authenticating proxy such as oauth2-proxy sets,
   e.g. `X-Forwarded-User`), refuses with 403 every request and WebSocket that lacks it, except the
   health check. The proxy must strip that header from what clients send, and be the only way in.
+
+Streamlit's own OIDC sign-in (`st.login`) applies where `.streamlit/secrets.toml` has an `[auth]` table:
+`require_sign_in()`, called by app.py, shows only a sign-in button until someone has signed in.
 """
 
 from __future__ import annotations
@@ -106,3 +109,21 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
         "user_header": env.get(USER_HEADER_ENV) or None,
         "frame_ancestors": env.get(FRAME_ANCESTORS_ENV, "").split(),
     }
+
+
+def require_sign_in() -> None:
+    """Where Streamlit's OIDC login is configured (`[auth]` in secrets.toml), stop the page at a sign-in
+    button until the person has signed in; elsewhere do nothing."""
+    import streamlit as st  # noqa: PLC0415  (this module is also imported by the CLI, without Streamlit)
+    from streamlit.errors import StreamlitSecretNotFoundError  # noqa: PLC0415
+
+    try:
+        configured = "auth" in st.secrets
+    except StreamlitSecretNotFoundError:  # no secrets.toml at all
+        configured = False
+    if not configured or st.user.get("is_logged_in"):
+        return
+    st.title("hopscope")
+    st.write("Sign in to see the dashboard.")
+    st.button("Sign in", on_click=st.login)
+    st.stop()

@@ -149,6 +149,28 @@ def test_a_header_or_frame_source_that_would_inject_is_refused(key: str, value: 
     assert f"dashboard.{key}" in str(err.value)
 
 
+def test_with_streamlits_oidc_login_configured_a_stranger_sees_only_the_sign_in_button(
+    dash_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest  # noqa: PLC0415  (Streamlit's test harness, this test only)
+
+    monkeypatch.setenv("HOPSCOPE_STORE", str(dash_store))
+    monkeypatch.setenv("HOPSCOPE_SLO_RULES", RULES)
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=90)
+    at.secrets["auth"] = {
+        "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
+        "cookie_secret": "not-a-secret",
+        "client_id": "hopscope",
+        "client_secret": "not-a-secret",
+        "server_metadata_url": "https://idp.example.com/.well-known/openid-configuration",
+    }
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [b.label for b in at.button] == ["Sign in"]
+    assert [t.value for t in at.title] == ["hopscope"]
+    assert not at.get("plotly_chart") and not at.metric, "nothing of the store is shown"
+
+
 def _nginx_conf(tmp: Path, dashboard: str, listen: int) -> Path:
     """The shipped example, with this test's ports and files in place of /etc/nginx's."""
     pki = make_pki(tmp)
