@@ -4,6 +4,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import signal
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +22,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support.certs import Pki, make_pki
+from support.waiting import wait_until
 
 from hopscope.collectors.otlp import OtlpReceiver
 from hopscope.config.collect import OtlpConfig, load_collect_config
@@ -220,3 +226,35 @@ def test_a_receiver_open_beyond_loopback_without_a_token_warns_at_start(
     assert bool(warnings) == warned, caplog.messages
     if warned:
         assert "allow_unauthenticated = true" in warnings[0] and "bearer_token" in warnings[0]
+
+
+def test_hopscope_collect_serves_tls_on_an_open_address_and_warns_that_it_authenticates_no_client(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """The real entry point: `hopscope collect --config` on 0.0.0.0 with TLS takes an export over https,
+    and says at start that nobody is authenticated (the override is tested on the receiver above)."""
+    root = Path(__file__).resolve().parents[1]
+    config = tmp_path / "hopscope.toml"
+    config.write_text(
+        f"[store]\npath = '{tmp_path / 'store'}'\n"
+        "[collect.otlp]\nhost = '0.0.0.0'\nhttp_port = 0\ngrpc_enabled = false\n"
+        f"[collect.otlp.tls]\ncert_file = '{pki.server_cert}'\nkey_file = '{pki.server_key}'\n"
+        "[collect.metrics]\nenabled = false\n[collect.nvml]\nenabled = false\n[collect.network]\nenabled = false\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOPSCOPE_")}
+    log = tmp_path / "collect.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hopscope.cli", "collect", "--config", str(config)],
+            cwd=root, env=env, stdout=err, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: proc.poll() is not None or "https://0.0.0.0:" in log.read_text(), 60, "the start")
+        text = log.read_text()
+        port = int(re.search(r"https://0\.0\.0\.0:(\d+)/v1/traces", text).group(1))  # type: ignore[union-attr]
+        exporter = HttpExporter(endpoint=f"https://127.0.0.1:{port}/v1/traces", certificate_file=str(pki.ca))
+        assert exporter.export(_spans("collect-tls")) == SpanExportResult.SUCCESS
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert "WARNING" in text and "authenticates no client" in text, text
