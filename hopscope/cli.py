@@ -187,7 +187,8 @@ def _serve_dashboard(
                 f", and trusts the {user_header} header: anyone who reaches the port can set it; bind it to "
                 "127.0.0.1 behind the proxy (docs/security.md)"
                 if user_header
-                else ", with no sign-in: put a proxy that authenticates in front (docs/security.md)"
+                else ", with no sign-in unless .streamlit/secrets.toml configures Streamlit's login: put a "
+                "proxy that authenticates in front (docs/security.md)"
             ),
             err=True,
         )
