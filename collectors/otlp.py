@@ -33,6 +33,7 @@ import io
 import json
 import logging
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -83,7 +84,8 @@ from hopscope.collectors.otlp_common import OtlpError as OtlpError
 from hopscope.collectors.otlp_common import any_value_text as any_value_text
 from hopscope.collectors.otlp_wire import _fast_to_table, _Slow
 from hopscope.collectors.selfmetrics import SelfMetrics
-from hopscope.config.collect import OtlpConfig
+from hopscope.config.collect import OtlpConfig, TlsConfig, is_loopback
+from hopscope.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -1187,8 +1189,9 @@ class _HttpServer(ThreadingHTTPServer):
     request_queue_size = 128
     _REAP_EVERY_S = 0.1
 
-    def __init__(self, addr: tuple[str, int], receiver: Receiver) -> None:
+    def __init__(self, addr: tuple[str, int], receiver: Receiver, tls: ssl.SSLContext | None = None) -> None:
         self.receiver = receiver
+        self.tls = tls
         self.cfg = receiver.cfg
         self.metrics = receiver.metrics
         self.stopping = False
@@ -1213,9 +1216,37 @@ class _HttpServer(ThreadingHTTPServer):
                 self.metrics.connections.set(self._open)
         if full:
             self.metrics.connections_refused.inc()
-            _refuse_connection(request, self._refusal)
+            if self.tls is None:
+                _refuse_connection(request, self._refusal)
+            else:  # a 503 needs a handshake, which the accept loop must not wait for: just close
+                request.close()
             return
         super().process_request(request, client_address)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Serve one connection (in its own thread); over TLS, after a handshake that must finish within
+        header_timeout_s (tracked like headers: a client trickling it is cut, or evicted when full)."""
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        conn = self.tls.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        try:
+            self.track(conn, _HEADERS, self.cfg.header_timeout_s)
+            conn.settimeout(self.cfg.header_timeout_s)
+            try:
+                conn.do_handshake()
+            except OSError as exc:  # a plaintext client, no or an unknown client certificate, too slow
+                self.untrack(conn)
+                self.metrics.tls_handshakes_failed.inc()
+                log.debug("OTLP/HTTP TLS handshake with %s failed: %s", client_address, exc)
+                return
+            super().finish_request(conn, client_address)
+        finally:
+            try:
+                socket.socket.shutdown(conn, socket.SHUT_WR)  # the answer's last bytes go out before close
+            except OSError:
+                pass
+            conn.close()
 
     def shutdown_request(self, request: Any) -> None:
         super().shutdown_request(request)
@@ -1352,7 +1383,9 @@ def _refuse_connection(sock: socket.socket, answer: bytes) -> None:
 
 def _shut_read(conn: socket.socket) -> None:
     try:
-        conn.shutdown(socket.SHUT_RD)
+        # The socket's own shutdown: SSLSocket.shutdown would also drop its TLS state, and an answer
+        # written after (a 408) would go out in plaintext.
+        socket.socket.shutdown(conn, socket.SHUT_RD)
     except OSError:
         pass
 
@@ -1415,6 +1448,7 @@ class OtlpReceiver:
 
     def __init__(self, store: SpanSink, cfg: OtlpConfig, metrics: SelfMetrics | None = None) -> None:
         self.cfg = cfg
+        self.tls = server_tls_context(cfg.tls) if cfg.tls.enabled else None  # bad files: before any thread
         self.metrics = metrics or SelfMetrics()
         self.writer = SpanWriter(
             store,
@@ -1436,8 +1470,11 @@ class OtlpReceiver:
 
     def start(self) -> None:
         keep_big_buffers_mapped()
+        warning = exposure_warning(self.cfg)
+        if warning:
+            log.warning("%s", warning)
         try:
-            self._http = _HttpServer((self.cfg.host, self.cfg.http_port), self.receiver)
+            self._http = _HttpServer((self.cfg.host, self.cfg.http_port), self.receiver, self.tls)
         except OSError as exc:
             self.writer.close()
             raise OSError(f"OTLP/HTTP cannot listen on {self.cfg.host}:{self.cfg.http_port}: {exc}") from exc
@@ -1466,8 +1503,12 @@ class OtlpReceiver:
             )
             self._grpc_service = _TraceService(self.receiver)
             server.add_generic_rpc_handlers((self._grpc_service.handler(),))
+            address = f"{_grpc_host(self.cfg.host)}:{self.cfg.grpc_port}"
             try:
-                port = server.add_insecure_port(f"{_grpc_host(self.cfg.host)}:{self.cfg.grpc_port}")
+                if self.cfg.tls.enabled:
+                    port = server.add_secure_port(address, _grpc_credentials(self.cfg.tls))
+                else:
+                    port = server.add_insecure_port(address)
             except RuntimeError as exc:
                 port = 0
                 err: Exception | None = exc
@@ -1502,10 +1543,63 @@ class OtlpReceiver:
 
     @property
     def addresses(self) -> list[str]:
-        out = [f"OTLP/HTTP http://{self.cfg.host}:{self.http_port}/v1/traces"]
+        scheme = "https" if self.tls is not None else "http"
+        out = [f"OTLP/HTTP {scheme}://{self.cfg.host}:{self.http_port}/v1/traces"]
         if self.grpc_port:
-            out.append(f"OTLP/gRPC {self.cfg.host}:{self.grpc_port}")
+            tls = " (TLS)" if self.tls is not None else ""
+            out.append(f"OTLP/gRPC {self.cfg.host}:{self.grpc_port}{tls}")
         return out
+
+
+def exposure_warning(cfg: OtlpConfig) -> str | None:
+    """The start-up warning for a receiver that any host can reach and that checks no client."""
+    if is_loopback(cfg.host) or cfg.bearer_token is not None or cfg.tls.client_ca_file is not None:
+        return None
+    if cfg.allow_unauthenticated:
+        return None
+    return (
+        f"the OTLP receiver listens on {cfg.host}, beyond this machine, and authenticates no client: "
+        "anyone who reaches the port can write spans. Set [collect.otlp] bearer_token (or tls.client_ca_file "
+        "for mutual TLS), or allow_unauthenticated = true if something in front authenticates them"
+    )
+
+
+def server_tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    """The OTLP/HTTP server's TLS context (TLS 1.2 or later); ConfigError names the key and the file."""
+    assert tls.cert_file is not None and tls.key_file is not None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"collect.otlp.tls: {tls.cert_file} and {tls.key_file} are not a PEM certificate and its "
+            f"unencrypted private key ({exc.reason or exc})"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"collect.otlp.tls: cannot read {tls.cert_file} or {tls.key_file}: {exc}") from None
+    if tls.client_ca_file is not None:
+        try:
+            ctx.load_verify_locations(cafile=tls.client_ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"collect.otlp.tls.client_ca_file: {tls.client_ca_file}: not PEM CA certificates ({exc})"
+            ) from None
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def _grpc_credentials(tls: TlsConfig) -> Any:
+    """The same files for OTLP/gRPC (already checked by server_tls_context)."""
+    import grpc  # noqa: PLC0415  (gRPC only)
+
+    assert tls.cert_file is not None and tls.key_file is not None
+    ca = tls.client_ca_file.read_bytes() if tls.client_ca_file is not None else None
+    return grpc.ssl_server_credentials(
+        [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
 
 
 def _retry_info(code: Any, message: str, seconds: int) -> tuple[tuple[str, bytes], ...]:

@@ -47,6 +47,11 @@ class SelfMetrics:
             "OTLP/HTTP connections answered 503 and closed at once: max_connections were open",
             registry=r,
         )
+        self.tls_handshakes_failed = Counter(
+            "hopscope_otlp_http_tls_handshakes_failed",
+            "OTLP/HTTP TLS handshakes that failed: plaintext, no or an untrusted client certificate, too slow",
+            registry=r,
+        )
         self.reads_cut = Counter(
             "hopscope_otlp_http_reads_cut",
             "OTLP/HTTP connections cut because headers or body did not arrive in time",

@@ -13,7 +13,7 @@ import streamlit as st
 if importlib.util.find_spec("hopscope") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hopscope.dashboard import state  # noqa: E402
+from hopscope.dashboard import access, state  # noqa: E402
 from hopscope.markdown import literal
 
 PAGES = (
@@ -26,6 +26,7 @@ PAGES = (
 )
 
 st.set_page_config(page_title="hopscope", layout="wide")
+access.require_sign_in()  # Streamlit's OIDC login, where .streamlit/secrets.toml configures one
 here = Path(__file__).parent
 pages = [
     # No page icons: Streamlit turns the page's icon into the favicon, fetched from the internet.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +26,10 @@ from hopscope.config import (
     DASHBOARD_STORE_ENV,
     DEMO_STORE,
     load_config,
+    read_location,
 )
+from hopscope.config.collect import is_loopback
+from hopscope.dashboard.access import FRAME_ANCESTORS_ENV, USER_HEADER_ENV
 from hopscope.demo import ensure_demo, generate
 from hopscope.diagnosis.cli import explain, incidents
 from hopscope.errors import HopscopeError
@@ -81,7 +85,7 @@ def dashboard(
 ) -> None:
     """Serve the dashboard over a store."""
     cfg, _ = load_config(config)
-    where = StoreLocation(store) if store is not None else cfg.store.location()
+    where = read_location(store, config)  # the rule every reading command uses: var/demo after `make demo`
     if not where.exists():
         raise HopscopeError(f"{where}: no store here; run `hopscope demo` or `hopscope collect` first")
     _serve_dashboard(
@@ -90,6 +94,8 @@ def dashboard(
         address=address or cfg.dashboard.address,
         rules=cfg.slo.rules,
         refresh_seconds=cfg.dashboard.refresh_seconds,
+        user_header=cfg.dashboard.user_header,
+        frame_ancestors=cfg.dashboard.frame_ancestors,
     )
 
 
@@ -165,13 +171,30 @@ def _serve_dashboard(
     address: str,
     rules: Path | None = None,
     refresh_seconds: int | None = None,
+    user_header: str | None = None,
+    frame_ancestors: Sequence[str] = (),
 ) -> None:
     """Run Streamlit on the dashboard; the store, rules and default refresh travel as environment variables
     (a shared store's catalog and data path too; its password and keys stay in the variables they are in)."""
 
-    app_file = Path(dashboard_package.__file__).parent / "app.py"
+    # serve.py: app.py behind dashboard/access.py (security headers; the proxy's user header if configured)
+    app_file = Path(dashboard_package.__file__).parent / "serve.py"
     typer.echo(f"hopscope dashboard on http://{address}:{port}  (store: {store}; Ctrl-C to stop)", err=True)
+    if not is_loopback(address):
+        typer.echo(
+            f"hopscope: warning: the dashboard listens on {address}, beyond this machine"
+            + (
+                f", and trusts the {user_header} header: anyone who reaches the port can set it; bind it to "
+                "127.0.0.1 behind the proxy (docs/security.md)"
+                if user_header
+                else ", with no sign-in unless .streamlit/secrets.toml configures Streamlit's login: put a "
+                "proxy that authenticates in front (docs/security.md)"
+            ),
+            err=True,
+        )
     env = {**os.environ, DASHBOARD_STORE_ENV: str(store.path.resolve())}
+    env[USER_HEADER_ENV] = user_header or ""
+    env[FRAME_ANCESTORS_ENV] = " ".join(frame_ancestors)
     env.pop(DASHBOARD_BACKEND_ENV, None)
     if store.backend is not None:
         env[DASHBOARD_BACKEND_ENV] = store.backend.to_json()

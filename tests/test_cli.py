@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from support.waiting import wait_until
 from typer.testing import CliRunner
 
 from hopscope import __version__
@@ -188,6 +189,44 @@ def test_help_and_no_arguments_still_show_the_usage() -> None:
     assert _hopscope("--help").returncode == 0
     bare = _hopscope()
     assert bare.returncode == 2 and "Usage: hopscope" in bare.stdout
+
+
+def test_after_make_demo_the_dashboard_finds_the_demo_store_as_incidents_does(
+    demo_store: Path, tmp_path: Path
+) -> None:
+    # `make demo` leaves var/demo and no hopscope.toml: `incidents` read it while `dashboard` said
+    # "no store here" (it looked only at [store] path, var/hopscope). One rule now serves both.
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "demo").symlink_to(demo_store)
+    (tmp_path / "slo_rules").symlink_to(ROOT / "slo_rules")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOPSCOPE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    found = subprocess.run(
+        [sys.executable, "-m", "hopscope.cli", "incidents"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert found.returncode == 0, found.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    log = tmp_path / "dashboard.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hopscope.cli", "dashboard", "--port", str(port)],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    try:
+        wait_until(
+            lambda: proc.poll() is not None or b"store: var/demo" in log.read_bytes(), 60, "the start line"
+        )
+        assert proc.poll() is None, log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    assert "no store here" not in log.read_text()
 
 
 def test_sigterm_to_hopscope_dashboard_stops_the_server_and_frees_its_port(demo_store: Path) -> None:

@@ -53,7 +53,7 @@ def serve(store: Path, log: Path) -> Iterator[str]:
         "-m",
         "streamlit",
         "run",
-        str(ROOT / "dashboard" / "app.py"),
+        str(ROOT / "dashboard" / "serve.py"),  # what `hopscope dashboard` runs: app.py behind access.py
         "--server.headless",
         "true",
         "--server.port",

@@ -222,4 +222,30 @@ def test_import_of_an_unsupported_file_fails_with_the_field(tmp_path: Path) -> N
     root = conformance_dir()
     r = CliRunner().invoke(app, ["import", str(root / "sloth/examples/plugin-getting-started.yml")])
     assert r.exit_code != 0
-    assert "slos[0].sli.plugin: Sloth SLI plugins are not supported" in r.output
+    assert "slos[0].sli.plugin: Sloth SLI plugin 'getting_started_availability'" in r.output
+
+
+@pytest.mark.parametrize(
+    ("rel", "plugins"),
+    [
+        ("sloth/examples/plugin-getting-started.yml", ["SLI plugin 'getting_started_availability'"]),
+        ("sloth/examples/slo-plugin-getting-started.yml", ["SLO plugin 'sloth.dev/core/debug/v1'"]),
+        (
+            "sloth/examples/contrib-slo-plugins.yml",
+            [
+                "SLO plugin 'sloth.dev/contrib/info_labels/v1'",
+                "SLO plugin 'sloth.dev/contrib/rule_intervals/v1'",
+            ],
+        ),
+    ],
+)
+def test_slo_import_of_sloth_plugins_names_each_plugin_and_says_go_plugins_cannot_run_here(
+    rel: str, plugins: list[str]
+) -> None:
+    # It said "nothing to import (2 refused)" and, per SLO, only "plugins are not supported".
+    result = CliRunner().invoke(app, ["import", str(conformance_dir() / rel)])
+    assert result.exit_code != 0
+    refusals = [line for line in result.stderr.splitlines() if line.startswith("refused:")]
+    assert len(refusals) == len(plugins), result.stderr
+    for line, plugin in zip(refusals, plugins, strict=True):
+        assert f"Sloth {plugin} is Go code that runs inside Sloth and cannot run in hopscope" in line

@@ -167,6 +167,27 @@ class DashboardConfig(_Section):
     address: str = "127.0.0.1"
     port: int = Field(8501, ge=1, le=65535)
     refresh_seconds: int = Field(30, description="the live pages' default auto-refresh (0 = off)")
+    user_header: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="header an authenticating proxy sets (X-Forwarded-User, X-Auth-Request-User): requests "
+        "without it get 403. Bind address to loopback then, so the proxy is the only way in",
+    )
+    frame_ancestors: list[str] = Field(
+        default_factory=list,
+        description="origins that may frame the dashboard (CSP frame-ancestors); empty: none may",
+    )
+
+    @field_validator("frame_ancestors")
+    @classmethod
+    def _sources(cls, value: list[str]) -> list[str]:
+        for source in value:
+            quoted_or_split = any(c in source for c in " ;,\"'")  # one source, no policy injected
+            if not source or (quoted_or_split and source != "'self'"):
+                raise ValueError(
+                    f"{source!r} is not one CSP source such as https://grafana.example.com or 'self'"
+                )
+        return value
 
     @field_validator("refresh_seconds")
     @classmethod
@@ -316,6 +337,14 @@ def read_store(
     return StoreLocation(path, cfg.store.backend()), rules
 
 
+def read_location(store: Path | None, config: str | Path | None = None) -> StoreLocation:
+    """The store a command that needs no SLO rules reads (the dashboard): the same rule as read_store."""
+    if store is not None:
+        return StoreLocation(store)
+    cfg, _ = load_config(config)
+    return StoreLocation(_store_path(cfg), cfg.store.backend())
+
+
 def read_paths(store: Path | None, rules: Path | None, config: str | Path | None = None) -> tuple[Path, Path]:
     """The store and SLO rules a reading command uses.
 
@@ -326,17 +355,20 @@ def read_paths(store: Path | None, rules: Path | None, config: str | Path | None
     """
     cfg, _ = load_config(config)
     if store is None:
-        store = cfg.store.path
-        unset = "path" not in cfg.store.model_fields_set
-        shared = cfg.store.catalog is not None
-        if (
-            unset
-            and not shared
-            and not (store / CATALOG_FILE).exists()
-            and (DEMO_STORE / CATALOG_FILE).exists()
-        ):
-            store = DEMO_STORE
+        store = _store_path(cfg)
     rules = rules if rules is not None else cfg.slo.rules
     if not rules.exists():
         raise ConfigError(f"{rules}: no SLO rules here; pass --rules or set [slo] rules in hopscope.toml")
     return store, rules
+
+
+def _store_path(cfg: Config) -> Path:
+    """``[store] path``; when the config does not set it and the collector's default store does not
+    exist, the demo store (what ``make demo`` leaves) if it exists. Every reading command and the
+    dashboard use this one rule."""
+    store = cfg.store.path
+    unset = "path" not in cfg.store.model_fields_set
+    shared = cfg.store.catalog is not None
+    if unset and not shared and not (store / CATALOG_FILE).exists() and (DEMO_STORE / CATALOG_FILE).exists():
+        return DEMO_STORE
+    return store

@@ -8,8 +8,10 @@ host network from /proc every 10 s, no probes and no Prometheus.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -34,6 +36,42 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a listening address is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # 0.0.0.0 is not loopback; a host name may resolve beyond this machine
+
+
+class TlsConfig(_Model):
+    """TLS of the OTLP receiver, HTTP and gRPC alike (the OpenTelemetry Collector's `tls` keys)."""
+
+    cert_file: Path | None = Field(default=None, description="PEM server certificate (chain); with key_file")
+    key_file: Path | None = Field(default=None, description="PEM private key of cert_file, unencrypted")
+    client_ca_file: Path | None = Field(
+        default=None, description="PEM CA(s): clients must present a certificate it signed (mutual TLS)"
+    )
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("TLS needs both cert_file and key_file")
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ValueError("client_ca_file (mutual TLS) needs cert_file and key_file")
+        for key in ("cert_file", "key_file", "client_ca_file"):
+            path = getattr(self, key)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{key}: {str(path)!r}: no such file")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
 class OtlpConfig(_Model):
     """OTLP trace receiver (HTTP on 4318, gRPC on 4317)."""
 
@@ -44,6 +82,12 @@ class OtlpConfig(_Model):
     grpc_port: int = Field(default=4317, ge=0, le=65535)
     bearer_token: SecretStr | None = Field(
         default=None, description="clients must send `Authorization: Bearer <token>`"
+    )
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="silence the start-up warning for a non-loopback host with neither bearer_token "
+        "nor client_ca_file (something in front authenticates the clients)",
     )
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="limit after decompression")
     max_queue_spans: int = Field(default=200_000, gt=0, description="spans waiting for a commit before 429")
@@ -310,5 +354,5 @@ def format_validation_error(exc: ValidationError, *, source: str, prefix: str) -
         shown = "" if isinstance(value, dict) or err["type"] == "missing" else f": {redact(repr(value))}"
         if "secret" in key.lower() or "token" in key.lower() or "password" in key.lower():
             shown = ""  # never echo a secret
-        parts.append(f"{source}: {key}{shown}: {err['msg']}")
+        parts.append(f"{source}: {key}{shown}: {err['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)

@@ -1,7 +1,7 @@
 """Sloth's formats: ``prometheus/v1`` service files, the ``sloth.slok.dev/v1`` PrometheusServiceLevel CRD and AlertWindows.
 
-Sloth plugins (SLI or SLO) are refused with a message naming the field: hopscope
-needs the queries written out.
+Sloth plugins (SLI or SLO) are refused with a message naming the field and the plugin:
+they are Go code that Sloth runs, which hopscope cannot run; it needs the queries written out.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def parse_slos(
     top = ("service", "labels", "slos", _k(k8s, "slo_plugins")) + (() if k8s else ("version",))
     d = check.mapping(spec, at, top)
     if _k(k8s, "slo_plugins") in d:
-        raise (at / _k(k8s, "slo_plugins")).fail("Sloth plugins are not supported; write the SLI queries out")
+        raise _plugin_refusal(at / _k(k8s, "slo_plugins"), d[_k(k8s, "slo_plugins")], "SLO plugin")
     service = check.text(d.get("service"), at / "service", required=True)
     assert service is not None
     glabels = check.labels(d.get("labels"), at / "labels")
@@ -70,12 +70,27 @@ def parse_slos(
     return slos, errors
 
 
+def _plugin_refusal(at: At, value: object, kind: str) -> SpecError:
+    """A Sloth plugin, named by its id: Go code that Sloth loads, so its queries exist only inside Sloth."""
+    entries = value.get("chain") if isinstance(value, Mapping) and "chain" in value else [value]
+    ids = sorted({str(e.get("id")) for e in entries or [] if isinstance(e, Mapping) and e.get("id")})
+    named = ", ".join(repr(i) for i in ids) or "(no id)"
+    fix = (
+        "write the SLI's queries out (sli.events or sli.raw)"
+        if kind == "SLI plugin"
+        else "remove the plugins; write what they add (labels, rules) into the spec"
+    )
+    return at.fail(
+        f"Sloth {kind} {named} is Go code that runs inside Sloth and cannot run in hopscope; {fix}"
+    )
+
+
 def _sloth_slo(
     s: object, sa: At, service: str, glabels: dict[str, str], tables: Mapping[str, WindowTable], k8s: bool
 ) -> SLO:
     m = check.mapping(s, sa, ("name", "objective", "description", "labels", "sli", "alerting", "plugins"))
     if "plugins" in m:
-        raise (sa / "plugins").fail("Sloth plugins are not supported; write the SLI queries out")
+        raise _plugin_refusal(sa / "plugins", m["plugins"], "SLO plugin")
     name = check.text(m.get("name"), sa / "name", required=True)
     obj = m.get("objective")
     if isinstance(obj, bool) or not isinstance(obj, (int, float)) or not 0 < float(obj) < 100:
@@ -83,7 +98,7 @@ def _sloth_slo(
     sli_at = sa / "sli"
     sli_m = check.mapping(m.get("sli"), sli_at, ("events", "raw", "plugin"))
     if "plugin" in sli_m:
-        raise (sli_at / "plugin").fail("Sloth SLI plugins are not supported; write the SLI queries out")
+        raise _plugin_refusal(sli_at / "plugin", sli_m["plugin"], "SLI plugin")
     if "events" in sli_m:
         ev_at = sli_at / "events"
         eq, tq = _k(k8s, "error_query"), _k(k8s, "total_query")
