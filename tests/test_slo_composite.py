@@ -156,14 +156,15 @@ def test_status_and_report_show_the_composite(
     assert f"{good / total * 100:.3f}%" in row
     checked = runner.invoke(app, ["check", "--rules", str(rules)])
     assert "combines: rec-latency x2, search-availability x1" in checked.output
-    rep = report.build_report(store, rules=str(rules), slo="journey", window="7d", now=END, causes=False)
+    # causes: a composite's breach is diagnosed on the component that burned the most in it
+    rep = report.build_report(store, rules=str(rules), slo="journey", window="7d", now=END, causes=True)
     assert rep.sli == pytest.approx(good / total) and rep.components == (
         ("rec-latency", 2.0),
         ("search-availability", 1.0),
     )
     names = literal("rec-latency (weight 2), search-availability (weight 1)")
     assert f"| Composite of | {names} |" in report.to_markdown(rep)
-    assert len(rep.incidents) == 1
+    assert len(rep.incidents) == 1 and rep.incidents[0]["cause"]
 
 
 def test_a_composite_writes_back_as_it_was_read(slos: dict, tmp_path: Path) -> None:

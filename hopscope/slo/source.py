@@ -695,3 +695,21 @@ def find_breaches_many(
         own = arrays[s.name].window(_dt_int(_floor_minute(start - backs[s.name])), _dt_int(hi))
         out[s.name] = [b for b in cache.breaches(store, s, own) if b.end > start and b.start < end]
     return out
+
+
+def culprit(store: ReadStore, slo: SLO, start: datetime, end: datetime) -> SLO:
+    """The SLO a breach of ``slo`` over [start, end) is diagnosed on: itself, or for a composite the
+    component (followed down nested composites) whose weighted bad events over the span are the most."""
+    while slo.composite:
+        parts = [c for c in slo.sli.components if c.slo is not None]
+        if not parts:
+            return slo
+        frames = minute_series_many(store, [c.slo for c in parts if c.slo is not None], start, end)
+        bad = {
+            c.name: float(c.weight * (f["total"] - f["good"]).sum()) if len(f := frames[c.name]) else 0.0
+            for c in parts
+        }
+        top = max(parts, key=lambda c: bad[c.name])
+        assert top.slo is not None
+        slo = top.slo
+    return slo
