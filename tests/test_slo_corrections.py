@@ -34,6 +34,7 @@ from hopscope.slo import (
     read_corrections,
     to_document,
 )
+from hopscope.slo.backtest import Incident, backtest
 from hopscope.slo.cli import app
 from hopscope.store import Store
 
@@ -275,3 +276,30 @@ def test_corrections_in_the_file_survive_a_write_and_read_back(rules: Path) -> N
     ]
     again = _rules(rules / "again", {"x.yaml": json.dumps(doc)})
     assert _slos(again)["in-spec"].corrections == slo.corrections
+
+
+def test_backtest_neither_alerts_nor_counts_a_miss_inside_a_correction(clean: Store, rules: Path) -> None:
+    slos = _slos(rules)
+    results = backtest(
+        clean, {"as written": [slos["plain"], slos["in-spec"]]}, [Incident("rollout", *BREACH)]
+    )
+    by = {r.slo: r for r in results}
+    assert (by["plain"].alerts, by["plain"].detected, by["plain"].missed) == (1, 1, 0)
+    assert (by["in-spec"].alerts, by["in-spec"].incidents, by["in-spec"].missed) == (0, 0, 0)
+
+
+def test_time_slices_inside_a_correction_are_neither_bad_nor_allowed(clean: Store, rules: Path) -> None:
+    """Time-slice budgeting: the excluded hour holds no slices, and the period's allowed bad slices shrink."""
+    text = SLO_YAML.replace("NAME", "sliced").replace(
+        "  window: 28d\n",
+        "  window: 28d\n  budgeting: {method: timeslices, slice: 5m, sliceObjective: 0.9}\n",
+    )
+    (rules / "sliced.yaml").write_text(text + SPEC_CORRECTION)
+    (rules / "sliced-plain.yaml").write_text(text.replace("sliced", "sliced-plain"))
+    slos = _slos(rules)
+    plain, fixed = (evaluate(clean, slos[n], now=END) for n in ("sliced-plain", "sliced"))
+    slices = 2 * 1440 // 5
+    assert (plain.total, plain.good) == (slices, slices - 12)  # the breach hour: 12 bad slices
+    assert (fixed.total, fixed.good) == (slices - 12, slices - 12)
+    assert fixed.budget_consumed == 0.0 and fixed.alert_state == "ok"
+    assert plain.budget_consumed == pytest.approx(12 / (0.01 * (28 * 1440 // 5)))
