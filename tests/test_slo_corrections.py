@@ -303,3 +303,25 @@ def test_time_slices_inside_a_correction_are_neither_bad_nor_allowed(clean: Stor
     assert (fixed.total, fixed.good) == (slices - 12, slices - 12)
     assert fixed.budget_consumed == 0.0 and fixed.alert_state == "ok"
     assert plain.budget_consumed == pytest.approx(12 / (0.01 * (28 * 1440 // 5)))
+
+
+def test_the_dashboards_slo_report_lists_and_shades_the_correction(
+    clean: Store, rules: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    add_correction(clean, _slos(rules)["in-store"], *BREACH, "planned model rollout")
+    monkeypatch.setenv("HOPSCOPE_STORE", str(clean.path))
+    monkeypatch.setenv("HOPSCOPE_SLO_RULES", str(rules))
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=90)
+    at.query_params.update({"slo": "in-store", "window": "7d"})
+    at.run()
+    at.switch_page("pages/slo_report.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert {m.label: m.value for m in at.metric}["Budget remaining"] == "100.0%"
+    assert any("Excluded from the SLI, budget and alerts" in c.value for c in at.caption)
+    table = at.dataframe[0].value
+    assert list(table["reason"]) == ["planned model rollout"] and list(table["minutes"]) == [60]
+    burndown = next(json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+    shaded = [s for s in burndown["layout"]["shapes"] if s.get("name") == charts.EXCLUDED_NAME]
+    assert len(shaded) == 1
