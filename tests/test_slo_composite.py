@@ -201,7 +201,7 @@ def test_a_composite_writes_back_as_it_was_read(slos: dict, tmp_path: Path) -> N
          "spec.sli.components[0].weight: 0 is not a positive number"),
         (_slo("j", "{kind: composite, service: x, components: [rec-latency]}"), ["j"], "spec.sli.service: does not apply to a composite SLI"),
         (_slo("bad", "{kind: latency}") + _slo("j", "{kind: composite, components: [bad]}"), ["bad", "j"],
-         "spec.sli.components[0].slo: 'bad' is not an SLO (known: "),
+         "spec.sli.components[0].slo: 'bad' was refused (see its error)"),
     ],
 )  # fmt: skip
 def test_bad_composites_are_refused_with_a_clear_error_and_the_rest_load(

@@ -10,7 +10,7 @@ and loads the rest. Composite SLOs are resolved once every file is read
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -169,12 +169,14 @@ def load_slos(path: Path | str = DEFAULT_RULES) -> tuple[list[SLO], list[SpecErr
         return [], [SpecError(f"{p}: no such file or folder")]
     slos: list[SLO] = []
     seen: dict[str, Path | None] = {}
+    named: set[str] = set()  # every hopscope/v1 SLO name written, refused ones included
     for f in files:
         try:
             docs = read_yaml_docs(f)
         except SpecError as e:
             errors.append(e)
             continue
+        named |= {n for d in docs if (n := _doc_name(d)) is not None}
         got, errs = parse_documents(docs, str(f), tables)
         errors.extend(errs)
         for s in got:
@@ -185,14 +187,26 @@ def load_slos(path: Path | str = DEFAULT_RULES) -> tuple[list[SLO], list[SpecErr
                 continue
             seen[s.name] = f
             slos.append(s)
-    slos, refused = resolve_composites(slos)
+    slos, refused = resolve_composites(slos, named - {s.name for s in slos})
     return slos, errors + refused
 
 
-def resolve_composites(slos: Sequence[SLO]) -> tuple[list[SLO], list[SpecError]]:
+def _doc_name(doc: object) -> str | None:
+    """metadata.name of a hopscope/v1 SLO document, whatever else is wrong with it."""
+    if not isinstance(doc, dict) or doc.get("apiVersion") != hopscope.API_VERSION or doc.get("kind") != "SLO":
+        return None
+    meta = doc.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def resolve_composites(
+    slos: Sequence[SLO], refused: Collection[str] = ()
+) -> tuple[list[SLO], list[SpecError]]:
     """Fill in each composite SLO's components (``Component.slo``); refuse, naming the file and the
     component, a composite with an unknown or refused component, one in a cycle, one whose component
-    has another window, or one over a Prometheus-sourced component (hopscope does not count those)."""
+    has another window, or one over a Prometheus-sourced component (hopscope does not count those).
+    ``refused``: names of SLOs whose own document was refused (named as such, not as unknown)."""
     by_name = {s.name: s for s in slos}
     done: dict[str, SLO] = {}
     failed: dict[str, SpecError] = {}
@@ -216,6 +230,9 @@ def resolve_composites(slos: Sequence[SLO]) -> tuple[list[SLO], list[SpecError]]
                     m = by_name[member]
                     j = next(k for k, x in enumerate(m.sli.components) if x.name in (*loop, c.name))
                     failed.setdefault(member, at_of(m, j).fail(f"composite SLOs form a cycle: {text}"))
+                return None
+            if c.name not in by_name and c.name in refused:
+                failed[name] = at_of(slo, i).fail(f"{c.name!r} was refused (see its error)")
                 return None
             if c.name not in by_name:
                 known = ", ".join(sorted(n for n in by_name if n != name)) or "none"
