@@ -13,6 +13,8 @@ import csv
 import io
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -325,3 +327,18 @@ def test_the_dashboards_slo_report_lists_and_shades_the_correction(
     burndown = next(json.loads(c.proto.spec) for c in at.get("plotly_chart"))
     shaded = [s for s in burndown["layout"]["shapes"] if s.get("name") == charts.EXCLUDED_NAME]
     assert len(shaded) == 1
+
+
+def test_hopscope_slo_correct_with_bad_times_is_one_line_on_stderr_and_exit_2(
+    clean: Store, rules: Path
+) -> None:
+    argv = ["slo", "correct", "--store", str(clean.path), "--rules", str(rules), "--slo", "in-store",
+            "--from", "2025-06-02T10:00Z", "--to", "2025-06-02T09:00Z", "--reason", "x"]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "hopscope.cli", *argv], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "hopscope: error: --to: 2025-06-02T09:00:00 is not after --from (2025-06-02T10:00:00)"
+    ]
+    assert read_corrections(clean) == {}
