@@ -214,3 +214,23 @@ def test_bad_composites_are_refused_with_a_clear_error_and_the_rest_load(
     assert {"rec-latency", "search-availability"} <= names and not names & set(refused)
     assert len(errors) == len(refused), errors
     assert any(message in str(e) for e in errors), errors
+
+
+def test_hopscope_incidents_lists_a_composites_breach_diagnosed_on_its_component(
+    data: tuple[Store, pd.DataFrame], slos: dict
+) -> None:
+    from hopscope.cli import app as main_app
+    from hopscope.diagnosis import diagnose_breach
+
+    store, _ = data
+    rules = slos["journey"].source_file.parent
+    args = ["--store", str(store.path), "--rules", str(rules)]
+    r = runner.invoke(main_app, ["incidents", *args, "--since", "3d", "--slo", "journey", "--json"])
+    assert r.exit_code == 0, r.output
+    listed = json.loads(r.output)
+    assert [i["slo"] for i in listed] == ["journey"]
+    (breach,) = [
+        b for b in find_breaches(store, slos["journey"]) if b.start < BREACH[1] and b.end > BREACH[0]
+    ]
+    d = diagnose_breach(store, breach, slos["journey"], with_bubbleup=False)
+    assert d.slo == "journey" and any("diagnosed on its component rec-latency" in n for n in d.notes)

@@ -23,7 +23,6 @@ from hopscope.slo import (
     minute_series,
 )
 from hopscope.slo.corrections import attach_corrections
-from hopscope.slo.source import culprit
 
 
 def entry_latency_threshold(rules: str, route: str | None) -> float | None:
@@ -180,19 +179,14 @@ def incident(store: ReadStore, rules: str, key: str) -> Incident:
     """One breach (by number or id) with its diagnosis."""
 
     b = find_breach(store, rules, key)
-    return Incident(b, diagnose_breach(store, b, _diagnosed_slo(store, rules, b)))
-
-
-def _diagnosed_slo(store: ReadStore, rules: str, b: Breach) -> SLO:
-    """The SLO a breach is diagnosed on: its own, or a composite's component that burned the most in it."""
-    return culprit(store, get_slo(rules, b.slo), b.start, b.end)
+    return Incident(b, diagnose_breach(store, b, get_slo(rules, b.slo)))
 
 
 def incident_cause(store: ReadStore, rules: str, key: str) -> str:
     """The diagnosis's top cause of one breach in one line (no BubbleUp: cheaper), or why there is none."""
 
     b = find_breach(store, rules, key)
-    d = diagnose_breach(store, b, _diagnosed_slo(store, rules, b), with_bubbleup=False)
+    d = diagnose_breach(store, b, get_slo(rules, b.slo), with_bubbleup=False)
     top = d.top
     if top is None:
         return f"no clear cause ({d.verdict})"
