@@ -154,6 +154,7 @@ def test_status_and_report_show_the_composite(
     row = next(line for line in out.output.splitlines() if line.startswith("journey "))
     good, total = _by_hand(frame, T0, END)
     assert f"{good / total * 100:.3f}%" in row
+    assert "journey: composite of rec-latency x2, search-availability x1" in out.output
     checked = runner.invoke(app, ["check", "--rules", str(rules)])
     assert "combines: rec-latency x2, search-availability x1" in checked.output
     # causes: a composite's breach is diagnosed on the component that burned the most in it
@@ -234,3 +235,17 @@ def test_hopscope_incidents_lists_a_composites_breach_diagnosed_on_its_component
     ]
     d = diagnose_breach(store, breach, slos["journey"], with_bubbleup=False)
     assert d.slo == "journey" and any("diagnosed on its component rec-latency" in n for n in d.notes)
+
+
+def test_a_composite_of_composites_multiplies_the_weights(
+    data: tuple[Store, pd.DataFrame], tmp_path: Path
+) -> None:
+    outer = _slo("outer", "{kind: composite, components: [{slo: journey, weight: 3}, rec-latency]}")
+    got, errors = load_slos(_rules(tmp_path, LAT + AVAIL + JOURNEY + outer))
+    assert errors == []
+    store, frame = data
+    st = evaluate(store, {s.name: s for s in got}["outer"], now=END)
+    good, total = _by_hand(frame, T0, END)  # journey: 2 x recommend + search
+    rec = frame[frame["server"] == "api-gateway"]
+    rec_good, rec_total = float(sum(c[0] for c in rec["good_cnt"])), float(rec["count"].sum())
+    assert (st.good, st.total) == (3 * good + rec_good, 3 * total + rec_total)  # recommend counts 7 times

@@ -168,6 +168,10 @@ def status(
         typer.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     _print_breaches(statuses)
     _print_corrections(statuses)
+    for spec in slos:
+        if spec.composite:
+            parts = ", ".join(f"{c.name} x{c.weight:g}" for c in spec.sli.components)
+            typer.echo(f"{spec.name}: composite of {parts} (weighted good/total events)")
     for s in statuses:
         if s.gaps:
             typer.echo(
