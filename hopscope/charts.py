@@ -40,6 +40,8 @@ NEUTRAL_COLOR = "#9E9E9E"
 # One colour per burn-rate alert window.
 BURN_COLORS = ("#D32F2F", "#F57C00", "#B8860B", "#9C27B0", "#1976D2", "#388E3C")
 BAND_MARKER_NAME = "breaches"
+EXCLUDED_COLOR = "#607D8B"  # budget corrections: a grey-blue band, not a severity colour
+EXCLUDED_NAME = "excluded (correction)"
 # Breach markers of different SLOs sit on rows this far apart (fraction of the plot's height).
 MARKER_ROW_STEP = 0.08
 TIME_AXIS = "time (UTC)"
@@ -145,9 +147,11 @@ def time_figure(
     height: int = 300,
     layout: dict[str, Any] | None = None,
     hlines: Sequence[tuple[dict[str, Any], dict[str, Any] | None]] = (),
+    excluded: pd.DataFrame | None = None,
 ) -> go.Figure:
     """A time chart built in one go (each add_trace / update_layout / add_hline re-validates the figure:
-    several times the cost): the common layout, a date x axis, horizontal lines, and the breach bands."""
+    several times the cost): the common layout, a date x axis, horizontal lines, the breach bands, and
+    the periods excluded from the SLO (``excluded``: start, end, reason; its budget corrections)."""
     lay = _base_layout(y_title=y_title, height=height, title=title)
     lay["xaxis"]["type"] = "date"
     for key, value in (layout or {}).items():
@@ -169,11 +173,36 @@ def time_figure(
         lay["xaxis"].update(
             {"showspikes": True, "spikemode": "across", "spikethickness": 1, "spikedash": "dot"}
         )
+    if excluded is not None and not excluded.empty:
+        ex_shapes, ex_notes = _excluded_parts(excluded, _x_extent(traces))
+        shapes += ex_shapes
+        notes += ex_notes
     if shapes:
         lay["shapes"] = shapes
     if notes:
         lay["annotations"] = notes
     return _unvalidated(traces, lay)
+
+
+def _excluded_parts(
+    excluded: pd.DataFrame, extent: tuple[float, float] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each excluded period shaded across the plot, labelled at its top ("excluded: reason"), cut to the
+    series' extent as breach bands are."""
+    shapes, notes = [], []
+    for c in excluded.itertuples(index=False):
+        x0, x1 = _ms(c.start), _ms(c.end)
+        if extent is not None:
+            x0, x1 = max(x0, extent[0]), min(x1, extent[1])
+            if x0 >= x1:
+                continue
+        shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": x0, "x1": x1, "y0": 0, "y1": 1,
+                       "fillcolor": EXCLUDED_COLOR, "opacity": 0.18, "line": {"width": 0}, "layer": "below",
+                       "name": EXCLUDED_NAME})  # fmt: skip
+        notes.append({"text": f"excluded: {esc(str(c.reason))[:60]}", "xref": "x", "x": (x0 + x1) / 2,
+                      "yref": "paper", "y": 1, "yanchor": "bottom", "showarrow": False,
+                      "font": {"size": 10, "color": EXCLUDED_COLOR}})  # fmt: skip
+    return shapes, notes
 
 
 def _unvalidated(traces: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
@@ -360,17 +389,28 @@ def resource_chart(
     )  # fmt: skip
 
 
-def sli_chart(df: pd.DataFrame, objective: float, breaches: pd.DataFrame | None = None) -> go.Figure:
-    """SLI per bucket (ratio of good events, %) with the objective."""
+def sli_chart(
+    df: pd.DataFrame,
+    objective: float,
+    breaches: pd.DataFrame | None = None,
+    excluded: pd.DataFrame | None = None,
+) -> go.Figure:
+    """SLI per bucket (ratio of good events, %) with the objective; excluded periods shaded."""
     traces = [_line(df["t"], df["sli"] * 100, "SLI", line={"color": "#5C6BC0"})]
     hl = _hline(objective * 100, SEVERITY_COLORS["page"], f"objective {objective * 100:g}%")
-    return time_figure(traces, breaches, y_title="good events (%)", title="SLI", hlines=[hl])
+    return time_figure(
+        traces, breaches, y_title="good events (%)", title="SLI", hlines=[hl], excluded=excluded
+    )
 
 
 def burn_rate_chart(
-    df: pd.DataFrame, thresholds: dict[str, float], breaches: pd.DataFrame | None = None
+    df: pd.DataFrame,
+    thresholds: dict[str, float],
+    breaches: pd.DataFrame | None = None,
+    excluded: pd.DataFrame | None = None,
 ) -> go.Figure:
-    """Burn rate per alert window (columns t + one per window) with each window's alert factor."""
+    """Burn rate per alert window (columns t + one per window) with each window's alert factor;
+    excluded periods shaded (their minutes burn nothing)."""
     palette = BURN_COLORS
     traces = [
         _line(df["t"], df[col], esc(col), line={"color": palette[i % len(palette)], "width": 1.4})
@@ -381,11 +421,12 @@ def burn_rate_chart(
         for i, (name, factor) in enumerate(thresholds.items())
     ]
     return time_figure(traces, breaches, y_title="burn rate (× budget)", title="Burn rate per alert window",
-                       hlines=hlines)  # fmt: skip
+                       hlines=hlines, excluded=excluded)  # fmt: skip
 
 
-def budget_burndown_chart(df: pd.DataFrame) -> go.Figure:
-    """Error budget remaining (%) over the SLO window, with the ideal straight line."""
+def budget_burndown_chart(df: pd.DataFrame, excluded: pd.DataFrame | None = None) -> go.Figure:
+    """Error budget remaining (%) over the SLO window, with the ideal straight line; the periods excluded
+    by budget corrections shaded (the budget stays flat across them)."""
     traces = [
         _line(
             df["t"],
@@ -401,7 +442,11 @@ def budget_burndown_chart(df: pd.DataFrame) -> go.Figure:
         )
     hl = _hline(0, SEVERITY_COLORS["page"], None, dash="solid")
     return time_figure(
-        traces, y_title="error budget remaining (%)", title="Error budget burn-down", hlines=[hl]
+        traces,
+        y_title="error budget remaining (%)",
+        title="Error budget burn-down",
+        hlines=[hl],
+        excluded=excluded,
     )
 
 

@@ -29,6 +29,8 @@ from hopscope.errors import ConfigError, NotFoundError
 from hopscope.markdown import literal
 from hopscope.query import slos, spans, windows
 from hopscope.slo import budget_burndown, minute_series
+from hopscope.slo.corrections import attach_corrections
+from hopscope.slo.model import Correction
 from hopscope.store import Store
 
 if TYPE_CHECKING:
@@ -85,6 +87,17 @@ class SloReport:
     generated: datetime | None = None
     data_from: datetime | None = None  # the first minute of the window with events
     data_minutes: int = 0  # minutes of the window with events
+    # periods excluded from the SLI, the budget and the alerts that overlap the window (oldest first)
+    corrections: tuple[Correction, ...] = ()
+    components: tuple[tuple[str, float], ...] = ()  # a composite SLO's (component, weight)
+
+    @property
+    def excluded_minutes(self) -> int:
+        """Minutes of the window inside a correction."""
+        return sum(
+            int((min(c.end, self.end) - max(c.start, self.start)).total_seconds() // 60)
+            for c in self.corrections
+        )
 
     @property
     def coverage(self) -> str:
@@ -131,7 +144,7 @@ def build_report(
 ) -> SloReport:
     """Compliance, budget, burn-down, incidents (with a one-line cause) and hop sub-budgets of one SLO."""
 
-    spec = slos.get_slo(rules, slo)
+    spec = attach_corrections(store, [slos.get_slo(rules, slo)])[0]
     current, _, _ = windows.effective_now(store, now)
     end = current.replace(second=0, microsecond=0)
     start, end = report_span(end, window)
@@ -178,6 +191,8 @@ def build_report(
         good=good, total=total, sli=sli, budget_consumed=consumed, incidents=tuple(incidents),
         hop_budgets=tuple(_hop_budgets(store, spec, start, end)), burndown=burn, generated=end,
         data_from=pd.Timestamp(seen.min()).to_pydatetime() if len(seen) else None, data_minutes=len(seen),
+        corrections=tuple(c for c in spec.corrections if c.overlaps(start, end)),
+        components=tuple((c.name, c.weight) for c in spec.sli.components),
     )  # fmt: skip
 
 
@@ -218,7 +233,7 @@ def _pct(x: float | None, digits: int = 3) -> str:
 
 
 def summary_rows(rep: SloReport) -> list[tuple[str, str]]:
-    return [
+    rows = [
         ("SLO", rep.slo),
         ("Window", f"{rep.window}: {rep.start:%Y-%m-%d %H:%M} – {rep.end:%Y-%m-%d %H:%M} UTC"),
         ("Objective", _pct(rep.objective)),
@@ -229,6 +244,40 @@ def summary_rows(rep: SloReport) -> list[tuple[str, str]]:
         ("Incidents", str(len(rep.incidents))),
         ("Data", rep.coverage),
     ]
+    if rep.components:
+        rows.insert(1, ("Composite of", ", ".join(f"{n} (weight {w:g})" for n, w in rep.components)))
+    if rep.corrections:
+        rows.append(
+            (
+                "Excluded (corrections)",
+                f"{len(rep.corrections)} period(s), {rep.excluded_minutes:,} min: not in the SLI, the budget or the alerts",
+            )
+        )
+    return rows
+
+
+CORRECTIONS_NOTE = (
+    "Budget corrections: these periods count in neither the SLI nor the error budget, and raise no alert "
+    "(declared in the SLO file, or recorded with `hopscope slo correct`)."
+)
+
+
+def corrections_frame(rep: SloReport) -> pd.DataFrame:
+    """The report's corrections as rows: start, end, minutes, source, id, reason (what charts shade)."""
+    return pd.DataFrame(
+        [
+            {
+                "start": c.start,
+                "end": c.end,
+                "minutes": c.minutes,
+                "source": c.source,
+                "id": c.id,
+                "reason": c.reason,
+            }
+            for c in rep.corrections
+        ],
+        columns=["start", "end", "minutes", "source", "id", "reason"],
+    )
 
 
 def with_causes(rep: SloReport, causes: dict[str, str]) -> SloReport:
@@ -244,13 +293,14 @@ def to_csv(rep: SloReport) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["slo", "window", "start", "end", "objective", "sli", "good", "total", "compliant", "budget_consumed",
-                "incident", "incident_id", "incident_start", "incident_end", "severity", "incident_budget_consumed", "cause"])  # fmt: skip
+                "incident", "incident_id", "incident_start", "incident_end", "severity", "incident_budget_consumed", "cause",
+                "excluded_from", "excluded_to", "excluded_reason"])  # fmt: skip
     head = [rep.slo, rep.window, rep.start.isoformat(), rep.end.isoformat(), rep.objective, "" if rep.sli is None else f"{rep.sli:.6f}",
             f"{rep.good:.0f}", f"{rep.total:.0f}", "" if rep.compliant is None else rep.compliant,
             "" if rep.budget_consumed is None else f"{rep.budget_consumed:.6f}"]  # fmt: skip
-    for i in rep.incidents or [None]:
+    for i in rep.incidents or ([] if rep.corrections else [None]):
         if i is None:
-            w.writerow([*head, "", "", "", "", "", "", ""])
+            w.writerow([*head, "", "", "", "", "", "", "", "", "", ""])
         else:
             w.writerow(
                 [
@@ -262,8 +312,13 @@ def to_csv(rep: SloReport) -> str:
                     i["severity"],
                     f"{i['budget_consumed']:.6f}",
                     i["cause"],
+                    "",
+                    "",
+                    "",
                 ]
             )
+    for c in rep.corrections:  # one row per excluded period, its incident columns empty
+        w.writerow([*head, "", "", "", "", "", "", "", c.start.isoformat(), c.end.isoformat(), c.reason])
     return buf.getvalue()
 
 
@@ -284,6 +339,20 @@ def to_markdown(rep: SloReport) -> str:
         lines += ["", INCIDENT_SHARE_NOTE]
     else:
         lines.append("No incidents in this window.")
+    if rep.corrections:
+        lines += [
+            "",
+            "## Excluded periods (budget corrections)",
+            "",
+            "| from (UTC) | to (UTC) | minutes | source | reason |",
+            "|---|---|---|---|---|",
+        ]
+        for c in rep.corrections:
+            src = c.source + (f" {c.id}" if c.id else "")
+            lines.append(
+                f"| {c.start:%Y-%m-%d %H:%M} | {c.end:%Y-%m-%d %H:%M} | {c.minutes} | {src} | {literal(c.reason)} |"
+            )
+        lines += ["", CORRECTIONS_NOTE]
     if rep.hop_budgets:
         lines += [
             "",
@@ -320,7 +389,8 @@ def to_html(rep: SloReport) -> str:
             fig.to_html(full_html=False, include_plotlyjs=first, div_id=div_id, config={"displaylogo": False})
         )
 
-    parts = [standalone(charts.budget_burndown_chart(rep.burndown), "burndown", first=True)]
+    excluded = corrections_frame(rep)
+    parts = [standalone(charts.budget_burndown_chart(rep.burndown, excluded), "burndown", first=True)]
     if rep.incidents:
         inc = pd.DataFrame(rep.incidents)
         parts.append(standalone(charts.incident_cost_chart(inc), "incident-cost"))
@@ -336,6 +406,17 @@ def to_html(rep: SloReport) -> str:
     else:
         incidents = "<p>No incidents in this window.</p>"
     hops = ""
+    if rep.corrections:
+        rows = "".join(
+            f"<tr><td>{c.start:%Y-%m-%d %H:%M}</td><td>{c.end:%Y-%m-%d %H:%M}</td><td>{c.minutes}</td>"
+            f"<td>{esc(c.source + (' ' + c.id if c.id else ''))}</td><td>{esc(c.reason)}</td></tr>"
+            for c in rep.corrections
+        )
+        incidents += (
+            "<h2>Excluded periods (budget corrections)</h2><table><tr><th>from (UTC)</th><th>to (UTC)</th>"
+            f"<th>minutes</th><th>source</th><th>reason</th></tr>{rows}</table>"
+            f"<p class='note'>{esc(CORRECTIONS_NOTE.replace('`', ''))}</p>"
+        )
     if rep.hop_budgets:
         hb = pd.DataFrame(rep.hop_budgets)
         parts.append(standalone(charts.hop_budget_chart(hb), "hop-budgets"))

@@ -176,4 +176,20 @@ STATE = Table(
     doc="small key/value state for incremental jobs (watermarks)",
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (SPANS, HOP_MINUTES, SAMPLES, COLLECTOR_RUNS, STATE)}
+SLO_CORRECTIONS = Table(
+    "slo_corrections",
+    (
+        Column("id", pa.string(), "VARCHAR", True, "short hex key (hopscope slo corrections --delete ID)"),
+        Column("slo", pa.string(), "VARCHAR", True, "the SLO's metadata.name"),
+        Column("start_time", TS, "TIMESTAMP", True, "first excluded instant"),
+        Column("end_time", TS, "TIMESTAMP", True, "end of the excluded period (exclusive)"),
+        Column("reason", pa.string(), "VARCHAR", True),
+        Column("created", TS, "TIMESTAMP", True),
+    ),
+    time_column="start_time",
+    doc="one row per budget correction recorded with `hopscope slo correct` (excluded from SLI, budget, alerts)",
+)
+
+TABLES: dict[str, Table] = {
+    t.name: t for t in (SPANS, HOP_MINUTES, SAMPLES, COLLECTOR_RUNS, STATE, SLO_CORRECTIONS)
+}

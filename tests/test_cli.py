@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = [
     [], ["demo"], ["dashboard"], ["collect"], ["version"], ["incidents"], ["explain"], ["report"],
     ["slo"], ["slo", "check"], ["slo", "status"], ["slo", "import"], ["slo", "export"], ["slo", "backtest"],
+    ["slo", "correct"], ["slo", "corrections"],
 ]  # fmt: skip
 
 

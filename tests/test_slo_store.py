@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from support.hop_minutes import hop_minute_row as _row
 from typer.testing import CliRunner
 
-from hopscope import histogram
 from hopscope.errors import SpecError
 from hopscope.query import slos as query_slos
 from hopscope.rollup import rollup_spans
@@ -40,32 +40,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "slo_rules"
 T0 = datetime(2025, 6, 1)
 N = 4 * 1440  # four days of minutes
-
-
-def _row(
-    minute: datetime, client: str, server: str, durations: np.ndarray, errors: int, thresholds: list[float]
-) -> dict:
-    idx, cnt = histogram.from_values(durations)
-    return {
-        "minute": minute,
-        "client": client,
-        "server": server,
-        "route": "/recommend",
-        "count": len(durations),
-        "errors": errors,
-        "duration_ms_sum": float(durations.sum()),
-        "duration_ms_max": float(durations.max()),
-        "client_ms_sum": 0.0,
-        "server_ms_sum": float(durations.sum()),
-        "gap_ms_sum": 0.0,
-        "self_ms_sum": 0.0,
-        "skewed": 0,
-        "hist_idx": idx,
-        "hist_cnt": cnt,
-        "good_le_ms": thresholds,
-        "good_cnt": [int((durations <= t).sum()) for t in thresholds],
-        "exemplars": [],
-    }
 
 
 @pytest.fixture(scope="module")

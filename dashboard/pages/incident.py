@@ -36,12 +36,17 @@ w = windows.context_window(b["start"], b["end"])
 band = table[table["number"] == b["number"]]
 timeline = state.q(slos.slo_timeline, state.rules(), b["slo"], w)
 objective = slos.get_slo(state.rules(), b["slo"]).objective
+excluded = state.view(slos.slo_corrections, state.rules(), b["slo"], w.start, w.end)  # budget corrections
 left, right = st.columns(2)
 with left:
-    state.chart(state.figure(charts.sli_chart, timeline.at(0), objective, band), "sli", clickable=False)
+    state.chart(
+        state.figure(charts.sli_chart, timeline.at(0), objective, band, excluded), "sli", clickable=False
+    )
 with right:
     state.chart(
-        state.figure(charts.burn_rate_chart, timeline.at(1), timeline.at(2), band), "burn", clickable=False
+        state.figure(charts.burn_rate_chart, timeline.at(1), timeline.at(2), band, excluded),
+        "burn",
+        clickable=False,
     )
 
 # The diagnosis compares the incident with its baselines over every linked signal: it can take a while.

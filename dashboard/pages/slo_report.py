@@ -49,7 +49,13 @@ st.badge(verdict, color=color)
 if rep.burndown.empty:
     st.info("No events for this SLO in the window: nothing to report yet.")
 else:
-    state.chart(state.figure(charts.budget_burndown_chart, rep.burndown), "burndown", clickable=False)
+    excluded = report.corrections_frame(rep)
+    state.chart(
+        state.figure(charts.budget_burndown_chart, rep.burndown, excluded), "burndown", clickable=False
+    )
+if rep.corrections:
+    st.caption(f"Excluded from the SLI, budget and alerts (budget corrections): {rep.excluded_minutes:,} min")
+    st.dataframe(report.corrections_frame(rep), hide_index=True)
 
 st.subheader("Incidents")
 rep = slo_report.incident_causes(rep)

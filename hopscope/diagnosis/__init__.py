@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # hopscope.slo is imported where used: it imports the diagnos
     from hopscope.slo import SLO, Breach
 from hopscope.model import Hop, ReadStore
 from hopscope.slo import minute_series
+from hopscope.slo.source import culprit
 
 
 class TargetKwargs(TypedDict):
@@ -108,9 +109,19 @@ def diagnose_breach(
 
     The numbers come from the part of the breach that burned budget (``burning_span``): an alert
     holds a breach open for hours after recovery. The diagnosis keeps the breach's start and end and
-    says which part it read (``diagnosed``, and a note).
+    says which part it read (``diagnosed``, and a note). A composite SLO's breach is diagnosed on the
+    component that spent the most weighted bad events in it (a composite names no service), and says so.
     """
 
+    if slo.composite:
+        part = culprit(store, slo, breach.start, breach.end)
+        if part is not slo:
+            d = diagnose_breach(store, breach, part, **kwargs)
+            note = (
+                f"{slo.name} is a composite SLO: diagnosed on its component {part.name}, which spent the "
+                "most of its error budget in this breach"
+            )
+            return replace(d, slo=slo.name, notes=(*d.notes, note))
     span = burning_span(
         minute_series(store, slo, breach.start, breach.end), slo.objective, breach.start, breach.end
     )

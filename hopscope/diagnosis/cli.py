@@ -40,7 +40,7 @@ def _slos(rules: Path, name: str | None) -> list[SLO]:
     slos, errors = load_slos(rules)
     for err in errors:
         typer.echo(f"warning: {err}", err=True)
-    slos = [s for s in slos if s.sli.kind in SPAN_SLI_KINDS]
+    slos = [s for s in slos if s.sli.kind in SPAN_SLI_KINDS or s.composite]  # composites: on a component
     if name is not None:
         slos = [s for s in slos if s.name == name]
         if not slos:

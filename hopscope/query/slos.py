@@ -22,6 +22,7 @@ from hopscope.slo import (
     load_slos,
     minute_series,
 )
+from hopscope.slo.corrections import attach_corrections
 
 
 def entry_latency_threshold(rules: str, route: str | None) -> float | None:
@@ -190,6 +191,25 @@ def incident_cause(store: ReadStore, rules: str, key: str) -> str:
     if top is None:
         return f"no clear cause ({d.verdict})"
     return f"{top.hop} ({top.dimension}): {top.share:.0%} of the added latency"
+
+
+def slo_corrections(store: ReadStore, rules: str, name: str, start: datetime, end: datetime) -> pd.DataFrame:
+    """The periods excluded from one SLO (its file's and the store's corrections) overlapping [start, end):
+    columns start, end, minutes, source, id, reason (what the SLO charts shade)."""
+    slo = attach_corrections(store, [get_slo(rules, name)])[0]
+    rows = [
+        {
+            "start": c.start,
+            "end": c.end,
+            "minutes": c.minutes,
+            "source": c.source,
+            "id": c.id,
+            "reason": c.reason,
+        }
+        for c in slo.corrections
+        if c.overlaps(start, end)
+    ]
+    return pd.DataFrame(rows, columns=["start", "end", "minutes", "source", "id", "reason"])
 
 
 def slo_timeline(

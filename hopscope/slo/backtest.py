@@ -21,6 +21,7 @@ from hopscope.durations import parse_utc
 from hopscope.errors import NotFoundError, SpecError
 from hopscope.model import ReadStore
 from hopscope.slo.burn import Breach, breaches_from_minutes
+from hopscope.slo.corrections import attach_corrections
 from hopscope.slo.loader import load_window_tables
 from hopscope.slo.model import SLO, with_policy
 from hopscope.slo.source import minute_series_many
@@ -177,7 +178,13 @@ def backtest_frames(
         for s in slos:
             bs = breaches_from_minutes(s, frames[s.name])
             every += bs
-            relevant = [i for i in incidents if not i.slos or s.name in i.slos]
+            # an incident inside one of the SLO's corrections cannot alert, by the team's decision: not missed
+            relevant = [
+                i
+                for i in incidents
+                if (not i.slos or s.name in i.slos)
+                and not any(c.start <= i.start and i.end <= c.end for c in s.corrections)
+            ]
             results.append(score(variant, s.name, bs, relevant))
         results.append(score(variant, "all", every, incidents))
     return results
@@ -192,6 +199,7 @@ def backtest(
     lo, hi = rng["lo"].iloc[0], rng["hi"].iloc[0]
     if lo is None or str(lo) == "NaT":
         raise NotFoundError("hop_minutes is empty: nothing to backtest")
+    sets = {k: attach_corrections(store, ss) for k, ss in sets.items()}  # the store's corrections too
     all_slos = {s.name: s for ss in sets.values() for s in ss}
     frames = minute_series_many(
         store, list(all_slos.values()), lo.to_pydatetime(), hi.to_pydatetime() + timedelta(minutes=1)

@@ -31,7 +31,7 @@ import pandas as pd
 
 from hopscope.durations import format_duration
 from hopscope.errors import HopscopeError
-from hopscope.slo.model import SLO, AlertTier
+from hopscope.slo.model import SLO, AlertTier, Correction, excluded_minutes
 
 _MIN = np.timedelta64(1, "m")
 
@@ -78,6 +78,10 @@ class SloStatus:
     gap_minutes: int = 0
     notes: tuple[str, ...] = field(default=())
     breaches: tuple[Breach, ...] = ()  # breaches overlapping [period_start, now), oldest first
+    # excluded periods overlapping [period_start, now) and their minutes there: not in the SLI, the
+    # budget or the alerts, and not counted as gaps
+    corrections: tuple[Correction, ...] = ()
+    excluded_minutes: int = 0
 
 
 # -- frames -> dense arrays -------------------------------------------------------------------
@@ -167,6 +171,7 @@ class _Dense:
     ct: np.ndarray
     cd: np.ndarray
     step: int = 1  # minutes per data flag: 1, or the slice length under time-slice budgeting
+    excluded: np.ndarray | None = None  # bool: the minute (or slice) lies in a correction (None: none does)
     memo: dict[tuple[str, int, int], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -231,16 +236,50 @@ def _validate(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def combine_arrays(
+    parts: Sequence[tuple[float, MinuteArrays, Sequence[Correction]]], t0: int, n: int
+) -> MinuteArrays:
+    """A composite SLI's events on the grid [t0, t0 + n): the sum of ``weight x`` each component's good
+    and total (weighted occurrences), each component's excluded minutes (its corrections) left out."""
+    good, total = np.zeros(max(n, 0)), np.zeros(max(n, 0))
+    for weight, arr, corrections in parts:
+        w = arr.window(t0, t0 + n)
+        g, t = w.good, w.total
+        if corrections:
+            keep = ~excluded_minutes(corrections, t0, n)
+            g, t = g * keep, t * keep
+        good += weight * g
+        total += weight * t
+    return MinuteArrays(t0, good, total)
+
+
+def without_excluded(slo: SLO, arr: MinuteArrays) -> MinuteArrays:
+    """The arrays with the SLO's excluded minutes (its corrections) emptied: what its SLI counts."""
+    if not slo.corrections:
+        return arr
+    keep = ~excluded_minutes(slo.corrections, arr.t0, arr.n)
+    return MinuteArrays(arr.t0, arr.good * keep, arr.total * keep)
+
+
 def _dense(slo: SLO, df: pd.DataFrame, start: int | None = None, end: int | None = None) -> _Dense:
     """Dense per-minute (or per-slice) events from a minute frame, after the SLO's budgeting method."""
     return _dense_arrays(slo, MinuteArrays.from_frame(df, start, end))
 
 
 def _dense_arrays(slo: SLO, arr: MinuteArrays) -> _Dense:
-    """Dense per-minute (or per-slice) events from minute arrays, after the SLO's budgeting method."""
+    """Dense per-minute (or per-slice) events from minute arrays, after the SLO's budgeting method.
+
+    Minutes inside the SLO's corrections count nothing (as if they had no events) and are flagged
+    ``excluded`` (not gaps); under time slices a slice with an excluded minute is excluded whole.
+    """
     lo, n = arr.t0, arr.n
     hi = lo + n
     good, total = arr.good, arr.total
+    excluded = excluded_minutes(slo.corrections, lo, n) if slo.corrections else None
+    if excluded is not None and excluded.any():
+        good, total = np.where(excluded, 0.0, good), np.where(excluded, 0.0, total)
+    else:
+        excluded = None
     data = total > 0
     b = slo.budgeting
     k = 1
@@ -254,6 +293,10 @@ def _dense_arrays(slo: SLO, arr: MinuteArrays) -> _Dense:
         sg = np.bincount(pos, weights=good, minlength=nslots)
         st = np.bincount(pos, weights=total, minlength=nslots)
         has = st > 0
+        s_excl = None
+        if excluded is not None:
+            s_excl = np.bincount(pos, weights=excluded.astype(float), minlength=nslots) > 0
+            has &= ~s_excl
         ratio = np.divide(sg, st, out=np.zeros_like(sg), where=has)
         if b.method == "timeslices":
             s_good = np.where(has, (ratio >= (b.slice_objective or 0) - 1e-12).astype(float), 0.0)
@@ -270,10 +313,13 @@ def _dense_arrays(slo: SLO, arr: MinuteArrays) -> _Dense:
         good[last_minute[ok]] = s_good[ok]
         total[last_minute[ok]] = s_total[ok]
         data[last_minute[ok]] = has[ok]
+        if s_excl is not None:
+            excluded = np.zeros(n, bool)
+            excluded[last_minute[ok]] = s_excl[ok]
     cg = np.concatenate([[0.0], np.cumsum(good)])
     ct = np.concatenate([[0.0], np.cumsum(total)])
     cd = np.concatenate([[0], np.cumsum(data.astype(np.int64))])
-    return _Dense(lo, good, total, data, cg, ct, cd, k)
+    return _Dense(lo, good, total, data, cg, ct, cd, k, excluded=excluded)
 
 
 def _minutes(td: timedelta) -> int:
@@ -294,20 +340,21 @@ def _opt(x: float) -> float | None:
 
 
 def _gaps(d: _Dense, lo: int, hi: int, slice_minutes: int = 1) -> list[tuple[datetime, datetime]]:
-    """Runs of minutes (or slices) without data in grid range [lo, hi)."""
+    """Runs of minutes (or slices) without data in grid range [lo, hi); excluded ones are no gaps."""
     lo, hi = max(lo, 0), min(hi, d.n)
     if hi <= lo:
         return []
+    absent = ~d.data if d.excluded is None else ~d.data & ~d.excluded
     if slice_minutes > 1:
         # data flags sit on each slice's last minute: test those positions only
         pos = np.arange(lo, hi)
         is_last = ((pos + d.t0) % slice_minutes) == slice_minutes - 1
-        missing = is_last & ~d.data[lo:hi]
+        missing = is_last & absent[lo:hi]
         out = []
         for p in pos[missing]:
             out.append((_to_dt(d.t0 + p - slice_minutes + 1), _to_dt(d.t0 + p + 1)))
         return _merge_runs(out)
-    missing = ~d.data[lo:hi]
+    missing = absent[lo:hi]
     if not missing.any():
         return []
     edges = np.diff(np.concatenate([[0], missing.astype(np.int8), [0]]))
@@ -333,12 +380,13 @@ def window_labels(slo: SLO) -> list[str]:
     return [format_duration(w) for w in slo.alerting.windows]
 
 
-def _period_budget_units(slo: SLO, period_minutes: int) -> float | None:
-    """Allowed bad units in a whole period for time-slice budgeting (None for occurrences)."""
+def _period_budget_units(slo: SLO, period_minutes: int, excluded: int = 0) -> float | None:
+    """Allowed bad units in a whole period for time-slice budgeting (None for occurrences); the
+    ``excluded`` minutes of the period (corrections) hold no slices."""
     if slo.budgeting.method == "occurrences":
         return None
     k = _minutes(slo.budgeting.slice or timedelta(minutes=1))
-    return slo.error_budget * (period_minutes // k)
+    return slo.error_budget * (max(period_minutes - excluded, 0) // k)
 
 
 def status_grid_start(slo: SLO, now: datetime, *, breaches: bool = True) -> datetime:
@@ -379,13 +427,16 @@ def status_from_arrays(slo: SLO, arrays: MinuteArrays, now: datetime, *, breache
         wg, wt = d.window(end, _minutes(w))
         burn_rates[format_duration(w)] = _opt(float(_burn(np.array([wg]), np.array([wt]), budget)[0]))
     found = tuple(_breaches(slo, d, first_end=max(end - (now_i - ps_i), 1))) if breaches else ()
+    corrections = tuple(c for c in slo.corrections if c.overlaps(p_start, now))
+    excluded = int(excluded_minutes(corrections, ps_i, now_i - ps_i).sum())
     if total <= 0:
         return SloStatus(
             slo.name, slo.objective, None, good, total, None, None, burn_rates, "no data", None,
-            tuple(gaps), p_start, p_end, now, (), gap_minutes, slo.notes, found,
+            tuple(gaps), p_start, p_end, now, (), gap_minutes, slo.notes, found, corrections, excluded,
         )  # fmt: skip
     sli = good / total
-    period_units = _period_budget_units(slo, pe_i - ps_i)
+    in_period = int(excluded_minutes(slo.corrections, ps_i, pe_i - ps_i).sum())
+    period_units = _period_budget_units(slo, pe_i - ps_i, in_period)
     if period_units is not None:
         consumed = (total - good) / period_units if period_units > 0 else float("inf")
     else:
@@ -404,7 +455,7 @@ def status_from_arrays(slo: SLO, arrays: MinuteArrays, now: datetime, *, breache
         tte = (p_end - p_start) * (remaining / current)
     return SloStatus(
         slo.name, slo.objective, sli, good, total, remaining, consumed, burn_rates, state, tte,
-        tuple(gaps), p_start, p_end, now, tuple(firing), gap_minutes, slo.notes, found,
+        tuple(gaps), p_start, p_end, now, tuple(firing), gap_minutes, slo.notes, found, corrections, excluded,
     )  # fmt: skip
 
 
@@ -472,12 +523,13 @@ def budget_burndown(slo: SLO, minutes_df: pd.DataFrame, start: datetime, end: da
     Occurrences: the allowed bad events are (1 - objective) x the events of the span, so the last
     minute's ``consumed`` is the status's (1 - SLI) / (1 - objective) over the same span, data gaps
     included (minutes without data add no events; they are not assumed to have had traffic).
-    Time slices: (1 - objective) x the number of slices in the span.
+    Time slices: (1 - objective) x the number of slices in the span. Minutes inside the SLO's
+    corrections add nothing (and hold no slices).
     """
     s_i, e_i = _dt_int(start), _dt_int(end)
     d = _dense(slo, minutes_df, start=s_i, end=e_i)
     bad = np.cumsum(d.total - d.good)
-    units = _period_budget_units(slo, e_i - s_i)
+    units = _period_budget_units(slo, e_i - s_i, int(excluded_minutes(slo.corrections, s_i, e_i - s_i).sum()))
     if units is None:
         units = slo.error_budget * float(d.total.sum())
     with np.errstate(divide="ignore", invalid="ignore"):

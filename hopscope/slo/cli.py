@@ -1,4 +1,4 @@
-"""``hopscope slo``: check, status, import, export, backtest.
+"""``hopscope slo``: check, status, correct, corrections, import, export, backtest.
 
 Mounted by the main app as ``app.add_typer(slo_cli.app, name="slo")``. Domain
 errors are raised as HopscopeError subclasses; the main CLI prints them as one line.
@@ -22,15 +22,17 @@ from hopscope.errors import HopscopeError, NotFoundError, SpecError
 from hopscope.slo.backtest import backtest as run_backtest
 from hopscope.slo.backtest import load_truth, variants
 from hopscope.slo.burn import SloStatus
+from hopscope.slo.corrections import add_correction, delete_correction, read_corrections
 from hopscope.slo.export import PROMETHEUS_KINDS, prometheus_rules_yaml
 from hopscope.slo.formats.hopscope import to_document
 from hopscope.slo.loader import load_slos, load_window_tables, parse_documents, read_yaml_docs
-from hopscope.slo.model import SLO
+from hopscope.slo.model import SLO, with_corrections
 from hopscope.slo.source import evaluate_many, store_now
 from hopscope.store import Store, StoreLocation, utcnow
 
 app = typer.Typer(
-    help="SLOs: validate specs, status now, import OpenSLO/Sloth, export Prometheus rules, backtest alert policies."
+    help="SLOs: validate specs, status now, budget corrections, import OpenSLO/Sloth, export Prometheus rules, "
+    "backtest alert policies."
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
@@ -102,6 +104,11 @@ def check(rules: RulesOpt = None, config: ConfigOpt = None) -> None:
         typer.echo(
             f"ok  {s.name}: {s.sli.kind}, objective {s.objective:g}, window {s.window.label}, {s.alerting.policy}: {tiers}"
         )
+        if s.composite:
+            parts = ", ".join(f"{c.name} x{c.weight:g}" for c in s.sli.components)
+            typer.echo(f"    combines: {parts}")
+        for c in s.corrections:
+            typer.echo(f"    excluded: {c.start:%Y-%m-%d %H:%M} – {c.end:%Y-%m-%d %H:%M} UTC ({c.reason})")
         for n in s.notes:
             typer.echo(f"    note: {n}")
     for e in errors:
@@ -160,6 +167,11 @@ def status(
     for r in [head, *rows]:
         typer.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     _print_breaches(statuses)
+    _print_corrections(statuses)
+    for spec in slos:
+        if spec.composite:
+            parts = ", ".join(f"{c.name} x{c.weight:g}" for c in spec.sli.components)
+            typer.echo(f"{spec.name}: composite of {parts} (weighted good/total events)")
     for s in statuses:
         if s.gaps:
             typer.echo(
@@ -206,6 +218,116 @@ def _print_breaches(statuses: list[SloStatus]) -> None:
     for r in [head, *rows]:
         typer.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     typer.echo("")
+
+
+def _print_corrections(statuses: list[SloStatus]) -> None:
+    """The excluded periods (corrections) of each SLO's period: not in its SLI, budget or alerts."""
+    rows = [
+        [s.slo, f"{c.start:%Y-%m-%d %H:%M}", f"{c.end:%Y-%m-%d %H:%M}", c.source, c.id or "-", c.reason]
+        for s in statuses
+        for c in s.corrections
+    ]
+    if not rows:
+        return
+    typer.echo("excluded from SLI, budget and alerts (corrections)")
+    _table(["SLO", "from (UTC)", "to (UTC)", "source", "id", "reason"], rows)
+    typer.echo("")
+
+
+def _table(head: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _parse_time(value: str, option: str) -> datetime:
+    try:
+        return parse_utc(value)
+    except ValueError as exc:
+        raise SpecError(f"{option}: {exc}") from None
+
+
+@app.command()
+def correct(
+    slo: Annotated[str, typer.Option("--slo", help="the SLO whose budget to correct")],
+    from_: Annotated[
+        str, typer.Option("--from", help="start, ISO time (no offset: UTC), e.g. 2026-03-01T02:00Z")
+    ],
+    to: Annotated[str, typer.Option("--to", help="end (exclusive), ISO time")],
+    reason: Annotated[str, typer.Option("--reason", help="why the period is excluded (shown in reports)")],
+    store: StoreOpt = None,
+    rules: RulesOpt = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Exclude a period (maintenance, a dependency's known outage) from an SLO's SLI, error budget and
+    alerts; recorded in the store. List with `hopscope slo corrections`, remove with --delete."""
+
+    start, end = _parse_time(from_, "--from"), _parse_time(to, "--to")
+    where, rules = read_store(store, rules, config)
+    spec = _load(rules, [slo])[0]
+    st = Store.open(where, create=False)
+    c = add_correction(st, spec, start, end, reason)
+    if json_out:
+        typer.echo(json.dumps(_jsonable({"slo": spec.name, **asdict(c)}), indent=2))
+        return
+    typer.echo(
+        f"correction {c.id}: {spec.name} excludes {c.start:%Y-%m-%d %H:%M} – {c.end:%Y-%m-%d %H:%M} UTC "
+        f"({c.minutes} min): {c.reason}"
+    )
+
+
+@app.command()
+def corrections(
+    store: StoreOpt = None,
+    rules: RulesOpt = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+    slo: SloOpt = None,
+    delete: Annotated[
+        str | None, typer.Option("--delete", help="delete the stored correction with this id")
+    ] = None,
+) -> None:
+    """Budget corrections of every SLO: those in the SLO files (source spec) and those recorded with
+    `hopscope slo correct` (source store, with an id)."""
+
+    where, rules = read_store(store, rules, config)
+    st = Store.open(where, create=False)
+    if delete is not None:
+        name, c = delete_correction(st, delete)
+        typer.echo(
+            f"deleted correction {c.id} of {name} ({c.start:%Y-%m-%d %H:%M} – {c.end:%Y-%m-%d %H:%M} UTC)"
+        )
+        return
+    specs = _load(rules, slo)
+    stored = read_corrections(st)
+    items = [(s.name, c) for s in specs for c in with_corrections(s, stored.get(s.name, ())).corrections]
+    known = {s.name for s in specs}
+    # a stored correction whose SLO left the rules is listed too (it can still be deleted)
+    items += [(n, c) for n, cs in stored.items() if n not in known and not slo for c in cs]
+    if json_out:
+        typer.echo(
+            json.dumps([_jsonable({"slo": n, **asdict(c), "minutes": c.minutes}) for n, c in items], indent=2)
+        )
+        return
+    if not items:
+        typer.echo("no corrections")
+        return
+    _table(
+        ["SLO", "from (UTC)", "to (UTC)", "minutes", "source", "id", "reason"],
+        [
+            [
+                n,
+                f"{c.start:%Y-%m-%d %H:%M}",
+                f"{c.end:%Y-%m-%d %H:%M}",
+                str(c.minutes),
+                c.source,
+                c.id or "-",
+                c.reason,
+            ]
+            for n, c in items
+        ],
+    )
 
 
 def _duration_key(label: str) -> float:

@@ -4,12 +4,14 @@ Formats: ``hopscope/v1`` (:mod:`~hopscope.slo.formats.hopscope`), OpenSLO ``v1``
 ``v1alpha`` (:mod:`~hopscope.slo.formats.openslo`), Sloth ``prometheus/v1`` and
 ``sloth.slok.dev/v1`` (:mod:`~hopscope.slo.formats.sloth`). :func:`load_slos` refuses
 one bad file, document or SLO on its own, with a message naming the file and field,
-and loads the rest.
+and loads the rest. Composite SLOs are resolved once every file is read
+(:func:`resolve_composites`): their components may live in other files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -17,7 +19,7 @@ import yaml
 from hopscope.errors import SpecError
 from hopscope.slo.formats import check, hopscope, openslo, sloth
 from hopscope.slo.formats.check import At
-from hopscope.slo.model import SLO, WindowTable
+from hopscope.slo.model import SLO, SPAN_KINDS, WindowTable
 
 MAX_FILE_BYTES = 1_000_000
 DEFAULT_RULES = Path("slo_rules")
@@ -167,12 +169,14 @@ def load_slos(path: Path | str = DEFAULT_RULES) -> tuple[list[SLO], list[SpecErr
         return [], [SpecError(f"{p}: no such file or folder")]
     slos: list[SLO] = []
     seen: dict[str, Path | None] = {}
+    named: set[str] = set()  # every hopscope/v1 SLO name written, refused ones included
     for f in files:
         try:
             docs = read_yaml_docs(f)
         except SpecError as e:
             errors.append(e)
             continue
+        named |= {n for d in docs if (n := _doc_name(d)) is not None}
         got, errs = parse_documents(docs, str(f), tables)
         errors.extend(errs)
         for s in got:
@@ -183,4 +187,79 @@ def load_slos(path: Path | str = DEFAULT_RULES) -> tuple[list[SLO], list[SpecErr
                 continue
             seen[s.name] = f
             slos.append(s)
-    return slos, errors
+    slos, refused = resolve_composites(slos, named - {s.name for s in slos})
+    return slos, errors + refused
+
+
+def _doc_name(doc: object) -> str | None:
+    """metadata.name of a hopscope/v1 SLO document, whatever else is wrong with it."""
+    if not isinstance(doc, dict) or doc.get("apiVersion") != hopscope.API_VERSION or doc.get("kind") != "SLO":
+        return None
+    meta = doc.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def resolve_composites(
+    slos: Sequence[SLO], refused: Collection[str] = ()
+) -> tuple[list[SLO], list[SpecError]]:
+    """Fill in each composite SLO's components (``Component.slo``); refuse, naming the file and the
+    component, a composite with an unknown or refused component, one in a cycle, one whose component
+    has another window, or one over a Prometheus-sourced component (hopscope does not count those).
+    ``refused``: names of SLOs whose own document was refused (named as such, not as unknown)."""
+    by_name = {s.name: s for s in slos}
+    done: dict[str, SLO] = {}
+    failed: dict[str, SpecError] = {}
+
+    def at_of(slo: SLO, i: int) -> At:
+        return At(str(slo.source_file or slo.name), "spec.sli.components") / i / "slo"
+
+    def resolve(name: str, stack: list[str]) -> SLO | None:
+        if name in done or name in failed:
+            return done.get(name)
+        slo = by_name[name]
+        if not slo.composite:
+            done[name] = slo
+            return slo
+        parts = []
+        for i, c in enumerate(slo.sli.components):
+            if c.name in stack or c.name == name:
+                loop = [*stack[stack.index(c.name) :], name] if c.name in stack else [name]
+                text = " -> ".join([*loop, c.name])
+                for member in loop:
+                    m = by_name[member]
+                    j = next(k for k, x in enumerate(m.sli.components) if x.name in (*loop, c.name))
+                    failed.setdefault(member, at_of(m, j).fail(f"composite SLOs form a cycle: {text}"))
+                return None
+            if c.name not in by_name and c.name in refused:
+                failed[name] = at_of(slo, i).fail(f"{c.name!r} was refused (see its error)")
+                return None
+            if c.name not in by_name:
+                known = ", ".join(sorted(n for n in by_name if n != name)) or "none"
+                failed[name] = at_of(slo, i).fail(f"{c.name!r} is not an SLO (known: {known})")
+                return None
+            child = resolve(c.name, [*stack, name])
+            if name in failed:  # a cycle through this SLO was found below
+                return None
+            if child is None:
+                failed[name] = at_of(slo, i).fail(f"{c.name!r} was refused (see its error)")
+                return None
+            if child.sli.kind not in (*SPAN_KINDS, "composite"):
+                failed[name] = at_of(slo, i).fail(
+                    f"{c.name!r} is a {child.sli.kind} SLI, evaluated by Prometheus; a composite combines "
+                    "SLOs hopscope counts (latency, availability, composite)"
+                )
+                return None
+            if child.window != slo.window:
+                failed[name] = at_of(slo, i).fail(
+                    f"{c.name!r} has window {child.window.label}; the components of a composite share "
+                    f"its window ({slo.window.label})"
+                )
+                return None
+            parts.append(replace(c, slo=child))
+        done[name] = replace(slo, sli=replace(slo.sli, components=tuple(parts)))
+        return done[name]
+
+    for s in slos:
+        resolve(s.name, [])
+    return [done[s.name] for s in slos if s.name in done], [failed[s.name] for s in slos if s.name in failed]

@@ -13,10 +13,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from hopscope.durations import format_duration
 from hopscope.model import Hop
 
-SLI_KINDS = ("latency", "availability", "prometheus_ratio", "prometheus_histogram")
+SLI_KINDS = ("latency", "availability", "prometheus_ratio", "prometheus_histogram", "composite")
 SPAN_KINDS = ("latency", "availability")
 SEVERITIES = ("page", "ticket")
 BUDGETING = ("occurrences", "timeslices", "ratio_timeslices")
@@ -85,6 +87,41 @@ class Budgeting:
 
 
 @dataclass(frozen=True, slots=True)
+class Correction:
+    """A period excluded from an SLO's SLI, budget and alerts (maintenance, a known outage of a dependency).
+
+    ``source`` says where it was declared: ``spec`` (the SLO file's ``corrections``) or ``store``
+    (``hopscope slo correct``; ``id`` is its key there). Times are naive UTC, [start, end).
+    """
+
+    start: datetime
+    end: datetime
+    reason: str
+    source: str = "spec"  # spec | store
+    id: str = ""
+
+    @property
+    def minutes(self) -> int:
+        return int((self.end - self.start).total_seconds() // 60)
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        return self.start < end and self.end > start
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """One SLO a composite SLO combines: its good and total events count ``weight`` times.
+
+    ``slo`` is the component's own record, filled in when every file is loaded (see
+    :func:`hopscope.slo.loader.resolve_composites`); None until then.
+    """
+
+    name: str
+    weight: float = 1.0
+    slo: SLO | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SLI:
     kind: str
     service: str | None = None
@@ -99,6 +136,7 @@ class SLI:
     metric: str | None = None  # histogram base name (without _bucket / _count)
     selector: str = ""  # label matchers without braces: job="x",code!="500"
     le: str | None = None  # the bucket bound as written, in seconds
+    components: tuple[Component, ...] = ()  # composite only
 
     @property
     def edge(self) -> tuple[str, str]:
@@ -194,10 +232,50 @@ class SLO:
     labels: Mapping[str, str] = field(default_factory=dict)
     source_file: Path | None = None
     notes: tuple[str, ...] = ()  # warnings that do not refuse the SLO (e.g. hop budgets over threshold)
+    corrections: tuple[Correction, ...] = ()  # excluded periods, oldest first
 
     @property
     def error_budget(self) -> float:
         return 1.0 - self.objective
+
+    @property
+    def composite(self) -> bool:
+        return self.sli.kind == "composite"
+
+
+def with_corrections(slo: SLO, more: Iterable[Correction]) -> SLO:
+    """The SLO with more excluded periods (oldest first; the same one twice is kept once)."""
+    merged = tuple(sorted(dict.fromkeys((*slo.corrections, *more)), key=lambda c: (c.start, c.end, c.id)))
+    return slo if merged == slo.corrections else replace(slo, corrections=merged)
+
+
+def excluded_minutes(corrections: Iterable[Correction], t0: int, n: int) -> np.ndarray:
+    """Bool mask of the minutes ``t0 .. t0 + n`` (minutes since the epoch) inside any correction.
+
+    A correction covers every minute it touches: one ending at 10:00:30 excludes the 10:00 minute
+    (the store counts whole minutes).
+    """
+    mask = np.zeros(max(n, 0), bool)
+    epoch = datetime(1970, 1, 1)
+    for c in corrections:
+        a = int((c.start - epoch).total_seconds() // 60)
+        b = -int(-(c.end - epoch).total_seconds() // 60)  # ceil: a partial minute is excluded
+        lo, hi = max(a - t0, 0), min(b - t0, n)
+        if hi > lo:
+            mask[lo:hi] = True
+    return mask
+
+
+def leaf_slos(slo: SLO) -> list[SLO]:
+    """The span/Prometheus SLOs a composite stands on (itself when it is not one), each once."""
+    if not slo.composite:
+        return [slo]
+    out: dict[str, SLO] = {}
+    for c in slo.sli.components:
+        if c.slo is not None:
+            for leaf in leaf_slos(c.slo):
+                out.setdefault(leaf.name, leaf)
+    return list(out.values())
 
 
 def with_policy(slo: SLO, table: WindowTable, *, min_events: int | None = None) -> SLO:

@@ -40,10 +40,13 @@ from hopscope.slo.burn import (
     _dt_int,
     _to_dt,
     breaches_since,
+    combine_arrays,
     status_from_arrays,
     status_grid_start,
+    without_excluded,
 )
-from hopscope.slo.model import SLO, SPAN_KINDS
+from hopscope.slo.corrections import attach_corrections
+from hopscope.slo.model import SLO, SPAN_KINDS, leaf_slos
 from hopscope.store import LAKE, current_snapshot, store_identity, utcnow
 
 EMPTY = pd.DataFrame({"minute": pd.Series([], dtype="datetime64[us]"), "good": [], "total": []})
@@ -74,6 +77,38 @@ def series_of(slo: SLO) -> Series | None:
     client, server = slo.sli.edge
     thr = float(slo.sli.threshold_ms) if slo.sli.kind == "latency" and slo.sli.threshold_ms else None
     return Series(client, server, slo.sli.route, thr)
+
+
+def _leaf_series(slos: Sequence[SLO]) -> dict[str, Series | None]:
+    """The series of every SLO the given ones stand on (composites: their components', recursively)."""
+    out: dict[str, Series | None] = {}
+    for s in slos:
+        if s.composite and any(c.slo is None for c in s.sli.components):
+            raise SpecError(
+                f"{s.source_file or s.name}: spec.sli.components: composite SLO {s.name!r} is not resolved "
+                "(load its rules folder with load_slos, which finds its components)"
+            )
+        for leaf in leaf_slos(s):
+            out[leaf.name] = series_of(leaf)
+    return out
+
+
+def _assemble(
+    slos: Sequence[SLO], got: dict[Series, MinuteArrays], lo: int, hi: int
+) -> dict[str, MinuteArrays]:
+    """Each SLO's arrays from its series' (Prometheus SLIs: all zeros; composites: combined)."""
+    n = max(hi - lo, 0)
+
+    def of(slo: SLO) -> MinuteArrays:
+        if slo.composite:
+            parts = [
+                (c.weight, of(c.slo), c.slo.corrections) for c in slo.sli.components if c.slo is not None
+            ]
+            return combine_arrays(parts, lo, n)
+        x = series_of(slo)
+        return got[x] if x is not None else MinuteArrays(lo, np.zeros(n), np.zeros(n))
+
+    return {s.name: of(s) for s in slos}
 
 
 def _codes(series: Sequence[Series]) -> tuple[list[tuple[str, str]], list[str], list[float]]:
@@ -459,10 +494,9 @@ def minute_arrays_many(
 ) -> dict[str, MinuteArrays]:
     """Dense minute arrays of many SLOs over [start, end) from hop_minutes (Prometheus SLIs: all zeros)."""
     lo, hi = _dt_int(start), _dt_int(end)
-    wanted = {s.name: series_of(s) for s in slos}
+    wanted = _leaf_series(slos)
     got = (cache or CACHE).arrays(store, [x for x in wanted.values() if x is not None], lo, hi)
-    zeros = MinuteArrays(lo, np.zeros(max(hi - lo, 0)), np.zeros(max(hi - lo, 0)))
-    return {name: (got[x] if x is not None else zeros) for name, x in wanted.items()}
+    return _assemble(slos, got, lo, hi)
 
 
 def minute_series_many(
@@ -470,10 +504,18 @@ def minute_series_many(
 ) -> dict[str, pd.DataFrame]:
     """Minute frames (minute, good, total) of many span SLOs over [start, end), from one scan of hop_minutes.
 
-    SLOs whose SLI is not read from spans (Prometheus kinds) get an empty frame.
+    What each SLI counts: the minutes of its corrections (in its file or in the store) have no row;
+    a composite's rows are its components' weighted sums. SLOs whose SLI is not read from spans
+    (Prometheus kinds) get an empty frame.
     """
+    slos = attach_corrections(store, slos)
     arrays = minute_arrays_many(store, slos, _floor_minute(start), _floor_minute(end))
-    return {s.name: (arrays[s.name].to_frame() if series_of(s) else EMPTY.copy()) for s in slos}
+    return {
+        s.name: (
+            without_excluded(s, arrays[s.name]).to_frame() if series_of(s) or s.composite else EMPTY.copy()
+        )
+        for s in slos
+    }
 
 
 def minute_series(store: ReadStore, slo: SLO, start: datetime, end: datetime) -> pd.DataFrame:
@@ -499,8 +541,8 @@ def minute_arrays_from_spans(
     ~0.8; what is left to gain is in how ``spans`` is written (Parquet v2 encodings), not here.
     """
     lo, hi = _dt_int(start), _dt_int(end)
-    wanted = {s.name: series_of(s) for s in slos}
-    for s in slos:
+    wanted = _leaf_series(slos)
+    for s in (leaf for x in slos for leaf in leaf_slos(x)):
         x = wanted[s.name]
         if x is not None and x.client != "":
             raise SpecError(
@@ -508,9 +550,8 @@ def minute_arrays_from_spans(
                 "only; hop SLIs are read from hop_minutes"
             )
     series = [x for x in dict.fromkeys(wanted.values()) if x is not None]
-    zeros = MinuteArrays(lo, np.zeros(max(hi - lo, 0)), np.zeros(max(hi - lo, 0)))
     if not series:
-        return {name: zeros for name in wanted}
+        return _assemble(slos, {}, lo, hi)
     edges, routes, thresholds = _codes(series)
     # Group on the raw columns and code the few result rows in Arrow: a CASE per span costs more.
     goods = "".join(f", count_if(duration_ms <= ?) AS g{i}" for i in range(len(thresholds)))
@@ -545,7 +586,7 @@ def minute_arrays_from_spans(
         }
     )
     got = _to_arrays(coded, series, edges, routes, thresholds, lo, hi)
-    return {name: (got[x] if x is not None else zeros) for name, x in wanted.items()}
+    return _assemble(slos, got, lo, hi)
 
 
 # -- evaluation ----------------------------------------------------------------------------------
@@ -571,7 +612,7 @@ def store_now(store: ReadStore) -> datetime | None:
 
 
 def _note_unsourced(slo: SLO, status: SloStatus) -> SloStatus:
-    if slo.sli.kind in SPAN_KINDS:
+    if slo.sli.kind in SPAN_KINDS or slo.composite:
         return status
     note = (
         f"{slo.name}: {slo.sli.kind} SLI is evaluated by Prometheus; export its rules (hopscope slo export)"
@@ -590,11 +631,14 @@ def evaluate_many(
     """Status of every SLO at ``now`` (default: now, UTC), with the breaches of its period.
 
     ``source``: ``hop_minutes`` (cached, see :class:`MinuteCache`) or ``spans`` (the raw path, uncached).
+    Each SLO is evaluated with its corrections, those of its file and those stored
+    (:func:`~hopscope.slo.corrections.attach_corrections`).
     """
 
     now = _floor_minute(now or utcnow())
     if not slos:
         return []
+    slos = attach_corrections(store, slos)
     start = min(status_grid_start(s, now, breaches=breaches) for s in slos)
     if source == "spans":
         arrays = minute_arrays_from_spans(store, slos, start, now)
@@ -631,6 +675,7 @@ def find_breaches_many(
     last one of the same store (``MinuteCache.breaches``): a new minute re-evaluates the newest minutes."""
     if not slos:
         return {}
+    slos = attach_corrections(store, slos)
     if start is None or end is None or end - start > LONG_SPAN:
         # (a span longer than any retention is cut to the data: the minute grid would not fit in memory)
         row = store.query("SELECT min(minute) AS lo, max(minute) AS hi FROM hop_minutes").to_pylist()[0]
@@ -650,3 +695,21 @@ def find_breaches_many(
         own = arrays[s.name].window(_dt_int(_floor_minute(start - backs[s.name])), _dt_int(hi))
         out[s.name] = [b for b in cache.breaches(store, s, own) if b.end > start and b.start < end]
     return out
+
+
+def culprit(store: ReadStore, slo: SLO, start: datetime, end: datetime) -> SLO:
+    """The SLO a breach of ``slo`` over [start, end) is diagnosed on: itself, or for a composite the
+    component (followed down nested composites) whose weighted bad events over the span are the most."""
+    while slo.composite:
+        parts = [c for c in slo.sli.components if c.slo is not None]
+        if not parts:
+            return slo
+        frames = minute_series_many(store, [c.slo for c in parts if c.slo is not None], start, end)
+        bad = {
+            c.name: float(c.weight * (f["total"] - f["good"]).sum()) if len(f := frames[c.name]) else 0.0
+            for c in parts
+        }
+        top = max(parts, key=lambda c: bad[c.name])
+        assert top.slo is not None
+        slo = top.slo
+    return slo

@@ -9,16 +9,22 @@ import streamlit as st
 from hopscope.dashboard import cache, state
 from hopscope.query import slos
 from hopscope.report import SloReport, build_report, with_causes
+from hopscope.slo.corrections import read_corrections
 
 
 @st.cache_data(ttl=cache.CACHE_TTL_S, show_spinner=False, max_entries=50)
-def _cached_report(path: str, gen: datetime | None, rules_dir: str, slo: str, window: str) -> SloReport:
+def _cached_report(
+    path: str, gen: datetime | None, rules_dir: str, slo: str, window: str, corrections: str
+) -> SloReport:
     return build_report(cache.open_store(path), rules=rules_dir, slo=slo, window=window, causes=False)
 
 
 def slo_report(slo: str, window: str) -> SloReport:
-    """hopscope.report.build_report (without causes: see incident_causes) through st.cache_data."""
-    return _cached_report(state.cache_path(), state.data_end(), state.rules(), slo, window)
+    """hopscope.report.build_report (without causes: see incident_causes) through st.cache_data; a
+    correction recorded with `hopscope slo correct` shows at once (it moves no data end)."""
+    path = state.cache_path()
+    stored = repr(sorted(read_corrections(cache.open_store(path)).items()))
+    return _cached_report(path, state.data_end(), state.rules(), slo, window, stored)
 
 
 @st.cache_data(ttl=3600, show_spinner=False, max_entries=500)

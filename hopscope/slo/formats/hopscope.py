@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from hopscope.durations import format_duration
+from hopscope.durations import format_duration, parse_utc
 from hopscope.model import HOP_SEPARATOR, Hop
 from hopscope.slo.formats import check
 from hopscope.slo.formats.check import At
@@ -22,6 +22,8 @@ from hopscope.slo.model import (
     SPAN_KINDS,
     Alerting,
     Budgeting,
+    Component,
+    Correction,
     Window,
     WindowTable,
 )
@@ -74,7 +76,17 @@ def parse_window_table(doc: object, at: At, name: str | None = None) -> WindowTa
 
 # -- hopscope/v1 SLO --------------------------------------------------------------------------
 
-_SPEC_KEYS = ("description", "service", "objective", "window", "budgeting", "sli", "hopBudgetsMs", "alerting")
+_SPEC_KEYS = (
+    "description",
+    "service",
+    "objective",
+    "window",
+    "budgeting",
+    "sli",
+    "hopBudgetsMs",
+    "alerting",
+    "corrections",
+)
 _SLI_KEYS = (
     "kind",
     "service",
@@ -88,6 +100,7 @@ _SLI_KEYS = (
     "metric",
     "selector",
     "le",
+    "components",
 )
 _ALERT_KEYS = (
     "policy",
@@ -142,6 +155,7 @@ def parse_slo(doc: object, file: str, tables: Mapping[str, WindowTable], *, doc_
                 f"{sli.threshold_ms:g} ms threshold by {total - sli.threshold_ms:g} ms"
             )
     alerting = _parse_alerting(spec.get("alerting"), sa / "alerting", window, tables)
+    corrections = parse_corrections(spec.get("corrections"), sa / "corrections")
     return SLO(
         name=name,
         description=check.text(spec.get("description"), sa / "description") or "",
@@ -155,7 +169,51 @@ def parse_slo(doc: object, file: str, tables: Mapping[str, WindowTable], *, doc_
         labels=check.labels(meta.get("labels"), at / "metadata" / "labels"),
         source_file=Path(file),
         notes=tuple(notes),
+        corrections=corrections,
     )
+
+
+def parse_time(v: object, at: At) -> datetime:
+    """An ISO time (``2026-03-01T02:00Z``; no offset: UTC) or a date (its midnight UTC) -> naive UTC."""
+    if isinstance(v, date) and not isinstance(v, datetime):
+        return datetime(v.year, v.month, v.day)
+    if not isinstance(v, (str, datetime)):
+        raise at.fail(f"{check.short_repr(v)} is not an ISO time like 2026-03-01T02:00Z")
+    try:
+        return parse_utc(v)
+    except ValueError as e:
+        raise at.fail(str(e)) from None
+
+
+def parse_corrections(v: object, at: At) -> tuple[Correction, ...]:
+    """``corrections``: a list of ``{from, to, reason}`` periods excluded from the SLI, budget and alerts."""
+    if v is None:
+        return ()
+    if not isinstance(v, list):
+        raise at.fail(f"{check.short_repr(v)} is not a list of {{from, to, reason}} periods")
+    out: list[Correction] = []
+    for i, item in enumerate(v):
+        c_at = at / i
+        m = check.mapping(item, c_at, ("from", "to", "reason"))
+        for k in ("from", "to", "reason"):
+            if k not in m:
+                raise (c_at / k).fail("is required (a correction is {from, to, reason})")
+        start = parse_time(m["from"], c_at / "from")
+        end = parse_time(m["to"], c_at / "to")
+        if end <= start:
+            raise (c_at / "to").fail(f"{end:%Y-%m-%dT%H:%M:%S} is not after from ({start:%Y-%m-%dT%H:%M:%S})")
+        reason = (check.text(m["reason"], c_at / "reason") or "").strip()
+        if not reason:
+            raise (c_at / "reason").fail("is empty; say why the period is excluded")
+        out.append(Correction(start, end, reason, "spec"))
+    out.sort(key=lambda c: c.start)
+    for a, b in zip(out, out[1:], strict=False):
+        if b.start < a.end:
+            raise at.fail(
+                f"{b.start:%Y-%m-%dT%H:%M} – {b.end:%Y-%m-%dT%H:%M} ({b.reason!r}) overlaps "
+                f"{a.start:%Y-%m-%dT%H:%M} – {a.end:%Y-%m-%dT%H:%M} ({a.reason!r}); merge them into one"
+            )
+    return tuple(out)
 
 
 def _parse_window(v: object, at: At) -> Window:
@@ -216,10 +274,13 @@ def _parse_sli(v: object, at: At) -> SLI:
         "availability": {"kind", "service", "route", "hop"},
         "prometheus_ratio": {"kind", "goodQuery", "errorQuery", "totalQuery", "errorRatioQuery"},
         "prometheus_histogram": {"kind", "metric", "selector", "le"},
+        "composite": {"kind", "components"},
     }[kind]
     for k in m:
         if k not in allowed:
             raise (at / k).fail(f"does not apply to a {kind} SLI (it takes {', '.join(sorted(allowed))})")
+    if kind == "composite":
+        return SLI(kind, components=_parse_components(m.get("components"), at / "components"))
     if kind in SPAN_KINDS:
         service = check.text(m.get("service"), at / "service", required=True)
         route = check.text(m.get("route"), at / "route")
@@ -274,6 +335,27 @@ def _parse_sli(v: object, at: At) -> SLI:
         raise (at / "le").fail(f"{le!r} is not a positive bucket bound in seconds")
     selector = (check.text(m.get("selector"), at / "selector") or "").strip().strip("{}")
     return SLI(kind, metric=metric, selector=selector, le=le, threshold_ms=le_s * 1000)
+
+
+def _parse_components(v: object, at: At) -> tuple[Component, ...]:
+    """``components``: SLO names, or ``{slo, weight}``; each SLO at most once."""
+    if not isinstance(v, list) or not v:
+        raise at.fail(
+            f"{check.short_repr(v)} is not a non-empty list of SLO names or {{slo: NAME, weight: W}}"
+        )
+    out: list[Component] = []
+    for i, item in enumerate(v):
+        c_at = at / i
+        if isinstance(item, str):
+            item = {"slo": item}
+        m = check.mapping(item, c_at, ("slo", "weight"))
+        name = check.text(m.get("slo"), c_at / "slo", required=True)
+        assert name is not None
+        weight = check.positive(m["weight"], c_at / "weight") if "weight" in m else 1.0
+        if any(c.name == name for c in out):
+            raise (c_at / "slo").fail(f"{name!r} is listed twice; give it one entry with its weight")
+        out.append(Component(name, weight))
+    return tuple(out)
 
 
 def _parse_alerting(v: object, at: At, window: Window, tables: Mapping[str, WindowTable]) -> Alerting:
@@ -340,6 +422,11 @@ def to_document(slo: SLO) -> dict[str, object]:
         ("le", slo.sli.le),
     )
     sli.update({k: v for k, v in fields if v is not None})
+    if slo.sli.components:
+        sli["components"] = [
+            {"slo": c.name} if c.weight == 1.0 else {"slo": c.name, "weight": c.weight}
+            for c in slo.sli.components
+        ]
     if slo.window.kind == "rolling":
         window: object = format_duration(slo.window.length or timedelta(days=28))
     else:
@@ -379,6 +466,12 @@ def to_document(slo: SLO) -> dict[str, object]:
     if slo.hop_budgets_ms:
         spec["hopBudgetsMs"] = dict(slo.hop_budgets_ms)
     spec["alerting"] = alerting
+    spec_corrections = [c for c in slo.corrections if c.source == "spec"]
+    if spec_corrections:
+        spec["corrections"] = [
+            {"from": f"{c.start:%Y-%m-%dT%H:%M:%S}Z", "to": f"{c.end:%Y-%m-%dT%H:%M:%S}Z", "reason": c.reason}
+            for c in spec_corrections
+        ]
     meta: dict[str, object] = {"name": slo.name}
     if slo.labels:
         meta["labels"] = dict(slo.labels)
