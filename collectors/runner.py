@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
 
@@ -37,6 +38,7 @@ from hopscope.collectors.selfmetrics import SelfMetrics
 from hopscope.config.collect import CollectConfig
 from hopscope.errors import HopscopeError, StoreError
 from hopscope.health import DaemonStatus, write_status
+from hopscope.leader import Leadership, default_holder, leader_for
 from hopscope.store import Store, utcnow
 from hopscope.writer import StoreWriter, WriterListener, WritingStore
 
@@ -194,6 +196,7 @@ class Daemon:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     nvml_module: Any = None
     flush_s: float = 2.0
+    leader: Leadership | None = None  # None: a lease on a shared store, else the embedded store's sole leader
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -218,6 +221,14 @@ class Daemon:
         self.metrics_port: int | None = None
         self._metrics_server: Any = None
         self.disabled: dict[str, str] = {}
+        if self.leader is None:
+            backend = self.store.backend if isinstance(self.store, Store) else None
+            self.leader = leader_for(
+                backend, holder=default_holder(self.cfg.host_name), lease_s=self.cfg.leader_lease_s
+            )
+        leader = self.leader
+        self.metrics.leader.set_function(lambda: float(leader.is_leader()))
+        self.metrics.leader_term.set_function(lambda: float(leader.term()))
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -255,8 +266,12 @@ class Daemon:
             self.metrics.collector_enabled.labels(name).set(0)
             lines.append(f"  disabled: {name}: {reason}")
         self._spawn("flush", self._every, self.flush_s, self.sink.flush)
-        self._spawn("rollup", self._every, self.cfg.rollup_interval_s, self._rollup)
-        self._spawn("maintain", self._every, self.cfg.maintain_interval_s, self._maintain)
+        assert self.leader is not None
+        self.leader.start()
+        lines.append(f"  leader: {self.leader.holder} {'leads' if self.leader.is_leader() else 'stands by'}")
+        # What must run once per store, not once per collector, runs only while this collector leads.
+        self._spawn("rollup", self._every, self.cfg.rollup_interval_s, self._leading(self._rollup))
+        self._spawn("maintain", self._every, self.cfg.maintain_interval_s, self._leading(self._maintain))
         self._spawn("status", self._every, _STATUS_EVERY_S, self._status)
         print(f"hopscope collect: store {getattr(self.store, 'path', '?')}", file=self.out)
         print("\n".join(lines), file=self.out, flush=True)
@@ -283,6 +298,16 @@ class Daemon:
             except Exception:  # a bug in one periodic task must not end it for good
                 log.exception("%s failed", getattr(fn, "__name__", "a periodic task"))
 
+    def _leading(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """``fn``, run only while this collector leads (a shared store's other collectors stand by)."""
+
+        def run() -> None:
+            if self.leader is None or self.leader.is_leader():
+                fn()
+
+        run.__name__ = fn.__name__
+        return run
+
     def _rollup(self) -> None:
         t0 = time.perf_counter()
         try:
@@ -291,7 +316,9 @@ class Daemon:
             log.warning("rollups skipped: hopscope.rollup is not importable (%s)", exc)
             return
         try:
-            result = rollup.run_rollup(self.wstore, list(self.thresholds_ms))
+            result = rollup.run_rollup(
+                self.wstore, list(self.thresholds_ms), grace=timedelta(seconds=self.cfg.rollup_grace_s)
+            )
             rows = int(result) if isinstance(result, int) else int(getattr(result, "rows", 0) or 0)
             run = Run(utcnow(), "rollup", "hop_minutes", True, rows, None, (time.perf_counter() - t0) * 1000)
             self.metrics.rollup_last_success.set(time.time())
@@ -317,7 +344,12 @@ class Daemon:
         pending = False
         for step in steps:
             for slice_no in range(_MAX_SLICES_PER_STEP + 1):
-                if self._stop.is_set() or time.monotonic() > budget_end or slice_no == _MAX_SLICES_PER_STEP:
+                if (
+                    self._stop.is_set()
+                    or time.monotonic() > budget_end
+                    or slice_no == _MAX_SLICES_PER_STEP
+                    or (self.leader is not None and not self.leader.is_leader())  # another collector goes on
+                ):
                     pending = True
                     break
                 try:
@@ -399,6 +431,8 @@ class Daemon:
             return max(0.1, end - time.monotonic())
 
         self._stop.set()
+        if self.leader is not None:  # gives a lease up: another collector takes over at its next renewal
+            self.leader.stop()
         for c in self._running:  # a probe waiting on a slow target must not hold up the stop
             if isinstance(c, Interruptible):
                 c.interrupt()

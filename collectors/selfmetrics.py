@@ -137,6 +137,17 @@ class SelfMetrics:
             "Unix time of the last successful rollup",
             registry=r,
         )
+        # A shared store's collectors elect one leader for rollups, maintenance and alerts (hopscope/leader.py).
+        self.leader = Gauge(
+            "hopscope_leader",
+            "1 while this collector leads: it runs rollups, maintenance and alert evaluation (embedded store: always)",
+            registry=r,
+        )
+        self.leader_term = Gauge(
+            "hopscope_leader_term",
+            "The lease term this collector leads in, or led in last (0: never)",
+            registry=r,
+        )
         self.samples_buffered = Gauge(
             "hopscope_samples_buffered", "Samples and collector runs waiting to be written", registry=r
         )

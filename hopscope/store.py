@@ -315,6 +315,37 @@ class StoreLocation:
         return self.backend.describe() if self.shared and self.backend else str(self.path)
 
 
+CATALOG_DB = "catalog_db"
+
+
+def catalog_database(backend: Backend) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with a shared store's PostgreSQL catalog database attached as ``catalog_db``
+    (TYPE postgres), for the few statements hopscope runs there itself: ``postgres_execute`` and
+    ``postgres_query`` (hopscope/leader.py keeps its lease there)."""
+    if not backend.postgres:
+        raise StoreError(f"{backend.describe()}: not a PostgreSQL catalog")
+    con = duckdb.connect(
+        ":memory:", config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    )
+    path = _extension_path("duckdb_extension_postgres_scanner", "postgres_scanner")
+    try:
+        if path:
+            con.execute(f"LOAD '{path}'")
+        else:
+            con.execute("INSTALL postgres_scanner")
+            con.execute("LOAD postgres_scanner")
+        con.execute(f"ATTACH {_sql_text(backend.conninfo())} AS {CATALOG_DB} (TYPE postgres)")
+    except duckdb.Error as exc:
+        con.close()
+        cause = failure_cause(exc, postgres=True)
+        said = f"{cause}: " if cause else ""
+        raise StoreError(
+            f"{backend.describe()}: cannot open the catalog database: {said}{redact(str(exc), backend.secrets())}",
+            cause=cause,
+        ) from None
+    return con
+
+
 def utcnow() -> datetime:
     """Now, as the naive-UTC datetime every table stores."""
     return datetime.now(UTC).replace(tzinfo=None)
