@@ -213,6 +213,8 @@ class Daemon:
                 listener=_MetricsListener(self.metrics),
             )
             self.wstore = WritingStore(self.store, self.writer)
+            written = self.writer.store
+            self.metrics.conflict_retries.set_function(lambda: float(written.conflicts_retried))
         self.sink = RecordSink(self.wstore, self.metrics, self.flush_s)
         self.maintenance_pending = False
         self._started_unix = time.time()

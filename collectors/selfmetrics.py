@@ -103,6 +103,12 @@ class SelfMetrics:
             "Times the writer reopened its store connection after writes kept failing",
             registry=r,
         )
+        self.conflict_retries = Gauge(
+            "hopscope_store_conflict_retries",
+            "Commits retried after a DuckLake transaction conflict with another writer (a shared store's "
+            "other collectors), since start",
+            registry=r,
+        )
         self.writer_queue = Gauge(
             "hopscope_writer_queue_jobs", "Writes waiting for the store's writer", registry=r
         )

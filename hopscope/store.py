@@ -53,6 +53,11 @@ LAKE = "lake"
 # met inside a DuckLake catalog write leaves behind); anything else is a real failure.
 _RETRYABLE = (
     "database is locked",
+    # DuckLake's "Transaction conflict - attempting to insert into table ... but another transaction has
+    # deleted inlined data from it" (or "... delete from ... has inserted into it", "... flushed the
+    # inlined data"): two writers of a shared store touched one table. The commit was refused whole, so
+    # it is retried, and a retried append is never stored twice. Commits that merely raced for the next
+    # snapshot id are retried inside DuckLake itself (ducklake_max_retry_count).
     "conflict",
     "busy",
     "Could not set lock",
@@ -418,6 +423,7 @@ class Store:
         self.memory_limit = memory_limit
         self._create = create
         self._catalog = self.path / CATALOG_FILE
+        self.conflicts_retried = 0  # commits refused for a conflict with another writer, then retried
         if self.backend.catalog is not None and not self.backend.postgres:
             raise StoreError(
                 f"catalog {redact(self.backend.catalog)!r}: not a postgres:// URL or libpq string "
@@ -753,6 +759,8 @@ class Store:
                     )
                     error.refused = True  # the database refused, not the caller's data
                     raise error from exc
+                if "conflict" in str(exc).lower():
+                    self.conflicts_retried += 1
                 log.debug("%s: retry %d after %s", what, attempt, self._redact(str(exc)))
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)

@@ -88,9 +88,9 @@ class FleetResult:
     next_leader: int | None = None
     takeover_s: float | None = None  # SIGKILL of the leader -> another one reports hopscope_leader 1
     most_leaders_at_once: int = 0
-    rollups_while_standing_by: int = (
-        0  # a collector's last rollup moved between two scrapes that saw it stand by
-    )
+    # a collector's last rollup moved between two scrapes that both saw it stand by
+    rollups_while_standing_by: int = 0
+    conflict_retries: int = 0  # commits retried after a DuckLake conflict, all collectors (last scrape each)
     scrapes: int = 0
     reads: int = 0
     read_errors: list[str] = field(default_factory=list)
@@ -112,6 +112,7 @@ class _Member:
     otlp_port: int
     metrics_port: int
     alive: bool = True
+    conflicts: int = 0  # hopscope_store_conflict_retries at the last scrape
 
     @property
     def endpoint(self) -> str:
@@ -130,6 +131,7 @@ class _Member:
         if code != 200:
             return None
         scrape = Scrape(body.decode())
+        self.conflicts = int(scrape.value("hopscope_store_conflict_retries") or 0)
         last = scrape.value("hopscope_rollup_last_success_timestamp_seconds") or 0.0
         return scrape.value("hopscope_leader") == 1.0, last
 
@@ -376,6 +378,7 @@ def run_fleet(
                 _kill_group(m.proc, grace_s=30)
                 m.alive = False
         watcher.stop()
+        result.conflict_retries = sum(m.conflicts for m in members)
         for c in clients:
             _merge(result, c)
         _audit(reader, clients, result)

@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 from store_backends import PostgresServer, S3Server, Stores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,3 +54,48 @@ def test_three_collectors_store_each_acknowledged_span_once_and_one_leader_at_a_
     assert r.hop_minutes_keys_repeated == 0
     assert r.hop_minutes_rows > 0 and r.hop_minutes_equal_to_one_rollup, logs
     assert r.rollup_runs.get("failed", 0) == 0 and r.rollup_runs.get("ok", 0) > 0
+
+
+def _rows(metric: str, i: int, n: int) -> pa.Table:
+    return pa.table(
+        {
+            "ts": pa.array([datetime(2026, 1, 1) + timedelta(seconds=i)] * n, pa.timestamp("us")),
+            "metric": [metric] * n,
+            "value": [float(i * 1000 + j) for j in range(n)],
+            "source": ["test"] * n,
+        }
+    )
+
+
+def test_an_append_refused_for_a_conflict_with_another_writer_is_retried_and_stored_once(
+    tmp_path: Path, postgres_server: PostgresServer, s3_server: S3Server
+) -> None:
+    """Another collector's append and the leader's delete-and-insert on one table conflict in DuckLake
+    ("Transaction conflict - attempting to insert into table ... but another transaction has deleted
+    inlined data from it"): the refused commit is retried, and stored once."""
+    stores = Stores("postgres+s3", postgres_server, s3_server)
+    appender = stores(tmp_path / "shared")
+    leader = appender.clone()  # a connection of its own, as another process would have
+    stop = threading.Event()
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            leader.replace("samples", "metric = ?", ["leader"], _rows("leader", i, 5))
+            i += 1
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        for i in range(60):
+            appender.append("samples", _rows("appended", i, 20))
+    finally:
+        stop.set()
+        thread.join(60)
+    counts = appender.query(
+        "SELECT count(*) AS n, count(DISTINCT value) AS d FROM samples WHERE metric = 'appended'"
+    ).to_pylist()[0]
+    assert counts == {"n": 60 * 20, "d": 60 * 20}
+    assert appender.conflicts_retried + leader.conflicts_retried > 0  # the conflict did happen
+    leader.close()
+    appender.close()
