@@ -59,6 +59,10 @@ _RETRYABLE = (
     # it is retried, and a retried append is never stored twice. Commits that merely raced for the next
     # snapshot id are retried inside DuckLake itself (ducklake_max_retry_count).
     "conflict",
+    # A PostgreSQL catalog's serialization failures (two collectors updating one catalog row at once):
+    # the transaction was rolled back whole, and PostgreSQL's own advice is to run it again.
+    "could not serialize access",
+    "deadlock detected",
     "busy",
     "Could not set lock",
     "SQLITE_BUSY",
@@ -67,6 +71,11 @@ _RETRYABLE = (
     # query again reads the newest snapshot (seen once in a 15-minute soak, on the `state` table).
     "cannot open file",
 )
+
+# Several collectors starting at once on a new shared catalog all create DuckLake's tables, then the
+# store's: PostgreSQL refuses all but one (`duplicate key value violates unique constraint
+# "pg_type_typname_nsp_index"`), DuckLake all but one CREATE TABLE. Trying again finds the tables made.
+_RETRYABLE_SETUP = ("duplicate key value violates unique constraint", "already exists")
 
 DEFAULT_RETENTION: dict[str, timedelta] = {
     "spans": timedelta(days=2),
@@ -564,6 +573,7 @@ class Store:
                 f"DATA_INLINING_ROW_LIMIT {int(self.inlining_rows)})"
             ),
             what="attach",
+            also=_RETRYABLE_SETUP,
         )
         con.execute(f"USE {LAKE}")
         try:
@@ -644,10 +654,10 @@ class Store:
                         )
                 cur.execute("COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                self._rollback_quietly()  # a refused COMMIT has ended the transaction already
                 raise
 
-        self._retry(create, what="create tables")
+        self._retry(create, what="create tables", also=_RETRYABLE_SETUP)
 
     def _ensure_layout(self) -> None:
         """How new data files are written; files already there change at their next merge.
@@ -736,8 +746,9 @@ class Store:
 
     # -- retries ---------------------------------------------------------------------------
 
-    def _retry(self, fn: Any, *, what: str) -> Any:
-        """Run fn, retrying contention errors with jittered backoff until the deadline."""
+    def _retry(self, fn: Any, *, what: str, also: Sequence[str] = ()) -> Any:
+        """Run fn, retrying contention errors (and errors naming one of ``also``) with jittered backoff
+        until the deadline."""
         deadline = time.monotonic() + self.commit_deadline_s
         bound = getattr(self._local, "deadline", None)
         if bound is not None:
@@ -750,7 +761,8 @@ class Store:
                 return fn()
             except (duckdb.Error, sqlite3.Error) as exc:
                 self._rollback_quietly()
-                if not _is_retryable(exc) or time.monotonic() + delay > deadline:
+                retryable = _is_retryable(exc) or any(m in str(exc).lower() for m in also)
+                if not retryable or time.monotonic() + delay > deadline:
                     cause = self.cause_of(exc)
                     said = f"{cause}: " if cause else ""
                     error = StoreError(

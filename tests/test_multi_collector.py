@@ -19,6 +19,8 @@ from pathlib import Path
 import pyarrow as pa
 from store_backends import PostgresServer, S3Server, Stores
 
+from hopscope.store import Store
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # testbed/ is not an installed package
     sys.path.insert(0, str(ROOT))
@@ -87,7 +89,7 @@ def test_an_append_refused_for_a_conflict_with_another_writer_is_retried_and_sto
     thread = threading.Thread(target=churn)
     thread.start()
     try:
-        for i in range(60):
+        for i in range(40):
             appender.append("samples", _rows("appended", i, 20))
     finally:
         stop.set()
@@ -95,7 +97,33 @@ def test_an_append_refused_for_a_conflict_with_another_writer_is_retried_and_sto
     counts = appender.query(
         "SELECT count(*) AS n, count(DISTINCT value) AS d FROM samples WHERE metric = 'appended'"
     ).to_pylist()[0]
-    assert counts == {"n": 60 * 20, "d": 60 * 20}
+    assert counts == {"n": 40 * 20, "d": 40 * 20}
     assert appender.conflicts_retried + leader.conflicts_retried > 0  # the conflict did happen
     leader.close()
     appender.close()
+
+
+def test_collectors_starting_at_once_on_a_new_shared_catalog_all_open_it(
+    tmp_path: Path, postgres_server: PostgresServer, s3_server: S3Server
+) -> None:
+    """Each creates DuckLake's tables; PostgreSQL refuses all but one, and the others attach again."""
+    backend = Stores("postgres+s3", postgres_server, s3_server).backend(tmp_path / "new")
+    opened: list[Store] = []
+    errors: list[Exception] = []
+
+    def open_one(i: int) -> None:
+        try:
+            opened.append(Store(tmp_path / f"collector-{i}", backend=backend))
+        except Exception as exc:  # noqa: BLE001 - the finding
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == [] and len(opened) == 3
+    opened[0].append("samples", _rows("first", 0, 3))
+    assert all(s.count("samples") == 3 for s in opened)
+    for s in opened:
+        s.close()
