@@ -433,8 +433,6 @@ class Daemon:
             return max(0.1, end - time.monotonic())
 
         self._stop.set()
-        if self.leader is not None:  # gives a lease up: another collector takes over at its next renewal
-            self.leader.stop()
         for c in self._running:  # a probe waiting on a slow target must not hold up the stop
             if isinstance(c, Interruptible):
                 c.interrupt()
@@ -444,6 +442,10 @@ class Daemon:
             self.otlp.stop(grace_s=min(left(), self.cfg.otlp.ack_timeout_s + 1.0))
         for t in self._threads:
             t.join(timeout=left())  # each is at most inside one write, bounded above
+        # Given up after the rollup and maintenance threads end (never two leaders' work at once): another
+        # collector takes over at its next renewal.
+        if self.leader is not None:
+            self.leader.stop()
         self.sink.flush()
         unwritten_jobs = self.writer.close(timeout=left()) if self.writer is not None else 0
         samples, runs = self.sink.pending
