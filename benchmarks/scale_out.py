@@ -267,7 +267,7 @@ def main() -> None:
             for s in stores.values():
                 s.close()
         print(
-            "\nten SLOs over 30 days of hop_minutes (432,000 rows); a 24 h diagnosis of 11 hops (no BubbleUp)"
+            "\nten SLOs over 30 days (10 routes) and a 24 h diagnosis of 11 hops (no BubbleUp); both data sets in one store"
         )
         print(f"{'store':<28}{'SLO cold':>10}{'SLO warm':>10}{'diag cold':>11}{'diag warm':>11}")
         for name, r in times.items():
