@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
 
@@ -37,6 +38,7 @@ from hopscope.collectors.selfmetrics import SelfMetrics
 from hopscope.config.collect import CollectConfig
 from hopscope.errors import HopscopeError, StoreError
 from hopscope.health import DaemonStatus, write_status
+from hopscope.leader import Leadership, default_holder, leader_for
 from hopscope.store import Store, utcnow
 from hopscope.writer import StoreWriter, WriterListener, WritingStore
 
@@ -194,6 +196,7 @@ class Daemon:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     nvml_module: Any = None
     flush_s: float = 2.0
+    leader: Leadership | None = None  # None: a lease on a shared store, else the embedded store's sole leader
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -210,6 +213,8 @@ class Daemon:
                 listener=_MetricsListener(self.metrics),
             )
             self.wstore = WritingStore(self.store, self.writer)
+            written = self.writer.store
+            self.metrics.conflict_retries.set_function(lambda: float(written.conflicts_retried))
         self.sink = RecordSink(self.wstore, self.metrics, self.flush_s)
         self.maintenance_pending = False
         self._started_unix = time.time()
@@ -218,6 +223,14 @@ class Daemon:
         self.metrics_port: int | None = None
         self._metrics_server: Any = None
         self.disabled: dict[str, str] = {}
+        if self.leader is None:
+            backend = self.store.backend if isinstance(self.store, Store) else None
+            self.leader = leader_for(
+                backend, holder=default_holder(self.cfg.host_name), lease_s=self.cfg.leader_lease_s
+            )
+        leader = self.leader
+        self.metrics.leader.set_function(lambda: float(leader.is_leader()))
+        self.metrics.leader_term.set_function(lambda: float(leader.term()))
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -255,8 +268,12 @@ class Daemon:
             self.metrics.collector_enabled.labels(name).set(0)
             lines.append(f"  disabled: {name}: {reason}")
         self._spawn("flush", self._every, self.flush_s, self.sink.flush)
-        self._spawn("rollup", self._every, self.cfg.rollup_interval_s, self._rollup)
-        self._spawn("maintain", self._every, self.cfg.maintain_interval_s, self._maintain)
+        assert self.leader is not None
+        self.leader.start()
+        lines.append(f"  leader: {self.leader.holder} {'leads' if self.leader.is_leader() else 'stands by'}")
+        # What must run once per store, not once per collector, runs only while this collector leads.
+        self._spawn("rollup", self._every, self.cfg.rollup_interval_s, self._leading(self._rollup))
+        self._spawn("maintain", self._every, self.cfg.maintain_interval_s, self._leading(self._maintain))
         self._spawn("status", self._every, _STATUS_EVERY_S, self._status)
         print(f"hopscope collect: store {getattr(self.store, 'path', '?')}", file=self.out)
         print("\n".join(lines), file=self.out, flush=True)
@@ -283,6 +300,16 @@ class Daemon:
             except Exception:  # a bug in one periodic task must not end it for good
                 log.exception("%s failed", getattr(fn, "__name__", "a periodic task"))
 
+    def _leading(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """``fn``, run only while this collector leads (a shared store's other collectors stand by)."""
+
+        def run() -> None:
+            if self.leader is None or self.leader.is_leader():
+                fn()
+
+        run.__name__ = fn.__name__
+        return run
+
     def _rollup(self) -> None:
         t0 = time.perf_counter()
         try:
@@ -291,7 +318,9 @@ class Daemon:
             log.warning("rollups skipped: hopscope.rollup is not importable (%s)", exc)
             return
         try:
-            result = rollup.run_rollup(self.wstore, list(self.thresholds_ms))
+            result = rollup.run_rollup(
+                self.wstore, list(self.thresholds_ms), grace=timedelta(seconds=self.cfg.rollup_grace_s)
+            )
             rows = int(result) if isinstance(result, int) else int(getattr(result, "rows", 0) or 0)
             run = Run(utcnow(), "rollup", "hop_minutes", True, rows, None, (time.perf_counter() - t0) * 1000)
             self.metrics.rollup_last_success.set(time.time())
@@ -317,7 +346,12 @@ class Daemon:
         pending = False
         for step in steps:
             for slice_no in range(_MAX_SLICES_PER_STEP + 1):
-                if self._stop.is_set() or time.monotonic() > budget_end or slice_no == _MAX_SLICES_PER_STEP:
+                if (
+                    self._stop.is_set()
+                    or time.monotonic() > budget_end
+                    or slice_no == _MAX_SLICES_PER_STEP
+                    or (self.leader is not None and not self.leader.is_leader())  # another collector goes on
+                ):
                     pending = True
                     break
                 try:
@@ -408,6 +442,10 @@ class Daemon:
             self.otlp.stop(grace_s=min(left(), self.cfg.otlp.ack_timeout_s + 1.0))
         for t in self._threads:
             t.join(timeout=left())  # each is at most inside one write, bounded above
+        # Given up after the rollup and maintenance threads end (never two leaders' work at once): another
+        # collector takes over at its next renewal.
+        if self.leader is not None:
+            self.leader.stop()
         self.sink.flush()
         unwritten_jobs = self.writer.close(timeout=left()) if self.writer is not None else 0
         samples, runs = self.sink.pending

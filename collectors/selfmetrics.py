@@ -108,6 +108,12 @@ class SelfMetrics:
             "Times the writer reopened its store connection after writes kept failing",
             registry=r,
         )
+        self.conflict_retries = Gauge(
+            "hopscope_store_conflict_retries",
+            "Commits retried after a DuckLake transaction conflict with another writer (a shared store's "
+            "other collectors), since start",
+            registry=r,
+        )
         self.writer_queue = Gauge(
             "hopscope_writer_queue_jobs", "Writes waiting for the store's writer", registry=r
         )
@@ -140,6 +146,17 @@ class SelfMetrics:
         self.rollup_last_success = Gauge(
             "hopscope_rollup_last_success_timestamp_seconds",
             "Unix time of the last successful rollup",
+            registry=r,
+        )
+        # A shared store's collectors elect one leader for rollups, maintenance and alerts (hopscope/leader.py).
+        self.leader = Gauge(
+            "hopscope_leader",
+            "1 while this collector leads: it runs rollups, maintenance and alert evaluation (embedded store: always)",
+            registry=r,
+        )
+        self.leader_term = Gauge(
+            "hopscope_leader_term",
+            "The lease term this collector leads in, or led in last (0: never)",
             registry=r,
         )
         self.samples_buffered = Gauge(

@@ -53,7 +53,16 @@ LAKE = "lake"
 # met inside a DuckLake catalog write leaves behind); anything else is a real failure.
 _RETRYABLE = (
     "database is locked",
+    # DuckLake's "Transaction conflict - attempting to insert into table ... but another transaction has
+    # deleted inlined data from it" (or "... delete from ... has inserted into it", "... flushed the
+    # inlined data"): two writers of a shared store touched one table. The commit was refused whole, so
+    # it is retried, and a retried append is never stored twice. Commits that merely raced for the next
+    # snapshot id are retried inside DuckLake itself (ducklake_max_retry_count).
     "conflict",
+    # A PostgreSQL catalog's serialization failures (two collectors updating one catalog row at once):
+    # the transaction was rolled back whole, and PostgreSQL's own advice is to run it again.
+    "could not serialize access",
+    "deadlock detected",
     "busy",
     "Could not set lock",
     "SQLITE_BUSY",
@@ -62,6 +71,11 @@ _RETRYABLE = (
     # query again reads the newest snapshot (seen once in a 15-minute soak, on the `state` table).
     "cannot open file",
 )
+
+# Several collectors starting at once on a new shared catalog all create DuckLake's tables, then the
+# store's: PostgreSQL refuses all but one (`duplicate key value violates unique constraint
+# "pg_type_typname_nsp_index"`), DuckLake all but one CREATE TABLE. Trying again finds the tables made.
+_RETRYABLE_SETUP = ("duplicate key value violates unique constraint", "already exists")
 
 DEFAULT_RETENTION: dict[str, timedelta] = {
     "spans": timedelta(days=2),
@@ -315,6 +329,37 @@ class StoreLocation:
         return self.backend.describe() if self.shared and self.backend else str(self.path)
 
 
+CATALOG_DB = "catalog_db"
+
+
+def catalog_database(backend: Backend) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with a shared store's PostgreSQL catalog database attached as ``catalog_db``
+    (TYPE postgres), for the few statements hopscope runs there itself: ``postgres_execute`` and
+    ``postgres_query`` (hopscope/leader.py keeps its lease there)."""
+    if not backend.postgres:
+        raise StoreError(f"{backend.describe()}: not a PostgreSQL catalog")
+    con = duckdb.connect(
+        ":memory:", config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    )
+    path = _extension_path("duckdb_extension_postgres_scanner", "postgres_scanner")
+    try:
+        if path:
+            con.execute(f"LOAD '{path}'")
+        else:
+            con.execute("INSTALL postgres_scanner")
+            con.execute("LOAD postgres_scanner")
+        con.execute(f"ATTACH {_sql_text(backend.conninfo())} AS {CATALOG_DB} (TYPE postgres)")
+    except duckdb.Error as exc:
+        con.close()
+        cause = failure_cause(exc, postgres=True)
+        said = f"{cause}: " if cause else ""
+        raise StoreError(
+            f"{backend.describe()}: cannot open the catalog database: {said}{redact(str(exc), backend.secrets())}",
+            cause=cause,
+        ) from None
+    return con
+
+
 def utcnow() -> datetime:
     """Now, as the naive-UTC datetime every table stores."""
     return datetime.now(UTC).replace(tzinfo=None)
@@ -387,6 +432,7 @@ class Store:
         self.memory_limit = memory_limit
         self._create = create
         self._catalog = self.path / CATALOG_FILE
+        self.conflicts_retried = 0  # commits refused for a conflict with another writer, then retried
         if self.backend.catalog is not None and not self.backend.postgres:
             raise StoreError(
                 f"catalog {redact(self.backend.catalog)!r}: not a postgres:// URL or libpq string "
@@ -527,6 +573,7 @@ class Store:
                 f"DATA_INLINING_ROW_LIMIT {int(self.inlining_rows)})"
             ),
             what="attach",
+            also=_RETRYABLE_SETUP,
         )
         con.execute(f"USE {LAKE}")
         try:
@@ -607,10 +654,10 @@ class Store:
                         )
                 cur.execute("COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                self._rollback_quietly()  # a refused COMMIT has ended the transaction already
                 raise
 
-        self._retry(create, what="create tables")
+        self._retry(create, what="create tables", also=_RETRYABLE_SETUP)
 
     def _ensure_layout(self) -> None:
         """How new data files are written; files already there change at their next merge.
@@ -699,8 +746,9 @@ class Store:
 
     # -- retries ---------------------------------------------------------------------------
 
-    def _retry(self, fn: Any, *, what: str) -> Any:
-        """Run fn, retrying contention errors with jittered backoff until the deadline."""
+    def _retry(self, fn: Any, *, what: str, also: Sequence[str] = ()) -> Any:
+        """Run fn, retrying contention errors (and errors naming one of ``also``) with jittered backoff
+        until the deadline."""
         deadline = time.monotonic() + self.commit_deadline_s
         bound = getattr(self._local, "deadline", None)
         if bound is not None:
@@ -713,7 +761,8 @@ class Store:
                 return fn()
             except (duckdb.Error, sqlite3.Error) as exc:
                 self._rollback_quietly()
-                if not _is_retryable(exc) or time.monotonic() + delay > deadline:
+                retryable = _is_retryable(exc) or any(m in str(exc).lower() for m in also)
+                if not retryable or time.monotonic() + delay > deadline:
                     cause = self.cause_of(exc)
                     said = f"{cause}: " if cause else ""
                     error = StoreError(
@@ -722,6 +771,8 @@ class Store:
                     )
                     error.refused = True  # the database refused, not the caller's data
                     raise error from exc
+                if "conflict" in str(exc).lower():
+                    self.conflicts_retried += 1
                 log.debug("%s: retry %d after %s", what, attempt, self._redact(str(exc)))
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)

@@ -322,6 +322,17 @@ class CollectConfig(_Model):
     host_name: str = Field(default_factory=socket.gethostname, description="host column of local samples")
     rollup_interval_s: float = Field(default=60.0, gt=0)
     maintain_interval_s: float = Field(default=300.0, gt=0)
+    rollup_grace_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="a minute is rolled up this long after it closes: spans exported later are not counted",
+    )
+    leader_lease_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="a shared store: the leader (rollups, maintenance, alerts) renews its lease every third "
+        "of this; when it dies another collector takes over within this plus a third",
+    )
     heal_after_s: float = Field(
         default=30.0,
         gt=0,
