@@ -38,6 +38,7 @@ class DaemonStatus:
     maintenance_pending: bool
     longest_slice_s: float
     busy_for_s: float = 0.0  # how long the write now running has held the writer
+    alerting: dict[str, Any] | None = None  # AlertEvaluator.delivery_status(); None: no alerting
 
     @property
     def refusing(self) -> bool:
