@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
 
@@ -201,6 +202,7 @@ class Daemon:
     slos: Sequence[SLO] = ()
     alerting: AlertingConfig = field(default_factory=AlertingConfig)
     dashboard_url: str = "http://127.0.0.1:8501"
+    slo_clock: Callable[[], datetime] = utcnow  # where the SLOs are evaluated (a replay passes a past time)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -279,7 +281,12 @@ class Daemon:
         if not cfg.enabled or not self.slos:
             return [f"  disabled: alerting: {'[alerting] enabled = false' if not cfg.enabled else 'no SLOs'}"]
         self.alerts = AlertEvaluator(
-            self.wstore, self.slos, cfg, dashboard_url=self.dashboard_url, metrics=self.metrics
+            self.wstore,
+            self.slos,
+            cfg,
+            dashboard_url=self.dashboard_url,
+            metrics=self.metrics,
+            clock=self.slo_clock,
         )
         self.metrics.registry.register(self.alerts.slo_metrics)
         self._spawn("alerting", self.alerts.run, self._stop)

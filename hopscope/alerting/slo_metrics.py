@@ -30,7 +30,7 @@ METRICS: dict[str, str] = {
     "hopscope_slo_period_events": "Events (or time slices) counted in the SLO's period",
     "hopscope_slo_period_good_events": "Good events (or good time slices) counted in the SLO's period",
     "hopscope_slo_time_to_exhaustion_seconds": "Budget left x period / current burn rate (absent when not burning)",
-    "hopscope_slo_data_gap_minutes": "Minutes of the period without data (never counted as good)",
+    "hopscope_slo_data_gap_seconds": "Time in the period without data (never counted as good)",
     "hopscope_slo_evaluation_timestamp_seconds": "The time (end of the last whole minute) these values are for",
 }
 
@@ -75,7 +75,7 @@ def families(slos: Sequence[SLO], statuses: Sequence[SloStatus]) -> list[Metric]
         add("hopscope_slo_period_good_events", base, s.good)
         tte = s.time_to_exhaustion
         add("hopscope_slo_time_to_exhaustion_seconds", base, None if tte is None else tte.total_seconds())
-        add("hopscope_slo_data_gap_minutes", base, s.gap_minutes)
+        add("hopscope_slo_data_gap_seconds", base, s.gap_minutes * 60)
         at = s.now or at
     if at is not None:
         add("hopscope_slo_evaluation_timestamp_seconds", {}, at.replace(tzinfo=UTC).timestamp())

@@ -1,0 +1,137 @@
+"""SLO state on the daemon's /metrics: the hopscope_slo_* gauges equal `hopscope slo status --json` at the
+same time, and the page passes `promtool check metrics` (Debian's prometheus package)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+from support.binaries import require_binary
+from support.demo import RULES, breach_for, truth
+from support.waiting import wait_until
+from typer.testing import CliRunner
+
+from hopscope.alerting import METRICS
+from hopscope.cli import app
+from hopscope.collectors.runner import Daemon
+from hopscope.config.alerting import AlertingConfig
+from hopscope.config.collect import CollectConfig
+from hopscope.slo import load_slos
+from hopscope.store import Store
+
+PROMTOOL = "/usr/bin/promtool"
+
+
+@pytest.fixture
+def daemon(demo_store: Path, tmp_path: Path) -> Iterator[tuple[Daemon, Path]]:
+    """`hopscope collect` on a copy of the demo store, its SLOs evaluated every second in the flash sale."""
+    path = tmp_path / "store"
+    shutil.copytree(demo_store, path)
+    at = breach_for(demo_store, truth(demo_store, "flash-sale"))["start"] + timedelta(minutes=15)
+    store = Store(path, create=False)
+    slos, _ = load_slos(RULES)
+    cfg = CollectConfig.model_validate({"otlp": {"enabled": False}, "metrics": {"port": 0}})
+    d = Daemon(
+        store,
+        cfg,
+        collectors=[],
+        out=io.StringIO(),
+        slos=slos,
+        alerting=AlertingConfig(evaluation_interval=timedelta(seconds=1)),
+        slo_clock=lambda: at,
+    )
+    d.start()
+    try:
+        yield d, path
+    finally:
+        d.stop()
+        store.close()
+
+
+def _evaluated(d: Daemon) -> None:
+    wait_until(
+        lambda: "\nhopscope_slo_evaluation_timestamp_seconds " in _scrape(d), 30, "a first SLO evaluation"
+    )
+
+
+def _scrape(d: Daemon) -> str:
+    return requests.get(f"http://127.0.0.1:{d.metrics_port}/metrics", timeout=5).text
+
+
+def _samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def _one(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float | None:
+    found = [v for lab, v in samples.get(name, []) if all(lab.get(k) == x for k, x in labels.items())]
+    assert len(found) <= 1, f"{name}{labels}: {found}"
+    return found[0] if found else None
+
+
+def test_slo_gauges_equal_slo_status_json_at_the_same_time(daemon: tuple[Daemon, Path]) -> None:
+    d, path = daemon
+    _evaluated(d)
+    samples = _samples(_scrape(d))  # one scrape: one evaluation's values
+    at = datetime.fromtimestamp(_one(samples, "hopscope_slo_evaluation_timestamp_seconds") or 0, UTC)
+    now = at.replace(tzinfo=None).isoformat()
+    result = CliRunner().invoke(
+        app, ["slo", "status", "--json", "--store", str(path), "--rules", RULES, "--now", now]
+    )
+    assert result.exit_code == 0, result.output
+    statuses: list[dict[str, Any]] = json.loads(result.stdout)
+    slos = {s.name: s for s in load_slos(RULES)[0]}
+    assert {s["slo"] for s in statuses} == set(slos) and len(statuses) == 3
+    firing_seen = 0
+    for s in statuses:
+        slo = slos[s["slo"]]
+        ids = {"slo": s["slo"], "service": slo.service or "", **slo.labels}
+        assert _one(samples, "hopscope_slo_objective_ratio", **ids) == s["objective"]
+        assert _one(samples, "hopscope_slo_window_seconds", **ids) == 28 * 86400
+        assert _one(samples, "hopscope_slo_sli_ratio", **ids) == pytest.approx(s["sli"], rel=1e-12)
+        assert _one(samples, "hopscope_slo_error_budget_remaining_ratio", **ids) == pytest.approx(
+            s["budget_remaining"], rel=1e-12
+        )
+        assert _one(samples, "hopscope_slo_period_events", **ids) == s["total"]
+        assert _one(samples, "hopscope_slo_period_good_events", **ids) == s["good"]
+        assert _one(samples, "hopscope_slo_data_gap_seconds", **ids) == s["gap_minutes"] * 60
+        tte = s["time_to_exhaustion"]
+        assert _one(samples, "hopscope_slo_time_to_exhaustion_seconds", **ids) == tte
+        assert s["burn_rates"], "the flash sale burns in every window"
+        for window, burn in s["burn_rates"].items():
+            assert _one(samples, "hopscope_slo_burn_rate", **ids, window=window) == pytest.approx(
+                burn, rel=1e-12
+            )
+        for tier in slo.alerting.active_tiers:
+            value = _one(samples, "hopscope_slo_alert_firing", **ids, severity=tier.severity,
+                         long_window=tier.label.split("/")[0], short_window=tier.label.split("/")[1])  # fmt: skip
+            assert value == (1.0 if f"{tier.severity} {tier.label}" in s["firing"] else 0.0)
+            firing_seen += int(value or 0)
+    assert firing_seen >= 2, "the flash sale fires page tiers"
+
+
+def test_metrics_page_passes_promtool_check_metrics(daemon: tuple[Daemon, Path]) -> None:
+    promtool = require_binary(PROMTOOL, "prometheus")
+    d, _ = daemon
+    _evaluated(d)
+    text = _scrape(d)
+    for name in METRICS:
+        assert f"# TYPE {name} gauge" in text
+    for name in ("hopscope_slo_evaluations_total", "hopscope_alerts"):
+        assert name in text
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
