@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 from hopscope.alerting import METRICS
 from hopscope.cli import app
 from hopscope.collectors.runner import Daemon
+from hopscope.collectors.selfmetrics import SelfMetrics
 from hopscope.config.alerting import AlertingConfig
 from hopscope.config.collect import CollectConfig
 from hopscope.slo import load_slos
@@ -135,3 +137,17 @@ def test_metrics_page_passes_promtool_check_metrics(daemon: tuple[Daemon, Path])
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_grafana_dashboard_charts_only_metrics_the_daemon_exposes() -> None:
+    """Every metric docs/grafana-slo-dashboard.json queries is one the daemon serves (a renamed metric
+    would leave an empty panel)."""
+    dashboard = json.loads(
+        (Path(__file__).resolve().parents[1] / "docs" / "grafana-slo-dashboard.json").read_text()
+    )
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs.append(dashboard["templating"]["list"][1]["definition"])
+    used = {m for e in exprs for m in re.findall(r"hopscope_[a-z_]+", e)}
+    families = list(SelfMetrics().registry.collect())
+    served = set(METRICS) | {f.name + ("_total" if f.type == "counter" else "") for f in families}
+    assert used and used <= served, used - served
