@@ -5,11 +5,13 @@
 A live `hopscope collect` (the real command line, its own process) is fed by the OpenTelemetry SDK
 (OTLP/HTTP): one latency SLO (99% of /predict within 100 ms, the SRE Workbook windows). Ten minutes
 of good requests are sent back-dated first (spans carry their own start times, so the alert windows
-hold enough data at once, as on a service that has been running), then live good traffic until a
-minute starts, then every request takes 300 ms: the 1h/5m page tier fires after one bad minute.
+hold data at once, as on a service that has been running), then live good traffic until a minute
+starts, then every request takes 300 ms until the 1h/5m page tier fires.
 Alertmanager (Debian's prometheus-alertmanager) notifies a webhook sink with group_wait 1 s; its
 default of 30 s would add up to that. Printed: seconds from the first bad minute's start to the
-webhook, and from its end (when the minute is complete), with the daemon's settings.
+webhook, split into the part the alert windows take (until the 1h and 5m windows both burn over
+14.4x: with an hour of history that is ~8.6 min of 100% errors; the SLO engine's own breach start
+says when it held) and hopscope's and Alertmanager's part after that (rollup, evaluation, delivery).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +38,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: E402
 from opentelemetry.trace import SpanKind  # noqa: E402
 from support.alertmanager import WebhookSink, alertmanager  # noqa: E402
 from support.servers import free_port, wait_http  # noqa: E402
+
+from hopscope.slo import find_breaches, load_slos  # noqa: E402
+from hopscope.store import Store  # noqa: E402
 
 SLO = """apiVersion: hopscope/v1
 kind: SLO
@@ -75,6 +81,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rollup-interval", type=float, default=60.0, help="[collect] rollup_interval_s")
     p.add_argument("--evaluation-interval", default="30s", help="[alerting] evaluation_interval")
+    p.add_argument("--history", type=int, default=10, help="minutes of good requests sent back-dated first")
     args = p.parse_args()
     sink = WebhookSink()
     with (
@@ -99,8 +106,8 @@ def main() -> None:
             provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
             tracer = provider.get_tracer("alert-latency")
             now = time.time()
-            for i in range(10 * 60 * RATE):  # ten minutes of history, back-dated
-                _request(tracer, int((now - 600 + i / RATE) * 1e9), 20)
+            for i in range(args.history * 60 * RATE):  # history, back-dated
+                _request(tracer, int((now - args.history * 60 + i / RATE) * 1e9), 20)
                 if i % 1000 == 999:  # the exporter's queue holds 2,048 spans
                     provider.force_flush()
             bad_from = (int(time.time()) // 60 + 1) * 60  # the next minute's start
@@ -113,32 +120,45 @@ def main() -> None:
                     stop.wait(1 / RATE)
 
             threading.Thread(target=traffic, daemon=True).start()
-            print(
-                f"bad from {time.strftime('%H:%M:%S', time.gmtime(bad_from))} UTC; waiting for the page...",
-                flush=True,
-            )
-            deadline = bad_from + 600
+            print(f"bad from {_hms(bad_from)} UTC; waiting for the page...", flush=True)
+            deadline = bad_from + 1200
             while not sink.alerts("firing", severity="page") and time.time() < deadline:
                 time.sleep(0.2)
             arrived = time.time()
             stop.set()
             provider.shutdown()
             if not sink.alerts("firing", severity="page"):
-                raise SystemExit(f"no page within 10 min; see {root / 'collect.log'}")
+                raise SystemExit(f"no page within 20 min; see {root / 'collect.log'}")
             page = sink.alerts("firing", severity="page")[0]
-            print(
-                f"page at {time.strftime('%H:%M:%S', time.gmtime(arrived))} UTC: {page['annotations']['summary']}"
-            )
-            print(
-                f"first bad minute -> webhook: {arrived - bad_from:.0f} s from its start, "
-                f"{arrived - bad_from - 60:.0f} s from its end "
-                f"(rollup every {args.rollup_interval:g} s after a 2 min grace, evaluation every "
-                f"{args.evaluation_interval}, Alertmanager group_wait 1 s)"
-            )
         finally:
             os.kill(daemon.pid, signal.SIGTERM)
             daemon.wait(30)
             sink.close()
+        held = _first_firing_minute_end(root)
+    print(f"page at {_hms(arrived)} UTC: {page['annotations']['summary']}")
+    print(f"first bad minute {_hms(bad_from)}; the windows first hold at the end of minute {_hms(held - 60)}")
+    print(
+        f"first bad minute -> webhook: {arrived - bad_from:.0f} s, of which the alert windows "
+        f"{held - bad_from:.0f} s (1h/5m at 14.4x over {args.history} min of history) and hopscope + "
+        f"Alertmanager {arrived - held:.0f} s (rollup every {args.rollup_interval:g} s after its 2 min "
+        f"grace, evaluation every {args.evaluation_interval}, group_wait 1 s)"
+    )
+
+
+def _hms(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(t))
+
+
+def _first_firing_minute_end(root: Path) -> float:
+    """When the alert condition first held, by the SLO engine over the stored minutes: the end of the
+    breach's first minute."""
+    store = Store(root / "store", create=False)
+    try:
+        slo = load_slos(root / "rules")[0][0]
+        breach = find_breaches(store, slo)[0]
+    finally:
+        store.close()
+    return breach.start.replace(tzinfo=UTC).timestamp() + 60
 
 
 if __name__ == "__main__":

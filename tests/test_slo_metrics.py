@@ -21,12 +21,13 @@ from support.demo import RULES, breach_for, truth
 from support.waiting import wait_until
 from typer.testing import CliRunner
 
-from hopscope.alerting import METRICS
+from hopscope.alerting import METRICS, STATE_KEY
 from hopscope.cli import app
 from hopscope.collectors.runner import Daemon
 from hopscope.collectors.selfmetrics import SelfMetrics
 from hopscope.config.alerting import AlertingConfig
 from hopscope.config.collect import CollectConfig
+from hopscope.health import read_status
 from hopscope.slo import load_slos
 from hopscope.store import Store
 
@@ -63,6 +64,11 @@ def _evaluated(d: Daemon) -> None:
     wait_until(
         lambda: "\nhopscope_slo_evaluation_timestamp_seconds " in _scrape(d), 30, "a first SLO evaluation"
     )
+
+
+def _firing_in_status_file(store: Path) -> int:
+    status = read_status(store)
+    return int((status.alerting or {}).get("firing", 0)) if status is not None else 0
 
 
 def _scrape(d: Daemon) -> str:
@@ -126,13 +132,17 @@ def test_slo_gauges_equal_slo_status_json_at_the_same_time(daemon: tuple[Daemon,
 
 def test_metrics_page_passes_promtool_check_metrics(daemon: tuple[Daemon, Path]) -> None:
     promtool = require_binary(PROMTOOL, "prometheus")
-    d, _ = daemon
+    d, path = daemon
     _evaluated(d)
     text = _scrape(d)
     for name in METRICS:
         assert f"# TYPE {name} gauge" in text
     for name in ("hopscope_slo_evaluations_total", "hopscope_alerts"):
         assert name in text
+    # The daemon keeps its alerts in the store (through its one writer) and says so in its status file.
+    wait_until(lambda: d.store.get_state(STATE_KEY), 30, "the alert state in the store")
+    assert '"severity": "page"' in (d.store.get_state(STATE_KEY) or "")
+    wait_until(lambda: _firing_in_status_file(path) >= 2, 10, "the firing alerts in the status file")
     checked = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
     )
