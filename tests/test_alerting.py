@@ -24,7 +24,7 @@ from support.exposition import metric_value
 from support.servers import ServerProcess
 from support.waiting import wait_until
 
-from hopscope.alerting import STATE_KEY, AlertEvaluator, AlertmanagerClient, DeliveryError
+from hopscope.alerting import STATE_KEY, AlertEvaluator, AlertmanagerClient, DeliveryError, alert_labels
 from hopscope.collectors.selfmetrics import SelfMetrics
 from hopscope.config import load_config
 from hopscope.config.alerting import AlertingConfig, load_alerting_config
@@ -289,3 +289,21 @@ def test_basic_auth_reaches_alertmanager_and_a_refusal_names_it_without_the_secr
         gone.post([])
     assert "127.0.0.1:9" in str(err.value) and "pa55" not in str(err.value)
     gone.close()
+
+
+def test_alerts_alertmanager_refuses_are_not_retried_within_the_delivery(am: ServerProcess) -> None:
+    """Alertmanager answers 400 to an alert without labels: retrying cannot help, so it is not retried."""
+    sleeps: list[float] = []
+    client = AlertmanagerClient(am.url, AlertingConfig(alertmanagers=[am.url]), sleep=sleeps.append)
+    with pytest.raises(DeliveryError) as err:
+        client.post([{"labels": {}, "annotations": {}}])
+    client.close()
+    assert "HTTP 400" in str(err.value) and not err.value.retryable and sleeps == []
+
+
+def test_alert_labels_are_valid_names_and_hopscopes_own_win(slo: SLO) -> None:
+    odd = replace(slo, labels={"team-name": "recs", "9lives": "x", "slo": "spoofed"})
+    tier = slo.alerting.active_tiers[0]
+    labels = alert_labels(odd, "page", tier)
+    assert labels["team_name"] == "recs" and labels["_9lives"] == "x" and labels["slo"] == SLO_NAME
+    assert (labels["long_window"], labels["short_window"]) == ("1h", "5m")
