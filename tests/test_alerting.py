@@ -7,7 +7,10 @@ Alertmanager is sent carries the wall clock, as a live daemon's alerts do.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -307,3 +310,20 @@ def test_alert_labels_are_valid_names_and_hopscopes_own_win(slo: SLO) -> None:
     labels = alert_labels(odd, "page", tier)
     assert labels["team_name"] == "recs" and labels["_9lives"] == "x" and labels["slo"] == SLO_NAME
     assert (labels["long_window"], labels["short_window"]) == ("1h", "5m")
+
+
+def test_hopscope_collect_refuses_a_bad_alerting_section_in_one_line(tmp_path: Path) -> None:
+    toml = tmp_path / "hopscope.toml"
+    toml.write_text('[alerting]\nalertmanagers = ["http://bob:hunter2@am:9093"]\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOPSCOPE_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "hopscope.cli", "collect", "--config", str(toml)],
+        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert (
+        "alerting.alertmanagers: ['http://***@am:9093']" in result.stderr
+        and "holds credentials" in result.stderr
+    )
+    assert "hunter2" not in result.stderr
