@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,13 +24,15 @@ from support.waiting import wait_until
 from typer.testing import CliRunner
 
 from hopscope.alerting import METRICS, STATE_KEY
+from hopscope.alerting.fresh import WATERMARK_KEY, evaluate_fresh, overlay
 from hopscope.cli import app
 from hopscope.collectors.runner import Daemon
 from hopscope.collectors.selfmetrics import SelfMetrics
 from hopscope.config.alerting import AlertingConfig
 from hopscope.config.collect import CollectConfig
 from hopscope.health import read_status
-from hopscope.slo import load_slos
+from hopscope.rollup import rollup_spans
+from hopscope.slo import MinuteArrays, evaluate_many, load_slos
 from hopscope.store import Store
 
 PROMTOOL = "/usr/bin/promtool"
@@ -161,3 +165,68 @@ def test_grafana_dashboard_charts_only_metrics_the_daemon_exposes() -> None:
     families = list(SelfMetrics().registry.collect())
     served = set(METRICS) | {f.name + ("_total" if f.type == "counter" else "") for f in families}
     assert used and used <= served, used - served
+
+
+T0 = datetime(2026, 11, 20, 10, 0)
+
+
+def _root_spans(minutes: int, slow_from: int, per_minute: int = 60) -> pa.Table:
+    """Root SERVER spans of api-gateway /recommend: 20-180 ms, then 450 ms from minute ``slow_from``."""
+    rng = np.random.default_rng(7)
+    n = minutes * per_minute
+    offset_us = np.arange(n) * (60_000_000 // per_minute)
+    start = np.datetime64(T0, "us") + offset_us.astype("timedelta64[us]")
+    ms = np.where(np.arange(n) // per_minute >= slow_from, 450.0, rng.uniform(20, 180, n))
+    return pa.table(
+        {
+            "trace_id": [int(i).to_bytes(16, "big") for i in range(n)],
+            "span_id": [int(i).to_bytes(8, "big") for i in range(n)],
+            "parent_span_id": pa.array([None] * n, pa.binary()),
+            "service": ["api-gateway"] * n,
+            "name": ["POST /recommend"] * n,
+            "kind": [2] * n,
+            "start_time": start,
+            "duration_ms": ms,
+            "status_code": [0] * n,
+            "http_route": ["/recommend"] * n,
+            "http_status_code": [200] * n,
+        }
+    )
+
+
+def test_minutes_past_the_rollup_watermark_are_read_from_the_raw_spans(tmp_path: Path) -> None:
+    """The alert loop does not wait for the rollup's 2 min grace: the minutes past its watermark come
+    from the raw spans, and count as the rollup later counts them."""
+    slo = next(s for s in load_slos(RULES)[0] if s.name == "recommend-latency")
+    spans = _root_spans(30, slow_from=22)
+    now = T0 + timedelta(minutes=30)
+    store = Store(tmp_path / "store")
+    try:
+        store.append("spans", spans)
+        rolled_up_to = T0 + timedelta(minutes=20)
+        early = store.query("SELECT * FROM spans WHERE start_time < ?", [rolled_up_to])
+        store.append("hop_minutes", rollup_spans(early, [200.0]))
+        store.set_state(WATERMARK_KEY, rolled_up_to.isoformat())
+        late = evaluate_many(store, [slo], now=now)[0]
+        fresh = evaluate_fresh(store, [slo], now)[0]
+        assert late.firing == () and late.total == 20 * 60, (
+            "hop_minutes alone: the slow minutes are not there"
+        )
+        assert fresh.total == 30 * 60 and "page 1h/5m" in fresh.firing
+        assert any("read from raw spans" in n for n in fresh.notes)
+
+        rest = store.query("SELECT * FROM spans WHERE start_time >= ?", [rolled_up_to])
+        store.append("hop_minutes", rollup_spans(rest, [200.0]))
+        store.set_state(WATERMARK_KEY, now.isoformat())
+        caught_up = evaluate_many(store, [slo], now=now)[0]
+    finally:
+        store.close()
+    assert (fresh.good, fresh.total, fresh.firing) == (caught_up.good, caught_up.total, caught_up.firing)
+    assert fresh.burn_rates == pytest.approx(caught_up.burn_rates, rel=1e-12)
+
+
+def test_overlay_replaces_the_minutes_the_tail_covers() -> None:
+    base = MinuteArrays(100, np.array([1.0, 1, 1, 1]), np.array([2.0, 2, 2, 2]))
+    tail = MinuteArrays(102, np.array([0.0, 0, 5]), np.array([3.0, 3, 9]))
+    out = overlay(base, tail)
+    assert (out.t0, out.good.tolist(), out.total.tolist()) == (100, [1, 1, 0, 0], [2, 2, 3, 3])

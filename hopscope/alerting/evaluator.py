@@ -41,6 +41,7 @@ from hopscope.alerting.alerts import (
     resolve,
     to_payload,
 )
+from hopscope.alerting.fresh import evaluate_fresh
 from hopscope.alerting.slo_metrics import SloMetrics
 from hopscope.config.alerting import AlertingConfig
 from hopscope.slo.burn import Breach, SloStatus
@@ -162,7 +163,7 @@ class AlertEvaluator:
         """One evaluation: SLO states to /metrics, alerts fired, refreshed and resolved, state saved."""
         t0 = time.perf_counter()
         try:
-            statuses = evaluate_many(self.store, self.slos, now=self._clock()) if self.slos else []
+            statuses = self._statuses()
             self.slo_metrics.update(self.slos, statuses)
             self.statuses = statuses
             with self._lock:
@@ -179,6 +180,13 @@ class AlertEvaluator:
             self.metrics.slo_evaluation_seconds.set(time.perf_counter() - t0)
             self._count_alerts()
         return statuses
+
+    def _statuses(self) -> list[SloStatus]:
+        if not self.slos:
+            return []
+        if self.cfg.fresh_from_spans:
+            return evaluate_fresh(self.store, self.slos, self._clock())
+        return evaluate_many(self.store, self.slos, now=self._clock())
 
     def _step(self, statuses: Sequence[SloStatus], wall: float) -> None:
         seen: set[str] = set()

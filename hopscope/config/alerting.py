@@ -46,6 +46,11 @@ class AlertingConfig(BaseModel):
         None, description="the dashboard as people reach it; default http://<dashboard address>:<port>"
     )
     timeout: timedelta = Field(timedelta(seconds=10), description="one POST to an Alertmanager")
+    fresh_from_spans: bool = Field(
+        True,
+        description="read the minutes the rollup has not reached yet (its 2 min grace) from the raw spans, "
+        "for entry-edge SLIs: pages come that much sooner",
+    )
     username: str | None = Field(None, description="basic auth user; the password from password_env")
     password_env: str | None = Field(None, description="environment variable holding the basic auth password")
     bearer_token_env: str | None = Field(None, description="environment variable holding a bearer token")
