@@ -38,10 +38,11 @@ from hopscope.store import Store
 PROMTOOL = "/usr/bin/promtool"
 
 
-@pytest.fixture
-def daemon(demo_store: Path, tmp_path: Path) -> Iterator[tuple[Daemon, Path]]:
-    """`hopscope collect` on a copy of the demo store, its SLOs evaluated every second in the flash sale."""
-    path = tmp_path / "store"
+@pytest.fixture(scope="module")
+def daemon(demo_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Path]]:
+    """`hopscope collect` on a copy of the demo store, its SLOs evaluated every second in the flash sale
+    (the tests only read it)."""
+    path = tmp_path_factory.mktemp("slo-metrics") / "store"
     shutil.copytree(demo_store, path)
     at = breach_for(demo_store, truth(demo_store, "flash-sale"))["start"] + timedelta(minutes=15)
     store = Store(path, create=False)
