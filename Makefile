@@ -4,11 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hopscope-installed
-DEBIAN_PACKAGES := prometheus prometheus-node-exporter chromium iproute2 nginx-light postgresql
+DEBIAN_PACKAGES := prometheus prometheus-node-exporter prometheus-alertmanager chromium iproute2 nginx-light postgresql
 # Binaries that tell whether each Debian package is there (same order as DEBIAN_PACKAGES). The store
 # tests start their own temporary PostgreSQL cluster with initdb of any installed major version: the glob
 # expands when the array is built (postgresql stays last, so a second version only adds entries at the end).
-DEBIAN_BINARIES := /usr/bin/prometheus /usr/bin/prometheus-node-exporter /usr/bin/chromium /usr/sbin/tc /usr/sbin/nginx /usr/lib/postgresql/*/bin/initdb
+DEBIAN_BINARIES := /usr/bin/prometheus /usr/bin/prometheus-node-exporter /usr/bin/prometheus-alertmanager /usr/bin/chromium /usr/sbin/tc /usr/sbin/nginx /usr/lib/postgresql/*/bin/initdb
 PYTEST_ARGS ?=
 SCENARIO ?= bandwidth
 LAB_ARGS ?=

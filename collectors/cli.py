@@ -18,8 +18,9 @@ import typer
 
 from hopscope.collectors.runner import run_collect
 from hopscope.config import load_config, parse_duration
+from hopscope.config.alerting import AlertingConfig
 from hopscope.config.collect import CollectConfig
-from hopscope.slo import load_slos, slo_thresholds_ms
+from hopscope.slo import SLO, load_slos, slo_thresholds_ms
 from hopscope.store import Backend
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ class Settings:
     exemplar_retention: timedelta
     memory_limit: str
     backend: Backend | None  # a shared catalog and data path; None: both in store_path
+    slos: list[SLO]  # evaluated by the alert loop ([alerting])
+    alerting: AlertingConfig
+    dashboard_url: str  # where alerts link to (the Incident page)
 
 
 def _load(config: Path | None) -> Settings:
@@ -52,6 +56,9 @@ def _load(config: Path | None) -> Settings:
         exemplar_retention=parse_duration(cfg.store.retention.exemplars),
         memory_limit=cfg.store.memory_limit,
         backend=cfg.store.backend(),
+        slos=slos,
+        alerting=cfg.alerting,
+        dashboard_url=cfg.alerting.dashboard_url(cfg.dashboard.address, cfg.dashboard.port),
     )
 
 
@@ -65,7 +72,8 @@ def collect(
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
 ) -> None:
-    """Run every configured collector and the OTLP receiver; write to the store; roll up each minute."""
+    """Run every configured collector and the OTLP receiver; write to the store; roll up each minute;
+    evaluate the SLOs ([alerting]): hopscope_slo_* on /metrics, alerts to Alertmanager."""
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("httpx", "httpcore", "urllib3"):  # a line per probe or pull would drown the daemon's own
@@ -83,6 +91,9 @@ def collect(
                 # --store names an embedded store; the config's catalog and data path are for its own path
                 "backend": None if store is not None else settings.backend,
             },
+            slos=settings.slos,
+            alerting=settings.alerting,
+            dashboard_url=settings.dashboard_url,
         )
     )
 

@@ -1,4 +1,4 @@
-"""`hopscope collect`: every enabled collector, the OTLP receiver, rollups and maintenance in one daemon.
+"""`hopscope collect`: every enabled collector, the OTLP receiver, rollups, maintenance and SLO alerts in one daemon.
 
 Each collector runs in its own thread at its own interval; a failing target or a
 crashing collector becomes a `collector_runs` row (ok=False) and never stops the
@@ -25,20 +25,23 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
 
 import pyarrow as pa
 from prometheus_client import start_http_server
 
+from hopscope.alerting import AlertEvaluator
 from hopscope.collectors.otlp import OtlpReceiver
 from hopscope.collectors.records import Run, Sample, TargetResult, runs_table, samples_table
 from hopscope.collectors.selfmetrics import SelfMetrics
+from hopscope.config.alerting import AlertingConfig
 from hopscope.config.collect import CollectConfig
 from hopscope.errors import HopscopeError, StoreError
 from hopscope.health import DaemonStatus, write_status
 from hopscope.leader import Leadership, default_holder, leader_for
+from hopscope.slo.model import SLO
 from hopscope.store import Store, utcnow
 from hopscope.writer import StoreWriter, WriterListener, WritingStore
 
@@ -197,6 +200,11 @@ class Daemon:
     nvml_module: Any = None
     flush_s: float = 2.0
     leader: Leadership | None = None  # None: a lease on a shared store, else the embedded store's sole leader
+    # SLO evaluation and alert delivery ([alerting]); no SLOs or enabled = false: none.
+    slos: Sequence[SLO] = ()
+    alerting: AlertingConfig = field(default_factory=AlertingConfig)
+    dashboard_url: str = "http://127.0.0.1:8501"
+    slo_clock: Callable[[], datetime] = utcnow  # where the SLOs are evaluated (a replay passes a past time)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -231,6 +239,7 @@ class Daemon:
         leader = self.leader
         self.metrics.leader.set_function(lambda: float(leader.is_leader()))
         self.metrics.leader_term.set_function(lambda: float(leader.term()))
+        self.alerts: AlertEvaluator | None = None
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -274,9 +283,32 @@ class Daemon:
         # What must run once per store, not once per collector, runs only while this collector leads.
         self._spawn("rollup", self._every, self.cfg.rollup_interval_s, self._leading(self._rollup))
         self._spawn("maintain", self._every, self.cfg.maintain_interval_s, self._leading(self._maintain))
+        lines += self._start_alerting()
         self._spawn("status", self._every, _STATUS_EVERY_S, self._status)
         print(f"hopscope collect: store {getattr(self.store, 'path', '?')}", file=self.out)
         print("\n".join(lines), file=self.out, flush=True)
+
+    def _start_alerting(self) -> list[str]:
+        """SLO evaluation (hopscope_slo_* on /metrics) and alert delivery, in their own thread.
+
+        The one place the daemon starts them: where several collectors share a store, only one of
+        them (the leader) should evaluate and send."""
+        cfg = self.alerting
+        if not cfg.enabled or not self.slos:
+            return [f"  disabled: alerting: {'[alerting] enabled = false' if not cfg.enabled else 'no SLOs'}"]
+        self.alerts = AlertEvaluator(
+            self.wstore,
+            self.slos,
+            cfg,
+            dashboard_url=self.dashboard_url,
+            metrics=self.metrics,
+            clock=self.slo_clock,
+        )
+        self.metrics.registry.register(self.alerts.slo_metrics)
+        self._spawn("alerting", self.alerts.run, self._stop, self._leads)
+        every = f"every {cfg.evaluation_interval.total_seconds():g} s"
+        targets = ", ".join(c.name for c in self.alerts.clients) or "none: SLO metrics only"
+        return [f"  enabled: alerting: {len(self.alerts.slos)} SLO(s) {every}, Alertmanagers: {targets}"]
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
         t = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -300,11 +332,14 @@ class Daemon:
             except Exception:  # a bug in one periodic task must not end it for good
                 log.exception("%s failed", getattr(fn, "__name__", "a periodic task"))
 
+    def _leads(self) -> bool:
+        return self.leader is None or self.leader.is_leader()
+
     def _leading(self, fn: Callable[[], None]) -> Callable[[], None]:
         """``fn``, run only while this collector leads (a shared store's other collectors stand by)."""
 
         def run() -> None:
-            if self.leader is None or self.leader.is_leader():
+            if self._leads():
                 fn()
 
         run.__name__ = fn.__name__
@@ -407,6 +442,7 @@ class Daemon:
             maintenance_pending=self.maintenance_pending,
             busy_for_s=round(w.busy_for_s, 1),
             longest_slice_s=round(getattr(self._listener, "longest_slice_s", 0.0), 3),
+            alerting=self.alerts.delivery_status() if self.alerts is not None else None,
         )
         try:
             write_status(path, status)
@@ -462,6 +498,8 @@ class Daemon:
             )
         if self.writer is not None and not self.writer.alive:
             self.writer.store.close()
+        if self.alerts is not None:
+            self.alerts.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
@@ -553,6 +591,9 @@ def run_collect(
     store_options: dict[str, Any] | None = None,
     stop: threading.Event | None = None,
     out: TextIO | None = None,
+    slos: Sequence[SLO] = (),
+    alerting: AlertingConfig | None = None,
+    dashboard_url: str = "http://127.0.0.1:8501",
 ) -> int:
     """The `hopscope collect` daemon. Returns the exit code (0 after SIGTERM/SIGINT or `stop`).
 
@@ -566,7 +607,15 @@ def run_collect(
     except HopscopeError as exc:
         print(f"hopscope collect: {exc}", file=sys.stderr)
         return 2
-    daemon = Daemon(store, cfg, thresholds_ms, out=out)
+    daemon = Daemon(
+        store,
+        cfg,
+        thresholds_ms,
+        out=out,
+        slos=slos,
+        alerting=alerting or AlertingConfig(),
+        dashboard_url=dashboard_url,
+    )
     previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -167,3 +167,48 @@ class SelfMetrics:
             "Samples dropped because the retry buffer was full while the store refused writes",
             registry=r,
         )
+        # SLO evaluation and alert delivery (hopscope/alerting): is every Alertmanager told?
+        self.slo_evaluations = Counter(
+            "hopscope_slo_evaluations", "SLO evaluations of the alert loop, by success", ["ok"], registry=r
+        )
+        self.slo_evaluation_seconds = Gauge(
+            "hopscope_slo_evaluation_last_seconds",
+            "Wall time of the last SLO evaluation (diagnoses of firing alerts included)",
+            registry=r,
+        )
+        self.alertmanager_up = Gauge(
+            "hopscope_alertmanager_up",
+            "1 if the last delivery to this Alertmanager succeeded, 0 while it fails",
+            ["alertmanager"],
+            registry=r,
+        )
+        self.alerts_sent = Counter(
+            "hopscope_alerts_sent",
+            "Alerts an Alertmanager took (each resend of a firing alert and each resolve counts)",
+            ["alertmanager"],
+            registry=r,
+        )
+        self.alert_delivery_errors = Counter(
+            "hopscope_alert_delivery_errors",
+            "Deliveries an Alertmanager did not take, after the retries of one delivery",
+            ["alertmanager"],
+            registry=r,
+        )
+        self.alertmanager_last_success = Gauge(
+            "hopscope_alertmanager_last_success_timestamp_seconds",
+            "Unix time of the last delivery this Alertmanager took",
+            ["alertmanager"],
+            registry=r,
+        )
+        self.alerts_undelivered = Gauge(
+            "hopscope_alerts_undelivered",
+            "Alerts whose latest state (firing, changed or resolved) has not reached this Alertmanager yet",
+            ["alertmanager"],
+            registry=r,
+        )
+        self.alerts = Gauge(
+            "hopscope_alerts",
+            "Alerts held, by severity and state (a resolved one is resent for alerting.resolved_retention)",
+            ["severity", "state"],
+            registry=r,
+        )

@@ -38,6 +38,7 @@ class DaemonStatus:
     maintenance_pending: bool
     longest_slice_s: float
     busy_for_s: float = 0.0  # how long the write now running has held the writer
+    alerting: dict[str, Any] | None = None  # AlertEvaluator.delivery_status(); None: no alerting
 
     @property
     def refusing(self) -> bool:
@@ -136,3 +137,34 @@ def _ago(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def alert_health(status: DaemonStatus | None, now: float | None = None) -> WriteHealth | None:
+    """What the Collectors page says about alert delivery; None where the daemon evaluates no alerts."""
+    if status is None or not status.alerting:
+        return None
+    a = status.alerting
+    now = now or time.time()
+    targets = a.get("alertmanagers") or []
+    figures: list[tuple[str, str]] = [("alerts firing", f"{int(a.get('firing') or 0):,}")]
+    for t in targets:
+        last = t.get("last_success_unix")
+        figures.append(
+            (f"{t['name']}", "never reached" if last is None else f"took alerts {_ago(now - last)} ago")
+        )
+    if a.get("evaluation_error"):
+        return WriteHealth("error", f"SLO evaluation fails: {a['evaluation_error']}", tuple(figures))
+    failing = [t for t in targets if t.get("ok") is False]
+    if failing:
+        t = failing[0]
+        return WriteHealth(
+            "error",
+            f"Alertmanager {t['name']} does not take alerts ({t.get('failures', 0)} failure(s) in a row, "
+            f"{t.get('undelivered', 0)} alert(s) waiting; retried with backoff): {t.get('last_error') or ''}",
+            tuple(figures),
+        )
+    if not targets:
+        return WriteHealth(
+            "ok", "SLOs evaluated (hopscope_slo_* on /metrics); no Alertmanager configured", tuple(figures)
+        )
+    return WriteHealth("ok", f"Alerts delivered to {len(targets)} Alertmanager(s)", tuple(figures))

@@ -8,7 +8,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from support.binaries import require_binary
 from support.exposition import metric_value
+from support.servers import ServerProcess, free_port, wait_http
 from support.waiting import wait_until
 
 from hopscope.collectors.prometheus import PrometheusCollector, chunks, matrix_to_table
@@ -43,50 +43,9 @@ PROMETHEUS = "/usr/bin/prometheus"
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def _wait_http(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up in {timeout:g} s")
-
-
 @dataclass
-class PromServer:
-    port: int
-    args: list[str]
-    log: Path
-    proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT)
-        _wait_http(f"{self.url}/-/ready")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+class PromServer(ServerProcess):
+    """Prometheus, with the queries the tests ask of it."""
 
     def query_range(self, query: str, start: float, end: float, step: float) -> list[dict]:
         r = requests.get(
@@ -109,7 +68,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromServer]
     require_binary(PROMETHEUS, "prometheus")
     require_binary(NODE_EXPORTER, "prometheus-node-exporter")
     root = tmp_path_factory.mktemp("prometheus")
-    node_port, target_port, prom_port = _free_port(), _free_port(), _free_port()
+    node_port, target_port, prom_port = free_port(), free_port(), free_port()
     node = subprocess.Popen(
         [NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{node_port}", "--collector.disable-defaults",
          "--collector.netdev", "--collector.netstat", "--collector.meminfo"],
@@ -143,7 +102,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromServer]
         root / "prometheus.log",
     )  # fmt: skip
     try:
-        _wait_http(f"http://127.0.0.1:{node_port}/metrics")
+        wait_http(f"http://127.0.0.1:{node_port}/metrics")
         server.start()
         wait_until(lambda: server.scraped_since(0), 20, "Prometheus scraping node_exporter and the target")
         # ... and the histogram target has answered long enough for rate() to have points older than
@@ -505,7 +464,7 @@ def test_hopscope_collect_command_stores_prometheus_probe_and_otlp_data_and_exit
     """Done means: `hopscope collect --config FILE` (the real entry point, its own process) with a local
     Prometheus, a probe target and the receiver gets all of it into the store; SIGTERM exits 0."""
     root = Path(__file__).resolve().parents[1]
-    http_port, grpc_port, metrics_port = _free_port(), _free_port(), _free_port()
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     probe_url = f"{prometheus.url}/-/healthy"
     config = tmp_path / "hopscope.toml"
     config.write_text(
@@ -525,7 +484,7 @@ def test_hopscope_collect_command_stores_prometheus_probe_and_otlp_data_and_exit
     )  # fmt: skip
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     try:
-        _wait_http(metrics_url, timeout=60)
+        wait_http(metrics_url, timeout=60)
         rollups = 'hopscope_collector_runs_total{collector="rollup",ok="true"}'
         memory = InMemorySpanExporter()
         provider = TracerProvider(resource=Resource.create({"service.name": "api-gateway"}))

@@ -427,6 +427,36 @@ def test_collectors_page_says_when_the_store_refuses_writes_and_why(tmp_path: Pa
     assert "last reported 10 min ago\\: stopped?" in at.error[0].value
 
 
+def test_collectors_page_says_when_alertmanager_does_not_take_alerts(tmp_path: Path, env: Any) -> None:
+    Store(tmp_path / "s").close()
+    now = time.time()
+    am = {"name": "http://am-1:9093", "ok": False, "last_error": "http://am-1:9093: connection refused",
+          "last_success_unix": now - 300, "failures": 4, "undelivered": 2}  # fmt: skip
+    status = DaemonStatus(
+        pid=4242, host="edge-1", started_unix=now - 600, updated_unix=now, last_commit_unix=now,
+        failing_for_s=0.0, last_error=None, last_error_cause=None, reconnects=0, writer_queue=0, span_queue=0,
+        buffered_records=0, spans_received=10, spans_refused=0, rollup_last_success_unix=now,
+        maintenance_pending=False, longest_slice_s=0.1,
+        alerting={"firing": 2, "alertmanagers": [am], "evaluation_error": None},
+    )  # fmt: skip
+    write_status(tmp_path / "s", status)
+    env(tmp_path / "s")
+    at = run_page("pages/collectors.py")
+    assert len(at.error) == 1
+    shown = at.error[0].value.replace("\\", "")  # the page escapes Markdown
+    assert shown.startswith(
+        "Alertmanager http://am-1:9093 does not take alerts (4 failure(s) in a row, 2 alert(s) waiting"
+    )
+    assert "connection refused" in shown
+    assert "alerts firing: 2" in texts(at).replace("\\", "")
+
+    write_status(tmp_path / "s", dataclasses.replace(status, alerting={"firing": 0, "alertmanagers": [
+        {**am, "ok": True, "last_error": None, "failures": 0, "undelivered": 0, "last_success_unix": time.time()}
+    ], "evaluation_error": None}))  # fmt: skip
+    at = run_page("pages/collectors.py")
+    assert not at.error and "Alerts delivered to 1 Alertmanager\\(s\\)" in [s.value for s in at.success]
+
+
 # ---------------------------------------------------------------- real samples from an NVIDIA H200
 
 

@@ -21,13 +21,19 @@ every = state.refresh_interval()
 def live() -> None:
     w = state.window(spec)
     state.window_caption(w)
-    writes = health.write_health(health.read_status(state.store_path()))
+    status = health.read_status(state.store_path())
+    writes = health.write_health(status)
     if writes is not None:
         show = {"ok": st.success, "warning": st.warning, "error": st.error}[writes.level]
         show(literal(writes.headline))  # Streamlit reads it as Markdown: a host name is text, not markup
         for row in range(0, len(writes.figures), 4):  # four tiles a row stay readable at 1024 px
             for col, (label, value) in zip(st.columns(4), writes.figures[row : row + 4], strict=False):
                 col.metric(label, value)
+    alerts = health.alert_health(status)  # SLO evaluation and delivery to Alertmanager
+    if alerts is not None:
+        show = {"ok": st.success, "warning": st.warning, "error": st.error}[alerts.level]
+        show(literal(alerts.headline))
+        st.caption(" · ".join(f"{literal(label)}: {literal(value)}" for label, value in alerts.figures))
     now = utcnow().replace(microsecond=0)
     fresh = state.freshness(now, True)
     if fresh.empty:

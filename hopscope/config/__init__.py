@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hopscope.config.alerting import AlertingConfig, load_alerting_config
 from hopscope.config.collect import CollectConfig, load_collect_config
 from hopscope.durations import parse_duration as _parse_duration
 from hopscope.errors import ConfigError
@@ -203,6 +204,8 @@ class Config(_Section):
     dashboard: DashboardConfig = DashboardConfig()
     # Validated on its own in load_config, whose messages redact secrets.
     collect: CollectConfig = Field(default_factory=CollectConfig)
+    # Validated on its own too: it also checks the environment variables and files it names.
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -226,7 +229,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
 
 # Paths a config file names are relative to the file's folder (as Prometheus reads its own), not to
 # wherever the command runs; the same keys from HOPSCOPE_* variables are relative to the working folder.
-_PATH_KEYS = (("store", "path"), ("store", "data_path"), ("slo", "rules"))
+_PATH_KEYS = (("store", "path"), ("store", "data_path"), ("slo", "rules"), ("alerting", "ca_file"))
 
 
 def _relative_to(data: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -293,12 +296,16 @@ def load_config(
         data = _merge(data, overrides)
         source += " + HOPSCOPE_* environment"
     collect_raw = data.pop("collect", None) or {}
+    alerting_raw = data.pop("alerting", None) or {}
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_first_error(exc)}") from None
     collect = load_collect_config(collect_raw, source=source)  # redacts secrets in its messages
-    return cfg.model_copy(update={"collect": collect}), source
+    if not isinstance(alerting_raw, dict):
+        raise ConfigError(f"{source}: alerting: {alerting_raw!r}: is not a table")
+    alerting = load_alerting_config(alerting_raw, source=source, environ=environ)
+    return cfg.model_copy(update={"collect": collect, "alerting": alerting}), source
 
 
 def _first_error(exc: ValidationError) -> str:
