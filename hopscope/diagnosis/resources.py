@@ -33,6 +33,9 @@ MIN_POINTS_CORR = 6
 DIMENSION_MIN = 0.3  # a dimension below this is not named as the cause
 # demand (requests, packets) rises with any busy hour: context, weighed below a resource at its limit
 DEMAND_WEIGHT = 0.5
+# a level with no capacity to judge it by (CPU seconds of a process, a probe's phase time) says the
+# resource moved, not that it is at its limit: weighed below a saturation signal that changed as much
+UNBOUNDED_LEVEL_WEIGHT = 0.8
 
 
 def hosts_by_service(meta: pd.DataFrame, catalog: Catalog | None = None) -> dict[str, set[str]]:
@@ -260,7 +263,7 @@ def score_signals(
                 correlation=r,
                 capacity=cap,
                 utilization=util,
-                score=score * DEMAND_WEIGHT if info.role == "demand" else score,
+                score=score * _weight(info.role, cap),
                 unit=info.unit,
                 role=info.role,
             )
@@ -269,6 +272,14 @@ def score_signals(
     order = {"saturation": 0, "utilization": 1, "demand": 2}
     out.sort(key=lambda e: (-e.score, order.get(e.role, 1)))
     return out
+
+
+def _weight(role: str, capacity: float | None) -> float:
+    if role == "demand":
+        return DEMAND_WEIGHT
+    if role == "utilization" and capacity is None:
+        return UNBOUNDED_LEVEL_WEIGHT
+    return 1.0
 
 
 def score_dimensions(evidence: Sequence[Evidence]) -> dict[str, float]:
