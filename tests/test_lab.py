@@ -86,7 +86,7 @@ def test_the_containers_are_exported_in_cadvisors_names_and_definitions(tmp_path
     from testbed.lab.cgroups import Cgroups  # noqa: PLC0415
 
     _fake_cgroupfs(tmp_path, "hsl1-model-server", limit=2**63 - 4096, throttled_ns=1_500_000_000, majfaults=3)
-    text = Cgroups(["model-server"], "hsl1", root=tmp_path).exposition()
+    text = Cgroups(["model-server"], "hsl1", root=tmp_path, parents={}).exposition()
     got = {
         (s.name, s.labels.get("failure_type", "")): (s.value, s.labels["container"])
         for fam in text_string_to_metric_families(text)
@@ -108,7 +108,7 @@ def test_a_memory_fault_sets_the_limit_to_anonymous_and_kernel_memory_plus_the_h
     from testbed.lab.cgroups import Cgroups  # noqa: PLC0415
 
     _fake_cgroupfs(tmp_path, "hsl1-feature-store", limit=2**63 - 4096, throttled_ns=0, majfaults=0)
-    groups = Cgroups(["feature-store"], "hsl1", root=tmp_path)
+    groups = Cgroups(["feature-store"], "hsl1", root=tmp_path, parents={})
     assert groups.set_memory_headroom("feature-store", 48 << 20) == 50_000_000 + 4_000_000 + (48 << 20)
     assert (tmp_path / "memory" / "hsl1-feature-store" / "memory.limit_in_bytes").read_text() == str(
         54_000_000 + (48 << 20)

@@ -76,13 +76,17 @@ def _int(path: Path) -> int | None:
 class Cgroups:
     """One group per service under each controller, named ``<tag>-<service>``."""
 
-    def __init__(self, services: Iterable[str], tag: str, root: Path = ROOT) -> None:
+    def __init__(
+        self, services: Iterable[str], tag: str, root: Path = ROOT, parents: dict[str, str] | None = None
+    ) -> None:
         self.services = list(services)
         self.tag = tag
         self.root = root
+        # beneath the lab's own group of each controller: whatever limits it runs under still hold
+        self.parents = {c: own_group(c) for c in CONTROLLERS} if parents is None else parents
 
     def path(self, controller: str, service: str) -> Path:
-        return self.root / controller / f"{self.tag}-{service}"
+        return self.root / controller / self.parents.get(controller, "") / f"{self.tag}-{service}"
 
     def create(self) -> None:
         why = available(self.root)
@@ -201,11 +205,20 @@ def _remove_group(p: Path) -> str | None:
     return None
 
 
+def own_group(controller: str, pid: int | str = "self") -> str:
+    """The group (relative path) a process is in for one cgroup v1 controller; "" for the root."""
+    for line in _read(Path(f"/proc/{pid}/cgroup")).splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return path.strip().lstrip("/")
+    return ""
+
+
 def remove_stale(prefix: str, root: Path = ROOT) -> list[str]:
     """Delete the groups of labs whose process is gone (``<prefix><pid>-...``); returns what went."""
     gone = []
     for c in CONTROLLERS:
-        base = root / c
+        base = root / c / own_group(c)
         if not base.is_dir():
             continue
         for p in base.iterdir():
@@ -248,11 +261,8 @@ class Exporter:
 
 def memory_cgroup_of(pid: int | str = "self") -> Path | None:
     """The memory group a process is in (cgroup v1), from /proc/<pid>/cgroup."""
-    for line in _read(Path(f"/proc/{pid}/cgroup")).splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            return ROOT / "memory" / path.lstrip("/")
-    return None
+    path = ROOT / "memory" / own_group("memory", pid)
+    return path if (path / "memory.usage_in_bytes").exists() else None
 
 
 __all__ = [

@@ -90,6 +90,8 @@ class FeatureStore:
                 continue
             with self.lock:
                 if usage > 0.9 * limit:
+                    if self.entries == self.configured:
+                        print(f"cache: memory {usage >> 20} of {limit >> 20} MiB: shedding rows", flush=True)
                     self.entries = max(self.MIN_ENTRIES, len(self.cache) * 3 // 4)
                     while len(self.cache) > self.entries:
                         self.cache.popitem(last=False)
