@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 SCENARIO ?= bandwidth
 LAB_ARGS ?=
 
-.PHONY: demo test lab setup system-packages lint typecheck clean-demo help
+.PHONY: demo test lab lab-sweep setup system-packages lint typecheck clean-demo help
 
 help:
 	@echo "make demo   - set up, generate the demo store, serve the dashboard on http://127.0.0.1:8501"
@@ -31,6 +31,11 @@ test: setup system-packages
 lab: setup system-packages
 	@[ "$$(id -u)" = 0 ] || { echo "make lab needs root (network namespaces, veth links, tc, cgroups): run it as root"; exit 2; }
 	$(BIN)/hopscope lab run $(SCENARIO) $(LAB_ARGS)
+
+# Every lab scenario in turn and the accuracy table (docs/accuracy.md): about 5 minutes a scenario.
+lab-sweep: setup system-packages
+	@[ "$$(id -u)" = 0 ] || { echo "make lab-sweep needs root (network namespaces, veth links, tc, cgroups): run it as root"; exit 2; }
+	$(BIN)/hopscope lab sweep --out var/lab-sweep $(LAB_ARGS)
 
 setup: $(STAMP)
 
