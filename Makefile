@@ -19,6 +19,7 @@ help:
 	@echo "make demo   - set up, generate the demo store, serve the dashboard on http://127.0.0.1:8501"
 	@echo "make test   - set up (venv + Debian packages when root) and run the test suite"
 	@echo "make lab    - (root) run a lab scenario for real and judge the diagnosis: make lab SCENARIO=bandwidth"
+	@echo "make lab-sweep - (root) every lab scenario and the accuracy table (about 5 min a scenario)"
 	@echo "make lint   - ruff;  make typecheck - mypy --strict on hopscope/, collectors/ and dashboard/"
 
 demo: setup

@@ -61,11 +61,11 @@ def sweep(
     say = progress or (lambda _line: None)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
-    for name in names:
+    for k, name in enumerate(names, 1):
         sc = load_scenario(name)
         load0 = os.getloadavg()[0]
         t0 = time.monotonic()
-        say(f"sweep: {name} ({len(rows) + 1}/{len(names)}), load average {load0:.1f}")
+        say(f"sweep: {name} ({k}/{len(names)}), load average {load0:.1f}")
         try:
             result = run(sc, keep=out / name, progress=progress)
         except LabError as exc:
