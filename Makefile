@@ -13,12 +13,13 @@ PYTEST_ARGS ?=
 SCENARIO ?= bandwidth
 LAB_ARGS ?=
 
-.PHONY: demo test lab setup system-packages lint typecheck clean-demo help
+.PHONY: demo test lab lab-sweep setup system-packages lint typecheck clean-demo help
 
 help:
 	@echo "make demo   - set up, generate the demo store, serve the dashboard on http://127.0.0.1:8501"
 	@echo "make test   - set up (venv + Debian packages when root) and run the test suite"
 	@echo "make lab    - (root) run a lab scenario for real and judge the diagnosis: make lab SCENARIO=bandwidth"
+	@echo "make lab-sweep - (root) every lab scenario and the accuracy table (about 5 min a scenario)"
 	@echo "make lint   - ruff;  make typecheck - mypy --strict on hopscope/, collectors/ and dashboard/"
 
 demo: setup
@@ -31,6 +32,11 @@ test: setup system-packages
 lab: setup system-packages
 	@[ "$$(id -u)" = 0 ] || { echo "make lab needs root (network namespaces, veth links, tc, cgroups): run it as root"; exit 2; }
 	$(BIN)/hopscope lab run $(SCENARIO) $(LAB_ARGS)
+
+# Every lab scenario in turn and the accuracy table (docs/accuracy.md): about 5 minutes a scenario.
+lab-sweep: setup system-packages
+	@[ "$$(id -u)" = 0 ] || { echo "make lab-sweep needs root (network namespaces, veth links, tc, cgroups): run it as root"; exit 2; }
+	$(BIN)/hopscope lab sweep --out var/lab-sweep $(LAB_ARGS)
 
 setup: $(STAMP)
 

@@ -3,13 +3,17 @@
     cat = load_catalog()
     cat["DCGM_FI_DEV_GPU_UTIL"].dimension   # 'compute'
     cat.get("unknown_metric")                # None: not a resource signal hopscope knows
+    cat.link_of("", "gpu-node-1", {"device": "eth1"})   # a user's map entry: this NIC is model-server's
 
-Edit ``hopscope/catalog.yaml``, not code, to teach hopscope a new signal.
+Edit ``hopscope/catalog.yaml``, not code, to teach hopscope a new signal; a user adds or overrides
+entries and maps label values to a service or an edge in hopscope.toml (``[[diagnosis.signals]]``,
+``[[diagnosis.map]]``: ``extend``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import Any
 import yaml
 
 from hopscope.errors import ConfigError
+from hopscope.model import HOP_SEPARATOR, Hop
 
 DEFAULT_PATH = Path(__file__).with_name("catalog.yaml")
 DIMENSIONS = ("compute", "bandwidth", "memory")
@@ -72,10 +77,43 @@ class MetricInfo:
         return self.dimension
 
 
+# map keys that name a sample's own columns; every other key is one of its labels
+COLUMN_KEYS = ("service", "host")
+
+
+@dataclass(frozen=True, slots=True)
+class LabelLink:
+    """A user's map entry: a series whose labels (and ``service``/``host``) match every key of
+    ``match`` (one of the values listed) belongs to ``service``, or to the network hop ``edge``."""
+
+    match: tuple[tuple[str, tuple[str, ...]], ...]
+    service: str | None = None
+    edge: str | None = None
+
+    @property
+    def target(self) -> str:
+        return self.edge or self.service or ""
+
+    def services(self) -> set[str]:
+        """The services whose series a diagnosis reads for this entry's target (an edge: both ends)."""
+        if self.edge:
+            hop = Hop.parse(self.edge)
+            return {hop.client, hop.server}
+        return {self.service} if self.service else set()
+
+    def matches(self, service: str, host: str, labels: Mapping[str, str]) -> bool:
+        for key, values in self.match:
+            value = service if key == "service" else host if key == "host" else labels.get(key)
+            if value is None or value not in values:
+                return False
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class Catalog:
     metrics: Mapping[str, MetricInfo]
     source: str = ""
+    links: tuple[LabelLink, ...] = ()  # the user's label map, first match wins
 
     def __getitem__(self, name: str) -> MetricInfo:
         return self.metrics[name]
@@ -95,6 +133,13 @@ class Catalog:
     def counters(self) -> list[str]:
         return [m.name for m in self.metrics.values() if m.is_counter]
 
+    def link_of(self, service: str, host: str, labels: Mapping[str, str]) -> LabelLink | None:
+        """The first map entry this series matches, if any."""
+        for link in self.links:
+            if link.matches(service, host, labels):
+                return link
+        return None
+
     def capacity_metrics(self) -> set[str]:
         """Metrics that only give another metric's capacity."""
         out: set[str] = set()
@@ -104,8 +149,7 @@ class Catalog:
         return out
 
 
-def _entry(source: str, name: str, raw: Any) -> MetricInfo:
-    where = f"{source}: metrics.{name}"
+def _entry(where: str, name: str, raw: Any) -> MetricInfo:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
     unknown = sorted(set(raw) - _KEYS)
@@ -160,8 +204,81 @@ def parse_catalog(doc: Any, source: str = "catalog.yaml") -> Catalog:
     if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), dict):
         raise ConfigError(f"{source}: expected a top-level 'metrics:' mapping")
     return Catalog(
-        {str(name): _entry(source, str(name), raw) for name, raw in doc["metrics"].items()}, source
+        {
+            str(name): _entry(f"{source}: metrics.{name}", str(name), raw)
+            for name, raw in doc["metrics"].items()
+        },
+        source,
     )
+
+
+def extend(
+    base: Catalog, signals: Sequence[Any], links: Sequence[Any], source: str = "hopscope.toml"
+) -> Catalog:
+    """``base`` with a user's signals added (an entry of the same name replaces the packaged one
+    whole) and their label map; ConfigError names the entry (``diagnosis.signals[1].dimension``)."""
+    metrics = dict(base.metrics)
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(signals):
+        where = f"{source}: diagnosis.signals[{i}]"
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{where}: expected a table ([[diagnosis.signals]]), got {raw!r}")
+        name = raw.get("name")
+        if not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
+            raise ConfigError(f"{where}.name: {name!r} is not a metric name such as node_qdisc_backlog")
+        if name in seen:
+            raise ConfigError(
+                f"{where}.name: {name!r} is declared twice (also diagnosis.signals[{seen[name]}])"
+            )
+        seen[name] = i
+        metrics[name] = _entry(where, name, {k: v for k, v in raw.items() if k != "name"})
+    parsed = tuple(_link(f"{source}: diagnosis.map[{i}]", raw) for i, raw in enumerate(links))
+    return Catalog(metrics, f"{base.source} + {source}" if base.source else source, (*base.links, *parsed))
+
+
+def _is_label_value(v: Any) -> bool:
+    return (isinstance(v, str) and v != "") or (isinstance(v, int) and not isinstance(v, bool))
+
+
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LINK_KEYS = {"match", "service", "edge"}
+
+
+def _link(where: str, raw: Any) -> LabelLink:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a table ([[diagnosis.map]]), got {raw!r}")
+    unknown = sorted(set(raw) - _LINK_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key (keys: {', '.join(sorted(_LINK_KEYS))})")
+    match = raw.get("match")
+    if not isinstance(match, Mapping) or not match:
+        raise ConfigError(
+            f'{where}.match: {match!r} is not a table of labels, e.g. match = {{ device = "eth1", host = "gpu-1" }}'
+        )
+    pairs: list[tuple[str, tuple[str, ...]]] = []
+    for key, value in match.items():
+        values = value if isinstance(value, list) else [value]
+        # a CPU or a port may be written as a number: label values are text
+        if not values or not all(_is_label_value(v) for v in values):
+            raise ConfigError(
+                f"{where}.match.{key}: {value!r} is not a label value or a list of them "
+                '(cpu = ["2", "3"], device = "eth1")'
+            )
+        pairs.append((str(key), tuple(str(v) for v in values)))
+    service, edge = raw.get("service"), raw.get("edge")
+    if (service is None) == (edge is None):
+        raise ConfigError(
+            f'{where}: name one of service = "..." or edge = "client->server", not {"both" if service else "neither"}'
+        )
+    if service is not None and (not isinstance(service, str) or not service or HOP_SEPARATOR in service):
+        raise ConfigError(f"{where}.service: {service!r} is not a service name (an edge goes in edge = ...)")
+    if edge is not None:
+        client, sep, server = edge.partition(HOP_SEPARATOR) if isinstance(edge, str) else ("", "", "")
+        if not (sep and client and server and HOP_SEPARATOR not in server):
+            raise ConfigError(
+                f'{where}.edge: {edge!r} is not a network hop such as "api-gateway->model-server"'
+            )
+    return LabelLink(tuple(pairs), service, edge)
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hopscope.config import load_config, parse_duration, read_paths
+from hopscope.config import configured_catalog, load_config, parse_duration, read_paths
 from hopscope.durations import parse_duration as one_grammar
 from hopscope.errors import ConfigError
 
@@ -23,6 +23,24 @@ def test_the_shipped_example_config_loads_with_its_documented_values() -> None:
     assert cfg.dashboard.port == 8501
     assert cfg.collect.otlp.http_port == 4318
     assert cfg.collect.otlp.host == "127.0.0.1"
+
+
+def test_the_example_configs_diagnosis_block_uncommented_maps_nics_cpus_containers_and_ports(
+    tmp_path: Path,
+) -> None:
+    lines = (ROOT / "hopscope.example.toml").read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("# [[diagnosis."))
+    last = next(i for i, line in enumerate(lines) if line.startswith("[collect]"))
+    block = [line.removeprefix("#").removeprefix(" ") for line in lines[first:last]]
+    (tmp_path / "h.toml").write_text("\n".join(block))
+    cat = configured_catalog(tmp_path / "h.toml")
+    assert cat["nv_inference_pending_request_count"].role == "saturation"
+    assert cat.link_of("", "gpu-node-1", {"device": "eth1"}).service == "model-server"  # type: ignore[union-attr]
+    assert cat.link_of("", "gpu-node-1", {"cpu": "9"}).service == "model-server"  # type: ignore[union-attr]
+    assert cat.link_of("", "gpu-node-2", {"cpu": "9"}) is None
+    assert cat.link_of("", "node-7", {"container": "feast-online"}).service == "feature-store"  # type: ignore[union-attr]
+    port = {"instance": "tor-switch-3:9116", "ifName": "Ethernet12"}
+    assert cat.link_of("", "", port).edge == "api-gateway->model-server"  # type: ignore[union-attr]
 
 
 def test_an_empty_file_gives_working_defaults(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ NOT_REPORTED = {
     "process_cpu_seconds_total", "process_resident_memory_bytes",
     "container_cpu_cfs_throttled_seconds_total", "container_cpu_usage_seconds_total",
     "container_memory_working_set_bytes", "container_spec_memory_limit_bytes",
+    "container_cpu_cfs_throttled_periods_total", "container_memory_failcnt", "container_memory_failures_total",
 }  # fmt: skip
 SLO_MS = 200.0
 OBJECTIVE = 0.99

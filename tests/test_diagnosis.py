@@ -20,6 +20,7 @@ from support.demo import DEMO_TARGET
 
 from hopscope import histogram
 from hopscope.catalog import load_catalog, parse_catalog
+from hopscope.config import configured_catalog
 from hopscope.diagnosis import VERDICT_CAUSE, VERDICT_NONE, diagnose, target_kwargs
 from hopscope.diagnosis.baseline import burning_span, candidate_windows
 from hopscope.diagnosis.bubbleup import bubbleup, focus_offsets, load_bubble_counts
@@ -154,7 +155,8 @@ def _samples(
             if metric in e.signals:
                 m = (ts >= e.start) & (ts < e.end)
                 v[m] = e.signals[metric] + (rng.normal(0, noise, int(m.sum())) if noise else 0)
-        if cat[metric].is_counter:
+        info = cat.get(metric)  # a metric only a user's catalog declares: a gauge here
+        if info is not None and info.is_counter:
             v = np.cumsum(np.maximum(v, 0) * 30.0)
         parts.append(
             pd.DataFrame(
@@ -1058,3 +1060,110 @@ def test_a_qdisc_backlog_and_drops_are_named_as_the_bandwidth_limit_above_packet
     assert packets.role == "demand" and packets.score < top.evidence[0].score
     assert "node_qdisc_" in top.summary and "at its limit" in top.summary
     assert d.to_dict()["causes"][0]["evidence"][0]["role"] == "saturation"
+
+
+# -- a user's catalog: signals and a label map from hopscope.toml, not the package ------------------
+
+USER_TOML = """
+[[diagnosis.signals]]                 # a signal the packaged catalog does not know
+name = "inference_queue_depth"
+dimension = "compute"
+kind = "gauge"
+unit = "requests"
+role = "saturation"
+
+[[diagnosis.map]]                     # this container is the model server, on whatever host it runs
+match = { container = "triton" }
+service = "model-server"
+
+[[diagnosis.map]]                     # the router's ports: each is the wire of one edge
+match = { host = "router-1", device = "p3" }
+edge = "api-gateway->model-server"
+
+[[diagnosis.map]]
+match = { host = "router-1", device = "p2" }
+edge = "api-gateway->feature-store"
+"""
+
+
+def test_a_signal_and_label_map_declared_in_hopscope_toml_turn_an_unjudged_hop_into_a_compute_cause(
+    tmp_path: Path,
+) -> None:
+    # a queue on a host no service's series name, known to the model server only by its container
+    queue = [("inference_queue_depth", None, "box-9", {"container": "triton"}, 2.0, 0.5)]
+    effect = Effect(*_at(1, 10), hop_ms={"model-server": 200.0}, signals={"inference_queue_depth": 40.0})
+    small = build_store(tmp_path / "s", [effect], days=2, rate=10, drop={"DCGM_"}, extra_signals=queue)
+    args = dict(**DEMO_TARGET, start=effect.start, end=effect.end, with_bubbleup=False, use_cache=False)
+
+    packaged = diagnose(small, **args).causes[0]
+    assert (packaged.hop, packaged.dimension) == ("model-server", "unknown")
+    assert "inference_queue_depth" not in load_catalog()  # the package is not touched
+
+    (tmp_path / "hopscope.toml").write_text(USER_TOML)
+    user = diagnose(small, **args, catalog=configured_catalog(tmp_path / "hopscope.toml")).causes[0]
+    assert (user.hop, user.dimension) == ("model-server", "compute")
+    assert user.evidence[0].metric == "inference_queue_depth"
+    assert user.evidence[0].role == "saturation" and user.evidence[0].labels["container"] == "triton"
+
+
+def test_a_router_port_mapped_to_an_edge_is_that_edges_evidence_and_no_other_hops(tmp_path: Path) -> None:
+    ports = [
+        ("node_qdisc_backlog", None, "router-1", {"device": "p3", "kind": "tbf"}, 0.0, 0.0),
+        ("node_qdisc_backlog", None, "router-1", {"device": "p2", "kind": "tbf"}, 0.0, 0.0),
+    ]
+    effect = Effect(
+        *_at(1, 10), hop_ms={"api-gateway->model-server": 200.0}, signals={"node_qdisc_backlog": 150_000.0}
+    )
+    small = build_store(tmp_path / "s", [effect], days=2, rate=10, extra_signals=ports)
+    args = dict(**DEMO_TARGET, start=effect.start, end=effect.end, with_bubbleup=False, use_cache=False)
+    assert "node_qdisc_" not in json.dumps(diagnose(small, **args).to_dict()["causes"])  # unlinked
+
+    (tmp_path / "hopscope.toml").write_text(USER_TOML)
+    d = diagnose(small, **args, catalog=configured_catalog(tmp_path / "hopscope.toml"))
+    top = d.causes[0]
+    assert (top.hop, top.dimension) == ("api-gateway->model-server", "bandwidth")
+    qdisc = [e for e in top.evidence if e.metric == "node_qdisc_backlog"]
+    # both ports' backlogs rose in this made-up store; only p3 is this edge's wire
+    assert [e.labels["device"] for e in qdisc] == ["p3"] and top.evidence[0] is qdisc[0]
+
+
+@pytest.mark.parametrize(
+    "toml,message",
+    [
+        ('[[diagnosis.signals]]\nname = "q"\ndimension = "disk"', r"diagnosis.signals\[0\].dimension: 'disk'"),
+        ('[[diagnosis.signals]]\ndimension = "compute"', r"diagnosis.signals\[0\].name: None"),
+        ('[[diagnosis.signals]]\nname = "q"\ndimension = "compute"\nrole = "cause"', r"signals\[0\].role: 'cause'"),
+        ('[[diagnosis.signals]]\nname = "q"\ndimension = "compute"\ncolour = 1', r"signals\[0\].colour: unknown key"),
+        ('[[diagnosis.signals]]\nname = "q"\ndimension = "compute"\n[[diagnosis.signals]]\nname = "q"\n'
+         'dimension = "memory"', r"signals\[1\].name: 'q' is declared twice"),
+        ('[[diagnosis.map]]\nservice = "m"', r"diagnosis.map\[0\].match: None is not a table"),
+        ('[[diagnosis.map]]\nmatch = { cpu = 3 }', r"map\[0\]: name one of service"),
+        ('[[diagnosis.map]]\nmatch = { cpu = 3 }\nservice = "a"\nedge = "a->b"', r"map\[0\]: name one of .* not both"),
+        ('[[diagnosis.map]]\nmatch = { cpu = 3 }\nedge = "a-b"', r"map\[0\].edge: 'a-b' is not a network hop"),
+        ('[[diagnosis.map]]\nmatch = { cpu = 3.5 }\nservice = "a"', r"map\[0\].match.cpu: 3.5 is not a label value"),
+        ('[[diagnosis.map]]\nmatch = { cpu = [] }\nservice = "a"', r"map\[0\].match.cpu: \[\] is not"),
+        ('[[diagnosis.map]]\nmatch = { cpu = "1" }\nservice = "a"\nwhere = 1', r"map\[0\].where: unknown key"),
+        ("[diagnosis]\nsignal = []", r"diagnosis.signal: unknown key"),
+    ],
+)  # fmt: skip
+def test_bad_user_catalog_entries_are_refused_with_the_entry_and_key_named(
+    tmp_path: Path, toml: str, message: str
+) -> None:
+    path = tmp_path / "hopscope.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        configured_catalog(path)
+
+
+def test_a_user_entry_replaces_the_packaged_one_of_the_same_name(tmp_path: Path) -> None:
+    path = tmp_path / "hopscope.toml"
+    path.write_text('[[diagnosis.signals]]\nname = "process_cpu_seconds_total"\ndimension = "compute"\n'
+                    'kind = "counter"\ncapacity_value = 2\nrole = "saturation"\n'
+                    '[[diagnosis.map]]\nmatch = { cpu = [2, "3"], host = "gpu-1" }\nservice = "model-server"')  # fmt: skip
+    cat = configured_catalog(path)
+    assert cat["process_cpu_seconds_total"].capacity_value == 2.0
+    assert cat["process_cpu_seconds_total"].role == "saturation"
+    assert load_catalog()["process_cpu_seconds_total"].capacity_value is None
+    assert len(cat) == len(load_catalog()) and configured_catalog(path) is cat  # the cache knows it
+    assert cat.link_of("", "gpu-1", {"cpu": "2"}) is not None
+    assert cat.link_of("", "gpu-2", {"cpu": "2"}) is None and cat.link_of("", "gpu-1", {"cpu": "4"}) is None

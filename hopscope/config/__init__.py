@@ -9,16 +9,19 @@ and the bad value.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hopscope.catalog import Catalog, extend, load_catalog
 from hopscope.config.alerting import AlertingConfig, load_alerting_config
 from hopscope.config.collect import CollectConfig, load_collect_config
 from hopscope.durations import parse_duration as _parse_duration
@@ -198,10 +201,22 @@ class DashboardConfig(_Section):
         return value
 
 
+class DiagnosisConfig(_Section):
+    """A user's catalog entries and label map (checked by hopscope.catalog.extend, which names the entry)."""
+
+    signals: list[dict[str, Any]] = Field(
+        default_factory=list, description="[[diagnosis.signals]]: name plus catalog.yaml's fields"
+    )
+    map: list[dict[str, Any]] = Field(
+        default_factory=list, description="[[diagnosis.map]]: match = {label = value}, service or edge"
+    )
+
+
 class Config(_Section):
     store: StoreConfig = StoreConfig()
     slo: SloConfig = SloConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    diagnosis: DiagnosisConfig = DiagnosisConfig()
     # Validated on its own in load_config, whose messages redact secrets.
     collect: CollectConfig = Field(default_factory=CollectConfig)
     # Validated on its own too: it also checks the environment variables and files it names.
@@ -305,7 +320,29 @@ def load_config(
     if not isinstance(alerting_raw, dict):
         raise ConfigError(f"{source}: alerting: {alerting_raw!r}: is not a table")
     alerting = load_alerting_config(alerting_raw, source=source, environ=environ)
+    diagnosis_catalog(cfg, source)  # a bad signal or map entry is refused here, before any command runs
     return cfg.model_copy(update={"collect": collect, "alerting": alerting}), source
+
+
+def diagnosis_catalog(cfg: Config, source: str = "hopscope.toml") -> Catalog:
+    """The catalog a diagnosis uses: the packaged one, extended by ``[diagnosis]`` of the config (the
+    same object for the same entries, so the diagnosis cache recognises it)."""
+    d = cfg.diagnosis
+    if not d.signals and not d.map:
+        return load_catalog()
+    return _extended(json.dumps([d.signals, d.map], sort_keys=True, default=str), source)
+
+
+@lru_cache(maxsize=8)
+def _extended(entries: str, source: str) -> Catalog:
+    signals, links = json.loads(entries)
+    return extend(load_catalog(), signals, links, source)
+
+
+def configured_catalog(config: str | Path | None = None) -> Catalog:
+    """diagnosis_catalog of hopscope.toml (``config``, else the working folder's) and HOPSCOPE_* variables."""
+    cfg, source = load_config(config)
+    return diagnosis_catalog(cfg, source)
 
 
 def _first_error(exc: ValidationError) -> str:

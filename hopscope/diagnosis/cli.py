@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from hopscope.cli_options import ConfigOpt, RulesOpt, StoreOpt
-from hopscope.config import read_store
+from hopscope.config import configured_catalog, read_store
 from hopscope.diagnosis import Diagnosis, diagnose_breach
 from hopscope.durations import parse_duration
 from hopscope.errors import ConfigError, NotFoundError
@@ -121,7 +121,8 @@ def incidents(
     st = _open(where)
     end = _now(st)
     found = _breaches(st, _slos(rules, slo), end - _since(since), end)
-    results = [diagnose_breach(st, b, s, with_bubbleup=False) for b, s in found]
+    catalog = configured_catalog(config)  # the packaged catalog + [diagnosis] of hopscope.toml
+    results = [diagnose_breach(st, b, s, with_bubbleup=False, catalog=catalog) for b, s in found]
     if json_out:
         typer.echo(json.dumps([d.summary_dict() for d in results], indent=2))
         return
@@ -252,5 +253,5 @@ def explain(
     where, rules = read_store(store, rules, config)
     st = _open(where)
     breach, spec = find_incident(st, _slos(rules, slo), incident_id)
-    d = diagnose_breach(st, breach, spec)
+    d = diagnose_breach(st, breach, spec, catalog=configured_catalog(config))
     typer.echo(json.dumps(d.to_dict(), indent=2) if json_out else render(d))

@@ -498,7 +498,7 @@ def _resource_causes(
     # grid rows are in sig_ids order: row 0 the incident, rows 1.. the baseline windows
     base_rows = list(range(1, len(sig_ids)))
     caps = rs.capacities(grid, catalog)
-    host_map = rs.hosts_by_service(grid.meta)
+    host_map = rs.hosts_by_service(grid.meta, catalog)
     nb = grid.values.shape[2] if not grid.empty else 0
     primary: list[Cause] = []
     secondary: list[tuple[float, Cause]] = []

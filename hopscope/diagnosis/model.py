@@ -354,7 +354,8 @@ class Evidence:
         """The signal for a sentence: the metric and where it was measured, without UUIDs and model names
         ("DCGM_FI_DEV_GPU_TEMP on gpu-node-2 GPU 0"); ``signal`` keeps the full series key."""
         where = [self.labels.get("host") or self.labels.get("service") or ""]
-        for key in SERIES_LABELS:  # the labels that name the series on its host, as samples.series_label
+        # the labels that name the series on its host, as samples.series_label, and its container or pod
+        for key in (*SERIES_LABELS, "container", "pod"):
             value = self.labels.get(key)
             if value not in (None, ""):
                 where.append(f"GPU {value}" if key == "gpu" else str(value))

@@ -33,13 +33,19 @@ MIN_POINTS_CORR = 6
 DIMENSION_MIN = 0.3  # a dimension below this is not named as the cause
 # demand (requests, packets) rises with any busy hour: context, weighed below a resource at its limit
 DEMAND_WEIGHT = 0.5
+# a level with no capacity to judge it by (CPU seconds of a process, a probe's phase time) says the
+# resource moved, not that it is at its limit: weighed below a saturation signal that changed as much
+UNBOUNDED_LEVEL_WEIGHT = 0.8
 
 
-def hosts_by_service(meta: pd.DataFrame) -> dict[str, set[str]]:
-    """Hosts each service's series run on (from the samples themselves)."""
+def hosts_by_service(meta: pd.DataFrame, catalog: Catalog | None = None) -> dict[str, set[str]]:
+    """Hosts each service's series run on (from the samples themselves). A series the user's label
+    map places says nothing of its host: a router's port mapped to a service does not make the
+    router that service's host."""
     out: dict[str, set[str]] = {}
-    for s, h in zip(meta["service"].tolist(), meta["host"].tolist(), strict=True):
-        if s and h:
+    rows = zip(meta["service"].tolist(), meta["host"].tolist(), meta["labels"].tolist(), strict=True)
+    for s, h, labels in rows:
+        if s and h and (catalog is None or catalog.link_of(s, h, labels or {}) is None):
             out.setdefault(s, set()).add(h)
     return out
 
@@ -55,7 +61,9 @@ def link_series(
     """Rows of ``meta`` linked to a hop through service, host and probe-target labels.
 
     A service hop takes every resource series of the service and of its hosts; a network hop
-    ``client->server`` the bandwidth series of both ends and the probes of its server.
+    ``client->server`` the bandwidth series of both ends and the probes of its server. A series the
+    user's label map places (``catalog.link_of``) is linked where the map says, and only there: to its
+    service's hop and that service's links, or to its edge alone.
     """
     capacity_only = catalog.capacity_metrics()
     keep: list[int] = []
@@ -79,6 +87,17 @@ def link_series(
         labels = row_labels or {}
         dim = info.dimension_for(labels)
         if dim == "none":
+            continue
+        mapped = catalog.link_of(service, host, labels) if catalog.links else None
+        if mapped is not None:
+            if mapped.edge is not None:
+                ok = hop_kind == "network" and dim == "bandwidth" and Hop.parse(mapped.edge) == Hop.parse(hop)
+            elif hop_kind == "service":
+                ok = mapped.service == hop
+            else:
+                ok = dim == "bandwidth" and mapped.service in ends
+            if ok:
+                keep.append(i)
             continue
         is_probe = "target" in labels or metric.startswith("probe_")
         if hop_kind == "service":
@@ -244,7 +263,7 @@ def score_signals(
                 correlation=r,
                 capacity=cap,
                 utilization=util,
-                score=score * DEMAND_WEIGHT if info.role == "demand" else score,
+                score=score * _weight(info.role, cap),
                 unit=info.unit,
                 role=info.role,
             )
@@ -253,6 +272,14 @@ def score_signals(
     order = {"saturation": 0, "utilization": 1, "demand": 2}
     out.sort(key=lambda e: (-e.score, order.get(e.role, 1)))
     return out
+
+
+def _weight(role: str, capacity: float | None) -> float:
+    if role == "demand":
+        return DEMAND_WEIGHT
+    if role == "utilization" and capacity is None:
+        return UNBOUNDED_LEVEL_WEIGHT
+    return 1.0
 
 
 def score_dimensions(evidence: Sequence[Evidence]) -> dict[str, float]:

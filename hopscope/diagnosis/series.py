@@ -12,7 +12,8 @@ without a service whose target names one of ``probe_targets``), are picked from 
 buckets (gauges averaged, counters as per-second rates) and the series names are made in numpy from
 those rows, as signals' bucket SQL makes them (verified equal value for value; that SQL's float sums
 can differ in the last bit from run to run when DuckDB splits a bucket across threads, these do not).
-A host found only through a metric outside the catalog is not a host here: no series on it could
+A series the user's label map (``[[diagnosis.map]]``) gives to one of S, or to an edge with an end in
+S, is read whatever its own service and host. A host found only through a metric outside the catalog is not a host here: no series on it could
 be linked to the hop by ``resources.link_series`` (which takes hosts from the series read).
 """
 
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from hopscope.catalog import Catalog
+from hopscope.catalog import COLUMN_KEYS, Catalog
 from hopscope.model import ReadStore, SeriesKey, TimeRange
 from hopscope.rates import counter_rates
 from hopscope.signals import META_COLUMNS, SeriesGrid, _us, n_buckets, value_expression
@@ -68,6 +69,7 @@ def load_linked_grid(
         if probes and probe_targets
         else "false"
     )
+    mapped_sql, p_mapped = _mapped_condition(catalog, svc)
     # The scan and the scope in SQL (a materialized CTE, read twice: the hosts of S in the first
     # window, then the rows of the scope); the bucketing, the counter rates and the names in numpy:
     # DuckDB spends more planning (~12 ms) and running the window function, group-bys and joins of
@@ -78,18 +80,37 @@ def load_linked_grid(
     WITH raw AS MATERIALIZED (
         SELECT CASE {win_case} END AS win, epoch_us(ts) AS us, metric, service, host, labels,
                hash(metric, service, host, labels) AS sid, {value_sql} AS val, {in_svc} AS in_svc,
-               {probe_cond} AS probe
+               {probe_cond} AS probe, {mapped_sql} AS mapped
         FROM samples
         WHERE ts >= ? AND ts < ? AND ({within}) AND list_contains(?::VARCHAR[], metric) AND isfinite(value)
     )
     SELECT win, us, sid, val, metric, service, host, labels FROM raw
-    WHERE in_svc OR probe OR host IN (SELECT host FROM raw WHERE win = 0 AND host IS NOT NULL AND in_svc)"""
+    WHERE in_svc OR probe OR mapped OR host IN (SELECT host FROM raw WHERE win = 0 AND host IS NOT NULL AND in_svc)"""
     params: list[object] = [
         *bounds, *p_value, *svc, *(probes if probe_cond != "false" else []),
-        *(probe_targets if probe_cond != "false" else []), lo, hi, *bounds, list(metrics),
+        *(probe_targets if probe_cond != "false" else []), *p_mapped, lo, hi, *bounds, list(metrics),
     ]  # fmt: skip
     table: pa.Table = store.query(sql, params)
     return _grid(table, windows, step_s, nb, counters)
+
+
+def _mapped_condition(catalog: Catalog, services: Sequence[str]) -> tuple[str, list[object]]:
+    """SQL true for a series that the user's label map gives to one of ``services`` (or to an edge
+    with an end among them), and its bound parameters; label keys are bound too."""
+    parts: list[str] = []
+    params: list[object] = []
+    for link in catalog.links:
+        if not link.services() & set(services):
+            continue
+        conds = []
+        for key, values in link.match:
+            column = key if key in COLUMN_KEYS else "labels[?]"
+            if key not in COLUMN_KEYS:
+                params.append(key)
+            conds.append(f"coalesce({column}, '') IN ({_marks(len(values))})")
+            params += values
+        parts.append("(" + " AND ".join(conds) + ")")
+    return ("(" + " OR ".join(parts) + ")" if parts else "false"), params
 
 
 def _grid(

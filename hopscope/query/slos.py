@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from hopscope.config import configured_catalog
 from hopscope.diagnosis import Diagnosis, diagnose_breach
 from hopscope.errors import NotFoundError
 from hopscope.model import ReadStore
@@ -179,14 +180,15 @@ def incident(store: ReadStore, rules: str, key: str) -> Incident:
     """One breach (by number or id) with its diagnosis."""
 
     b = find_breach(store, rules, key)
-    return Incident(b, diagnose_breach(store, b, get_slo(rules, b.slo)))
+    # the catalog of the working folder's hopscope.toml (where the dashboard and `report` run)
+    return Incident(b, diagnose_breach(store, b, get_slo(rules, b.slo), catalog=configured_catalog()))
 
 
 def incident_cause(store: ReadStore, rules: str, key: str) -> str:
     """The diagnosis's top cause of one breach in one line (no BubbleUp: cheaper), or why there is none."""
 
     b = find_breach(store, rules, key)
-    d = diagnose_breach(store, b, get_slo(rules, b.slo), with_bubbleup=False)
+    d = diagnose_breach(store, b, get_slo(rules, b.slo), with_bubbleup=False, catalog=configured_catalog())
     top = d.top
     if top is None:
         return f"no clear cause ({d.verdict})"

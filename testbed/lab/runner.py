@@ -6,8 +6,10 @@ Phases of a run (each prints one progress line):
             host scraping them and the services' prometheus_client endpoints, `hopscope collect`
             (OTLP on the host's lab address, probes through the router, the Prometheus pull)
   services  one process per service, inside its namespace (testbed/lab/service.py)
+  containers one cgroup v1 group per service (cpu, cpuacct, memory: testbed/lab/cgroups.py) that the
+            service starts in, exported in cAdvisor's names for Prometheus to scrape
   load      open-loop Poisson arrivals per the scenario's phases; faults applied at their phase's start
-            and removed at its end (tc tbf on a router port; cgroup v1 CPU quota)
+            and removed at its end (tc tbf on a router port; a CPU quota or a memory limit on a group)
   stop      services flush their spans, the daemon stops, the last minutes are rolled up
   diagnose  `hopscope incidents --json` and `hopscope explain --json` on the lab's store, top cause
             against truth, share of the added latency the hops explain, time to first alert
@@ -38,7 +40,9 @@ from typing import Any
 
 import httpx
 
-from testbed.lab.net import Network, lab_lock, remove_stale
+from testbed.lab import cgroups
+from testbed.lab.cgroups import Cgroups, Exporter, container_name
+from testbed.lab.net import PREFIX, Network, lab_lock, remove_stale
 from testbed.lab.scenario import Fault, Phase, Scenario, Topology
 from testbed.soak import _http_get, _kill_group, _spawn, _tail, free_port
 from testbed.workdir import say_stderr, workdir
@@ -51,7 +55,6 @@ BINARIES = {
     "/usr/bin/prometheus": "prometheus",
     "/usr/bin/prometheus-node-exporter": "prometheus-node-exporter",
 }
-CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
 # What hopscope pulls from the lab's Prometheus: node_exporter's network, qdisc and memory series, and
 # the client libraries' process series. The labels `service` and `host` come from the scrape config,
 # which maps each namespace (and each router port) to its service: that mapping is the lab's data.
@@ -59,8 +62,27 @@ PULL_QUERY = (
     '{job=~"lab-.*",__name__=~"node_network_(receive|transmit)_(bytes|packets|drop|errs)_total'
     "|node_network_speed_bytes|node_netstat_Tcp_RetransSegs|node_qdisc_.*|node_memory_MemAvailable_bytes"
     "|node_memory_MemTotal_bytes|process_cpu_seconds_total|process_resident_memory_bytes"
-    '|lab_requests_total|lab_request_seconds_(sum|count)|lab_feature_cache_[a-z_]+_total"}'
+    "|lab_requests_total|lab_request_seconds_(sum|count)|lab_feature_cache_[a-z_]+_total|container_[a-z_]+"
+    '"}'
 )
+# What hopscope cannot know by itself, written as a user would in hopscope.toml: the feature cache's
+# counters are resource signals (the lab's own names), and each container is its service's.
+LAB_SIGNALS = """
+[[diagnosis.signals]]
+name = "lab_feature_cache_evictions_total"
+dimension = "memory"
+kind = "counter"
+unit = "rows/s"
+role = "saturation"
+
+[[diagnosis.signals]]
+name = "lab_feature_cache_lookups_total"
+dimension = "memory"
+kind = "counter"
+unit = "1/s"
+role = "saturation"
+label_dimensions = { result = { hit = "none" } }   # misses only: a hit is the cache working
+"""
 
 
 class LabError(RuntimeError):
@@ -99,6 +121,9 @@ class Outcome:
     residual_ms: float | None
     first_alert_s: float | None  # end of the breach's first minute minus the fault's start
     incident_id: str | None
+    rank: int | None = None  # where the expected (hop, dimension) stands among the causes (1 = top)
+    at_once: int = 1  # faults with a breach expected in the same window (two faults at once: 2)
+    causes: list[str] = field(default_factory=list)  # every cause named, "hop (dimension)", best first
 
 
 @dataclass
@@ -122,13 +147,18 @@ class LabResult:
         return out
 
 
-def check_requirements(which: Callable[[str], str | None] = shutil.which) -> None:
-    """Root and the binaries the lab drives; LabError naming what is missing."""
+def check_requirements(which: Callable[[str], str | None] = shutil.which, sc: Scenario | None = None) -> None:
+    """Root and the binaries the lab drives (and, for ``sc``'s CPU and memory faults, cgroup v1);
+    LabError naming what is missing."""
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, veth links, tc, cgroups): run it as root")
     missing = [f"{b} (Debian package {pkg})" for b, pkg in BINARIES.items() if not which(b)]
     if missing:
         raise LabError(f"missing: {', '.join(missing)}; `make system-packages` installs them as root")
+    needs = sorted({f.kind for f in sc.faults if f.kind in ("cpu", "memory")}) if sc is not None else []
+    why = cgroups.available() if needs else None
+    if sc is not None and why:
+        raise LabError(f"{sc.name}: {' and '.join(needs)} faults need cgroup v1 containers: {why}")
 
 
 def _utc(t: float) -> datetime:
@@ -173,7 +203,7 @@ spec:
     )
 
 
-def write_prometheus(topo: Topology, net: Network, path: Path) -> None:
+def write_prometheus(topo: Topology, net: Network, path: Path, cgroups_target: str | None = None) -> None:
     """Scrape every namespace's node_exporter and every service's metrics port, labelled by service.
 
     The router's node_exporter sees the ports toward the services: metric relabelling gives each port's
@@ -195,6 +225,11 @@ def write_prometheus(topo: Topology, net: Network, path: Path) -> None:
         lines.append(
             f"      - source_labels: [device]\n        regex: {net.ports[s.name]}\n"
             f"        target_label: service\n        replacement: {s.name}"
+        )
+    if cgroups_target:  # the containers' counters: no service label, hopscope.toml's map links them
+        lines.append(
+            f"  - job_name: lab-cgroups\n    static_configs:\n      - targets: ['{cgroups_target}']\n"
+            "        labels: {host: lab-host}"
         )
     lines.append("  - job_name: lab-app\n    static_configs:")
     for s in topo.services:
@@ -255,6 +290,9 @@ query = {_q(PULL_QUERY)}
 service_label = "service"
 host_label = "host"
 """
+    text += LAB_SIGNALS
+    for s in topo.services:
+        text += f"\n[[diagnosis.map]]\nmatch = {{ container = {_q(container_name(s.name))} }}\nservice = {_q(s.name)}\n"
     path = work / "hopscope.toml"
     path.write_text(text)
     return path
@@ -299,7 +337,7 @@ def wait_http(what: str, url: str, proc: subprocess.Popen[bytes], log: Path, tim
     raise LabError(f"{what} not ready within {timeout_s:.0f} s ({url}):\n{_tail(log)}")
 
 
-def service_config(sc: Scenario, name: str, work: Path, otlp: str) -> dict[str, Any]:
+def service_config(sc: Scenario, name: str, work: Path, otlp: str, containers: bool = True) -> dict[str, Any]:
     topo = sc.topology
     s = topo.service(name)
     calls = []
@@ -328,6 +366,7 @@ def service_config(sc: Scenario, name: str, work: Path, otlp: str) -> dict[str, 
         "otlp": otlp,
         "work": str(work),
         "seed": sc.seed,
+        "containers": containers,  # runs inside its cgroup (testbed/lab/cgroups.py): a cache may watch its limit
         "params": dict(s.params),
         "calls": calls,
     }
@@ -336,54 +375,40 @@ def service_config(sc: Scenario, name: str, work: Path, otlp: str) -> dict[str, 
 # -- faults --------------------------------------------------------------------------------------
 
 
-class CpuQuota:
-    """cgroup v1: a CPU quota (cfs_quota_us / cfs_period_us) on a service's processes."""
-
-    def __init__(self, name: str, root: Path = CGROUP_CPU) -> None:
-        self.path = root / name
-
-    def apply(self, pids: list[int], cpus: float) -> None:
-        if not (self.path.parent / "cpu.cfs_quota_us").exists():
-            raise LabError(f"{self.path.parent}: no cgroup v1 cpu controller here")
-        self.path.mkdir(exist_ok=True)
-        (self.path / "cpu.cfs_period_us").write_text("100000")
-        (self.path / "cpu.cfs_quota_us").write_text(str(int(cpus * 100000)))
-        for pid in pids:
-            (self.path / "cgroup.procs").write_text(str(pid))
-
-    def remove(self) -> None:
-        if not self.path.exists():
-            return
-        procs = (self.path / "cgroup.procs").read_text().split()
-        for pid in procs:  # back to the root group, then the empty group can go
-            with contextlib.suppress(OSError):
-                (self.path.parent / "cgroup.procs").write_text(pid)
-        with contextlib.suppress(OSError):
-            self.path.rmdir()
+def _inside(groups: Cgroups | None, service: str, cmd: list[str]) -> list[str]:
+    return groups.enter(service, cmd) if groups is not None else cmd
 
 
 class Faults:
-    def __init__(self, net: Network, pids: Callable[[str], list[int]], tag: str) -> None:
+    def __init__(self, net: Network, groups: Cgroups | None) -> None:
         self.net = net
-        self.pids = pids
-        self.tag = tag
+        self.groups = groups
         self.active: dict[str, Fault] = {}
-        self.quotas: dict[str, CpuQuota] = {}
 
-    def apply(self, f: Fault) -> None:
+    def apply(self, f: Fault) -> str | None:
+        """Apply one fault; what it set, when that is only known now (a memory limit), as a line."""
+        note = None
         if f.kind == "bandwidth":
             self.net.shape(f.service, f.setting("rate"), f.setting("burst"), f.setting("latency"))
+        elif self.groups is None:
+            raise LabError(f"{f.name}: a {f.kind} fault needs the lab's cgroup v1 containers")
+        elif f.kind == "cpu":
+            self.groups.set_cpu_quota(f.service, float(f.setting("cpus")))
         else:
-            q = CpuQuota(f"{self.tag}-{f.name}")
-            self.quotas[f.name] = q
-            q.apply(self.pids(f.service), float(f.setting("cpus")))
+            limit = self.groups.set_memory_headroom(f.service, int(f.setting("headroom_mb")) << 20)
+            note = f"{f.name}: memory.limit_in_bytes of {f.service} set to {limit / 2**20:.0f} MiB"
         self.active[f.name] = f
+        return note
 
     def remove(self, f: Fault) -> None:
         if f.kind == "bandwidth":
             self.net.unshape(f.service)
-        elif f.name in self.quotas:
-            self.quotas.pop(f.name).remove()
+        elif self.groups is None:
+            pass
+        elif f.kind == "cpu":
+            self.groups.clear_cpu_quota(f.service)
+        else:
+            self.groups.clear_memory_limit(f.service)
         self.active.pop(f.name, None)
 
     def clear(self) -> None:
@@ -457,6 +482,7 @@ class Load:
 
 
 def hopscope_json(*args: str) -> Any:
+    """`hopscope ARGS --json` in a child process (as a user runs it), parsed."""
     p = subprocess.run(
         [sys.executable, "-m", "hopscope.cli", *args, "--json"],
         capture_output=True,
@@ -477,25 +503,39 @@ def _ts(x: str) -> datetime:
 def judge(
     events: list[dict[str, Any]], incidents: list[dict[str, Any]], explain: Callable[[str], dict[str, Any]]
 ) -> list[Outcome]:
-    """Each truth event against the incidents that overlap it (pure but for ``explain``)."""
+    """Each truth event against the incidents that overlap it (pure but for ``explain``).
+
+    A fault is right when its (hop, dimension) is among the first k causes, k the number of faults
+    expected to breach in the same window (1 for one fault: the top cause; 2 for two at once); a
+    control is right when nothing breached.
+    """
     out = []
     for ev in events:
+        at_once = sum(
+            1
+            for o in events
+            if o["expect_breach"] and _ts(o["start"]) < _ts(ev["end"]) and _ts(o["end"]) > _ts(ev["start"])
+        )
         start, end = _ts(ev["start"]), _ts(ev["end"])
         hits = [
             i for i in incidents if _ts(i["start"]) < end + timedelta(minutes=3) and _ts(i["end"]) > start
         ]
         expected = f"{ev['hop']} ({ev['dimension']})" if ev.get("hop") else None
         top = kind = verdict = inc_id = None
-        share = added = residual = first = None
+        share = added = residual = first = rank = None
+        named: list[str] = []
         if hits:
             first_inc = min(hits, key=lambda i: _ts(i["start"]))
             inc_id, verdict = first_inc["id"], first_inc["verdict"]
             # The earliest a per-minute evaluator can page: the end of the breach's first minute.
             first = (_ts(first_inc["start"]) + timedelta(minutes=1) - start).total_seconds()
             causes = first_inc.get("causes") or []
+            named = [f"{c['hop']} ({c['dimension']})" for h in hits for c in h.get("causes") or []]
             if causes:
                 top = f"{causes[0]['hop']} ({causes[0]['dimension']})"
                 kind = causes[0].get("hop_kind")
+                ranked = [f"{c['hop']} ({c['dimension']})" for c in causes]
+                rank = ranked.index(expected) + 1 if expected in ranked else None
             d = explain(inc_id).get("decomposition") or {}
             e2e = d.get("end_to_end") or {}
             if e2e.get("incident_mean_ms") is not None and e2e.get("baseline_mean_ms") is not None:
@@ -505,7 +545,7 @@ def judge(
                     share = round(1 - float(residual) / added, 4)
         breached = bool(hits)
         if ev["expect_breach"]:
-            correct = breached and top == expected
+            correct = breached and rank is not None and rank <= max(1, at_once)
         else:
             correct = not breached
         out.append(
@@ -524,6 +564,9 @@ def judge(
                 residual_ms=None if residual is None else round(float(residual), 2),
                 first_alert_s=first,
                 incident_id=inc_id,
+                rank=rank,
+                at_once=max(1, at_once),
+                causes=named,
             )
         )
     return out
@@ -577,15 +620,19 @@ def run_lab(
 ) -> LabResult:
     """Run ``sc`` as the module docstring describes; LabError when the lab itself cannot run."""
     say = progress or (lambda _line: None)
-    check_requirements()
+    check_requirements(sc=sc)
     topo = sc.topology
     t_start = time.monotonic()
     with lab_lock(), _sigterm_as_interrupt(), workdir(keep, "hopscope-lab-") as work:
-        for gone in remove_stale():
+        for gone in [*remove_stale(), *cgroups.remove_stale(PREFIX)]:
             say(f"lab: removed {gone}, left by a run that did not finish")
         net = Network(topo)
         procs = Procs()
-        faults = Faults(net, lambda svc: _pids_in(net.namespaces[svc]), net.id)
+        # containers where cgroup v1 is mounted; elsewhere (a cgroup v2 CI runner) the services run
+        # without them and only the network faults are offered (check_requirements said so already)
+        groups = Cgroups([s.name for s in topo.services], net.id) if cgroups.available() is None else None
+        faults = Faults(net, groups)
+        exporter: Exporter | None = None
         load: Load | None = None
         stop = threading.Event()
         try:
@@ -598,7 +645,17 @@ def run_lab(
                 say(
                     "lab: netem is not available in this kernel (no sch_netem): delay and loss faults are not offered"
                 )
-            prom_url = _start_telemetry(sc, net, work, procs)
+            if groups is not None:
+                groups.create()
+                exporter = Exporter(groups, "127.0.0.1", free_port())
+                exporter.start()
+                say(
+                    f"lab: containers: a cgroup v1 group per service ({net.id}-*), exported at {exporter.url}"
+                )
+            else:
+                say(f"lab: containers: none ({cgroups.available()}): CPU and memory faults are not offered")
+            target = exporter.url.split("/")[2] if exporter is not None else None
+            prom_url = _start_telemetry(sc, net, work, procs, target)
             ports = {"otlp": free_port(), "metrics": free_port()}
             (work / "slo_rules").mkdir(exist_ok=True)
             write_rules(topo, work / "slo_rules")
@@ -633,10 +690,14 @@ def run_lab(
                        "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])}  # fmt: skip
             for s in reversed(topo.services):  # callees first
                 log = work / f"{s.name}.log"
-                cfg = json.dumps(service_config(sc, s.name, work, otlp))
+                cfg = json.dumps(service_config(sc, s.name, work, otlp, containers=groups is not None))
                 proc = procs.start(
                     s.name,
-                    [*net.ns_exec(s.name), sys.executable, "-m", "testbed.lab.service", cfg],
+                    _inside(
+                        groups,
+                        s.name,
+                        [*net.ns_exec(s.name), sys.executable, "-m", "testbed.lab.service", cfg],
+                    ),
                     log,
                     cwd=str(ROOT),
                     env=svc_env,
@@ -650,7 +711,9 @@ def run_lab(
                 nxt = sc.phases[k + 1] if k + 1 < len(sc.phases) else None
                 align = nxt is not None and bool(nxt.faults) and nxt.faults != ph.faults
                 for f in ph.faults:
-                    faults.apply(sc.fault(f))
+                    note = faults.apply(sc.fault(f))
+                    if note:
+                        say(f"lab: {note}")
                 t0 = time.time()
                 what = (
                     f", faults: {', '.join(_fault_text(sc.fault(f)) for f in ph.faults)}" if ph.faults else ""
@@ -696,7 +759,15 @@ def run_lab(
                     indent=1,
                 )
             )  # fmt: skip
-            store_args = ["--store", str(work / "store"), "--rules", str(work / "slo_rules")]
+            # --config: the lab's hopscope.toml holds its signals and container map ([diagnosis])
+            store_args = [
+                "--store",
+                str(work / "store"),
+                "--rules",
+                str(work / "slo_rules"),
+                "--config",
+                str(config),
+            ]
             incidents = hopscope_json("incidents", "--since", "1h", *store_args)
             explained: dict[str, dict[str, Any]] = {}
 
@@ -725,7 +796,9 @@ def run_lab(
             if load is not None:
                 load.pool.shutdown(wait=False, cancel_futures=True)
             procs.stop_all()
-            errors = net.down()
+            if exporter is not None:
+                exporter.stop()
+            errors = [*(groups.remove() if groups is not None else []), *net.down()]
             for e in errors:
                 say(f"lab: cleanup: {e}")
 
@@ -739,22 +812,21 @@ def _qdisc_text(tc_show: str) -> str:
     return f"sent {int(m[1]):,} bytes, dropped {m[3]}, overlimits {m[4]}, backlog {b[1] if b else '-'}"
 
 
-def _pids_in(ns: str) -> list[int]:
-    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=10).stdout
-    return [int(x) for x in out.split()]
-
-
 def _fault_text(f: Fault) -> str:
     if f.kind == "bandwidth":
         return f"{f.name} (tc tbf {f.setting('rate')} toward {f.service})"
-    return f"{f.name} (cgroup v1 cpu quota {f.setting('cpus')} CPU on {f.service})"
+    if f.kind == "cpu":
+        return f"{f.name} (cgroup v1 cpu quota {f.setting('cpus')} CPU on {f.service})"
+    return (
+        f"{f.name} (cgroup v1 memory limit: {f.service}'s anonymous memory + {f.setting('headroom_mb')} MiB)"
+    )
 
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
-def _start_telemetry(sc: Scenario, net: Network, work: Path, procs: Procs) -> str:
+def _start_telemetry(sc: Scenario, net: Network, work: Path, procs: Procs, cgroups_target: str | None) -> str:
     """A node_exporter per namespace, and Prometheus on the host; returns Prometheus' URL."""
     topo = sc.topology
     collectors = ["--collector.disable-defaults", "--collector.netdev", "--collector.netstat",
@@ -773,7 +845,7 @@ def _start_telemetry(sc: Scenario, net: Network, work: Path, procs: Procs) -> st
         )  # fmt: skip
         wait_http(name, f"http://{addr}:{NODE_PORT}/metrics", proc, log, 30)
     prom_cfg = work / "prometheus.yml"
-    write_prometheus(topo, net, prom_cfg)
+    write_prometheus(topo, net, prom_cfg, cgroups_target)
     port = free_port()
     log = work / "prometheus.log"
     proc = procs.start(

@@ -15,7 +15,7 @@ import yaml
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 ROLES = ("gateway", "feature_store", "model_server")
-FAULT_KINDS = ("bandwidth", "cpu")
+FAULT_KINDS = ("bandwidth", "cpu", "memory")
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _RATE = re.compile(r"^\d+(\.\d+)?(bit|kbit|mbit|gbit)$")
 _SIZE = re.compile(r"^\d+(b|kb|mb)?$")
@@ -93,8 +93,8 @@ class Topology:
 @dataclass(frozen=True, slots=True)
 class Fault:
     name: str
-    kind: str  # bandwidth | cpu
-    service: str  # the link into this service (bandwidth) or this service's processes (cpu)
+    kind: str  # bandwidth | cpu | memory
+    service: str  # the link into this service (bandwidth) or this service's cgroup (cpu, memory)
     settings: tuple[tuple[str, str], ...]
 
     def setting(self, key: str) -> str:
@@ -246,9 +246,11 @@ def _fault(name: str, d: dict[str, Any], file: Path, topo: Topology) -> Fault:
         settings["rate"] = _pattern(d.get("rate"), _RATE, file, f"{at}.rate", "10mbit")
         settings["burst"] = _pattern(str(d.get("burst", "32kb")), _SIZE, file, f"{at}.burst", "32kb")
         settings["latency"] = _pattern(str(d.get("latency", "400ms")), _TIME, file, f"{at}.latency", "400ms")
-    else:
+    elif kind == "cpu":
         cpus = _num(d, "cpus", file, at)
         settings["cpus"] = f"{cpus:g}"
+    else:
+        settings["headroom_mb"] = f"{int(_num(d, 'headroom_mb', file, at))}"
     return Fault(name=name, kind=str(kind), service=str(service), settings=tuple(sorted(settings.items())))
 
 

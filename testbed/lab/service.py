@@ -35,18 +35,31 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from testbed.lab.cgroups import memory_cgroup_of
 
 REQUESTS = Counter("lab_requests", "Requests answered", ["route", "code"])
 LATENCY = Histogram("lab_request_seconds", "Server time per request", ["route"])
 CACHE = Counter("lab_feature_cache_lookups", "Feature cache lookups", ["result"])
 CACHE_EVICTIONS = Counter("lab_feature_cache_evictions", "Feature cache evictions")
+CACHE_SIZE = Gauge("lab_feature_cache_entries", "Rows held in the feature cache")
 
 
 class FeatureStore:
-    """A bounded LRU cache of feature rows in front of a memory-mapped feature file."""
+    """A bounded LRU cache of feature rows in front of a memory-mapped feature file.
 
-    def __init__(self, work: Path, keys: int, dim: int, entries: int, seed: int) -> None:
+    The cache gives memory back under pressure, as caches in containers do: every half second it
+    reads its memory cgroup's usage and limit, and above 90 % of the limit it sheds a quarter of its
+    rows (down to ``MIN_ENTRIES``); below 70 % it grows back toward its configured size. Without a
+    limit (or a cgroup) it is simply bounded by ``entries``.
+    """
+
+    MIN_ENTRIES = 64
+
+    def __init__(
+        self, work: Path, keys: int, dim: int, entries: int, seed: int, memory_cgroup: Path | None = None
+    ) -> None:
         path = work / "features.f32"
         if not path.exists() or path.stat().st_size != keys * dim * 4:
             rng = np.random.default_rng(seed)
@@ -58,9 +71,34 @@ class FeatureStore:
             del data
             tmp.rename(path)
         self.rows = np.memmap(path, np.float32, "r", shape=(keys, dim))
+        self.configured = entries
         self.entries = entries
         self.cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self.lock = threading.Lock()
+        self.memory_cgroup = memory_cgroup
+        if memory_cgroup is not None:
+            threading.Thread(target=self._watch_memory, name="cache-pressure", daemon=True).start()
+
+    def _watch_memory(self) -> None:
+        assert self.memory_cgroup is not None
+        while True:
+            time.sleep(0.5)
+            try:
+                usage = int((self.memory_cgroup / "memory.usage_in_bytes").read_text())
+                limit = int((self.memory_cgroup / "memory.limit_in_bytes").read_text())
+            except (OSError, ValueError):
+                continue
+            with self.lock:
+                if usage > 0.9 * limit:
+                    if self.entries == self.configured:
+                        print(f"cache: memory {usage >> 20} of {limit >> 20} MiB: shedding rows", flush=True)
+                    self.entries = max(self.MIN_ENTRIES, len(self.cache) * 3 // 4)
+                    while len(self.cache) > self.entries:
+                        self.cache.popitem(last=False)
+                        CACHE_EVICTIONS.inc()
+                elif usage < 0.7 * limit and self.entries < self.configured:
+                    self.entries = min(self.configured, self.entries + max(64, self.entries // 8))
+                CACHE_SIZE.set(len(self.cache))
 
     def get(self, keys: list[int]) -> bytes:
         out = []
@@ -141,6 +179,7 @@ class App:
                 int(params.get("dim", 256)),
                 int(params.get("cache_entries", 8000)),
                 int(cfg.get("seed", 0)),
+                memory_cgroup_of() if cfg.get("containers") else None,
             )
         elif self.role == "model_server":
             self.model = ModelServer(
