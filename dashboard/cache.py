@@ -1,8 +1,8 @@
 """The dashboard's memoisation: what is cached, keyed on what, and for how long.
 
-- a view call (`call`), per the end of the data the view reads (its generation: `hop_minutes`' end for
-  rollup views, `samples`' end for sample views), so new data refreshes it at once; the TTL only bounds
-  what that end does not see (late rows, collector runs);
+- a view call (`call`), per the end of the data the view reads (its generation: `hop_minutes`' end and a
+  revision of its provisional minutes for rollup views, `samples`' end for sample views), so new data
+  refreshes it at once; the TTL only bounds what that does not see (late rows, collector runs);
 - a series view on a live range (`incremental`): buckets already final are kept, only newer ones read;
 - a figure (`figure`), per its inputs: a view input as the call (`Q`) and its generation, a DataFrame by
   its content; a refresh whose views returned the same data reuses the figure (`figure_of`);
@@ -47,14 +47,24 @@ V = TypeVar("V")
 View = Callable[..., object]  # a hopscope.views function: view(store, *args, **kwargs)
 Builder = Callable[..., go.Figure]  # a hopscope.charts figure builder
 Kwargs = tuple[tuple[str, object], ...]  # keyword arguments, sorted by name: hashable and order-free
-Gen = datetime | None  # a view's generation: the end of the data it reads (None: no data yet)
+End = datetime | None  # the end of the data a view reads (None: no data yet)
+
+
+class Gen(NamedTuple):
+    """A view's generation: the end of the data it reads, and a revision of its newest rows (the rollup
+    rewrites its provisional minutes in place, so their end alone does not move when they change)."""
+
+    end: End
+    rev: tuple[float, ...] = ()
+
 
 # Cached views are keyed on their generation (re-read every LIVE_TTL_S), so new data refreshes them at
 # once; the TTL only bounds what the generation does not see (late rows, collector runs).
 CACHE_TTL_S = 120
-# The store's snapshot is re-read at most this often; "now"-relative facts (the data's end, each source's
-# last sample) are re-read only when it moved (any write moves it).
-LIVE_TTL_S = 5
+# The store's snapshot is re-read at most this often (~3 ms); "now"-relative facts (the data's end, each
+# source's last sample) are re-read only when it moved (any write moves it). Short: it adds to the time a
+# new span takes to show (rollup every 5 s + this + the page's 5-s refresh, docs/performance.md).
+LIVE_TTL_S = 2
 # Figures are cached by their inputs' content, so they may live longer than the views.
 FIGURE_TTL_S = 600
 # Store statistics (size, rows per table and per source: full scans) are re-read at most this often,
@@ -63,8 +73,9 @@ STATS_TTL_S = 300
 # The lists behind the filters (services, routes: a scan of every rollup and sample) change rarely:
 # re-read at most this often rather than whenever new data lands.
 LISTS_TTL_S = 60
-# Buckets ending this long before the data's end are final (rollups and scrapes land up to a minute late).
-SETTLE = timedelta(minutes=3)
+# Buckets ending this long before the data's end are final: the rollup rewrites the open minute and the two
+# of its grace (provisional) until then; scrapes land up to a minute late.
+SETTLE = timedelta(minutes=4)
 # An incrementally kept series is re-read in full this often (rows that landed later than SETTLE).
 FULL_EVERY_S = 300.0
 
@@ -173,9 +184,9 @@ def memo() -> LRU[tuple[object, ...], object]:
 def call(path: str, gen: Gen, fn: Callable[..., R], args: tuple[object, ...], kwargs: Kwargs) -> R:
     """fn(store, *args, **kwargs), per store, generation and arguments (unhashable ones by content)."""
     w = args[0] if args else None
-    if fn in INCREMENTAL and isinstance(w, windows.Window) and isinstance(gen, datetime):
+    if fn in INCREMENTAL and isinstance(w, windows.Window) and isinstance(gen.end, datetime):
         step_s = w.sample_step_s if fn in SAMPLE_VIEWS else w.step_s
-        return cast(R, incremental(path, gen, fn, w, args[1:], kwargs, step_s))
+        return cast(R, incremental(path, gen.end, fn, w, args[1:], kwargs, step_s))
     return fn(open_store(path), *args, **dict(kwargs))
 
 
@@ -304,7 +315,7 @@ def figure_of(builder: Builder, args: tuple[object, ...], kwargs: Kwargs) -> go.
 @st.cache_resource(ttl=CACHE_TTL_S, show_spinner=False, max_entries=300, hash_funcs=HASH_FUNCS)
 def panel_figure(
     path: str,
-    gen: Gen,
+    gen: End,
     w: windows.Window,
     key: str,
     service: str | None,
@@ -331,20 +342,20 @@ def panel_figure(
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=100)
 def panels(
-    path: str, gen: Gen, w: windows.Window, batch: tuple[str, ...], service: str | None
+    path: str, gen: End, w: windows.Window, batch: tuple[str, ...], service: str | None
 ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """panels_series of a page's panels, from per-metric cached samples and the cached hop series."""
     metrics, counters = panel_metrics(batch)
     samples = _samples(path, gen, w, tuple(metrics), tuple(counters), service)
     hops = None
     if any(PANELS_BY_KEY[k].hop for k in batch):
-        hops = call(path, gen, spans.hop_latency_series, (w, None), ())  # as the Overview asks for it
+        hops = call(path, Gen(gen), spans.hop_latency_series, (w, None), ())  # as the Overview asks for it
     return panels_series(None, w, batch, service, samples=samples, hops=hops)
 
 
 def _samples(
     path: str,
-    gen: Gen,
+    gen: End,
     w: windows.Window,
     metrics: tuple[str, ...],
     counters: tuple[str, ...],

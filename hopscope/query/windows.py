@@ -63,12 +63,31 @@ def data_end(store: ReadStore) -> datetime | None:
 
 
 def data_ends(store: ReadStore) -> tuple[datetime | None, datetime | None]:
-    """(end of the newest rolled-up minute, newest sample): rollups move once a minute, 1 Hz samples
+    """(end of the newest rolled-up minute, newest sample): rollups move every few seconds, 1 Hz samples
     every second, so what is read from one need not be re-read when only the other moved."""
     row = store.query(
         "SELECT (SELECT max(minute) FROM hop_minutes) AS hm, (SELECT max(ts) FROM samples) AS s"
     ).to_pylist()[0]
     return (row["hm"] + timedelta(minutes=1) if row["hm"] else None, row["s"])
+
+
+# The rollup rewrites the minutes of its grace (2 minutes) and the open one in place; these and one more.
+PROVISIONAL_SPAN = timedelta(minutes=4)
+
+
+def data_marks(store: ReadStore) -> tuple[datetime | None, datetime | None, tuple[float, ...]]:
+    """data_ends(store) and a revision of hop_minutes' newest minutes (their rows, requests and summed
+    latency): the rollup rewrites its provisional minutes in place as spans arrive, so the end of the
+    newest minute alone does not say they changed. One read."""
+    row = store.query(
+        "WITH e AS (SELECT max(minute) AS hm FROM hop_minutes) "
+        "SELECT (SELECT hm FROM e) AS hm, (SELECT max(ts) FROM samples) AS s, "
+        "count(*) AS n, coalesce(sum(count), 0) AS c, coalesce(sum(duration_ms_sum), 0) AS d "
+        "FROM hop_minutes WHERE minute >= (SELECT hm FROM e) - ?",
+        [PROVISIONAL_SPAN],
+    ).to_pylist()[0]
+    hops = row["hm"] + timedelta(minutes=1) if row["hm"] else None
+    return hops, row["s"], (float(row["n"]), float(row["c"]), float(row["d"]))
 
 
 def data_start(store: ReadStore) -> datetime | None:
