@@ -56,6 +56,7 @@ class Gen(NamedTuple):
 
     end: End
     rev: tuple[float, ...] = ()
+    start: End = None  # the oldest row: a kept series is read afresh once retention deleted from it
 
 
 # Cached views are keyed on their generation (re-read every LIVE_TTL_S), so new data refreshes them at
@@ -186,7 +187,7 @@ def call(path: str, gen: Gen, fn: Callable[..., R], args: tuple[object, ...], kw
     w = args[0] if args else None
     if fn in INCREMENTAL and isinstance(w, windows.Window) and isinstance(gen.end, datetime):
         step_s = w.sample_step_s if fn in SAMPLE_VIEWS else w.step_s
-        return cast(R, incremental(path, gen.end, fn, w, args[1:], kwargs, step_s))
+        return cast(R, incremental(path, gen.end, fn, w, args[1:], kwargs, step_s, gen.start))
     return fn(open_store(path), *args, **dict(kwargs))
 
 
@@ -195,6 +196,7 @@ class Kept(NamedTuple):
     cutoff: datetime  # buckets before this are final
     df: pd.DataFrame
     built: float  # time.monotonic() of the last full read
+    data_start: End  # the table's oldest row then: retention deleting rows makes the head stale
 
 
 def incremental(
@@ -205,9 +207,11 @@ def incremental(
     rest: tuple[object, ...],
     kwargs: Kwargs,
     step_s: int,
+    data_start: End = None,
 ) -> pd.DataFrame:
     """fn(store, w, *rest, **kwargs) of a series view bucketed by step_s, as of the data's end `gen`: the
-    buckets that were final at the last read are kept, and only the newer ones are queried."""
+    buckets that were final at the last read are kept, and only the newer ones are queried. `data_start`
+    (the table's oldest row, where known): when it moved, retention deleted rows and all is read again."""
     kw = dict(kwargs)
     lru = memo()
     key = ("incremental", path, fn, rest, kwargs, w.step_s, w.sample_step_s)
@@ -217,6 +221,7 @@ def incremental(
         isinstance(kept, Kept)
         and kept.start <= w.start < kept.cutoff <= w.end
         and now - kept.built < FULL_EVERY_S
+        and kept.data_start == data_start
     ):
         tail = fn(open_store(path), w.part(kept.cutoff), *rest, **kw)
         head = kept.df[(kept.df["t"] >= w.start) & (kept.df["t"] < kept.cutoff)]
@@ -229,7 +234,7 @@ def incremental(
         tzinfo=None
     )
     if w.start < cutoff:
-        lru.put(key, Kept(w.start, cutoff, df, built))
+        lru.put(key, Kept(w.start, cutoff, df, built, data_start))
     return df
 
 
@@ -322,6 +327,7 @@ def panel_figure(
     breaches: pd.DataFrame | None,
     compact: bool,
     batch: tuple[str, ...],
+    hops_gen: Gen | None = None,
 ) -> go.Figure | None:
     """One resource panel's figure, or None when the panel has no samples.
 
@@ -329,7 +335,7 @@ def panel_figure(
     serves them all.
     """
     panel = PANELS_BY_KEY[key]
-    df, cap = panels(path, gen, w, batch, service)[key]
+    df, cap = panels(path, gen, w, batch, service, hops_gen)[key]
     if df.empty:
         return None
     # width: the column the legend must fit, on a 1024 px screen (Overview: a third, Resources: a half). Too
@@ -342,14 +348,22 @@ def panel_figure(
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=100)
 def panels(
-    path: str, gen: End, w: windows.Window, batch: tuple[str, ...], service: str | None
+    path: str,
+    gen: End,
+    w: windows.Window,
+    batch: tuple[str, ...],
+    service: str | None,
+    hops_gen: Gen | None = None,
 ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-    """panels_series of a page's panels, from per-metric cached samples and the cached hop series."""
+    """panels_series of a page's panels, from per-metric cached samples and the cached hop series
+    (`hops_gen`: that series' generation as the page's own hop chart keys it, so both share one read)."""
     metrics, counters = panel_metrics(batch)
     samples = _samples(path, gen, w, tuple(metrics), tuple(counters), service)
     hops = None
     if any(PANELS_BY_KEY[k].hop for k in batch):
-        hops = call(path, Gen(gen), spans.hop_latency_series, (w, None), ())  # as the Overview asks for it
+        hops = call(
+            path, hops_gen or Gen(gen), spans.hop_latency_series, (w, None), ()
+        )  # as the Overview asks
     return panels_series(None, w, batch, service, samples=samples, hops=hops)
 
 
