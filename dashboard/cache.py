@@ -36,7 +36,9 @@ import streamlit as st
 from hopscope import charts
 from hopscope.config import dashboard_location
 from hopscope.dashboard.panels import PANELS_BY_KEY, panel_metrics, panel_series, panels_series
+from hopscope.model import ReadStore
 from hopscope.query import samples, slos, spans, store_info, windows
+from hopscope.query.tail import Tail
 from hopscope.store import Store, current_snapshot
 
 P = ParamSpec("P")
@@ -187,7 +189,8 @@ def call(path: str, gen: Gen, fn: Callable[..., R], args: tuple[object, ...], kw
     w = args[0] if args else None
     if fn in INCREMENTAL and isinstance(w, windows.Window) and isinstance(gen.end, datetime):
         step_s = w.sample_step_s if fn in SAMPLE_VIEWS else w.step_s
-        return cast(R, incremental(path, gen.end, fn, w, args[1:], kwargs, step_s, gen.start))
+        from_tail = gen if fn in HOP_VIEWS else None  # they read hop_minutes only
+        return cast(R, incremental(path, gen.end, fn, w, args[1:], kwargs, step_s, gen.start, from_tail))
     return fn(open_store(path), *args, **dict(kwargs))
 
 
@@ -208,10 +211,13 @@ def incremental(
     kwargs: Kwargs,
     step_s: int,
     data_start: End = None,
+    from_tail: Gen | None = None,
 ) -> pd.DataFrame:
     """fn(store, w, *rest, **kwargs) of a series view bucketed by step_s, as of the data's end `gen`: the
     buckets that were final at the last read are kept, and only the newer ones are queried. `data_start`
-    (the table's oldest row, where known): when it moved, retention deleted rows and all is read again."""
+    (the table's oldest row, where known): when it moved, retention deleted rows and all is read again.
+    `from_tail` (a view of hop_minutes only): the newer buckets come from that generation's `hop_tail`,
+    one read shared by every such series of the tick."""
     kw = dict(kwargs)
     lru = memo()
     key = ("incremental", path, fn, rest, kwargs, w.step_s, w.sample_step_s)
@@ -223,7 +229,11 @@ def incremental(
         and now - kept.built < FULL_EVERY_S
         and kept.data_start == data_start
     ):
-        tail = fn(open_store(path), w.part(kept.cutoff), *rest, **kw)
+        src: ReadStore = open_store(path)
+        if from_tail is not None and isinstance(from_tail.end, datetime):
+            shared = hop_tail(path, from_tail)
+            src = shared if shared.covers(kept.cutoff) else src
+        tail = fn(src, w.part(kept.cutoff), *rest, **kw)
         head = kept.df[(kept.df["t"] >= w.start) & (kept.df["t"] < kept.cutoff)]
         df = pd.concat([head, tail], ignore_index=True) if len(tail) else head.reset_index(drop=True)
         built = kept.built
@@ -236,6 +246,26 @@ def incremental(
     if w.start < cutoff:
         lru.put(key, Kept(w.start, cutoff, df, built, data_start))
     return df
+
+
+@st.cache_resource(show_spinner=False)
+def tails() -> LRU[tuple[str, Gen], Tail]:
+    """The hop_minutes tails of the latest generations (a live tick asks for one; two sessions may be a
+    generation apart)."""
+    return LRU(4)
+
+
+def hop_tail(path: str, gen: Gen) -> Tail:
+    """hop_minutes' rows from an hour before the buckets not yet final at `gen` (coarse buckets start up to
+    an hour earlier), read once per generation and shared by the tick's series."""
+    assert gen.end is not None
+    key = (path, gen)
+    hit = tails().get(key)
+    if hit is None:
+        since = (gen.end - SETTLE).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+        hit = Tail.read(open_store(path), since)
+        tails().put(key, hit)
+    return hit
 
 
 @st.cache_data(ttl=STATS_TTL_S, show_spinner=False, max_entries=20, hash_funcs=HASH_FUNCS)

@@ -43,7 +43,15 @@ def bars(df: pd.DataFrame) -> go.Figure:
 
 
 def _clear() -> None:
-    for cached in (cache.call, cache.figure, cache.figure_of, cache.snapshot, cache.at_snapshot, cache.memo):
+    for cached in (
+        cache.call,
+        cache.figure,
+        cache.figure_of,
+        cache.snapshot,
+        cache.at_snapshot,
+        cache.memo,
+        cache.tails,
+    ):
         cached.clear()
     CALLS.clear()
     BUILT.clear()
@@ -172,5 +180,6 @@ def test_a_kept_live_series_equals_a_fresh_read_after_rewrites_appends_deletes_a
         check("retention deleting the oldest minutes")
         s.maintain(retention=False)
         check("maintenance")
+        assert len(cache.tails()) > 0, "the newer buckets came from the shared tail read"
     finally:
         s.close()
