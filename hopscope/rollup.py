@@ -493,7 +493,9 @@ def rollup_range(
     """Roll up the minutes [start, end) from spans and replace their hop_minutes rows; returns rows written.
 
     Only the minutes that hold spans are rewritten (in runs of whole minutes), so a range whose spans
-    have expired keeps its rollups.
+    have expired keeps its rollups; and of those, only the minutes the new rows cover: a minute's rows
+    never shrink to nothing while its spans stay (spans only accumulate), so a minute the read found
+    no edge in keeps the rows it had rather than losing them to a read that came back short.
     """
     thresholds = check_thresholds(thresholds_ms)
     start, end = floor_minute(start), floor_minute(end)
@@ -511,7 +513,11 @@ def rollup_range(
             pc.less(minute, pa.scalar(hi, pa.timestamp("us"))),
         )
         rows = rows.filter(mask)
-        store.replace("hop_minutes", "minute >= ? AND minute < ?", [lo, hi], rows)
+        if rows.num_rows == 0:
+            continue
+        minutes = sorted(set(rows.column("minute").to_pylist()))
+        marks = ", ".join("?" * len(minutes))
+        store.replace("hop_minutes", f"minute IN ({marks})", minutes, rows)
         written += rows.num_rows
     return written
 
@@ -578,6 +584,10 @@ def run_rollup(
             return 0
         # the minutes within the grace stay open to late spans even before the first span's minute
         watermark = min(floor_minute(first), upto)
+        _, rolled = store.time_range("hop_minutes")
+        if rolled is not None:  # rows but no watermark (a store rolled by an older version, or a read
+            # that came back short): roll on from the newest rows' grace, never all history again
+            watermark = max(watermark, min(floor_minute(rolled) - grace, upto))
     end = floor_minute(now) + timedelta(minutes=1) if provisional else upto
     if watermark >= end:
         return 0
