@@ -198,7 +198,7 @@ def main() -> int:
             if time.monotonic() - t > args.give_up:
                 raise SystemExit("the first probe never reached slo status")
             time.sleep(args.poll)
-        counted = 1.0
+        counted, in_minute = 1.0, 0
 
         timing = tmp / "runs.tsv"
         port = _free_port()
@@ -231,20 +231,19 @@ def main() -> int:
             rng = random.Random(3)
             previous_minute: datetime | None = None
             for k in range(args.probes):
-                # two probes a minute, at a random second of each half, so they meet every phase of the
-                # rollup's and the page's 5-s cycles
-                now = time.time()
-                half = 30 * (int(now % 60) // 30 + 1)
-                time.sleep((half - now % 60) % 60 + rng.uniform(2, 25))
-                second = (
-                    previous_minute is not None
-                    and datetime.now(UTC).replace(second=0, microsecond=0, tzinfo=None) == previous_minute
-                )
-                duration = 400.0 if second else 40.0
+                # at most two probes a minute (the second 10x slower, to lift the minute's p99), at random
+                # seconds, so they meet every phase of the rollup's and the page's 5-s cycles
+                time.sleep(rng.uniform(1, 8))
+                this_minute = datetime.now(UTC).replace(second=0, microsecond=0, tzinfo=None)
+                if this_minute == previous_minute and in_minute >= 2 or datetime.now(UTC).second >= 58:
+                    time.sleep(60 - datetime.now(UTC).second + rng.uniform(1, 8))
+                    this_minute = datetime.now(UTC).replace(second=0, microsecond=0, tzinfo=None)
+                in_minute = in_minute + 1 if this_minute == previous_minute else 1
+                duration = 400.0 if in_minute == 2 else 40.0
+                counted = _status_total(config) + 1  # what slo status says now, plus this probe
                 end, minute, ack = probe.send(duration)
                 previous_minute = minute
                 acks.append(ack)
-                counted += 1
                 minute_ms = (minute - datetime(1970, 1, 1)).total_seconds() * 1000
                 got_status = got_chart = None
                 box: dict[str, float] = {}
@@ -271,7 +270,7 @@ def main() -> int:
                 to_status.append(got_status if got_status is not None else float("inf"))
                 to_chart.append(got_chart if got_chart is not None else float("inf"))
                 print(
-                    f"probe {k + 1:2d} ({'2nd' if second else '1st'} of {minute:%H:%M}, {duration:.0f} ms): "
+                    f"probe {k + 1:2d} ({'2nd' if in_minute == 2 else '1st'} of {minute:%H:%M}, {duration:.0f} ms): "
                     f"acked {1000 * ack:4.0f} ms after its end; slo status {_fmt(got_status)}, chart {_fmt(got_chart)}",
                     flush=True,
                 )
