@@ -1,8 +1,8 @@
 """The dashboard's memoisation: what is cached, keyed on what, and for how long.
 
-- a view call (`call`), per the end of the data the view reads (its generation: `hop_minutes`' end for
-  rollup views, `samples`' end for sample views), so new data refreshes it at once; the TTL only bounds
-  what that end does not see (late rows, collector runs);
+- a view call (`call`), per the end of the data the view reads (its generation: `hop_minutes`' end and a
+  revision of its provisional minutes for rollup views, `samples`' end for sample views), so new data
+  refreshes it at once; the TTL only bounds what that does not see (late rows, collector runs);
 - a series view on a live range (`incremental`): buckets already final are kept, only newer ones read;
 - a figure (`figure`), per its inputs: a view input as the call (`Q`) and its generation, a DataFrame by
   its content; a refresh whose views returned the same data reuses the figure (`figure_of`);
@@ -36,7 +36,9 @@ import streamlit as st
 from hopscope import charts
 from hopscope.config import dashboard_location
 from hopscope.dashboard.panels import PANELS_BY_KEY, panel_metrics, panel_series, panels_series
+from hopscope.model import ReadStore
 from hopscope.query import samples, slos, spans, store_info, windows
+from hopscope.query.tail import Tail
 from hopscope.store import Store, current_snapshot
 
 P = ParamSpec("P")
@@ -47,14 +49,25 @@ V = TypeVar("V")
 View = Callable[..., object]  # a hopscope.views function: view(store, *args, **kwargs)
 Builder = Callable[..., go.Figure]  # a hopscope.charts figure builder
 Kwargs = tuple[tuple[str, object], ...]  # keyword arguments, sorted by name: hashable and order-free
-Gen = datetime | None  # a view's generation: the end of the data it reads (None: no data yet)
+End = datetime | None  # the end of the data a view reads (None: no data yet)
+
+
+class Gen(NamedTuple):
+    """A view's generation: the end of the data it reads, and a revision of its newest rows (the rollup
+    rewrites its provisional minutes in place, so their end alone does not move when they change)."""
+
+    end: End
+    rev: tuple[float, ...] = ()
+    start: End = None  # the oldest row: a kept series is read afresh once retention deleted from it
+
 
 # Cached views are keyed on their generation (re-read every LIVE_TTL_S), so new data refreshes them at
 # once; the TTL only bounds what the generation does not see (late rows, collector runs).
 CACHE_TTL_S = 120
-# The store's snapshot is re-read at most this often; "now"-relative facts (the data's end, each source's
-# last sample) are re-read only when it moved (any write moves it).
-LIVE_TTL_S = 5
+# The store's snapshot is re-read at most this often (~3 ms); "now"-relative facts (the data's end, each
+# source's last sample) are re-read only when it moved (any write moves it). Short: it adds to the time a
+# new span takes to show (rollup every 5 s + this + the page's 5-s refresh, docs/performance.md).
+LIVE_TTL_S = 2
 # Figures are cached by their inputs' content, so they may live longer than the views.
 FIGURE_TTL_S = 600
 # Store statistics (size, rows per table and per source: full scans) are re-read at most this often,
@@ -63,8 +76,9 @@ STATS_TTL_S = 300
 # The lists behind the filters (services, routes: a scan of every rollup and sample) change rarely:
 # re-read at most this often rather than whenever new data lands.
 LISTS_TTL_S = 60
-# Buckets ending this long before the data's end are final (rollups and scrapes land up to a minute late).
-SETTLE = timedelta(minutes=3)
+# Buckets ending this long before the data's end are final: the rollup rewrites the open minute and the two
+# of its grace (provisional) until then; scrapes land up to a minute late.
+SETTLE = timedelta(minutes=4)
 # An incrementally kept series is re-read in full this often (rows that landed later than SETTLE).
 FULL_EVERY_S = 300.0
 
@@ -173,9 +187,10 @@ def memo() -> LRU[tuple[object, ...], object]:
 def call(path: str, gen: Gen, fn: Callable[..., R], args: tuple[object, ...], kwargs: Kwargs) -> R:
     """fn(store, *args, **kwargs), per store, generation and arguments (unhashable ones by content)."""
     w = args[0] if args else None
-    if fn in INCREMENTAL and isinstance(w, windows.Window) and isinstance(gen, datetime):
+    if fn in INCREMENTAL and isinstance(w, windows.Window) and isinstance(gen.end, datetime):
         step_s = w.sample_step_s if fn in SAMPLE_VIEWS else w.step_s
-        return cast(R, incremental(path, gen, fn, w, args[1:], kwargs, step_s))
+        from_tail = gen if fn in HOP_VIEWS else None  # they read hop_minutes only
+        return cast(R, incremental(path, gen.end, fn, w, args[1:], kwargs, step_s, gen.start, from_tail))
     return fn(open_store(path), *args, **dict(kwargs))
 
 
@@ -184,6 +199,7 @@ class Kept(NamedTuple):
     cutoff: datetime  # buckets before this are final
     df: pd.DataFrame
     built: float  # time.monotonic() of the last full read
+    data_start: End  # the table's oldest row then: retention deleting rows makes the head stale
 
 
 def incremental(
@@ -194,9 +210,14 @@ def incremental(
     rest: tuple[object, ...],
     kwargs: Kwargs,
     step_s: int,
+    data_start: End = None,
+    from_tail: Gen | None = None,
 ) -> pd.DataFrame:
     """fn(store, w, *rest, **kwargs) of a series view bucketed by step_s, as of the data's end `gen`: the
-    buckets that were final at the last read are kept, and only the newer ones are queried."""
+    buckets that were final at the last read are kept, and only the newer ones are queried. `data_start`
+    (the table's oldest row, where known): when it moved, retention deleted rows and all is read again.
+    `from_tail` (a view of hop_minutes only): the newer buckets come from that generation's `hop_tail`,
+    one read shared by every such series of the tick."""
     kw = dict(kwargs)
     lru = memo()
     key = ("incremental", path, fn, rest, kwargs, w.step_s, w.sample_step_s)
@@ -206,8 +227,13 @@ def incremental(
         isinstance(kept, Kept)
         and kept.start <= w.start < kept.cutoff <= w.end
         and now - kept.built < FULL_EVERY_S
+        and kept.data_start == data_start
     ):
-        tail = fn(open_store(path), w.part(kept.cutoff), *rest, **kw)
+        src: ReadStore = open_store(path)
+        if from_tail is not None and isinstance(from_tail.end, datetime):
+            shared = hop_tail(path, from_tail)
+            src = shared if shared.covers(kept.cutoff) else src
+        tail = fn(src, w.part(kept.cutoff), *rest, **kw)
         head = kept.df[(kept.df["t"] >= w.start) & (kept.df["t"] < kept.cutoff)]
         df = pd.concat([head, tail], ignore_index=True) if len(tail) else head.reset_index(drop=True)
         built = kept.built
@@ -218,8 +244,28 @@ def incremental(
         tzinfo=None
     )
     if w.start < cutoff:
-        lru.put(key, Kept(w.start, cutoff, df, built))
+        lru.put(key, Kept(w.start, cutoff, df, built, data_start))
     return df
+
+
+@st.cache_resource(show_spinner=False)
+def tails() -> LRU[tuple[str, Gen], Tail]:
+    """The hop_minutes tails of the latest generations (a live tick asks for one; two sessions may be a
+    generation apart)."""
+    return LRU(4)
+
+
+def hop_tail(path: str, gen: Gen) -> Tail:
+    """hop_minutes' rows from an hour before the buckets not yet final at `gen` (coarse buckets start up to
+    an hour earlier), read once per generation and shared by the tick's series."""
+    assert gen.end is not None
+    key = (path, gen)
+    hit = tails().get(key)
+    if hit is None:
+        since = (gen.end - SETTLE).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+        hit = Tail.read(open_store(path), since)
+        tails().put(key, hit)
+    return hit
 
 
 @st.cache_data(ttl=STATS_TTL_S, show_spinner=False, max_entries=20, hash_funcs=HASH_FUNCS)
@@ -304,13 +350,14 @@ def figure_of(builder: Builder, args: tuple[object, ...], kwargs: Kwargs) -> go.
 @st.cache_resource(ttl=CACHE_TTL_S, show_spinner=False, max_entries=300, hash_funcs=HASH_FUNCS)
 def panel_figure(
     path: str,
-    gen: Gen,
+    gen: End,
     w: windows.Window,
     key: str,
     service: str | None,
     breaches: pd.DataFrame | None,
     compact: bool,
     batch: tuple[str, ...],
+    hops_gen: Gen | None = None,
 ) -> go.Figure | None:
     """One resource panel's figure, or None when the panel has no samples.
 
@@ -318,7 +365,7 @@ def panel_figure(
     serves them all.
     """
     panel = PANELS_BY_KEY[key]
-    df, cap = panels(path, gen, w, batch, service)[key]
+    df, cap = panels(path, gen, w, batch, service, hops_gen)[key]
     if df.empty:
         return None
     # width: the column the legend must fit, on a 1024 px screen (Overview: a third, Resources: a half). Too
@@ -331,20 +378,28 @@ def panel_figure(
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=100)
 def panels(
-    path: str, gen: Gen, w: windows.Window, batch: tuple[str, ...], service: str | None
+    path: str,
+    gen: End,
+    w: windows.Window,
+    batch: tuple[str, ...],
+    service: str | None,
+    hops_gen: Gen | None = None,
 ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-    """panels_series of a page's panels, from per-metric cached samples and the cached hop series."""
+    """panels_series of a page's panels, from per-metric cached samples and the cached hop series
+    (`hops_gen`: that series' generation as the page's own hop chart keys it, so both share one read)."""
     metrics, counters = panel_metrics(batch)
     samples = _samples(path, gen, w, tuple(metrics), tuple(counters), service)
     hops = None
     if any(PANELS_BY_KEY[k].hop for k in batch):
-        hops = call(path, gen, spans.hop_latency_series, (w, None), ())  # as the Overview asks for it
+        hops = call(
+            path, hops_gen or Gen(gen), spans.hop_latency_series, (w, None), ()
+        )  # as the Overview asks
     return panels_series(None, w, batch, service, samples=samples, hops=hops)
 
 
 def _samples(
     path: str,
-    gen: Gen,
+    gen: End,
     w: windows.Window,
     metrics: tuple[str, ...],
     counters: tuple[str, ...],

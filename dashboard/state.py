@@ -39,7 +39,7 @@ R = TypeVar("R")
 DEFAULT_RULES = Path("slo_rules")
 REFRESH_CHOICES: dict[str, int | None] = {"off": None, "5s": 5, "10s": 10, "30s": 30, "1m": 60, "5m": 300}
 DEFAULT_RANGE = "24h"
-DEFAULT_REFRESH = "30s"
+DEFAULT_REFRESH = "5s"  # with rollups every 5 s, a span shows within ~15 s (docs/performance.md)
 
 
 def page(title: str) -> None:
@@ -136,26 +136,28 @@ def figure(builder: Callable[..., go.Figure], *args: object, **kwargs: object) -
     return cache.figure(path, gens, builder, args, tuple(sorted(kwargs.items())))
 
 
-def gen_of(fn: Callable[..., object]) -> datetime | None:
-    """What a view's cache entry is keyed on: the end of the data it reads (both tables' when unknown)."""
-    hops, samples = cache.live_view(cache_path(), windows.data_ends)
+def gen_of(fn: Callable[..., object]) -> cache.Gen:
+    """What a view's cache entry is keyed on: the end of the data it reads (both tables' when unknown),
+    with the revision of the provisional minutes for views of hop_minutes."""
+    marks = cache.live_view(cache_path(), windows.data_marks)
     if fn in cache.HOP_VIEWS:
-        return hops
+        return cache.Gen(marks.hops_end, marks.hops_rev, marks.hops_start)
     if fn in cache.SAMPLE_VIEWS:
-        return samples
-    return data_end()
+        return cache.Gen(marks.samples_end)
+    return cache.Gen(data_end(), marks.hops_rev, marks.hops_start)
 
 
 def data_end() -> datetime | None:
     """windows.data_end(store), re-read at most every cache.LIVE_TTL_S seconds."""
-    ends = [t for t in cache.live_view(cache_path(), windows.data_ends) if t is not None]
+    marks = cache.live_view(cache_path(), windows.data_marks)
+    ends = [t for t in (marks.hops_end, marks.samples_end) if t is not None]
     return max(ends) if ends else None
 
 
 def freshness(now: datetime, by_target: bool = False) -> pd.DataFrame:
     """samples.freshness at `now`, its queries re-run at most every cache.LIVE_TTL_S seconds."""
     path = cache_path()
-    newest = cache.live_view(path, windows.data_ends)[1]  # already read this tick: one query fewer
+    newest = cache.live_view(path, windows.data_marks).samples_end  # already read this tick: one query fewer
     seen = cache.live_view(path, samples.last_seen, by_target, False, newest)
     if by_target:  # the Collectors page shows rows written: per source, counted once per cache.STATS_TTL_S
         seen = seen.merge(stats(samples.sample_counts), on="source", how="left")
@@ -422,7 +424,17 @@ def panel_charts(
     drawn = 0
     for key in keys:
         panel = panels.PANELS_BY_KEY[key]
-        fig = cache.panel_figure(cache_path(), data_end(), w, key, service, breaches, compact, batch)
+        fig = cache.panel_figure(
+            cache_path(),
+            data_end(),
+            w,
+            key,
+            service,
+            breaches,
+            compact,
+            batch,
+            gen_of(spans.hop_latency_series),
+        )
         if fig is None:
             if not compact:
                 continue

@@ -38,10 +38,14 @@ Rules (what each hop_minutes column means, and what happens to imperfect traces)
 * ``exemplars``: hex trace ids (lowercase) of the ``exemplars`` slowest distinct traces of the row,
   ties broken by trace id, so the same spans always give the same rows.
 
-The incremental job (:func:`run_rollup`) rolls minutes that closed at least ``grace`` ago, from the
-``rollup.watermark`` state up, and rewrites each chunk of minutes with ``Store.replace``: rolling the
-same minutes twice gives the same rows. Spans that arrive after their minute was rolled are not
-counted (make ``grace`` longer than the exporters' delay). Spans are read with ``context`` minutes
+The incremental job (:func:`run_rollup`) rolls the minutes from the ``rollup.watermark`` state up to
+the open minute, and rewrites each chunk of minutes with ``Store.replace``: rolling the same minutes
+twice gives the same rows. A minute is *final* once it closed at least ``grace`` ago (the watermark
+moves past it); until then it is *provisional*: every run rewrites it whole from the spans stored so
+far, so a span that arrives late (an exporter retrying) lands in its own minute and no minute is
+counted twice. The daemon runs it every few seconds, so ``hop_minutes`` trails the acknowledged spans
+by seconds, not by the grace. Spans that arrive after their minute turned final are not counted
+(make ``grace`` longer than the exporters' retries). Spans are read with ``context`` minutes
 either side of the chunk so that a pair or a trace crossing a chunk edge is whole.
 """
 
@@ -489,7 +493,9 @@ def rollup_range(
     """Roll up the minutes [start, end) from spans and replace their hop_minutes rows; returns rows written.
 
     Only the minutes that hold spans are rewritten (in runs of whole minutes), so a range whose spans
-    have expired keeps its rollups.
+    have expired keeps its rollups; and of those, only the minutes the new rows cover: a minute's rows
+    never shrink to nothing while its spans stay (spans only accumulate), so a minute the read found
+    no edge in keeps the rows it had rather than losing them to a read that came back short.
     """
     thresholds = check_thresholds(thresholds_ms)
     start, end = floor_minute(start), floor_minute(end)
@@ -507,7 +513,11 @@ def rollup_range(
             pc.less(minute, pa.scalar(hi, pa.timestamp("us"))),
         )
         rows = rows.filter(mask)
-        store.replace("hop_minutes", "minute >= ? AND minute < ?", [lo, hi], rows)
+        if rows.num_rows == 0:
+            continue
+        minutes = sorted(set(rows.column("minute").to_pylist()))
+        marks = ", ".join("?" * len(minutes))
+        store.replace("hop_minutes", f"minute IN ({marks})", minutes, rows)
         written += rows.num_rows
     return written
 
@@ -551,25 +561,43 @@ def run_rollup(
     *,
     now: datetime | None = None,
     grace: timedelta = timedelta(minutes=2),
+    provisional: bool = True,
     exemplars: int = 3,
     context: timedelta = timedelta(minutes=5),
 ) -> int:
-    """Roll up the minutes closed since the watermark (older than ``grace``); returns hop_minutes rows written.
+    """Roll up the minutes since the watermark; returns the hop_minutes rows written.
 
-    Without a watermark it starts at the first span. The watermark moves to the last rolled minute's
-    end only after its rows are committed, so a crash repeats work instead of losing it.
+    Minutes that closed at least ``grace`` ago are final: the watermark moves past them. With
+    ``provisional``, the minutes after it, up to the open one, are rolled too, from the spans stored
+    so far: each call rewrites them whole (``Store.replace``), so a late span moves its minute's rows
+    and nothing is counted twice, until the minute turns final. Without a watermark it starts at the
+    first span. The watermark moves only after the rows are committed, so a crash repeats work
+    instead of losing it.
     """
     thresholds = check_thresholds(thresholds_ms)
     now = now or utcnow()
     upto = floor_minute(now - grace)
-    watermark = _read_watermark(store)
+    stored = watermark = _read_watermark(store)
     if watermark is None:
         first, _ = store.time_range("spans")
         if first is None:
             return 0
-        watermark = floor_minute(first)
-    if watermark >= upto:
+        # the minutes within the grace stay open to late spans even before the first span's minute
+        watermark = min(floor_minute(first), upto)
+        _, rolled = store.time_range("hop_minutes")
+        if rolled is not None:  # rows but no watermark (a store rolled by an older version, or a read
+            # that came back short): roll on from the newest rows' grace, never all history again
+            watermark = max(watermark, min(floor_minute(rolled) - grace, upto))
+    end = floor_minute(now) + timedelta(minutes=1) if provisional else upto
+    if watermark >= end:
         return 0
-    written = rollup_range(store, watermark, upto, thresholds, exemplars=exemplars, context=context)
-    store.set_state(WATERMARK_KEY, upto.isoformat())
+    written = rollup_range(store, watermark, end, thresholds, exemplars=exemplars, context=context)
+    if max(watermark, upto) != stored:  # the first minute still provisional
+        store.set_state(WATERMARK_KEY, max(watermark, upto).isoformat())
     return written
+
+
+def provisional_from(store: Store) -> datetime | None:
+    """The first minute of hop_minutes that is still provisional (rewritten as late spans arrive):
+    the rollup watermark; None before the first rollup."""
+    return _read_watermark(store)

@@ -158,8 +158,9 @@ def failure_cause(
     """'disk full', 'read-only' or 'locked' (a SQLite catalog), 'auth failed' or 'cannot connect'
     (``postgres``: a PostgreSQL catalog) where the error (or one it was raised from) says so.
 
-    SQLite reports a full disk met while growing its WAL index as a plain "disk I/O error": with
-    the store's ``path``, such an error on a filesystem with (almost) no space left is "disk full"."""
+    SQLite reports a full disk met while growing its WAL index as a plain "disk I/O error", and the
+    writes after it find the connection that error closed: with the store's ``path``, either error on a
+    filesystem with (almost) no space left is "disk full"."""
     causes = _POSTGRES_CAUSES if postgres else _CAUSES
     seen: BaseException | None = exc
     while seen is not None:
@@ -167,7 +168,8 @@ def failure_cause(
         for cause, markers in causes:
             if any(m in text for m in markers):
                 return cause
-        if not postgres and path is not None and "i/o error" in text and _nearly_full(path):
+        after_full = "i/o error" in text or "connection already closed" in text
+        if not postgres and path is not None and after_full and _nearly_full(path):
             return "disk full"
         seen = seen.__cause__ or seen.__context__
     return None

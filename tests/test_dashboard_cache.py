@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -9,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+from support.handbuilt import edge_rows
 
 from hopscope.dashboard import cache
-from hopscope.query import samples
+from hopscope.query import samples, spans, windows
 from hopscope.store import Store
 
 END = datetime(2026, 11, 20, 12, 0)
@@ -41,7 +43,15 @@ def bars(df: pd.DataFrame) -> go.Figure:
 
 
 def _clear() -> None:
-    for cached in (cache.call, cache.figure, cache.figure_of, cache.snapshot, cache.at_snapshot, cache.memo):
+    for cached in (
+        cache.call,
+        cache.figure,
+        cache.figure_of,
+        cache.snapshot,
+        cache.at_snapshot,
+        cache.memo,
+        cache.tails,
+    ):
         cached.clear()
     CALLS.clear()
     BUILT.clear()
@@ -132,5 +142,44 @@ def test_live_facts_are_re_read_when_the_store_changed_and_only_then(
         run(False, 1)
         after = tick()
         assert (int(after["attempts"].iloc[0]), int(after["failures"].iloc[0]), len(calls)) == (2, 1, 2)
+    finally:
+        s.close()
+
+
+def test_a_kept_live_series_equals_a_fresh_read_after_rewrites_appends_deletes_and_maintenance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live Overview keeps the final buckets of its series and reads only the newer ones: whatever the
+    rollup and maintenance did meanwhile (the open minute rewritten in place, a new minute, retention
+    deleting the oldest minutes, files merged), the kept series equals a fresh read."""
+    s = Store(tmp_path / "store", file_grace=timedelta(0))
+    try:
+        monkeypatch.setattr(cache, "open_store", lambda path: s)
+        rng = random.Random(42)
+        start = END - timedelta(minutes=50)
+        s.append(
+            "hop_minutes",
+            pd.DataFrame([r for m in range(50) for r in edge_rows(start + timedelta(minutes=m), rng, False)]),
+        )
+        w = windows.window(s, "1h", now=END + timedelta(seconds=30))
+
+        def check(what: str) -> None:
+            marks = windows.data_marks(s)
+            gen = cache.Gen(marks.hops_end, marks.hops_rev, marks.hops_start)
+            for fn in (spans.latency_series, spans.traffic_series, spans.hop_latency_series):
+                kept = cache.call("p", gen, fn, (w, None), ())
+                pd.testing.assert_frame_equal(kept, fn(s, w, None), obj=f"{fn.__name__} after {what}")
+
+        check("the first read")
+        newest = END - timedelta(minutes=1)
+        s.replace("hop_minutes", "minute = ?", [newest], pd.DataFrame(edge_rows(newest, rng, True)))
+        check("the open minute rewritten (provisional)")
+        s.append("hop_minutes", pd.DataFrame(edge_rows(END, rng, True)))
+        check("a new minute")
+        s.delete("hop_minutes", "minute < ?", [start + timedelta(minutes=5)])
+        check("retention deleting the oldest minutes")
+        s.maintain(retention=False)
+        check("maintenance")
+        assert len(cache.tails()) > 0, "the newer buckets came from the shared tail read"
     finally:
         s.close()

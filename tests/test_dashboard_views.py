@@ -255,7 +255,11 @@ def test_a_live_tick_reads_only_the_newest_buckets_and_matches_a_full_read(
     assert (
         starts[0] == windows.window(store, "6h", now=END - timedelta(minutes=50)).start
     )  # the first read is full
-    assert starts[1:] == [END - timedelta(minutes=50 + 3), END - timedelta(minutes=30 + 3)]  # then the tails
+    # then the tails: the buckets not yet final (SETTLE before the data's end)
+    assert starts[1:] == [
+        END - timedelta(minutes=50) - cache.SETTLE,
+        END - timedelta(minutes=30) - cache.SETTLE,
+    ]
 
 
 def _time_charts() -> list[tuple[str, Any]]:

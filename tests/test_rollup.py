@@ -12,7 +12,7 @@ import pytest
 
 from hopscope import histogram
 from hopscope.errors import ConfigError, StoreError
-from hopscope.rollup import UNKNOWN_CLIENT, WATERMARK_KEY, rollup_spans, run_rollup
+from hopscope.rollup import UNKNOWN_CLIENT, WATERMARK_KEY, provisional_from, rollup_spans, run_rollup
 from hopscope.schema import HOP_MINUTES, SPANS
 from hopscope.store import Store
 
@@ -343,21 +343,76 @@ def test_rolling_the_same_minutes_twice_gives_the_same_rows_not_double_counts(st
 
 
 def test_watermark_moves_and_only_newly_closed_minutes_are_rolled(store: Store) -> None:
+    final = {"provisional": False}
     store.append("spans", table(_minute_traces(T0, 3, 1)))
-    # minute T0 closes at T0+1m; with a 2-minute grace it is rolled from T0+3m on.
-    assert run_rollup(store, THRESHOLDS, now=T0 + timedelta(minutes=2, seconds=59)) == 0
-    assert run_rollup(store, THRESHOLDS, now=T0 + timedelta(minutes=3, seconds=30)) == 3
+    # minute T0 closes at T0+1m; with a 2-minute grace it is final from T0+3m on.
+    assert run_rollup(store, THRESHOLDS, now=T0 + timedelta(minutes=2, seconds=59), **final) == 0
+    assert run_rollup(store, THRESHOLDS, now=T0 + timedelta(minutes=3, seconds=30), **final) == 3
     assert datetime.fromisoformat(store.get_state(WATERMARK_KEY)) == T0 + timedelta(minutes=1)
     # nothing new closed yet
-    assert run_rollup(store, THRESHOLDS, now=T0 + timedelta(minutes=3, seconds=50)) == 0
+    assert run_rollup(store, THRESHOLDS, now=T0 + timedelta(minutes=3, seconds=50), **final) == 0
     # spans for a later minute arrive; minute T0's rows stay as they were
     store.append("spans", table(_minute_traces(T0 + timedelta(minutes=3), 2, 50)))
     before = [r for r in _hop_rows(store) if r["minute"] == T0]
-    assert run_rollup(store, THRESHOLDS, now=T0 + timedelta(minutes=6)) == 3
+    assert run_rollup(store, THRESHOLDS, now=T0 + timedelta(minutes=6), **final) == 3
     assert datetime.fromisoformat(store.get_state(WATERMARK_KEY)) == T0 + timedelta(minutes=4)
     rows = _hop_rows(store)
     assert [r for r in rows if r["minute"] == T0] == before
     assert {r["minute"] for r in rows} == {T0, T0 + timedelta(minutes=3)}
+
+
+def _entry_counts(store: Store) -> dict[datetime, int]:
+    return {r["minute"]: r["count"] for r in _hop_rows(store) if r["client"] == ""}
+
+
+def test_the_open_minute_is_rolled_provisionally_and_replaced_not_duplicated(store: Store) -> None:
+    store.append("spans", table(_minute_traces(T0, 3, 1)))
+    # 20 s into the minute its rows are there already; it is provisional, as is the grace before it
+    assert run_rollup(store, THRESHOLDS, now=T0 + timedelta(seconds=20)) == 3
+    assert _entry_counts(store) == {T0: 3}
+    assert provisional_from(store) == T0 - timedelta(minutes=2)
+    # more spans of the same minute: the next run rewrites it, 3 + 2, not 3 + 5
+    store.append("spans", table(_minute_traces(T0 + timedelta(seconds=30), 2, 20)))
+    run_rollup(store, THRESHOLDS, now=T0 + timedelta(seconds=50))
+    run_rollup(store, THRESHOLDS, now=T0 + timedelta(seconds=55))
+    assert _entry_counts(store) == {T0: 5}
+    assert len(_hop_rows(store)) == 3  # one row per edge, not one per run
+    # once final, the minute is rolled no more: a span stored after the grace is not counted
+    run_rollup(store, THRESHOLDS, now=T0 + timedelta(minutes=3, seconds=5))
+    assert provisional_from(store) == T0 + timedelta(minutes=1)
+    store.append("spans", table(_minute_traces(T0 + timedelta(seconds=40), 1, 40)))
+    run_rollup(store, THRESHOLDS, now=T0 + timedelta(minutes=3, seconds=10))
+    assert _entry_counts(store) == {T0: 5}
+
+
+def test_a_late_span_lands_in_its_own_minute_not_the_one_it_arrived_in(store: Store) -> None:
+    store.append("spans", table(_minute_traces(T0 + timedelta(minutes=1), 4, 1)))
+    run_rollup(store, THRESHOLDS, now=T0 + timedelta(minutes=1, seconds=30))
+    assert _entry_counts(store) == {T0 + timedelta(minutes=1): 4}
+    # an exporter that retried for a minute delivers minute T0's spans 90 s after that minute closed
+    store.append("spans", table(_minute_traces(T0 + timedelta(seconds=10), 2, 50)))
+    run_rollup(store, THRESHOLDS, now=T0 + timedelta(minutes=2, seconds=30))
+    assert _entry_counts(store) == {T0: 2, T0 + timedelta(minutes=1): 4}
+    run_rollup(store, THRESHOLDS, now=T0 + timedelta(minutes=5))  # both final now: the same counts
+    assert _entry_counts(store) == {T0: 2, T0 + timedelta(minutes=1): 4}
+
+
+def test_a_late_client_span_turns_a_provisional_unknown_caller_into_its_edge(store: Store) -> None:
+    trace = three_hop(1, T0 + timedelta(seconds=10))
+    gateway_client = [s for s in trace if s["service"] == "api-gateway" and s["kind"] == 3]
+    store.append("spans", table([s for s in trace if s not in gateway_client]))
+    run_rollup(store, THRESHOLDS, now=T0 + timedelta(seconds=40))
+    first = by_edge(pa.Table.from_pylist(_hop_rows(store)))
+    assert (UNKNOWN_CLIENT, "model-server") in first and ("api-gateway", "model-server") not in first
+    store.append("spans", table(gateway_client))  # the gateway's client spans, a batch later
+    run_rollup(store, THRESHOLDS, now=T0 + timedelta(seconds=50))
+    edges = by_edge(pa.Table.from_pylist(_hop_rows(store)))
+    assert set(edges) == {
+        ("", "api-gateway"),
+        ("api-gateway", "feature-store"),
+        ("api-gateway", "model-server"),
+    }
+    assert sum(r["count"] for r in edges.values()) == 3
 
 
 def test_a_pair_split_across_chunks_is_rolled_whole(store: Store) -> None:
@@ -391,3 +446,42 @@ def test_empty_store_rolls_nothing(store: Store) -> None:
     assert run_rollup(store, THRESHOLDS, now=T0) == 0
     assert store.get_state(WATERMARK_KEY) is None
     assert pd.DataFrame(_hop_rows(store)).empty
+
+
+class _ShortSpanReads(Store):
+    """A store whose span reads for a rollup come back without minute T0's spans, as one racing a file
+    cleanup once did in a daemon: a minute's rows must not be lost to such a read."""
+
+    short = False
+
+    def query(self, sql: str, params: object = None) -> pa.Table:  # type: ignore[override]
+        t = super().query(sql, params)  # type: ignore[arg-type]
+        if self.short and sql.startswith('SELECT "trace_id"'):
+            keep = [s >= T0 + timedelta(minutes=1) for s in t.column("start_time").to_pylist()]
+            t = t.filter(pa.array(keep))
+        return t
+
+
+def test_a_read_that_comes_back_short_never_deletes_a_minutes_rows(tmp_path: Path) -> None:
+    s = _ShortSpanReads(tmp_path / "store")
+    try:
+        s.append("spans", table(_minute_traces(T0, 3, 1) + _minute_traces(T0 + timedelta(minutes=1), 2, 50)))
+        run_rollup(s, THRESHOLDS, now=T0 + timedelta(minutes=1, seconds=30))
+        assert _entry_counts(s) == {T0: 3, T0 + timedelta(minutes=1): 2}
+        s.short = True
+        run_rollup(s, THRESHOLDS, now=T0 + timedelta(minutes=1, seconds=35))
+        assert _entry_counts(s) == {T0: 3, T0 + timedelta(minutes=1): 2}
+    finally:
+        s.close()
+
+
+def test_rows_without_a_watermark_are_rolled_on_from_their_grace_not_from_the_first_span(
+    store: Store,
+) -> None:
+    store.append("spans", table(_minute_traces(T0, 3, 1) + _minute_traces(T0 + timedelta(minutes=30), 2, 50)))
+    run_rollup(store, THRESHOLDS, now=T0 + timedelta(minutes=30, seconds=20))
+    store.delete("state", "key = ?", [WATERMARK_KEY])
+    store.delete("hop_minutes", "minute = ?", [T0])  # what a re-roll from the first span would bring back
+    run_rollup(store, THRESHOLDS, now=T0 + timedelta(minutes=30, seconds=40))
+    assert _entry_counts(store) == {T0 + timedelta(minutes=30): 2}
+    assert provisional_from(store) == T0 + timedelta(minutes=28)

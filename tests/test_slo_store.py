@@ -383,3 +383,36 @@ def test_the_minute_cache_adds_inserted_minutes_as_a_fresh_read_sees_them(
 
 def _naive_utc(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC).replace(tzinfo=None)
+
+
+def test_the_minute_cache_equals_a_fresh_read_after_rewrites_deletes_and_maintenance(
+    tmp_path: Path, slos: dict
+) -> None:
+    """What `slo status` and the SLO tiles read: the provisional minute rewritten, retention deleting the
+    oldest minutes, then maintenance; each time the kept series equals a fresh read."""
+    slo = slos["recommend-latency"]
+    s = Store(tmp_path / "store", file_grace=timedelta(0))
+    try:
+        s.append("hop_minutes", _hour_of_rows(T0, 60))
+        cache = MinuteCache()
+        end = T0 + timedelta(hours=2)
+
+        def same(what: str) -> None:
+            got = minute_arrays_many(s, [slo], T0, end, cache=cache)[slo.name]
+            fresh = minute_arrays_many(s, [slo], T0, end, cache=MinuteCache())[slo.name]
+            assert (got.t0, list(got.good), list(got.total)) == (
+                fresh.t0,
+                list(fresh.good),
+                list(fresh.total),
+            ), what
+
+        same("the first read")
+        last = T0 + timedelta(minutes=59)
+        s.replace("hop_minutes", "minute = ?", [last], _hour_of_rows(last, 1, slow_from=0))
+        same("the provisional minute rewritten")
+        s.delete("hop_minutes", "minute < ?", [T0 + timedelta(minutes=10)])
+        same("retention deleting the oldest minutes")
+        s.maintain(retention=False)
+        same("maintenance")
+    finally:
+        s.close()

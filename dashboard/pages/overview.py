@@ -26,9 +26,12 @@ def live() -> None:
 def _live() -> None:
     w = state.window(spec)
     state.window_caption(w)
-    overview.freshness_line()
-    breaches = overview.slo_tiles(w)
-    if state.view(spans.latency_series, w, route).empty:  # e.g. GPU samples but no traces yet: resources only
+    # The main chart first: the freshness line and the SLO tiles sit above it but are drawn after it, so
+    # the end-to-end latency reaches the browser without waiting for the SLO evaluation.
+    head = st.container()
+    breaches = state.breaches_in(w)
+    empty = state.view(spans.latency_series, w, route).empty
+    if empty:  # e.g. GPU samples but no traces yet: resources only
         st.info(
             "No requests in this range: start `hopscope collect` with traces (or run `hopscope demo`), or pick a longer time range."
         )
@@ -45,6 +48,10 @@ def _live() -> None:
                 ),
                 "latency",
             )
+    with head:
+        overview.freshness_line()
+        overview.slo_tiles(w)
+    if not empty:
         with right:
             state.chart(
                 state.figure(charts.traffic_chart, state.q(spans.traffic_series, w, route), breaches),

@@ -320,7 +320,12 @@ class CollectConfig(_Model):
     """The `[collect]` table of hopscope.toml."""
 
     host_name: str = Field(default_factory=socket.gethostname, description="host column of local samples")
-    rollup_interval_s: float = Field(default=60.0, gt=0)
+    rollup_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="roll spans into hop_minutes this often: the open minutes provisionally, so the charts "
+        "and SLOs trail acknowledged spans by seconds (docs/performance.md, Freshness)",
+    )
     maintain_interval_s: float = Field(default=300.0, gt=0)
     rollup_grace_s: float = Field(
         default=120.0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Final
+from typing import Final, NamedTuple
 
 from hopscope.errors import NotFoundError, StoreError
 from hopscope.model import SAMPLE_STEPS_S, ReadStore, TimeRange, step_for
@@ -63,12 +63,40 @@ def data_end(store: ReadStore) -> datetime | None:
 
 
 def data_ends(store: ReadStore) -> tuple[datetime | None, datetime | None]:
-    """(end of the newest rolled-up minute, newest sample): rollups move once a minute, 1 Hz samples
+    """(end of the newest rolled-up minute, newest sample): rollups move every few seconds, 1 Hz samples
     every second, so what is read from one need not be re-read when only the other moved."""
     row = store.query(
         "SELECT (SELECT max(minute) FROM hop_minutes) AS hm, (SELECT max(ts) FROM samples) AS s"
     ).to_pylist()[0]
     return (row["hm"] + timedelta(minutes=1) if row["hm"] else None, row["s"])
+
+
+# The rollup rewrites the minutes of its grace (2 minutes) and the open one in place; these and one more.
+PROVISIONAL_SPAN = timedelta(minutes=4)
+
+
+class DataMarks(NamedTuple):
+    """What tells a reader of a live store that the data moved, read in one query (data_marks)."""
+
+    hops_start: datetime | None  # the oldest minute of hop_minutes (moves when retention deletes)
+    hops_end: datetime | None  # one minute after the newest minute of hop_minutes
+    samples_end: datetime | None  # the newest sample
+    hops_rev: tuple[float, ...]  # rows, requests and summed latency of the newest PROVISIONAL_SPAN
+
+
+def data_marks(store: ReadStore) -> DataMarks:
+    """data_ends(store), hop_minutes' oldest minute, and a revision of its newest minutes: the rollup
+    rewrites its provisional minutes in place as spans arrive, so the end of the newest minute alone
+    does not say they changed. One read."""
+    row = store.query(
+        "WITH e AS (SELECT min(minute) AS lo, max(minute) AS hm FROM hop_minutes) "
+        "SELECT (SELECT lo FROM e) AS lo, (SELECT hm FROM e) AS hm, (SELECT max(ts) FROM samples) AS s, "
+        "count(*) AS n, coalesce(sum(count), 0) AS c, coalesce(sum(duration_ms_sum), 0) AS d "
+        "FROM hop_minutes WHERE minute >= (SELECT hm FROM e) - ?",
+        [PROVISIONAL_SPAN],
+    ).to_pylist()[0]
+    hops = row["hm"] + timedelta(minutes=1) if row["hm"] else None
+    return DataMarks(row["lo"], hops, row["s"], (float(row["n"]), float(row["c"]), float(row["d"])))
 
 
 def data_start(store: ReadStore) -> datetime | None:

@@ -56,6 +56,12 @@ def _floor_minute(t: datetime) -> datetime:
     return t.replace(second=0, microsecond=0)
 
 
+def _ceil_minute(t: datetime) -> datetime:
+    """The end of the minute holding t (t itself on a minute boundary)."""
+    floor = _floor_minute(t)
+    return floor if floor == t else floor + timedelta(minutes=1)
+
+
 # -- series: what a span SLO reads ---------------------------------------------------------------
 
 
@@ -630,12 +636,14 @@ def evaluate_many(
 ) -> list[SloStatus]:
     """Status of every SLO at ``now`` (default: now, UTC), with the breaches of its period.
 
+    The minute holding ``now`` counts: the rollup keeps a live store's open minute (provisionally), so
+    a request acknowledged seconds ago is in the status; ``now`` on a minute boundary is that minute.
     ``source``: ``hop_minutes`` (cached, see :class:`MinuteCache`) or ``spans`` (the raw path, uncached).
     Each SLO is evaluated with its corrections, those of its file and those stored
     (:func:`~hopscope.slo.corrections.attach_corrections`).
     """
 
-    now = _floor_minute(now or utcnow())
+    now = _ceil_minute(now or utcnow())
     if not slos:
         return []
     slos = attach_corrections(store, slos)

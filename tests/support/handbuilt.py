@@ -21,7 +21,7 @@ EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 TRACE = "0123456789abcdef0123456789abcdef"
 
 
-def _edge_rows(minute: datetime, rng: random.Random, spike: bool) -> list[dict]:
+def edge_rows(minute: datetime, rng: random.Random, spike: bool) -> list[dict]:
     """Three edges of one /recommend minute: gateway self 10 ms, feature store 20 ms, model 40 ms + gap."""
     n = 600 if spike else 100
     gap = 300.0 if spike else 5.0
@@ -69,7 +69,7 @@ def build_store(path: Path, *, evil: bool = True) -> Store:
     rows = []
     for m in range(MINUTES):
         minute = END - timedelta(minutes=MINUTES - m)
-        rows += _edge_rows(minute, rng, SPIKE[0] <= minute < SPIKE[1])
+        rows += edge_rows(minute, rng, SPIKE[0] <= minute < SPIKE[1])
     store.append("hop_minutes", pd.DataFrame(rows))
 
     samples = []
