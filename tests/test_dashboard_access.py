@@ -20,6 +20,7 @@ import pytest
 from support.binaries import require_binary
 from support.certs import make_pki
 from support.demo import RULES
+from support.servers import stop_process
 from support.waiting import wait_until
 
 from hopscope.config import load_config
@@ -62,11 +63,7 @@ def hopscope_dashboard(store: Path, log: Path, **settings: str) -> Iterator[str]
         assert proc.poll() is None, log.read_text()[-2000:]
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, 10)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from support.demo import RULES, breach_for, truth
 from support.handbuilt import EVIL
+from support.servers import stop_process
 
 from hopscope.charts import BAND_MARKER_NAME
 
@@ -79,11 +80,7 @@ def serve(store: Path, log: Path) -> Iterator[str]:
                 time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, 10)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from support.hop_minutes import hop_minute_row
+from support.hop_minutes import gateway_minute, hop_minute_row
 from typer.testing import CliRunner
 
 from hopscope import report
@@ -60,11 +60,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, pd.D
     rows = []
     for m in range(2 * 1440):
         minute = T0 + timedelta(minutes=m)
-        slow = BREACH[0] <= minute < BREACH[1]
-        d = rng.uniform(20, 120, 20)
-        if slow:
-            d[:10] = 400.0
-        rows.append(hop_minute_row(minute, "", "api-gateway", d, 2 if slow else 0, [200.0]))
+        rows.append(gateway_minute(rng, minute, BREACH))
         failing = SEARCH_ERRORS[0] <= minute < SEARCH_ERRORS[1]
         rows.append(
             hop_minute_row(minute, "", "search", rng.uniform(5, 50, 10), 1 if failing else 0, [], "/search")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from support.hop_minutes import hop_minute_row
+from support.hop_minutes import gateway_minute
 from typer.testing import CliRunner
 
 from hopscope import charts, report
@@ -68,11 +68,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     rows = []
     for m in range(2 * 1440):
         minute = T0 + timedelta(minutes=m)
-        slow = BREACH[0] <= minute < BREACH[1]
-        d = rng.uniform(20, 120, 20)
-        if slow:
-            d[:10] = 400.0
-        rows.append(hop_minute_row(minute, "", "api-gateway", d, 2 if slow else 0, [200.0]))
+        rows.append(gateway_minute(rng, minute, BREACH))
     s = Store(tmp_path_factory.mktemp("corr") / "store")
     s.append("hop_minutes", pd.DataFrame(rows))
     yield s

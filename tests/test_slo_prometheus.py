@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from support.binaries import require_binary
+from support.servers import stop_process
 
 from hopscope.slo import SLI, SLO, Window, default_window_tables, evaluate_many, with_policy
 from hopscope.slo.burn import _dt_int
@@ -196,12 +197,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> str:
             time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, 20)
         log.close()
 
 

@@ -41,3 +41,13 @@ def hop_minute_row(
         "good_cnt": [int((durations <= t).sum()) for t in thresholds],
         "exemplars": [],
     }
+
+
+def gateway_minute(rng: np.random.Generator, minute: datetime, breach: tuple[datetime, datetime]) -> dict:
+    """A minute of the api-gateway's /recommend entry edge: 20 requests of 20-120 ms; inside
+    ``breach`` half of them take 400 ms and two fail."""
+    slow = breach[0] <= minute < breach[1]
+    d = rng.uniform(20, 120, 20)
+    if slow:
+        d[:10] = 400.0
+    return hop_minute_row(minute, "", "api-gateway", d, 2 if slow else 0, [200.0])
