@@ -264,20 +264,7 @@ CORRECTIONS_NOTE = (
 
 def corrections_frame(rep: SloReport) -> pd.DataFrame:
     """The report's corrections as rows: start, end, minutes, source, id, reason (what charts shade)."""
-    return pd.DataFrame(
-        [
-            {
-                "start": c.start,
-                "end": c.end,
-                "minutes": c.minutes,
-                "source": c.source,
-                "id": c.id,
-                "reason": c.reason,
-            }
-            for c in rep.corrections
-        ],
-        columns=["start", "end", "minutes", "source", "id", "reason"],
-    )
+    return slos.corrections_table(rep.corrections)
 
 
 def with_causes(rep: SloReport, causes: dict[str, str]) -> SloReport:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from hopscope.slo import (
     minute_series,
 )
 from hopscope.slo.corrections import attach_corrections
+from hopscope.slo.model import Correction
 
 
 def entry_latency_threshold(rules: str, route: str | None) -> float | None:
@@ -199,6 +201,11 @@ def slo_corrections(store: ReadStore, rules: str, name: str, start: datetime, en
     """The periods excluded from one SLO (its file's and the store's corrections) overlapping [start, end):
     columns start, end, minutes, source, id, reason (what the SLO charts shade)."""
     slo = attach_corrections(store, [get_slo(rules, name)])[0]
+    return corrections_table([c for c in slo.corrections if c.overlaps(start, end)])
+
+
+def corrections_table(corrections: Iterable[Correction]) -> pd.DataFrame:
+    """Corrections as rows: start, end, minutes, source, id, reason (what the SLO charts shade)."""
     rows = [
         {
             "start": c.start,
@@ -208,8 +215,7 @@ def slo_corrections(store: ReadStore, rules: str, name: str, start: datetime, en
             "id": c.id,
             "reason": c.reason,
         }
-        for c in slo.corrections
-        if c.overlaps(start, end)
+        for c in corrections
     ]
     return pd.DataFrame(rows, columns=["start", "end", "minutes", "source", "id", "reason"])
 
