@@ -58,7 +58,7 @@ def demo(
     address: Annotated[str, typer.Option(help="dashboard address")] = "127.0.0.1",
     serve: Annotated[bool, typer.Option(help="serve the dashboard after generating")] = True,
 ) -> None:
-    """Generate the demo store (a week of AI-serving telemetry) if missing or stale (its data ends over a day ago, or
+    """Generate the demo store (a month of AI-serving telemetry) if missing or stale (its data ends over a day ago, or
     the scenario changed), then serve the dashboard."""
 
     if not scenario.exists():

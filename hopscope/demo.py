@@ -1,4 +1,4 @@
-"""The demo: a deterministic week of telemetry from a three-hop AI-serving system, with known incidents.
+"""The demo: a deterministic month of telemetry from a three-hop AI-serving system, with known incidents.
 
     result = generate(Path("sample_data/scenario.yaml"), Path("var/demo"))
     path = ensure_demo(Path("var/demo"), Path("sample_data/scenario.yaml"))   # only if missing or stale
@@ -27,6 +27,11 @@ that turns it into the store's tables:
   each NIC, GPU load, cache misses), then changed by the events' ``signals``. Counters are
   cumulative.
 * **collector_runs**: one ok row per demo target per minute.
+* **History.** Before the simulated days, ``history_days`` of hop_minutes only (the SLOs' 28-day
+  windows count them): each minute is a copy of the same minute of the day on a simulated day
+  where no event touches it, drawn at random per minute; no exemplars, no samples, no spans.
+  Requests of a quiet minute depend only on the time of day, so a copy is as likely as a fresh
+  draw, and costs nothing next to simulating the requests.
 
 Random numbers come from ``numpy`` generators seeded with (seed, hour) or (seed, series), so the
 same seed and the same ``end`` give the same store; the values do not depend on ``end`` at all,
@@ -63,7 +68,7 @@ from hopscope.store import Store, utcnow
 DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "sample_data" / "scenario.yaml"
 TRUTH_FILE = "scenario.json"
 SOURCE = "demo"
-GENERATOR_VERSION = 1  # bump when the model changes: ensure_demo then regenerates old stores
+GENERATOR_VERSION = 2  # bump when the model changes: ensure_demo then regenerates old stores
 MAX_AGE = timedelta(hours=24)
 COMPONENTS = (
     "gateway_self",
@@ -210,6 +215,7 @@ class Scenario:
     name: str
     seed: int
     days: int
+    history_days: int  # quiet days before the simulated ones: request rollups only, resampled
     step_s: int
     route: str
     thresholds_ms: tuple[float, ...]
@@ -303,6 +309,7 @@ class DemoResult:
     rows: Mapping[str, int]
     size_bytes: int
     truth: tuple[GroundTruth, ...]
+    history_start: datetime  # request rollups only from here to ``start``
 
 
 class _Doc:
@@ -498,6 +505,14 @@ def parse_scenario(data: object, source: str = "scenario", digest: str = "") -> 
     names = [e.name for e in events]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: events: names must be unique, got {names}")
+    history_days = doc.int_("history_days", 0, lo=0)
+    if history_days:
+        busy = np.flatnonzero(_quiet_minutes(days, events).sum(axis=0) == 0)
+        if len(busy):
+            raise ConfigError(
+                f"{source}: history_days: the history repeats quiet minutes of the simulated days, but "
+                f"{busy[0] // 60:02d}:{busy[0] % 60:02d} has an event on every day"
+            )
     known_metrics = set(load_catalog())
     for i, ev in enumerate(events):
         if ev.error_service is not None and ev.error_service not in services:
@@ -515,6 +530,7 @@ def parse_scenario(data: object, source: str = "scenario", digest: str = "") -> 
         name=doc.text("name"),
         seed=doc.int_("seed", lo=0),
         days=days,
+        history_days=history_days,
         step_s=step,
         route=doc.text("route"),
         thresholds_ms=_thresholds(doc),
@@ -1042,6 +1058,42 @@ class _Accumulator:
         first = np.searchsorted(key, key, side="left")
         keep = (np.arange(len(key)) - first) < k
         return e[keep], m[keep], r[keep]
+
+    def take(self, minutes: np.ndarray) -> _Accumulator:
+        """The sums of the given minutes, in that order, without exemplar candidates."""
+        out = _Accumulator(0, tuple(self.t))
+        out.m = len(minutes)
+        out.count, out.errors = self.count[:, minutes], self.errors[:, minutes]
+        out.sums = {k: v[:, minutes] for k, v in self.sums.items()}
+        out.max, out.good, out.hist = self.max[:, minutes], self.good[:, minutes], self.hist[:, minutes]
+        return out
+
+
+def _quiet_minutes(days: int, events: Iterable[Event]) -> np.ndarray:
+    """(days, 1440) booleans: minutes of the simulated days that no event touches (nor the minute
+    after one, where its requests' calls spill)."""
+    quiet = np.ones(days * 1440, dtype=bool)
+    for ev in events:
+        quiet[ev.start_s // 60 : (ev.start_s + ev.duration_s + 59) // 60 + 1] = False
+    return quiet.reshape(days, 1440)
+
+
+def _history_sources(sc: Scenario) -> np.ndarray:
+    """For each minute of the history (``history_days`` x 1440), the simulated minute it repeats:
+    the same minute of the day on a day drawn at random among those where it is quiet.
+
+    The model has no memory between hours and its rate depends only on the time of day, so a quiet
+    minute of the simulated days is a fair draw of the same minute of any quiet day. Drawn per
+    minute, the history does not replay whole hours of the simulated days.
+    """
+    quiet = _quiet_minutes(sc.days, sc.events)
+    n_quiet = quiet.sum(axis=0)
+    rng = np.random.default_rng(np.random.SeedSequence([sc.seed, 4]))
+    quiet_first = np.argsort(~quiet, axis=0, kind="stable")  # per minute of the day: its quiet days first
+    pick = (rng.random((sc.history_days, 1440)) * n_quiet).astype(np.int64)
+    day = quiet_first[pick, np.arange(1440)]
+    out: np.ndarray = (day * 1440 + np.arange(1440)).ravel()
+    return out
 
 
 # ---------------------------------------------------------------------------------- tables
@@ -1648,6 +1700,7 @@ def truth_document(sc: Scenario, start: datetime, end: datetime) -> dict[str, An
         "generator_version": GENERATOR_VERSION,
         "scenario_sha256": sc.digest,
         "seed": sc.seed,
+        "history_start": (start - timedelta(days=sc.history_days)).isoformat(),
         "start": start.isoformat(),
         "end": end.isoformat(),
         "route": sc.route,
@@ -1655,6 +1708,18 @@ def truth_document(sc: Scenario, start: datetime, end: datetime) -> dict[str, An
         "slo": {"service": sc.gateway, "route": sc.route, "threshold_ms": 200.0, "objective": 0.99},
         "events": [t.to_json() for t in ground_truth(sc, start)],
     }
+
+
+def _history(sc: Scenario, acc: _Accumulator, start: datetime) -> list[pa.Table]:
+    """hop_minutes of the ``history_days`` before ``start``, one table a day, resampled from the quiet
+    minutes of the simulated days (no exemplars: no spans are kept that far back)."""
+    sources = _history_sources(sc)
+    none = (np.empty(0, np.int8), np.empty(0, np.int64), np.empty(0, np.uint64))
+    first = start - timedelta(days=sc.history_days)
+    return [
+        _hop_minutes(sc, acc.take(sources[d * 1440 : (d + 1) * 1440]), first + timedelta(days=d), none)
+        for d in range(sc.history_days)
+    ]
 
 
 def _keep_mask(sc: Scenario, q: _Requests, windows: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -1713,7 +1778,16 @@ def generate(
     shutil.rmtree(old, ignore_errors=True)
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
     report("done", 1.0)
-    return DemoResult(target, start, end, time.monotonic() - t_start, rows, size, ground_truth(sc, start))
+    return DemoResult(
+        target,
+        start,
+        end,
+        time.monotonic() - t_start,
+        rows,
+        size,
+        ground_truth(sc, start),
+        start - timedelta(days=sc.history_days),
+    )
 
 
 def _build(sc: Scenario, start: datetime, path: Path, report: Callable[[str, float], None]) -> dict[str, int]:
@@ -1742,7 +1816,7 @@ def _build(sc: Scenario, start: datetime, path: Path, report: Callable[[str, flo
             report("requests", hour / hours)
     report("hop_minutes", 0.0)
     ex = acc.exemplars(sc.exemplars)
-    hop = _hop_minutes(sc, acc, start, ex)
+    hop = pa.concat_tables([*_history(sc, acc, start), _hop_minutes(sc, acc, start, ex)])
     # spans: hot, sampled, and the final exemplars (candidates that lost are dropped)
     pool = _Requests.concat(kept)
     kinds = np.concatenate(kept_kind)
@@ -1828,6 +1902,8 @@ def ensure_demo(
 def summary(result: DemoResult) -> Iterable[str]:
     """Lines for the CLI to print after a generation."""
     yield f"demo store: {result.path} ({result.size_bytes / 1e6:.1f} MB, {result.seconds:.1f} s)"
+    if result.history_start < result.start:
+        yield f"request rollups only: {result.history_start:%Y-%m-%d %H:%M} – {result.start:%Y-%m-%d %H:%M} UTC"
     yield f"data: {result.start:%Y-%m-%d %H:%M} – {result.end:%Y-%m-%d %H:%M} UTC"
     for table, n in result.rows.items():
         yield f"  {table}: {n:,} rows"

@@ -1,7 +1,8 @@
 """The demo generator: the story its scenario tells must be in the data, the same every time.
 
-The full week is generated once per session by the `demo_store` fixture (tests/conftest.py, fixed
-end); a one-day scenario derived from the same YAML covers determinism, ensure_demo and bad input.
+The full month (a simulated week after three quiet weeks of request rollups) is generated once per
+session by the `demo_store` fixture (tests/conftest.py, fixed end); a two-day scenario derived from
+the same YAML covers determinism, ensure_demo and bad input.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import yaml
+from support.demo import RULES, breach_for
+from support.demo import truth as truth_of
 
 from hopscope import histogram
 from hopscope.catalog import load_catalog
 from hopscope.demo import DEFAULT_SCENARIO, TRUTH_FILE, ensure_demo, generate, load_scenario, read_truth
 from hopscope.errors import ConfigError
+from hopscope.query import slos
 from hopscope.rollup import WATERMARK_KEY, rollup_spans
 from hopscope.store import Store
 
@@ -77,6 +81,7 @@ def _edge(
     good = float(sum(g[at] for g in df.good_cnt))
     return {
         "n": n,
+        "rps": n / (hi - lo).total_seconds(),
         "p50": histogram.quantile(idx, cnt, 0.5) or 0.0,
         "p99": histogram.quantile(idx, cnt, 0.99) or 0.0,
         "mean": df.duration_ms_sum.sum() / n,
@@ -137,7 +142,7 @@ def test_flash_sale_p99_is_about_800ms_and_the_added_latency_is_in_the_model_ser
     before = (ev["start"] - timedelta(hours=1), ev["start"])
     inc, base = _edge(store, *core), _edge(store, *before)
     assert 650 <= inc["p99"] <= 950
-    assert inc["n"] / base["n"] > 7, "traffic about x10"
+    assert inc["rps"] / base["rps"] > 7, "traffic about x10"
     added = inc["mean"] - base["mean"]
     ms_gap = (
         _edge(store, *core, "api-gateway", "model-server")["gap"]
@@ -399,27 +404,94 @@ def test_ground_truth_is_absolute_and_inside_the_data(week: tuple[Store, dict]) 
     for e in events.values():
         assert start <= e["start"] < e["end"] <= end
     lo, hi = store.time_range("hop_minutes")
-    assert (lo, hi) == (start, end - timedelta(minutes=1))
+    assert (lo, hi) == (datetime.fromisoformat(truth["history_start"]), end - timedelta(minutes=1))
+    assert store.time_range("samples")[0] == start, "samples and spans: the simulated week only"
+
+
+def _minute_grid(df: pd.DataFrame, column: str, first: datetime, days: int) -> np.ndarray:
+    """A column of one edge's hop_minutes as (days, 1440) from ``first`` (every minute has a row)."""
+    m = ((df.minute - first) // timedelta(minutes=1)).to_numpy()
+    grid = np.full(days * 1440, np.nan)
+    grid[m] = df[column].to_numpy(float)
+    return grid.reshape(days, 1440)
+
+
+def test_the_three_weeks_before_repeat_quiet_minutes_of_the_week_at_the_same_time_of_day(
+    week: tuple[Store, dict],
+) -> None:
+    store, truth = week
+    first, start = datetime.fromisoformat(truth["history_start"]), datetime.fromisoformat(truth["start"])
+    assert start - first == timedelta(days=21)
+    df = store.query_df(
+        "SELECT minute, count, duration_ms_sum, len(exemplars) AS ex FROM hop_minutes WHERE client = '' ORDER BY minute"
+    )
+    history, sim = df[df.minute < start], df[df.minute >= start]
+    assert len(history) == 21 * 1440 and (history.ex == 0).all(), "no exemplars: no spans that far back"
+    busy = np.zeros((7, 1440), dtype=bool)
+    for e in _events(truth).values():
+        lo, hi = ((e["start"] - start) // timedelta(minutes=1), (e["end"] - start) // timedelta(minutes=1))
+        busy.reshape(-1)[lo : hi + 1] = True
+    same = np.ones((21, 7, 1440), dtype=bool)
+    for col in ("count", "duration_ms_sum"):
+        h, w = _minute_grid(history, col, first, 21), _minute_grid(sim, col, start, 7)
+        same &= h[:, None, :] == w[None, :, :]
+    assert (same & ~busy[None]).any(axis=1).all(), "each minute: the same minute of a quiet day of the week"
+    source_day = (same & ~busy[None]).argmax(axis=1)
+    assert all(len(set(day)) >= 3 for day in source_day), "each history day draws on several days"
+
+
+# What a product manager sees first (28-day windows, evaluated where the data ends): budget left per SLO.
+BUDGET_LEFT = {
+    "recommend-latency": (0.15, 0.45),
+    "model-server-latency": (0.05, 0.35),
+    "recommend-availability": (0.35, 0.65),
+}
+
+
+def test_a_month_of_error_budget_is_believable_with_no_slo_exhausted(demo_store: Path) -> None:
+    end = datetime.fromisoformat(read_truth(demo_store)["end"])
+    with Store(demo_store, create=False) as store:
+        status = slos.slo_statuses(store, RULES, end)
+    left = dict(zip(status.slo, status.budget_remaining, strict=True))
+    assert set(left) == set(BUDGET_LEFT)
+    for slo, (lo, hi) in BUDGET_LEFT.items():
+        assert lo <= left[slo] <= hi, (slo, left)
+    # the general rule the story keeps: one SLO exhausted at most, none overspent twice
+    assert sum(v <= 0 for v in left.values()) <= 1 and min(left.values()) > -1.0
+
+
+def test_each_incident_spends_a_visible_share_of_a_months_budget_the_flash_sale_the_most(
+    demo_store: Path,
+) -> None:
+    shares: dict[str, dict[str, float]] = {}
+    for name in ("flash-sale", "gpu-thermal-throttling", "feature-store-memory-pressure"):
+        event = truth_of(demo_store, name)
+        for slo in event["slos"]:
+            shares.setdefault(slo, {})[name] = float(breach_for(demo_store, event, slo)["budget_consumed"])
+    for slo, by_event in shares.items():
+        assert all(0.03 <= s < 1.0 for s in by_event.values()), (slo, by_event)
+        assert max(by_event, key=lambda n: by_event[n]) == "flash-sale", (slo, by_event)
+        assert 0.25 <= by_event["flash-sale"] <= 0.6, (slo, by_event)
 
 
 def test_store_size_and_generation_cost_are_within_budget(demo_store: Path) -> None:
     gen = read_truth(demo_store)["generation"]
     assert gen["size_bytes"] <= 200e6
     assert gen["cpu_seconds"] <= 60, "generation should take well under a minute of CPU"
-    assert gen["rows"]["hop_minutes"] == 7 * 1440 * 3
+    assert gen["rows"]["hop_minutes"] == (21 + 7) * 1440 * 3
 
 
-# ------------------------------------------------------------------ a one-day scenario
+# ------------------------------------------------------------------ a two-day scenario
 
 
 def _small_scenario(tmp: Path, **changes: Any) -> Path:
     doc = yaml.safe_load(DEFAULT_SCENARIO.read_text())
-    doc.update(days=1, sample_step_s=60)
+    doc.update(days=2, history_days=2, sample_step_s=60)  # day 0 quiet: the history's minutes come from it
     doc["traffic"]["base_rps"] = 2
     doc["events"] = [
         {
             "name": "flash-sale",
-            "day": 0,
+            "day": 1,
             "at": "10:00",
             "duration": "30m",
             "ramp": "2m",
@@ -441,7 +513,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("small")
     scenario = _small_scenario(tmp)
     result = generate(scenario, tmp / "a", end=END)
-    assert result.rows["hop_minutes"] == 1440 * 3
+    assert result.rows["hop_minutes"] == (2 + 2) * 1440 * 3
     return scenario, result.path
 
 
@@ -516,8 +588,8 @@ def test_ensure_demo_generates_a_missing_store(small: tuple[Path, Path], tmp_pat
             "events[0].duration: 'soon' is not a duration",
         ),
         (
-            {"events": [{"name": "x", "day": 1, "at": "10:00", "duration": "1h"}]},
-            "ends after the scenario's 1 days",
+            {"events": [{"name": "x", "day": 2, "at": "10:00", "duration": "1h"}]},
+            "ends after the scenario's 2 days",
         ),
         (
             {
@@ -540,6 +612,14 @@ def test_ensure_demo_generates_a_missing_store(small: tuple[Path, Path], tmp_pat
                 ]
             },
             "'gpu_hot' is not in hopscope/catalog.yaml",
+        ),
+        (
+            {
+                "events": [
+                    {"name": f"x{d}", "day": d, "at": "10:00", "duration": "1h", "traffic": 2} for d in (0, 1)
+                ]
+            },
+            "history_days: the history repeats quiet minutes of the simulated days, but 10:00 has an event on every day",
         ),
     ],
 )
