@@ -495,6 +495,11 @@ def parse_scenario(data: object, source: str = "scenario", digest: str = "") -> 
     if 86400 % step:
         raise ConfigError(f"{source}: sample_step_s: {step} must divide a day")
     coll = doc.sub("collectors", optional=True)
+    interval = coll.int_("interval_s", 60, lo=1)
+    if interval % step:  # a run's rows add up whole sample steps of requests
+        raise ConfigError(
+            f"{source}: collectors.interval_s: {interval} must be a multiple of sample_step_s ({step})"
+        )
     ev_list = doc.get("events", [])
     if not isinstance(ev_list, list):
         raise ConfigError(f"{source}: events: expected a list, got {ev_list!r}")
@@ -612,7 +617,7 @@ def parse_scenario(data: object, source: str = "scenario", digest: str = "") -> 
             "canary": canary.text("canary", "v2"),
             "share": canary.num("share", 0.0, lo=0.0, hi=1.0),
         },
-        collector_interval_s=coll.int_("interval_s", 60, lo=1),
+        collector_interval_s=interval,
         events=events,
     )
 

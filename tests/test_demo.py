@@ -19,8 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import yaml
-from support.demo import RULES, breach_for
-from support.demo import truth as truth_of
+from support.demo import RULES
 
 from hopscope import histogram
 from hopscope.catalog import load_catalog
@@ -448,10 +447,9 @@ BUDGET_LEFT = {
 }
 
 
-def test_a_month_of_error_budget_is_believable_with_no_slo_exhausted(demo_store: Path) -> None:
-    end = datetime.fromisoformat(read_truth(demo_store)["end"])
-    with Store(demo_store, create=False) as store:
-        status = slos.slo_statuses(store, RULES, end)
+def test_a_month_of_error_budget_is_believable_with_no_slo_exhausted(week: tuple[Store, dict]) -> None:
+    store, truth = week
+    status = slos.slo_statuses(store, RULES, datetime.fromisoformat(truth["end"]))
     left = dict(zip(status.slo, status.budget_remaining, strict=True))
     assert set(left) == set(BUDGET_LEFT)
     for slo, (lo, hi) in BUDGET_LEFT.items():
@@ -461,13 +459,16 @@ def test_a_month_of_error_budget_is_believable_with_no_slo_exhausted(demo_store:
 
 
 def test_each_incident_spends_a_visible_share_of_a_months_budget_the_flash_sale_the_most(
-    demo_store: Path,
+    week: tuple[Store, dict],
 ) -> None:
+    store, truth = week
+    found = slos.breach_table(store, RULES)
     shares: dict[str, dict[str, float]] = {}
-    for name in ("flash-sale", "gpu-thermal-throttling", "feature-store-memory-pressure"):
-        event = truth_of(demo_store, name)
-        for slo in event["slos"]:
-            shares.setdefault(slo, {})[name] = float(breach_for(demo_store, event, slo)["budget_consumed"])
+    for name, e in _events(truth).items():
+        for slo in e["slos"]:
+            hit = found[(found.slo == slo) & (found.start < e["end"]) & (found.end > e["start"])]
+            shares.setdefault(slo, {})[name] = float(hit.budget_consumed.sum())
+    assert set(shares) == {"recommend-latency", "model-server-latency"}
     for slo, by_event in shares.items():
         assert all(0.03 <= s < 1.0 for s in by_event.values()), (slo, by_event)
         assert max(by_event, key=lambda n: by_event[n]) == "flash-sale", (slo, by_event)
@@ -577,6 +578,7 @@ def test_ensure_demo_generates_a_missing_store(small: tuple[Path, Path], tmp_pat
     ("change", "message"),
     [
         ({"days": 0}, "days: 0 must be >= 1"),
+        ({"sample_step_s": 120}, "collectors.interval_s: 60 must be a multiple of sample_step_s (120)"),
         ({"thresholds_ms": [200, "fast"]}, "'fast' is not a positive number"),
         ({"latency": {"gateway_self": {"median": 5, "sigma": 0.3}}}, "latency.gap_feature_store: missing"),
         (
