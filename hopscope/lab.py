@@ -85,6 +85,6 @@ def sweep(
     except (lab.LabError, lab.ScenarioError, lab.NetError) as exc:
         raise HopscopeError(str(exc)) from None
     typer.echo(lab_sweep.table(rows))
-    typer.echo(f"\nkept in {out} (sweep.json, sweep.md, <scenario>/result.json, explain.json)")
+    typer.echo(f"\nkept in {out} (sweep.json, sweep.md, <scenario>/result.json, explain.json, explain-*.txt)")
     if any(r.outcome is None or not r.outcome.correct for r in rows):
         raise typer.Exit(1)

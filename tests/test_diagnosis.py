@@ -26,7 +26,7 @@ from hopscope.diagnosis.baseline import burning_span, candidate_windows
 from hopscope.diagnosis.bubbleup import bubbleup, focus_offsets, load_bubble_counts
 from hopscope.diagnosis.cache import CACHE
 from hopscope.diagnosis.cli import _change, render
-from hopscope.diagnosis.core import _evidence_phrase, _fmt
+from hopscope.diagnosis.core import MIN_SHARE, _evidence_phrase, _fmt
 from hopscope.diagnosis.hops import decompose_hops, end_to_end, end_to_end_errors, error_matrix, hop_matrix
 from hopscope.diagnosis.model import Evidence, Target
 from hopscope.diagnosis.resources import score_series
@@ -335,6 +335,26 @@ def test_two_simultaneous_causes_are_both_ranked(store: Store) -> None:
     got = [(c.hop, c.dimension) for c in d.causes[:2]]
     assert got == [("model-server", "compute"), ("feature-store", "memory")]
     assert d.causes[0].share + d.causes[1].share == pytest.approx(1.0, abs=0.1)
+
+
+def test_a_small_second_fault_is_named_when_its_own_time_rose_many_fold_at_a_resource_limit(
+    tmp_path: Path,
+) -> None:
+    # the big fault: model-server's clock; the small one: feature-store +70 ms (4.5x its 20 ms, ~14 % of
+    # the rise, under MIN_SHARE) with its cache missing; api-gateway +30 ms (4.75x) with nothing at a limit
+    effect = Effect(
+        *_at(1, 10),
+        hop_ms={"model-server": 400.0, "feature-store": 70.0, "api-gateway": 30.0},
+        signals={"DCGM_FI_DEV_SM_CLOCK": 900.0, "redis_keyspace_misses_total": 400.0},
+    )
+    small = build_store(tmp_path / "s", [effect], days=2, rate=10)
+    d = diagnose(small, **DEMO_TARGET, start=effect.start, end=effect.end)
+    shares = {h.hop: h.share for h in d.decomposition.hops} if d.decomposition else {}
+    assert shares["feature-store"] < MIN_SHARE and shares["api-gateway"] < MIN_SHARE, shares
+    got = [(c.hop, c.dimension) for c in d.causes[:2]]
+    assert got == [("model-server", "compute"), ("feature-store", "memory")], d.causes
+    assert "redis_keyspace_misses_total" in d.causes[1].summary and "4." in d.causes[1].summary
+    assert "api-gateway" not in {c.hop for c in d.causes}  # rose many-fold, but no resource at its limit
 
 
 def test_too_little_baseline_is_reported_not_guessed(store: Store) -> None:

@@ -86,6 +86,15 @@ def test_the_containers_are_exported_in_cadvisors_names_and_definitions(tmp_path
     from testbed.lab.cgroups import Cgroups  # noqa: PLC0415
 
     _fake_cgroupfs(tmp_path, "hsl1-model-server", limit=2**63 - 4096, throttled_ns=1_500_000_000, majfaults=3)
+    # the hybrid layout's v2 hierarchy: no controllers, but each group's pressure stall information
+    unified = tmp_path / "unified"
+    (unified / "hsl1-model-server").mkdir(parents=True)
+    for d in (unified, unified / "hsl1-model-server"):
+        (d / "cgroup.procs").write_text("")
+        for res, some, full in (("cpu", 2_500_000, 1_000_000), ("memory", 750_000, 250_000), ("io", 0, 0)):
+            (d / f"{res}.pressure").write_text(
+                f"some avg10=1.00 avg60=0.50 avg300=0.10 total={some}\nfull avg10=0.50 avg60=0.20 avg300=0.05 total={full}\n"
+            )
     text = Cgroups(["model-server"], "hsl1", root=tmp_path, parents={}).exposition()
     got = {
         (s.name, s.labels.get("failure_type", "")): (s.value, s.labels["container"])
@@ -98,6 +107,10 @@ def test_the_containers_are_exported_in_cadvisors_names_and_definitions(tmp_path
     assert got[("container_memory_working_set_bytes", "")][0] == 70_000_000  # usage - inactive file
     assert got[("container_spec_memory_limit_bytes", "")][0] == 0  # unlimited, as cAdvisor says it
     assert got[("container_memory_failures_total", "pgmajfault")][0] == 3
+    # PSI in cAdvisor's names: "some" is waiting, "full" stalled, microseconds as seconds
+    assert got[("container_pressure_cpu_waiting_seconds_total", "")] == (2.5, "lab-model-server")
+    assert got[("container_pressure_memory_stalled_seconds_total", "")][0] == 0.25
+    assert got[("container_pressure_io_waiting_seconds_total", "")][0] == 0
     # cAdvisor's name has no _total (Prometheus stores it so; only this parser appends one)
     assert 'container_memory_failcnt{container="lab-model-server",id="/hsl1-model-server"} 7' in text
 

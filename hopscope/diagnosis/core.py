@@ -49,6 +49,14 @@ from hopscope.store import Store
 
 MIN_SHARE = 0.15  # a hop must carry this share of the added latency to be named
 TOP_HOPS = 3
+# A second, smaller fault: a service whose own time rose many times over is judged even under MIN_SHARE,
+# and named only when one of its resources is at its limit (a saturation signal: throttling, memory
+# failures, stall time, drops). Wires are left out: a wire's time rises with any slow server (its reads
+# and accepts queue), so a many-fold wire is a knock-on as often as a fault.
+RISE_FACTOR = 4.0  # its incident time at least this many times its baseline time (the lab: a knock-on 3-3.7x)
+RISE_NOISE = 10.0  # its added time at least this many times its noise
+RISE_MIN_SHARE = 0.02  # and at least this share of the added latency (tiny hops rise many-fold by jitter)
+RISE_MAX = 2  # at most this many such hops judged
 SECONDARY_MIN = 0.3
 SIGNAL_BASELINES = 2  # baseline windows whose samples are read (the nearest usable ones)
 # BubbleUp's spans query runs on this thread while the samples query runs on the caller's (DuckDB
@@ -293,6 +301,7 @@ def _diagnose(
     degraded, why = _degraded(dec, target)
     checked.append(why)
     standing = [h for h in dec.hops if h.significant and h.share >= MIN_SHARE][:TOP_HOPS]
+    rising = [] if errors else _rising_hops(dec, standing)
     exemplar_edges: list[tuple[str | None, str]] = [(None, service)]
     if not degraded:
         notes.append(why)
@@ -309,7 +318,7 @@ def _diagnose(
     if degraded and standing:
         sig_ids = [0, *base_ids[:SIGNAL_BASELINES]]
         causes, sig_notes, n_series = _resource_causes(
-            store, standing, wide, kinds, data.frame, windows, sig_ids, step, catalog, clock, dec
+            store, standing, rising, wide, kinds, data.frame, windows, sig_ids, step, catalog, clock, dec
         )
         notes += sig_notes
         checked.append(f"{n_series} resource series linked to the top hops")
@@ -472,9 +481,44 @@ def _linked_names(standing: list[HopRow], frame: pd.DataFrame, errors: bool) -> 
     return services, sorted(services)
 
 
+def _rising_hops(dec: Decomposition, standing: list[HopRow]) -> list[HopRow]:
+    """Services under MIN_SHARE whose own time rose many times over, well beyond their noise (the
+    candidates for a second, smaller fault; ``_resource_causes`` names one only with a resource at its
+    limit)."""
+    named = {h.hop for h in standing}
+    out = [
+        h
+        for h in dec.hops
+        if h.hop not in named
+        and h.hop_kind == "service"
+        and h.significant
+        and h.share >= RISE_MIN_SHARE
+        and h.baseline_ms > 0
+        and h.incident_ms >= RISE_FACTOR * h.baseline_ms
+        and h.added_ms >= RISE_NOISE * h.noise_ms
+    ]
+    return out[:RISE_MAX]
+
+
+def _at_its_limit(ev: list[Evidence], dim: str) -> Evidence | None:
+    """The dimension's best saturation signal that moved enough to count, if any."""
+    return next(
+        (e for e in ev if e.dimension == dim and e.role == "saturation" and e.score >= rs.DIMENSION_MIN), None
+    )
+
+
+def _rise_clause(row: HopRow, limit: Evidence) -> str:
+    return (
+        f" Named though under {MIN_SHARE:.0%} of the added latency: its own time rose "
+        f"{row.incident_ms / row.baseline_ms:.1f}x ({row.baseline_ms:.1f} -> {row.incident_ms:.1f} ms per request) "
+        f"and {limit.short} says the resource is at its limit."
+    )
+
+
 def _resource_causes(
     store: ReadStore,
     standing: list[HopRow],
+    rising: list[HopRow],
     wide: pd.DataFrame,
     kinds: dict[str, str],
     frame: pd.DataFrame,
@@ -486,8 +530,8 @@ def _resource_causes(
     dec: Decomposition,
 ) -> tuple[list[Cause], list[str], int]:
     errors = standing[0].measure == "errors"
-    services, names = _linked_names(standing, frame, errors)
-    network_only = all(r.hop_kind == "network" for r in standing)
+    services, names = _linked_names(standing + rising, frame, errors)
+    network_only = all(r.hop_kind == "network" for r in standing + rising)
     metrics = [m for m, info in catalog.metrics.items() if not network_only or info.dimension == "bandwidth"]
     metrics += [c for c in catalog.capacity_metrics() if c not in metrics]
     grid = load_linked_grid(
@@ -501,10 +545,12 @@ def _resource_causes(
     host_map = rs.hosts_by_service(grid.meta, catalog)
     nb = grid.values.shape[2] if not grid.empty else 0
     primary: list[Cause] = []
+    faint: list[Cause] = []  # the rising hops with a resource at its limit: after the primary causes
     secondary: list[tuple[float, Cause]] = []
     notes: list[str] = []
     n_series = 0
-    for row in standing:
+    for row in standing + rising:
+        is_rising = row in rising
         linked = _link(grid, row, frame, host_map, catalog, errors)
         n_series += len(linked)
         hop_ms = _hop_grid(wide, row.hop, sig_ids, nb)
@@ -513,29 +559,25 @@ def _resource_causes(
         judged = {e.dimension for e in ev}
         relevant = ("bandwidth",) if row.hop_kind == "network" else DIMENSIONS
         not_judged = tuple(d for d in relevant if d not in judged)
-        for d in not_judged:
-            notes.append(f"{row.hop}: no {d} signal linked to this hop, so {d} could not be judged")
         best = max(dims.items(), key=lambda kv: kv[1], default=("unknown", 0.0))
         dim = best[0] if best[1] >= rs.DIMENSION_MIN else "unknown"
+        limit = _at_its_limit(ev, dim) if is_rising else None
+        if is_rising and limit is None:
+            continue  # a many-fold rise with no resource at its limit: not named (load, a knock-on)
+        for d in not_judged:
+            notes.append(f"{row.hop}: no {d} signal linked to this hop, so {d} could not be judged")
         score = best[1] * (0.5 + 0.5 * row.share) if dim != "unknown" else 0.25 * row.share
         shown = [e for e in ev if e.dimension == dim][:5] if dim != "unknown" else ev[:5]
         share_of = "errors" if errors else "latency"
-        primary.append(
-            Cause(
-                0,
-                row.hop,
-                row.hop_kind,
-                dim,
-                row.share,
-                score,
-                _summary(row, dim, ev, dec),
-                tuple(shown),
-                dims,
-                not_judged,
-                share_of,
-                dec.share_of_total(row.added_ms),
-            )  # fmt: skip
-        )
+        summary = _summary(row, dim, ev, dec) + (_rise_clause(row, limit) if limit is not None else "")
+        cause = Cause(
+            0, row.hop, row.hop_kind, dim, row.share, score, summary, tuple(shown), dims, not_judged,
+            share_of, dec.share_of_total(row.added_ms),
+        )  # fmt: skip
+        if is_rising:
+            faint.append(cause)
+            continue  # its other dimensions are not offered: it is named for the resource at its limit
+        primary.append(cause)
         for d, s in dims.items():
             if d != dim and s >= SECONDARY_MIN:
                 alt = tuple(e for e in ev if e.dimension == d)[:5]
@@ -546,7 +588,7 @@ def _resource_causes(
                 )  # fmt: skip
     secondary.sort(key=lambda t: -t[0])
     clock.lap("scoring")
-    ordered = primary + [c for _, c in secondary]
+    ordered = primary + faint + [c for _, c in secondary]
     ranked = [
         Cause(i + 1, c.hop, c.hop_kind, c.dimension, c.share, c.score, c.summary, c.evidence,
               c.dimension_scores, c.not_judged, c.share_of, c.share_total)

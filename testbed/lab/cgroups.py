@@ -14,8 +14,13 @@ page cache is charged to it); a fault changes a limit of a group that was there 
 counters are continuous series with a clean baseline. The exposition uses cAdvisor's metric names
 and definitions (working set = usage - inactive file pages; an unlimited group's limit is 0) with
 ``container="lab-<service>"``: hopscope learns which service a container is from the lab's
-``[[diagnosis.map]]`` entries, as a user would write them. cgroup v2 is not used: this machine mounts
-v1 only (`/sys/fs/cgroup/{cpu,cpuacct,memory}`); the lab says so when neither is there.
+``[[diagnosis.map]]`` entries, as a user would write them. The limits are cgroup v1's: this machine
+mounts the cpu, cpuacct and memory controllers as v1 (`/sys/fs/cgroup/{cpu,cpuacct,memory}`); the lab
+says so when they are not there. Where the hybrid layout also mounts the v2 hierarchy with no controller
+(`/sys/fs/cgroup/unified`), each service gets a group there too, for its pressure stall information
+alone (PSI is kept per v2 group whatever controllers it has): ``cpu.pressure``, ``memory.pressure`` and
+``io.pressure`` become cAdvisor's ``container_pressure_*_{waiting,stalled}_seconds_total`` ("some" and
+"full" stall time). Without it the lab runs on and exports no pressure series.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from typing import Any
 
 ROOT = Path("/sys/fs/cgroup")
 CONTROLLERS = ("cpu", "cpuacct", "memory")
+UNIFIED = "unified"  # the hybrid layout's v2 hierarchy (no controllers): its groups keep PSI
+PSI_RESOURCES = ("cpu", "memory", "io")
 PERIOD_US = 100_000
 CONTAINER_PREFIX = "lab-"  # the container label of service S is lab-S (not S: the map is what links them)
 
@@ -48,6 +55,24 @@ def available(root: Path = ROOT) -> str | None:
     if missing:
         return f"no cgroup v1 {', '.join(missing)} controller under {root} (the lab's containers need them)"
     return None
+
+
+def psi_available(root: Path = ROOT) -> bool:
+    """The v2 hierarchy of a hybrid layout is mounted and keeps pressure stall information."""
+    return (root / UNIFIED / "cgroup.procs").exists() and (root / UNIFIED / "cpu.pressure").exists()
+
+
+def _pressure(path: Path) -> dict[str, float]:
+    """``some``/``full`` stall time in seconds from a ``*.pressure`` file (its ``total=`` is in us)."""
+    out: dict[str, float] = {}
+    for line in _read(path).splitlines():
+        kind, _, rest = line.partition(" ")
+        for field in rest.split():
+            key, _, value = field.partition("=")
+            if key == "total":
+                with contextlib.suppress(ValueError):
+                    out[kind] = int(value) / 1e6
+    return out
 
 
 def _read(path: Path) -> str:
@@ -83,7 +108,15 @@ class Cgroups:
         self.tag = tag
         self.root = root
         # beneath the lab's own group of each controller: whatever limits it runs under still hold
-        self.parents = {c: own_group(c) for c in CONTROLLERS} if parents is None else parents
+        self.parents = {c: own_group(c) for c in CONTROLLERS} if parents is None else dict(parents)
+        self.psi = psi_available(root)
+        if self.psi and UNIFIED not in self.parents:
+            self.parents[UNIFIED] = own_group(UNIFIED)
+
+    @property
+    def hierarchies(self) -> tuple[str, ...]:
+        """Where each service has a group: the v1 controllers, and the v2 hierarchy when it keeps PSI."""
+        return (*CONTROLLERS, UNIFIED) if self.psi else CONTROLLERS
 
     def path(self, controller: str, service: str) -> Path:
         return self.root / controller / self.parents.get(controller, "") / f"{self.tag}-{service}"
@@ -93,12 +126,12 @@ class Cgroups:
         if why:
             raise CgroupError(why)
         for s in self.services:
-            for c in CONTROLLERS:
+            for c in self.hierarchies:
                 self.path(c, s).mkdir(exist_ok=True)
 
     def enter(self, service: str, cmd: Sequence[str]) -> list[str]:
         """``cmd`` run inside the service's groups from its start (the shell joins them, then execs)."""
-        joins = "; ".join(f"echo $$ > {self.path(c, service) / 'cgroup.procs'}" for c in CONTROLLERS)
+        joins = "; ".join(f"echo $$ > {self.path(c, service) / 'cgroup.procs'}" for c in self.hierarchies)
         return ["sh", "-c", f'{joins} && exec "$@"', "sh", *cmd]
 
     # -- faults ------------------------------------------------------------------------------------
@@ -142,6 +175,9 @@ class Cgroups:
             "container_memory_failcnt": ("counter", []),
             "container_memory_failures_total": ("counter", []),
         }
+        for res in PSI_RESOURCES:
+            for kind in ("waiting", "stalled"):
+                fams[f"container_pressure_{res}_{kind}_seconds_total"] = ("counter", [])
 
         def put(name: str, labels: str, value: float) -> None:
             fams[name][1].append(f"{name}{{{labels}}} {value:.9g}")
@@ -156,6 +192,12 @@ class Cgroups:
                 put("container_cpu_cfs_periods_total", labels, cpu.get("nr_periods", 0))
                 put("container_cpu_cfs_throttled_periods_total", labels, cpu.get("nr_throttled", 0))
                 put("container_cpu_cfs_throttled_seconds_total", labels, cpu.get("throttled_time", 0) / 1e9)
+            if self.psi:
+                for res in PSI_RESOURCES:
+                    stall = _pressure(self.path(UNIFIED, s) / f"{res}.pressure")
+                    for kind, key in (("waiting", "some"), ("stalled", "full")):
+                        if key in stall:
+                            put(f"container_pressure_{res}_{kind}_seconds_total", labels, stall[key])
             mem = self.path("memory", s)
             usage = _int(mem / "memory.usage_in_bytes")
             if usage is None:
@@ -183,7 +225,7 @@ class Cgroups:
         """Move any process left back to the root groups and delete the groups; the errors, as text."""
         errors = []
         for s in self.services:
-            for c in CONTROLLERS:
+            for c in self.hierarchies:
                 err = _remove_group(self.path(c, s))
                 if err:
                     errors.append(err)
@@ -206,10 +248,11 @@ def _remove_group(p: Path) -> str | None:
 
 
 def own_group(controller: str, pid: int | str = "self") -> str:
-    """The group (relative path) a process is in for one cgroup v1 controller; "" for the root."""
+    """The group (relative path) a process is in for one cgroup v1 controller, or for ``UNIFIED`` in
+    the v2 hierarchy; "" for the root."""
     for line in _read(Path(f"/proc/{pid}/cgroup")).splitlines():
         _, controllers, path = line.split(":", 2)
-        if controller in controllers.split(","):
+        if controller in controllers.split(",") or (controller == UNIFIED and controllers == ""):
             return path.strip().lstrip("/")
     return ""
 
@@ -217,7 +260,7 @@ def own_group(controller: str, pid: int | str = "self") -> str:
 def remove_stale(prefix: str, root: Path = ROOT) -> list[str]:
     """Delete the groups of labs whose process is gone (``<prefix><pid>-...``); returns what went."""
     gone = []
-    for c in CONTROLLERS:
+    for c in (*CONTROLLERS, UNIFIED):
         base = root / c / own_group(c)
         if not base.is_dir():
             continue
@@ -272,5 +315,6 @@ __all__ = [
     "available",
     "container_name",
     "memory_cgroup_of",
+    "psi_available",
     "remove_stale",
 ]

@@ -82,7 +82,23 @@ kind = "counter"
 unit = "1/s"
 role = "saturation"
 label_dimensions = { result = { hit = "none" } }   # misses only: a hit is the cache working
+""" + "".join(
+    f"""
+[[diagnosis.signals]]
+name = "container_pressure_{res}_{kind}_seconds_total"
+dimension = "{dim}"
+kind = "counter"
+unit = "s/s"
+role = "saturation"
 """
+    # each container's memory pressure stall information (cgroups.py: cAdvisor's names, where the v2
+    # hierarchy keeps it): the share of time its tasks waited for memory (reclaim, refaults). No
+    # capacity: only its change counts. Its CPU stall time is exported but not declared: on this shared
+    # host a group's CPU stall rises whenever it does more work of any kind (the feature store's, 0.03
+    # -> 0.30 s/s under the memory fault, tied compute with memory), and a quota shows as throttling
+    for res, dim in (("memory", "memory"),)
+    for kind in ("waiting", "stalled")
+)
 
 
 class LabError(RuntimeError):
@@ -483,8 +499,13 @@ class Load:
 
 def hopscope_json(*args: str) -> Any:
     """`hopscope ARGS --json` in a child process (as a user runs it), parsed."""
+    return json.loads(hopscope_text(*args, "--json"))
+
+
+def hopscope_text(*args: str) -> str:
+    """`hopscope ARGS` in a child process (as a user runs it): its standard output."""
     p = subprocess.run(
-        [sys.executable, "-m", "hopscope.cli", *args, "--json"],
+        [sys.executable, "-m", "hopscope.cli", *args],
         capture_output=True,
         text=True,
         cwd=str(ROOT),
@@ -493,7 +514,7 @@ def hopscope_json(*args: str) -> Any:
     )
     if p.returncode != 0:
         raise LabError(f"hopscope {' '.join(args)} exited {p.returncode}: {p.stderr.strip()[-2000:]}")
-    return json.loads(p.stdout)
+    return p.stdout
 
 
 def _ts(x: str) -> datetime:
@@ -651,6 +672,11 @@ def run_lab(
                 exporter.start()
                 say(
                     f"lab: containers: a cgroup v1 group per service ({net.id}-*), exported at {exporter.url}"
+                    + (
+                        "; PSI from a group of each in the v2 hierarchy"
+                        if groups.psi
+                        else "; no PSI (no v2 hierarchy mounted beside v1)"
+                    )
                 )
             else:
                 say(f"lab: containers: none ({cgroups.available()}): CPU and memory faults are not offered")
@@ -789,6 +815,10 @@ def run_lab(
             )
             if keep is not None:
                 (work / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+                for inc in incidents:  # what a reader quotes: `hopscope explain` as text, each incident
+                    (work / f"explain-{inc['id']}.txt").write_text(
+                        hopscope_text("explain", inc["id"], *store_args)
+                    )
             return result
         finally:
             stop.set()
