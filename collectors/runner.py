@@ -582,6 +582,13 @@ def _return_memory_promptly() -> None:
 
 _M_ARENA_MAX = -8  # glibc malloc.h
 
+# DuckDB's worker threads for each of the daemon's two connections (reader, writer). DuckDB starts one
+# per core by default, and each keeps memory of its own: with 8 on two cores the daemon's peak RSS in
+# benchmarks/otlp_ingest.py was 325 MiB against 296 with 2 (one run each), so the daemon's memory
+# would grow with the machine. Its queries are small (a commit of ~10,000 spans, a rollup of a few
+# minutes): 1, 2 and 8 threads ingested alike within this machine's noise.
+DUCKDB_THREADS = 2
+
 
 def run_collect(
     store_path: Path,
@@ -603,7 +610,7 @@ def run_collect(
     stop = stop or threading.Event()
     _return_memory_promptly()
     try:
-        store = Store(store_path, **(store_options or {}))
+        store = Store(store_path, **{"threads": DUCKDB_THREADS, **(store_options or {})})
     except HopscopeError as exc:
         print(f"hopscope collect: {exc}", file=sys.stderr)
         return 2

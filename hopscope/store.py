@@ -421,6 +421,7 @@ class Store:
         inlining_rows: int = 200,
         commit_deadline_s: float = 30.0,
         memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        threads: int | None = None,
         create: bool = True,
         backend: Backend | None = None,
     ) -> None:
@@ -432,6 +433,7 @@ class Store:
         self.commit_deadline_s = commit_deadline_s
         self.inlining_rows = inlining_rows
         self.memory_limit = memory_limit
+        self.threads = threads  # DuckDB's worker threads; None: one per core
         self._create = create
         self._catalog = self.path / CATALOG_FILE
         self.conflicts_retried = 0  # commits refused for a conflict with another writer, then retried
@@ -582,6 +584,8 @@ class Store:
             con.execute(f"SET memory_limit = {_sql_text(self.memory_limit)}")
         except duckdb.Error as exc:
             raise StoreError(f"memory limit {self.memory_limit!r}: {exc}") from None
+        if self.threads is not None:
+            con.execute(f"SET threads = {int(self.threads)}")
         # Footers of immutable Parquet files are worth keeping: each query re-reads them otherwise.
         con.execute("SET parquet_metadata_cache = true")
         # Local data files are in the OS page cache already: a second copy is only memory. Remote ones are
@@ -723,6 +727,7 @@ class Store:
             inlining_rows=self.inlining_rows,
             commit_deadline_s=self.commit_deadline_s,
             memory_limit=self.memory_limit,
+            threads=self.threads,
             create=False,
             backend=self.backend,
         )

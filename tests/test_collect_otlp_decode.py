@@ -154,9 +154,12 @@ def _reference(req: ExportTraceServiceRequest) -> tuple[list[dict[str, Any]], in
     return rows, rejected
 
 
-@pytest.fixture(params=["fast", "protobuf"])
+@pytest.fixture(params=["fast", "fast in place", "protobuf"])
 def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setattr(otlp, "_FAST", request.param == "fast")
+    """The fast reader (spans split by protobuf, or located in place as in a large body) or protobuf's."""
+    monkeypatch.setattr(otlp, "_FAST", request.param != "protobuf")
+    if request.param == "fast in place":
+        monkeypatch.setattr(otlp_wire, "_IN_PLACE_BYTES", 0)
     return str(request.param)
 
 
@@ -265,9 +268,14 @@ def _outcome(body: bytes) -> tuple[Any, ...]:
     return ("ok", d.table.to_pylist(), d.rejected, d.message)
 
 
-def test_fast_reader_and_protobuf_agree_on_damaged_bodies(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("in_place", [False, True], ids=["split by protobuf", "located in place"])
+def test_fast_reader_and_protobuf_agree_on_damaged_bodies(
+    in_place: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Bytes flipped, cut or inserted: the fast reader gives protobuf's answer (rows, rejections and
     400s alike), reading what it can and leaving the rest to protobuf."""
+    if in_place:
+        monkeypatch.setattr(otlp_wire, "_IN_PLACE_BYTES", 0)
     rng = random.Random(11)
     bases = [_request(random.Random(s), KEYS).SerializeToString() for s in range(12)]
     bases = [b for b in bases if len(b) > 20]
@@ -286,7 +294,12 @@ def test_fast_reader_and_protobuf_agree_on_damaged_bodies(monkeypatch: pytest.Mo
     assert fast_read > 50  # the fast reader itself answered many of them
 
 
-def test_fast_reader_reads_the_plain_layout_without_protobuf() -> None:
+@pytest.mark.parametrize("in_place", [False, True], ids=["split by protobuf", "located in place"])
+def test_fast_reader_reads_the_plain_layout_without_protobuf(
+    in_place: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if in_place:
+        monkeypatch.setattr(otlp_wire, "_IN_PLACE_BYTES", 0)
     req = _request(random.Random(3), [k for k in KEYS if len(k) < 128])
     body = req.SerializeToString()
     decoded = otlp_wire._fast_to_table(body)  # raises _Slow where it would leave the request to protobuf

@@ -114,11 +114,14 @@ def test_stalled_bodies_half_sent_requests_and_a_15_mib_attribute_leave_rss_unde
     client.join()
     watch.stop()
 
-    # Bounded by the receiver's limits, over the daemon's own RSS at rest (which varies by machine):
-    # +1,125 MiB before admission and the caps. Issue 15's absolute goal, <= 300 MB in all, is not met
-    # everywhere yet (240-290 MiB here, 304-362 MiB on CI runs) and stays open.
+    # Bounded by the receiver's limits: +1,125 MiB before admission and the caps. Issue 15's goal is
+    # the absolute peak, <= 300 MB (~220 MiB at rest here, 250-265 at the peak); the growth over the
+    # daemon's RSS at rest is checked too, as the part that the limits bound whatever the machine.
     grew = watch.peak_rss_mib - idle_rss
-    assert grew <= 200, f"peak RSS {watch.peak_rss_mib:.0f} MiB, {grew:.0f} MiB over {idle_rss:.0f} at rest"
+    said = f"peak RSS {watch.peak_rss_mib:.0f} MiB, {grew:.0f} MiB over {idle_rss:.0f} at rest"
+    print(said, f"threads {idle_threads} -> {watch.peak_threads}")
+    assert watch.peak_rss_mib <= 300, said
+    assert grew <= 200, said
     assert watch.peak_threads <= idle_threads + cfg.max_connections + 8, watch.peak_threads
     # Admission before the body: one 16 MB body at a time (a quarter of the budget is kept for small
     # ones), the others refused at once; every stalled connection cut within its deadline.

@@ -365,3 +365,18 @@ def test_a_store_keeps_no_copy_of_the_files_it_read_and_caches_footers_under_its
 def test_a_bad_memory_limit_is_refused_with_the_value(stores: Stores, tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="memory limit 'lots'"):
         stores(tmp_path / "s", memory_limit="lots")
+
+
+def test_threads_option_bounds_duckdb_workers_on_the_store_its_clones_and_after_a_reconnect(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "store", threads=1)
+    clone = store.clone()
+    try:
+        for s in (store, clone):
+            assert s.query("SELECT current_setting('threads') AS n").to_pylist() == [{"n": 1}]
+        clone.reconnect()
+        assert clone.query("SELECT current_setting('threads') AS n").to_pylist() == [{"n": 1}]
+    finally:
+        clone.close()
+        store.close()
