@@ -100,6 +100,20 @@ def test_held_rows_equal_a_fresh_read_after_appends_rewrites_deletes_and_mainten
     assert held.since > END and held.rows.num_rows == 3 * (held.hi - held.since) / timedelta(minutes=1) + 3
 
 
+def test_a_busy_table_is_held_from_where_its_newest_rows_begin(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond MAX_ROWS only the newest half is held (memory stays bounded); a window before it is read
+    from the store by the callers (covers() says no)."""
+    monkeypatch.setattr(changes, "MAX_ROWS", 600)
+    store.append("samples", _samples(END - timedelta(hours=1), 3600))
+    held = _same_as_a_read(store, "samples", "the first read")
+    assert held.rows.num_rows <= 600 and not held.covers(END - timedelta(minutes=10))
+    store.append("samples", _samples(END, 1200, 2.0))
+    held = _same_as_a_read(store, "samples", "twenty minutes more")
+    assert held.rows.num_rows <= 600 and held.since >= END
+
+
 def test_first_change_names_the_oldest_time_written_and_unknown_where_it_cannot_tell(store: Store) -> None:
     rng = random.Random(1)
     store.append("hop_minutes", _hops(END - timedelta(hours=1), 60, rng))
