@@ -222,6 +222,9 @@ def incremental(
     `from_tail` (a view of hop_minutes only): the newer buckets come from that generation's `hop_tail`,
     one read shared by every such series of the tick."""
     kw = dict(kwargs)
+    if data_start is None and fn in SAMPLE_VIEWS:  # samples' oldest row, from the held samples: no read
+        held = held_rows(path, "samples")
+        data_start = held.lo if held is not None else None
     lru = memo()
     key = ("incremental", path, fn, rest, kwargs, w.step_s, w.sample_step_s)
     kept = lru.get(key)

@@ -54,7 +54,10 @@ def _same_as_a_read(s: Store, table: str, what: str) -> changes.Held:
     assert mine.to_pylist() == fresh.to_pylist(), f"{table} rows after {what}"
     ends = s.query(f"SELECT min({col}) AS lo, max({col}) AS hi FROM {table}").to_pylist()[0]
     assert (held.lo, held.hi) == (ends["lo"], ends["hi"]), f"{table} ends after {what}"
-    assert windows.data_marks(s) == windows.data_marks(PlainStore(s)), f"data marks after {what}"
+    marks = windows.data_marks(s)
+    assert marks._replace(samples_start=None) == windows.data_marks(PlainStore(s)), f"data marks after {what}"
+    oldest = s.query("SELECT min(ts) AS lo FROM samples").to_pylist()[0]["lo"]
+    assert marks.samples_start == oldest, f"the oldest sample after {what}"
     return held
 
 

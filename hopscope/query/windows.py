@@ -86,6 +86,7 @@ class DataMarks(NamedTuple):
     hops_end: datetime | None  # one minute after the newest minute of hop_minutes
     samples_end: datetime | None  # the newest sample
     hops_rev: tuple[float, ...]  # rows, requests and summed latency of the newest PROVISIONAL_SPAN
+    samples_start: datetime | None = None  # the oldest sample, where known without a read (held rows)
 
 
 def data_marks(store: ReadStore) -> DataMarks:
@@ -115,7 +116,7 @@ def _held_marks(store: ReadStore) -> DataMarks | None:
     if samples is None or (hops.hi is not None and not hops.covers(hops.hi - PROVISIONAL_SPAN)):
         return None
     if hops.hi is None:
-        return DataMarks(hops.lo, None, samples.hi, (0.0, 0.0, 0.0))
+        return DataMarks(hops.lo, None, samples.hi, (0.0, 0.0, 0.0), samples.lo)
     rows = hops.rows
     newest = rows.filter(
         pc.greater_equal(
@@ -124,7 +125,7 @@ def _held_marks(store: ReadStore) -> DataMarks | None:
     )
     total = (pc.sum(newest.column(c)).as_py() or 0 for c in ("count", "duration_ms_sum"))
     rev = (float(newest.num_rows), *(float(x) for x in total))
-    return DataMarks(hops.lo, hops.hi + timedelta(minutes=1), samples.hi, rev)
+    return DataMarks(hops.lo, hops.hi + timedelta(minutes=1), samples.hi, rev, samples.lo)
 
 
 def data_start(store: ReadStore) -> datetime | None:
