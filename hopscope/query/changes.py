@@ -337,7 +337,8 @@ def _advance(store: ReadStore, log: _StoreLog, h: Held, snap: int) -> Held | Non
     first: datetime | None = None
     rows, lo, hi = h.rows, h.lo, h.hi
     if kinds - FILE_CHANGES:
-        if kinds - FILE_CHANGES <= INSERTS:  # the insertions alone cost about half of all the changes
+        inserts_only = kinds - FILE_CHANGES <= INSERTS
+        if inserts_only:  # the insertions alone cost about half of all the changes
             ch = _query(
                 store,
                 log,
@@ -353,33 +354,40 @@ def _advance(store: ReadStore, log: _StoreLog, h: Held, snap: int) -> Held | Non
                 [LAKE, h.snap + 1, snap],
             )
         if ch.num_rows:
-            with _MEM_LOCK:
-                cur = _MEM.cursor()
-                try:
-                    cur.register("ch", ch)
-                    # per row id its last change; the rows whose last change put them in, from `since` on
-                    kept = cur.execute(
-                        f"""SELECT * EXCLUDE (snapshot_id, change_type) FROM ch
-                        QUALIFY row_number() OVER (PARTITION BY rowid ORDER BY snapshot_id DESC,
-                            change_type IN ('insert', 'update_postimage') DESC) = 1
-                            AND change_type IN ('insert', 'update_postimage') AND "{col}" >= ?""",
-                        [h.since],
-                    ).fetch_arrow_table()
-                    stats = cur.execute(
-                        f"""SELECT min("{col}") AS first, max("{col}") FILTER (WHERE change_type IN
-                            ('insert', 'update_postimage')) AS added_hi,
-                          min("{col}") FILTER (WHERE change_type IN ('insert', 'update_postimage')) AS added_lo,
-                          bool_or(change_type IN ('delete', 'update_preimage') AND "{col}" <= ?) AS lo_gone,
-                          bool_or(change_type IN ('delete', 'update_preimage') AND "{col}" >= ?) AS hi_gone
-                        FROM ch""",
-                        [lo, hi],
-                    ).fetchone()
-                finally:
-                    cur.close()
-            assert stats is not None
-            first, added_hi, added_lo, lo_gone, hi_gone = stats
-            gone = pc.is_in(rows.column("rowid"), value_set=ch.column("rowid"))
-            rows = rows.filter(pc.invert(gone))
+            if inserts_only:  # no row ids to take out, each row inserted once
+                times = ch.column(col)
+                first = added_lo = pc.min(times).as_py()
+                added_hi, lo_gone, hi_gone = pc.max(times).as_py(), False, False
+                since = pa.scalar(h.since, ch.schema.field(col).type)
+                kept = ch.drop_columns(["snapshot_id", "change_type"]).filter(pc.greater_equal(times, since))
+            else:
+                with _MEM_LOCK:
+                    cur = _MEM.cursor()
+                    try:
+                        cur.register("ch", ch)
+                        # per row id its last change; the rows whose last change put them in, from `since` on
+                        kept = cur.execute(
+                            f"""SELECT * EXCLUDE (snapshot_id, change_type) FROM ch
+                            QUALIFY row_number() OVER (PARTITION BY rowid ORDER BY snapshot_id DESC,
+                                change_type IN ('insert', 'update_postimage') DESC) = 1
+                                AND change_type IN ('insert', 'update_postimage') AND "{col}" >= ?""",
+                            [h.since],
+                        ).fetch_arrow_table()
+                        stats = cur.execute(
+                            f"""SELECT min("{col}") AS first, max("{col}") FILTER (WHERE change_type IN
+                                ('insert', 'update_postimage')) AS added_hi,
+                              min("{col}") FILTER (WHERE change_type IN ('insert', 'update_postimage')) AS added_lo,
+                              bool_or(change_type IN ('delete', 'update_preimage') AND "{col}" <= ?) AS lo_gone,
+                              bool_or(change_type IN ('delete', 'update_preimage') AND "{col}" >= ?) AS hi_gone
+                            FROM ch""",
+                            [lo, hi],
+                        ).fetchone()
+                    finally:
+                        cur.close()
+                assert stats is not None
+                first, added_hi, added_lo, lo_gone, hi_gone = stats
+                gone = pc.is_in(rows.column("rowid"), value_set=ch.column("rowid"))
+                rows = rows.filter(pc.invert(gone))
             if kept.num_rows:
                 rows = pa.concat_tables([rows, kept.select(rows.column_names).cast(rows.schema)])
             if lo_gone or lo is None:
