@@ -189,13 +189,14 @@ def snapshot(store: ReadStore) -> int | None:
     return snap if snap is not None else current_snapshot(store)
 
 
-def held(store: ReadStore, table: str, snap: int | None = None) -> Held | None:
+def held(store: ReadStore, table: str, snap: int | None = None, *, create: bool = True) -> Held | None:
     """`table`'s held rows as of the store's current snapshot (`snap`: as of that one or a later one, when
-    the caller read it); None for a store that cannot be held (no identity, no snapshot)."""
+    the caller read it); None for a store that cannot be held (no identity, no snapshot). `create` False:
+    None unless this store's table is held already (a one-shot reader need not pay the first whole read)."""
     if table not in TIME_COLUMN:
         raise ValueError(f"{table!r} is not held: one of {', '.join(TIME_COLUMN)}")
     log = _log(store)
-    if log is None:
+    if log is None or (not create and table not in log.tables):
         return None
     pins: dict[int, int] | None = getattr(_PINS, "map", None)
     snap = snap if snap is not None or not pins else pins.get(id(store))

@@ -317,7 +317,12 @@ class MinuteCache:
             self._stores[ident] = state  # most recently used last
             while len(self._stores) > self.max_stores:
                 del self._stores[next(iter(self._stores))]
-            held = changes.held(store, "hop_minutes")
+            # the rows held for the store, once the cached series must follow a write (a page, the evaluator:
+            # not a one-shot CLI run, which would pay their first read for nothing)
+            held = changes.held(store, "hop_minutes", create=False)
+            if held is None and state.series:
+                snap = changes.snapshot(store)
+                held = changes.held(store, "hop_minutes", snap) if snap != state.snapshot else None
             self._sync(store, state, held)
             # per series, what it lacks of [lo, hi) while staying one contiguous range: before and after
             # what it holds; series lacking the same segments are read together
@@ -363,12 +368,14 @@ class MinuteCache:
         if snap is None or state.snapshot is None or snap < state.snapshot:
             state.series.clear()
             state.table_end = None
-        elif snap != state.snapshot and state.series and held is not None:
-            first = held.first_change(state.snapshot, snap)
+        elif (
+            snap != state.snapshot
+            and state.series
+            and held is not None
+            and not isinstance(first := held.first_change(state.snapshot, snap), changes.Unknown)
+        ):
             state.table_end = None
-            if isinstance(first, changes.Unknown):
-                state.series.clear()
-            elif first is not None:
+            if first is not None:
                 cut = _dt_int(first)
                 for s, arr in list(state.series.items()):
                     if cut <= arr.t0:
@@ -706,7 +713,7 @@ def find_breaches_many(
     slos = attach_corrections(store, slos)
     if start is None or end is None or end - start > LONG_SPAN:
         # (a span longer than any retention is cut to the data: the minute grid would not fit in memory)
-        held = changes.held(store, "hop_minutes")  # the table's ends without a read, where held
+        held = changes.held(store, "hop_minutes", create=False)  # the table's ends without a read, where held
         row: dict[str, Any] = (
             {"lo": held.lo, "hi": held.hi}
             if held is not None
