@@ -37,7 +37,7 @@ from hopscope import charts
 from hopscope.config import dashboard_location
 from hopscope.dashboard.panels import PANELS_BY_KEY, panel_metrics, panel_series, panels_series
 from hopscope.model import ReadStore
-from hopscope.query import samples, slos, spans, store_info, windows
+from hopscope.query import changes, samples, slos, spans, store_info, windows
 from hopscope.query.tail import Tail
 from hopscope.store import Store, current_snapshot
 
@@ -185,13 +185,16 @@ def memo() -> LRU[tuple[object, ...], object]:
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=500, hash_funcs=HASH_FUNCS)
 def call(path: str, gen: Gen, fn: Callable[..., R], args: tuple[object, ...], kwargs: Kwargs) -> R:
-    """fn(store, *args, **kwargs), per store, generation and arguments (unhashable ones by content)."""
+    """fn(store, *args, **kwargs), per store, generation and arguments (unhashable ones by content);
+    its reads see the snapshot the page read (`snapshot`): the store's newest rows, held in memory
+    (changes.held), are then brought to it once for every view of the tick."""
     w = args[0] if args else None
-    if fn in INCREMENTAL and isinstance(w, windows.Window) and isinstance(gen.end, datetime):
-        step_s = w.sample_step_s if fn in SAMPLE_VIEWS else w.step_s
-        from_tail = gen if fn in HOP_VIEWS else None  # they read hop_minutes only
-        return cast(R, incremental(path, gen.end, fn, w, args[1:], kwargs, step_s, gen.start, from_tail))
-    return fn(open_store(path), *args, **dict(kwargs))
+    with changes.pinned(open_store(path), snapshot(path)):
+        if fn in INCREMENTAL and isinstance(w, windows.Window) and isinstance(gen.end, datetime):
+            step_s = w.sample_step_s if fn in SAMPLE_VIEWS else w.step_s
+            from_tail = gen if fn in HOP_VIEWS else None  # they read hop_minutes only
+            return cast(R, incremental(path, gen.end, fn, w, args[1:], kwargs, step_s, gen.start, from_tail))
+        return fn(open_store(path), *args, **dict(kwargs))
 
 
 class Kept(NamedTuple):
@@ -219,6 +222,9 @@ def incremental(
     `from_tail` (a view of hop_minutes only): the newer buckets come from that generation's `hop_tail`,
     one read shared by every such series of the tick."""
     kw = dict(kwargs)
+    if data_start is None and fn in SAMPLE_VIEWS:  # samples' oldest row, from the held samples: no read
+        held = held_rows(path, "samples")
+        data_start = held.lo if held is not None else None
     lru = memo()
     key = ("incremental", path, fn, rest, kwargs, w.step_s, w.sample_step_s)
     kept = lru.get(key)
@@ -233,6 +239,9 @@ def incremental(
         if from_tail is not None and isinstance(from_tail.end, datetime):
             shared = hop_tail(path, from_tail)
             src = shared if shared.covers(kept.cutoff) else src
+        elif fn is samples.metric_series:  # reads samples only
+            held = held_rows(path, "samples")
+            src = held.tail() if held is not None and held.covers(kept.cutoff) else src
         tail = fn(src, w.part(kept.cutoff), *rest, **kw)
         head = kept.df[(kept.df["t"] >= w.start) & (kept.df["t"] < kept.cutoff)]
         df = pd.concat([head, tail], ignore_index=True) if len(tail) else head.reset_index(drop=True)
@@ -263,9 +272,17 @@ def hop_tail(path: str, gen: Gen) -> Tail:
     hit = tails().get(key)
     if hit is None:
         since = (gen.end - SETTLE).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
-        hit = Tail.read(open_store(path), since)
+        held = held_rows(path, "hop_minutes")
+        hit = held.tail() if held is not None and held.covers(since) else Tail.read(open_store(path), since)
         tails().put(key, hit)
     return hit
+
+
+def held_rows(path: str, table: str) -> changes.Held | None:
+    """`table`'s newest rows held in memory (changes.held), as of the snapshot the page reads (`snapshot`,
+    re-read at most every LIVE_TTL_S) or a later one: only the rows changed since are read."""
+    snap = snapshot(path)
+    return changes.held(open_store(path), table, snap) if snap is not None else None
 
 
 @st.cache_data(ttl=STATS_TTL_S, show_spinner=False, max_entries=20, hash_funcs=HASH_FUNCS)
@@ -441,7 +458,8 @@ def snapshot(path: str) -> int | None:
 def at_snapshot(
     path: str, snap: int | tuple[str, int], fn: Callable[..., R], args: tuple[object, ...], kwargs: Kwargs
 ) -> R:
-    return fn(open_store(path), *args, **dict(kwargs))
+    with changes.pinned(open_store(path), snap if isinstance(snap, int) else None):
+        return fn(open_store(path), *args, **dict(kwargs))
 
 
 def live_view(path: str, fn: Callable[Concatenate[Store, P], R], *args: P.args, **kwargs: P.kwargs) -> R:

@@ -142,8 +142,8 @@ def gen_of(fn: Callable[..., object]) -> cache.Gen:
     marks = cache.live_view(cache_path(), windows.data_marks)
     if fn in cache.HOP_VIEWS:
         return cache.Gen(marks.hops_end, marks.hops_rev, marks.hops_start)
-    if fn in cache.SAMPLE_VIEWS:
-        return cache.Gen(marks.samples_end)
+    if fn in cache.SAMPLE_VIEWS:  # the oldest sample too: retention deleting some is seen at once
+        return cache.Gen(marks.samples_end, start=marks.samples_start)
     return cache.Gen(data_end(), marks.hops_rev, marks.hops_start)
 
 

@@ -13,7 +13,7 @@ import pytest
 from support.handbuilt import edge_rows
 
 from hopscope.dashboard import cache
-from hopscope.query import samples, spans, windows
+from hopscope.query import changes, samples, spans, windows
 from hopscope.store import Store
 
 END = datetime(2026, 11, 20, 12, 0)
@@ -183,3 +183,46 @@ def test_a_kept_live_series_equals_a_fresh_read_after_rewrites_appends_deletes_a
         assert len(cache.tails()) > 0, "the newer buckets came from the shared tail read"
     finally:
         s.close()
+
+
+def test_a_kept_sample_series_equals_a_fresh_read_after_appends_deletes_and_maintenance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resource panels' sample series keep their final buckets and take the newer ones from the
+    samples held in memory (query.changes): new samples, retention deleting the oldest ones, and
+    maintenance leave it equal to a fresh read, with no read of samples but the changed rows."""
+    s = Store(tmp_path / "store", file_grace=timedelta(0))
+    try:
+        monkeypatch.setattr(cache, "open_store", lambda path: s)
+        changes.clear()
+
+        def land(first: datetime, seconds: int, value: float) -> None:
+            ts = [first + timedelta(seconds=i) for i in range(seconds)]
+            s.append("samples", pd.DataFrame({"ts": ts, "metric": "DCGM_FI_DEV_GPU_UTIL", "value": value,
+                                              "source": "nvml", "service": "model-server", "host": "gpu-1"}))  # fmt: skip
+
+        land(END - timedelta(minutes=50), 50 * 60, 40.0)
+        w = windows.window(s, "1h", now=END + timedelta(seconds=30))
+        args = (w, ("DCGM_FI_DEV_GPU_UTIL",))
+        kwargs = (("counters", ()), ("service", None))
+
+        def check(what: str) -> None:
+            cache.snapshot.clear()
+            marks = windows.data_marks(s)  # as the pages key a sample view (state.gen_of)
+            gen = cache.Gen(marks.samples_end, start=marks.samples_start)
+            kept = cache.call("p", gen, samples.metric_series, args, kwargs)
+            fresh = samples.metric_series(s, w, ("DCGM_FI_DEV_GPU_UTIL",))
+            pd.testing.assert_frame_equal(kept, fresh, obj=f"metric_series after {what}")
+
+        check("the first read")
+        land(END - timedelta(seconds=10), 40, 90.0)  # the newest seconds again (late), and new ones
+        check("new samples")
+        s.delete("samples", "ts < ?", [END - timedelta(minutes=45)])
+        check("retention deleting the oldest samples")
+        s.maintain(retention=False)
+        check("maintenance")
+        held = changes.held(s, "samples")
+        assert held is not None and held.rows.num_rows == s.count("samples")
+    finally:
+        s.close()
+        changes.clear()

@@ -9,6 +9,7 @@ import pandas as pd
 
 from hopscope.catalog import load_catalog
 from hopscope.model import SERIES_LABELS, ReadStore
+from hopscope.query import changes
 from hopscope.query.windows import Window
 from hopscope.rates import counter_rate_sql
 from hopscope.signals import value_expression
@@ -159,13 +160,19 @@ def last_samples(
 ) -> pd.DataFrame:
     """Per source its newest sample (last_sample): from the last RECENT of data, then older for
     the `sources` (collectors) not seen in it. Columns: source, last_sample."""
+    held = changes.held(store, "samples")  # the newest samples, kept in memory: no read when they cover it
     if newest is None:
-        newest = store.query("SELECT max(ts) AS m FROM samples").to_pylist()[0]["m"]
+        newest = (
+            held.hi
+            if held is not None
+            else store.query("SELECT max(ts) AS m FROM samples").to_pylist()[0]["m"]
+        )
     if newest is None:
         return pd.DataFrame(
             {"source": pd.Series(dtype=str), "last_sample": pd.Series(dtype="datetime64[us]")}
         )
-    recent = store.query_df(
+    src: ReadStore = held.tail() if held is not None and held.covers(newest - RECENT) else store
+    recent = src.query_df(
         "SELECT source, max(ts) AS last_sample FROM samples WHERE ts >= ? GROUP BY source", [newest - RECENT]
     )
     older = [s for s in dict.fromkeys(sources) if s not in set(recent["source"])]

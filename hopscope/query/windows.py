@@ -7,8 +7,12 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Final, NamedTuple
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from hopscope.errors import NotFoundError, StoreError
 from hopscope.model import SAMPLE_STEPS_S, ReadStore, TimeRange, step_for
+from hopscope.query import changes
 from hopscope.store import utcnow
 
 # Relative ranges the UI offers (the allow-list for ?range=).
@@ -82,12 +86,17 @@ class DataMarks(NamedTuple):
     hops_end: datetime | None  # one minute after the newest minute of hop_minutes
     samples_end: datetime | None  # the newest sample
     hops_rev: tuple[float, ...]  # rows, requests and summed latency of the newest PROVISIONAL_SPAN
+    samples_start: datetime | None = None  # the oldest sample, where known without a read (held rows)
 
 
 def data_marks(store: ReadStore) -> DataMarks:
     """data_ends(store), hop_minutes' oldest minute, and a revision of its newest minutes: the rollup
     rewrites its provisional minutes in place as spans arrive, so the end of the newest minute alone
-    does not say they changed. One read."""
+    does not say they changed. From the rows held in memory (changes.held: the snapshot id, and the rows
+    changed since), else one read."""
+    held = _held_marks(store)
+    if held is not None:
+        return held
     row = store.query(
         "WITH e AS (SELECT min(minute) AS lo, max(minute) AS hm FROM hop_minutes) "
         "SELECT (SELECT lo FROM e) AS lo, (SELECT hm FROM e) AS hm, (SELECT max(ts) FROM samples) AS s, "
@@ -97,6 +106,26 @@ def data_marks(store: ReadStore) -> DataMarks:
     ).to_pylist()[0]
     hops = row["hm"] + timedelta(minutes=1) if row["hm"] else None
     return DataMarks(row["lo"], hops, row["s"], (float(row["n"]), float(row["c"]), float(row["d"])))
+
+
+def _held_marks(store: ReadStore) -> DataMarks | None:
+    hops = changes.held(store, "hop_minutes")
+    if hops is None:
+        return None
+    samples = changes.held(store, "samples", hops.snap)
+    if samples is None or (hops.hi is not None and not hops.covers(hops.hi - PROVISIONAL_SPAN)):
+        return None
+    if hops.hi is None:
+        return DataMarks(hops.lo, None, samples.hi, (0.0, 0.0, 0.0), samples.lo)
+    rows = hops.rows
+    newest = rows.filter(
+        pc.greater_equal(
+            rows.column("minute"), pa.scalar(hops.hi - PROVISIONAL_SPAN, rows.schema.field("minute").type)
+        )
+    )
+    total = (pc.sum(newest.column(c)).as_py() or 0 for c in ("count", "duration_ms_sum"))
+    rev = (float(newest.num_rows), *(float(x) for x in total))
+    return DataMarks(hops.lo, hops.hi + timedelta(minutes=1), samples.hi, rev, samples.lo)
 
 
 def data_start(store: ReadStore) -> datetime | None:

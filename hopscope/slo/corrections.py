@@ -20,9 +20,10 @@ import pyarrow as pa
 
 from hopscope.errors import NotFoundError, SpecError, StoreError
 from hopscope.model import ReadStore
+from hopscope.query import changes
 from hopscope.schema import SLO_CORRECTIONS
 from hopscope.slo.model import SLO, Component, Correction, with_corrections
-from hopscope.store import Store, current_snapshot, store_identity, utcnow
+from hopscope.store import Store, store_identity, utcnow
 
 TABLE = SLO_CORRECTIONS.name
 MAX_REASON = 500
@@ -47,18 +48,27 @@ def _from_rows(rows: Sequence[Mapping[str, object]]) -> dict[str, tuple[Correcti
 
 _LOCK = threading.Lock()
 _CACHE: dict[tuple[object, ...], tuple[int, dict[str, tuple[Correction, ...]]]] = {}
+_NEAR: dict[tuple[object, ...], tuple[int, dict[str, tuple[Correction, ...]]]] = {}  # by folder only
 
 
 def read_corrections(store: ReadStore) -> dict[str, tuple[Correction, ...]]:
     """Every stored correction, by SLO name, oldest first. Kept per store until its snapshot moves
     (the engine asks on every evaluation); a store without the table (older ones opened read-only,
     a stand-in ReadStore) has none."""
-    ident, snap = store_identity(store, with_mtime=True), current_snapshot(store)
+    ident, snap = store_identity(store, with_mtime=True), changes.snapshot(store)
     if ident is not None and snap is not None:
         with _LOCK:
             hit = _CACHE.get(ident)
+            # every write moves the catalog's mtime: the entry of the same folder, if the snapshots
+            # since changed other tables only (changes.touched: the snapshot list a page reads anyway)
+            near = _NEAR.get(ident[:-1])
         if hit is not None and hit[0] == snap:
             return hit[1]
+        if near is not None and near[0] < snap and changes.touched(store, TABLE, near[0], snap) is False:
+            with _LOCK:
+                _CACHE[ident] = (snap, near[1])
+                _NEAR[ident[:-1]] = (snap, near[1])
+            return near[1]
     try:
         rows = store.query(
             f'SELECT id, slo, start_time, end_time, reason FROM "{TABLE}" ORDER BY slo, start_time'
@@ -71,8 +81,11 @@ def read_corrections(store: ReadStore) -> dict[str, tuple[Correction, ...]]:
     if ident is not None and snap is not None:
         with _LOCK:
             _CACHE[ident] = (snap, found)
+            _NEAR[ident[:-1]] = (snap, found)
             while len(_CACHE) > 16:
                 del _CACHE[next(iter(_CACHE))]
+            while len(_NEAR) > 16:
+                del _NEAR[next(iter(_NEAR))]
     return found
 
 

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from hopscope import histogram
 from hopscope.errors import SpecError
 from hopscope.model import ReadStore
+from hopscope.query import changes
 from hopscope.slo.burn import (
     Breach,
     BreachMemo,
@@ -316,7 +317,13 @@ class MinuteCache:
             self._stores[ident] = state  # most recently used last
             while len(self._stores) > self.max_stores:
                 del self._stores[next(iter(self._stores))]
-            self._sync(store, state)
+            # the rows held for the store, once the cached series must follow a write (a page, the evaluator:
+            # not a one-shot CLI run, which would pay their first read for nothing)
+            held = changes.held(store, "hop_minutes", create=False)
+            if held is None and state.series:
+                snap = changes.snapshot(store)
+                held = changes.held(store, "hop_minutes", snap) if snap != state.snapshot else None
+            self._sync(store, state, held)
             # per series, what it lacks of [lo, hi) while staying one contiguous range: before and after
             # what it holds; series lacking the same segments are read together
             todo: dict[tuple[int, int], list[Series]] = {}
@@ -331,8 +338,10 @@ class MinuteCache:
                 if hi > kb:
                     todo.setdefault((kb, hi), []).append(s)
             for (sa, sb), need in sorted(todo.items()):
-                self.reads += 1
-                for s, arr in _read_hop_minutes(store, need, sa, sb).items():
+                # the newest minutes from the rows held in memory, where they hold them
+                src = held.tail() if held is not None and held.covers(_to_dt(sa)) else store
+                self.reads += src is store
+                for s, arr in _read_hop_minutes(src, need, sa, sb).items():
                     state.series[s] = self._merge(state.series.get(s), arr)
             return {s: state.series[s].window(lo, hi) for s in series}
 
@@ -348,13 +357,31 @@ class MinuteCache:
             merged = merged.window(merged.t0 + merged.n - self.max_minutes, merged.t0 + merged.n)
         return merged
 
-    def _sync(self, store: ReadStore, state: _StoreState) -> None:
-        """Bring the cached series in line with the store's current snapshot."""
+    def _sync(self, store: ReadStore, state: _StoreState, held: changes.Held | None = None) -> None:
+        """Bring the cached series in line with the store's current snapshot (`held`'s, when given: its
+        changes say which minutes to read again, without a read)."""
 
-        snap = current_snapshot(store)
+        if held is not None:  # the rows changed since are known already (changes.held): no read
+            snap: int | None = held.snap
+        else:
+            snap = current_snapshot(store)
         if snap is None or state.snapshot is None or snap < state.snapshot:
             state.series.clear()
             state.table_end = None
+        elif (
+            snap != state.snapshot
+            and state.series
+            and held is not None
+            and not isinstance(first := held.first_change(state.snapshot, snap), changes.Unknown)
+        ):
+            state.table_end = None
+            if first is not None:
+                cut = _dt_int(first)
+                for s, arr in list(state.series.items()):
+                    if cut <= arr.t0:
+                        del state.series[s]
+                    elif cut < arr.t0 + arr.n:
+                        state.series[s] = arr.window(arr.t0, cut)
         elif snap != state.snapshot and state.series:
             changed_from = self._changed_from(store, state, snap)
             if isinstance(changed_from, dict):  # rows were only added: add them onto the sums
@@ -686,7 +713,12 @@ def find_breaches_many(
     slos = attach_corrections(store, slos)
     if start is None or end is None or end - start > LONG_SPAN:
         # (a span longer than any retention is cut to the data: the minute grid would not fit in memory)
-        row = store.query("SELECT min(minute) AS lo, max(minute) AS hi FROM hop_minutes").to_pylist()[0]
+        held = changes.held(store, "hop_minutes", create=False)  # the table's ends without a read, where held
+        row: dict[str, Any] = (
+            {"lo": held.lo, "hi": held.hi}
+            if held is not None
+            else store.query("SELECT min(minute) AS lo, max(minute) AS hi FROM hop_minutes").to_pylist()[0]
+        )
         if row["lo"] is None:
             return {s.name: [] for s in slos}
         start = row["lo"] if start is None else max(start, row["lo"])
