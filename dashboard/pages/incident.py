@@ -16,6 +16,14 @@ from hopscope.query import slos, spans, windows
 
 state.page("Incident")
 table, picked = incident.incident_picker()
+
+
+@first.later("incident_breaches")
+def all_breaches(table: pd.DataFrame) -> None:
+    incident.breach_list(table)  # a data grid (its own JavaScript): after the main chart
+
+
+all_breaches(table)
 b = dict(table[table["number"].astype(str) == picked].iloc[0])
 st.subheader(f"Incident {b['number']} · {literal(b['slo'])}")
 st.badge(str(b["severity"]).upper(), color=state.badge_color(b["severity"]))
