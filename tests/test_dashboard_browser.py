@@ -379,27 +379,27 @@ def test_the_live_refresh_reruns_the_overviews_live_fragment_not_the_page(
             w.page.goto(f"{url}/?range=7d&refresh=5s")
             wait_for_chart(w.page, "End-to-end latency")
             w.page.wait_for_selector("[class*='st-key-panel_']", timeout=60_000)
-            later = ["overview_head#later", "overview_traffic#later", "overview_below#later"]
-            deadline = time.monotonic() + 30  # a section's line is written once it has run to its end
-            while not set(later) <= set(_runs(log)) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            loaded = _runs(log)
-            w.page.wait_for_timeout(11_000)  # two ticks
-            ticked = _runs(log)[len(loaded) :]
+            w.page.wait_for_timeout(11_000)  # two ticks at least
             assert w.page.locator("[data-testid='stException']").count() == 0
             assert w.page.get_by_text(first.PLACEHOLDER).count() == 0
             assert w.real_errors() == []
         finally:
             w.page.close()
-    assert sorted(n for n in loaded if n in later) == sorted(later), (
-        loaded
-    )  # once each, when the chart was drawn
-    assert [n for n in loaded if "#" not in n] and loaded.index(later[0]) > max(
-        i for i, n in enumerate(loaded) if "#" not in n
-    ), loaded  # after the page's run
-    assert ticked.count("overview#live") >= 1, ticked
-    assert not [n for n in ticked if "#" not in n], f"a tick reran the whole page: {ticked}"
-    assert sorted(set(ticked)) == sorted({"overview#live", *later}), ticked
+    runs = _runs(log)
+    later = ["overview_head#later", "overview_traffic#later", "overview_below#later"]
+    start = min(runs.index(n) for n in later)
+    assert [n for n in runs if "#" not in n], runs  # the page's own run ...
+    assert not [n for n in runs[start:] if "#" not in n], (
+        f"a tick reran the whole page: {runs}"
+    )  # ... only first
+    # Once the main chart was drawn, the three sections ran on their own: not inside a tick of the live
+    # fragment (whose own line follows its sections').
+    assert sorted(runs[start : start + 3]) == sorted(later), runs
+    assert runs[start + 3 : start + 4] != ["overview#live"], runs
+    # Then each tick reran the live fragment with its sections inline, drawn at once.
+    ticks = [i for i, n in enumerate(runs) if n == "overview#live" and i > start]
+    assert ticks, runs
+    assert all(sorted(runs[i - 3 : i]) == sorted(later) for i in ticks), runs
 
 
 def _runs(log: Path) -> list[str]:
