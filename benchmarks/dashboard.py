@@ -5,8 +5,10 @@ and the server time of one live refresh tick of the Overview.
     .venv/bin/python benchmarks/dashboard.py --days 7 --spans 1000000   # a quicker run
     .venv/bin/python benchmarks/dashboard.py --store /tmp/bench   # build there once, reuse it afterwards
     .venv/bin/python benchmarks/dashboard.py --store /tmp/demo1 --tick-only --range 24h   # quick: live tick only
+    .venv/bin/python benchmarks/dashboard.py --store /tmp/bench --main-chart --rounds 5   # time to main chart / floor
 
 Goals (issue 6): <= 1.5 s per page, <= 0.5 s warm, one live tick <= 100 ms of server time.
+Goal (issue 16): each page's time to its main chart <= 1.2 x the floor (Streamlit + one Plotly chart), same run.
 """
 
 from __future__ import annotations
@@ -393,6 +395,101 @@ def floor_only(rounds: int) -> None:
         browser.close()
 
 
+# ------------------------------------------------------------------ the main chart first (issue 16 item 3)
+
+# Every chart of the page drawn: its main chart (_DRAWN), no section still waiting (hopscope.dashboard.first's
+# placeholder) and an SVG in every Plotly chart.
+_ALL_DRAWN = f"""([h1, t, wait]) => ({_DRAWN})([h1, t]) && !document.body.innerText.includes(wait) &&
+    [...document.querySelectorAll('.js-plotly-plot')].every(p => p.querySelector('.main-svg'))"""
+MAIN_CHART_GOAL = 1.2  # time to the main chart over the floor (Streamlit + one Plotly chart), issue 16
+
+
+def main_chart_ratio(
+    store: Path, rounds: int, only: list[str] | None = None, before: Path | None = None
+) -> None:
+    """Per page, a warm URL load (a new tab of one browser profile: Streamlit's and Plotly's JavaScript in
+    its HTTP cache) until the main chart is drawn and until every chart is, against the floor app
+    (Streamlit + one Plotly chart) loaded the same way. Floor and pages take turns, round by round, so that
+    both see the same load on this shared machine; the ratio is the page's median over the floor's.
+    before: another checkout's root (e.g. `git worktree add /tmp/old <commit>`), served and measured in the
+    same turns, for a before/after in one run."""
+    from playwright.sync_api import sync_playwright
+
+    from hopscope.dashboard.first import PLACEHOLDER
+
+    code, floor_drawn = FLOOR_APPS["floor: Streamlit + 1 Plotly chart"]
+    floor_script = Path(tempfile.mkdtemp(prefix="hopscope-bench-floor-")) / "floor_app.py"
+    floor_script.write_text(code)
+    env = {**os.environ, "HOPSCOPE_STORE": str(store), "HOPSCOPE_SLO_RULES": str(ROOT / "slo_rules")}
+    pages = [(p, t) for p, t in PAGES if not only or (p.split("?")[0] or "overview") in only]
+    view = {"width": 1500, "height": 1100}
+    dash, url = _serve(ROOT / "dashboard" / "app.py", env)
+    floor_proc, floor_url = _serve(floor_script)
+    servers = {"": url}
+    procs = [dash, floor_proc]
+    if before is not None:
+        old, servers["before"] = _serve(before / "dashboard" / "app.py", {**env, "PYTHONPATH": str(before)})
+        procs.append(old)
+    loads: list[float] = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            ctx = browser.new_context(viewport=view)
+
+            def load(target: str, drawn: str, arg: object = None) -> float:
+                """Seconds from navigation in a new tab until `drawn` holds."""
+                page = ctx.new_page()
+                t = time.monotonic()
+                page.goto(target)
+                page.wait_for_function(drawn, arg=arg, timeout=120_000)
+                took = time.monotonic() - t
+                page.close()
+                return took
+
+            # Warm the server processes (imports, the store, each page's caches) and the HTTP cache.
+            load(floor_url, floor_drawn)
+            for path, title in pages:
+                for base in servers.values():
+                    load(f"{base}/{path}", _ALL_DRAWN, [TITLES[path.split("?")[0]], title, PLACEHOLDER])
+            floor: list[float] = []
+            main: dict[tuple[str, str], list[float]] = {}
+            every: dict[tuple[str, str], list[float]] = {}
+            for _ in range(rounds):
+                for path, title in pages:
+                    name = TITLES[path.split("?")[0]]
+                    floor.append(load(floor_url, floor_drawn))
+                    loads.append(os.getloadavg()[0])
+                    for which, base in servers.items():
+                        main.setdefault((which, path), []).append(
+                            load(f"{base}/{path}", _DRAWN, [name, title])
+                        )
+                        # every chart: a load of its own, so that its check does not slow the main chart's
+                        every.setdefault((which, path), []).append(
+                            load(f"{base}/{path}", _ALL_DRAWN, [name, title, PLACEHOLDER])
+                        )
+            browser.close()
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+    fl = statistics.median(floor)
+    print(
+        f"\nTime to the main chart, warm URL load in headless Chromium (median of {rounds}; floor = Streamlit + "
+        f"one Plotly chart, median of {len(floor)} loads taking turns with the pages; load average "
+        f"{min(loads):.1f}-{max(loads):.1f})"
+    )
+    print(f"{'page':<44} {'main chart':>10} {'floor':>6} {'ratio':>6} {'goal':>5} {'all charts':>11}")
+    for path, _ in pages:
+        for which in servers:
+            m = statistics.median(main[which, path])
+            label = f"{path if path[0] != '?' else '/' + path}{f' ({which})' if which else ''}"
+            print(
+                f"{label:<44} {m:>9.2f}s {fl:>5.2f}s {m / fl:>5.2f}x "
+                f"{MAIN_CHART_GOAL:>4.1f}x {statistics.median(every[which, path]):>10.2f}s",
+                flush=True,
+            )
+
+
 def land_a_minute(store: Store) -> None:
     """New data: the newest minute of rollups, samples and collector runs again, one minute later."""
     import pyarrow.compute as pc
@@ -547,6 +644,16 @@ def main() -> None:
     ap.add_argument(
         "--floor-only", action="store_true", help="only the floor apps (Streamlit and Plotly alone; no store)"
     )
+    ap.add_argument(
+        "--before",
+        type=Path,
+        help="with --main-chart: also measure this checkout's dashboard (a before/after)",
+    )
+    ap.add_argument(
+        "--main-chart",
+        action="store_true",
+        help="only each page's time to its main chart over the one-Plotly-chart floor (issue 16 item 3)",
+    )
     args = ap.parse_args()
     if args.floor_only:
         floor_only(args.rounds)
@@ -558,6 +665,9 @@ def main() -> None:
             flush=True,
         )
         build(path, args.days, args.hops, args.spans)
+    if args.main_chart:
+        main_chart_ratio(path, args.rounds, args.pages, args.before)
+        return
     if args.tick_only:
         tick(path, args.range, page=args.tick_page)
         if args.tick_page == "overview":

@@ -13,7 +13,7 @@ import streamlit as st
 if importlib.util.find_spec("hopscope") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hopscope.dashboard import access, state  # noqa: E402
+from hopscope.dashboard import access, first, state  # noqa: E402
 from hopscope.markdown import literal
 
 PAGES = (
@@ -37,6 +37,7 @@ pages = [
 nav = st.navigation(pages)
 st.sidebar.caption(f"store: {literal(state.store_path())}")
 state.restore_shared_params()
+first.new_visit(nav.url_path)  # a page's secondary sections wait for its main chart once per visit
 with state.timed(nav.url_path):
     try:
         nav.run()

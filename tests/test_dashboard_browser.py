@@ -21,6 +21,7 @@ from support.handbuilt import EVIL
 from support.servers import stop_process
 
 from hopscope.charts import BAND_MARKER_NAME
+from hopscope.dashboard import first
 
 pytestmark = pytest.mark.browser
 
@@ -45,10 +46,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(store: Path, log: Path) -> Iterator[str]:
+def serve(store: Path, log: Path, **extra_env: str) -> Iterator[str]:
     """A Streamlit server of the dashboard on `store`, stopped by its process id."""
     port = _free_port()
-    env = {**os.environ, "HOPSCOPE_STORE": str(store), "HOPSCOPE_SLO_RULES": RULES}
+    env = {**os.environ, "HOPSCOPE_STORE": str(store), "HOPSCOPE_SLO_RULES": RULES, **extra_env}
     cmd = [
         sys.executable,
         "-m",
@@ -315,3 +316,92 @@ def test_the_slo_reports_html_is_built_when_its_button_is_clicked_and_downloads_
         assert len(text) > 1_000_000 and "Plotly.newPlot" in text  # plotly.js and the charts inline
     finally:
         page.close()
+
+
+# The main chart first (hopscope.dashboard.first): per page, its main chart's element and the selector of
+# its secondary sections' elements, which must not be in the document yet when the main chart's SVG is.
+MAIN_FIRST = [
+    ("", "?range=7d", ".st-key-latency",
+     ".st-key-traffic, .st-key-hops, [class*='st-key-panel_'], [data-testid='stMetric']"),
+    ("incident", "?incident=FLASH", ".st-key-burn",
+     "[class*='st-key-ev_'], .st-key-waterfall, .st-key-bubbleup, .st-key-trace"),
+    ("slo_report", "?slo=recommend-latency", ".st-key-burndown",
+     ".st-key-incident_cost, .st-key-hop_budgets, [data-testid='stDownloadButton']"),
+    ("hops", "?range=7d", ".st-key-graph", ".st-key-hop_stack, [data-testid='stDataFrame']"),
+    ("resources", "?range=7d", ".st-key-panel_gpu_util", "[class*='st-key-panel_']:not(.st-key-panel_gpu_util)"),
+    ("collectors", "", ".st-key-runs", "[data-testid='stDataFrame'], [data-testid='stMetric'], .stMain strong"),
+]  # fmt: skip
+# Installed before the page's own scripts: at the first DOM change after which the main chart's SVG is
+# in the document, note which secondary elements are there too (window.__mainFirst).
+_WATCH_MAIN = """([main, secondary]) => {
+    const look = () => {
+        if (window.__mainFirst || !document.querySelector(main + ' .js-plotly-plot .main-svg')) return;
+        window.__mainFirst = [...document.querySelectorAll(secondary)].map(e => e.className || e.dataset.testid);
+    };
+    new MutationObserver(look).observe(document, {childList: true, subtree: true});
+}"""
+
+
+@pytest.mark.parametrize(
+    ("name", "query", "main", "secondary"), MAIN_FIRST, ids=[p[0] or "overview" for p in MAIN_FIRST]
+)
+def test_each_page_draws_its_main_chart_before_its_secondary_sections(
+    server: str, browser: Any, dash_store: Path, name: str, query: str, main: str, secondary: str
+) -> None:
+    if "FLASH" in query:
+        query = query.replace("FLASH", breach_for(dash_store, truth(dash_store, "flash-sale"))["id"])
+    w = PageWatch(browser)
+    try:
+        w.page.add_init_script(f"({_WATCH_MAIN})({[main, secondary]!r})")
+        w.page.goto(f"{server}/{name}{query}")
+        seen = w.page.wait_for_function("() => window.__mainFirst", timeout=60_000).json_value()
+        assert seen == [], f"already in the page when the main chart {main} was drawn: {seen}"
+        # ... and the secondary sections do come, once it is drawn
+        w.page.wait_for_selector(secondary, state="attached", timeout=60_000)
+        w.page.wait_for_function(
+            "t => !document.body.innerText.includes(t)", arg=first.PLACEHOLDER, timeout=60_000
+        )
+        assert w.page.locator("[data-testid='stException']").count() == 0
+        assert w.real_errors() == []
+    finally:
+        w.page.close()
+
+
+def test_the_live_refresh_reruns_the_overviews_live_fragment_not_the_page(
+    browser: Any, dash_store: Path, tmp_path: Path
+) -> None:
+    """At ?refresh=5s the tick reruns the live fragment (its sections inline, at once), never the whole page;
+    the sections that waited for the main chart ran once each, after the page's run."""
+    log = tmp_path / "runs.tsv"
+    with serve(dash_store, tmp_path / "server.log", HOPSCOPE_TIMING_LOG=str(log)) as url:
+        w = PageWatch(browser)
+        try:
+            w.page.goto(f"{url}/?range=7d&refresh=5s")
+            wait_for_chart(w.page, "End-to-end latency")
+            w.page.wait_for_selector("[class*='st-key-panel_']", timeout=60_000)
+            w.page.wait_for_timeout(11_000)  # two ticks at least
+            assert w.page.locator("[data-testid='stException']").count() == 0
+            assert w.page.get_by_text(first.PLACEHOLDER).count() == 0
+            assert w.real_errors() == []
+        finally:
+            w.page.close()
+    runs = _runs(log)
+    later = ["overview_head#later", "overview_traffic#later", "overview_below#later"]
+    start = min(runs.index(n) for n in later)
+    assert [n for n in runs if "#" not in n], runs  # the page's own run ...
+    assert not [n for n in runs[start:] if "#" not in n], (
+        f"a tick reran the whole page: {runs}"
+    )  # ... only first
+    # Once the main chart was drawn, the three sections ran on their own: not inside a tick of the live
+    # fragment (whose own line follows its sections').
+    assert sorted(runs[start : start + 3]) == sorted(later), runs
+    assert runs[start + 3 : start + 4] != ["overview#live"], runs
+    # Then each tick reran the live fragment with its sections inline, drawn at once.
+    ticks = [i for i, n in enumerate(runs) if n == "overview#live" and i > start]
+    assert ticks, runs
+    assert all(sorted(runs[i - 3 : i]) == sorted(later) for i in ticks), runs
+
+
+def _runs(log: Path) -> list[str]:
+    """The names of the runs in a $HOPSCOPE_TIMING_LOG so far (pages, fragments "page#live", sections "key#later")."""
+    return [line.split("\t")[0] for line in log.read_text().splitlines()] if log.exists() else []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from hopscope import charts, health
-from hopscope.dashboard import state
+from hopscope.dashboard import first, state
 from hopscope.markdown import literal
 from hopscope.query import samples, store_info
 from hopscope.store import utcnow
@@ -21,6 +21,22 @@ every = state.refresh_interval()
 def live() -> None:
     w = state.window(spec)
     state.window_caption(w)
+    # The main chart first: the write and alert health and the table of targets sit above it but are
+    # drawn once the browser has drawn it (hopscope.dashboard.first).
+    health_and_targets()
+    if state.view(store_info.collector_runs, w).empty:
+        st.caption("No collection attempts recorded in this range.")
+        first.no_main_chart()
+    else:
+        first.main_chart(
+            state.figure(charts.collector_chart, state.q(store_info.collector_runs, w)),
+            "runs",
+            clickable=False,
+        )
+
+
+@first.later("collectors_health")
+def health_and_targets() -> None:
     status = health.read_status(state.store_path())
     writes = health.write_health(status)
     if writes is not None:
@@ -67,32 +83,29 @@ def live() -> None:
                 "last_error": st.column_config.TextColumn("last error"),
             },
         )
-    if state.view(store_info.collector_runs, w).empty:
-        st.caption("No collection attempts recorded in this range.")
+
+
+@first.later("collectors_store")
+def store_and_progress() -> None:
+    """The store's size and tables, and the incremental jobs' progress: read once per STATS_TTL_S."""
+    st.subheader("Store")
+    size = state.stats(store_info.store_size)
+    st.metric("Size on disk", f"{size / 1e6:,.1f} MB")
+    st.dataframe(
+        state.stats(store_info.table_stats),
+        hide_index=True,
+        column_config={
+            "retention_days": st.column_config.NumberColumn("retention (days)"),
+            "rows": st.column_config.NumberColumn("rows", format="localized"),
+        },
+    )
+    progress = state.view(store_info.state_rows, "")
+    st.subheader("Backfill and watermarks")
+    if progress.empty:
+        st.caption("No incremental job has recorded progress yet.")
     else:
-        state.chart(
-            state.figure(charts.collector_chart, state.q(store_info.collector_runs, w)),
-            "runs",
-            clickable=False,
-        )
+        st.dataframe(progress, hide_index=True)
 
 
 live()
-
-st.subheader("Store")
-size = state.stats(store_info.store_size)
-st.metric("Size on disk", f"{size / 1e6:,.1f} MB")
-st.dataframe(
-    state.stats(store_info.table_stats),
-    hide_index=True,
-    column_config={
-        "retention_days": st.column_config.NumberColumn("retention (days)"),
-        "rows": st.column_config.NumberColumn("rows", format="localized"),
-    },
-)
-progress = state.view(store_info.state_rows, "")
-st.subheader("Backfill and watermarks")
-if progress.empty:
-    st.caption("No incremental job has recorded progress yet.")
-else:
-    st.dataframe(progress, hide_index=True)
+store_and_progress()

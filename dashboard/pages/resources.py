@@ -3,10 +3,12 @@ per NIC (throughput vs link speed, drops, retransmits), probes by phase, feature
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
-from hopscope.dashboard import state
+from hopscope.dashboard import first, state
 from hopscope.dashboard.pages.widgets import resources
+from hopscope.query import windows
 
 SECTIONS = {
     "GPU": ("gpu_util", "sm_clock", "clock_reasons", "fb", "mem_copy", "pcie", "nvlink", "power", "temp", "xid"),
@@ -37,19 +39,43 @@ def live() -> None:
         "Section", "section", list(SECTIONS), default, "section_select", segmented=True
     )
     breaches = state.breaches_in(w)
+    shown = [key for key in SECTIONS[section] if key in has]
+    # The main chart first: the section's first panel; the others, in two columns as before, are drawn
+    # once the browser has drawn it (hopscope.dashboard.first).
     cols = st.columns(2)
-    n = 0
-    for key in SECTIONS[section]:
-        with cols[n % 2]:
-            n += state.panel_charts(w, [key], breaches, service=svc, batch=ALL_KEYS)
+    if shown:
+        with cols[0]:
+            state.panel_charts(w, shown[:1], breaches, service=svc, batch=ALL_KEYS)
+            first.arm(f"panel_{shown[0]}")
+        for i, col in enumerate(cols):
+            with col:
+                more(w, shown[2 - i :: 2], breaches, i)
+    else:
+        first.no_main_chart()
     if not has:
         st.info(
             "No resource samples yet: start `hopscope collect` with the NVML, node_exporter or probe collectors enabled."
         )
-    elif n == 0:
+    elif not shown:
         st.info(
             "No samples for these signals in this range: check the collectors (Collectors page) or widen the time range."
         )
+
+
+@first.later("resources_more_left")
+def _more_left(w: windows.Window, keys: list[str], breaches: pd.DataFrame | None) -> None:
+    state.panel_charts(w, keys, breaches, service=svc, batch=ALL_KEYS)
+
+
+@first.later("resources_more_right")
+def _more_right(w: windows.Window, keys: list[str], breaches: pd.DataFrame | None) -> None:
+    state.panel_charts(w, keys, breaches, service=svc, batch=ALL_KEYS)
+
+
+def more(w: windows.Window, keys: list[str], breaches: pd.DataFrame | None, column: int) -> None:
+    """The section's other panels in one column (a fragment each: one key names one fragment)."""
+    if keys:
+        (_more_left if column == 0 else _more_right)(w, keys, breaches)
 
 
 live()

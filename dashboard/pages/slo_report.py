@@ -6,11 +6,12 @@ import pandas as pd
 import streamlit as st
 
 from hopscope import charts, report
-from hopscope.dashboard import state
+from hopscope.dashboard import first, state
 from hopscope.dashboard.pages.widgets import slo_report
 from hopscope.errors import HopscopeError
 from hopscope.markdown import literal
 from hopscope.query import slos
+from hopscope.report import SloReport
 
 state.page("SLO report")
 try:
@@ -48,60 +49,72 @@ st.badge(verdict, color=color)
 
 if rep.burndown.empty:
     st.info("No events for this SLO in the window: nothing to report yet.")
+    first.no_main_chart()
 else:
     excluded = report.corrections_frame(rep)
-    state.chart(
+    first.main_chart(
         state.figure(charts.budget_burndown_chart, rep.burndown, excluded), "burndown", clickable=False
     )
 if rep.corrections:
     st.caption(f"Excluded from the SLI, budget and alerts (budget corrections): {rep.excluded_minutes:,} min")
     st.dataframe(report.corrections_frame(rep), hide_index=True)
 
-st.subheader("Incidents")
-rep = slo_report.incident_causes(rep)
-if rep.incidents:
-    inc = pd.DataFrame(rep.incidents)
-    inc["length_min"] = (inc["end"] - inc["start"]).dt.total_seconds() / 60
-    st.dataframe(
-        inc[["number", "start", "length_min", "severity", "budget_consumed", "cause"]],
-        hide_index=True,
-        column_config={
-            "budget_consumed": st.column_config.ProgressColumn(
-                "share of this report's budget",
-                min_value=0,
-                max_value=1,
-                format="percent",
-                help="The share of this report's error budget the incident spent (what the burn-down fell "
-                "by while it lasted); the incidents' shares add up to at most the budget consumed.",
-            ),
-            "length_min": st.column_config.NumberColumn("length (min)", format="%.0f"),
-        },
-    )
-    state.chart(state.figure(charts.incident_cost_chart, inc), "incident_cost", clickable=False)
-    for i in rep.incidents:
-        st.page_link(
-            "pages/incident.py",
-            label=f"Open incident {i['number']} ({i['start']:%b %d %H:%M})",
-            query_params={"incident": str(i["number"])},
+
+@first.later("slo_report_rest")
+def incidents_and_exports(rep: SloReport, slo: str, window: str) -> None:
+    """The incidents with their causes (a diagnosis each), the hop sub-budgets and the exports: after the burn-down."""
+    st.subheader("Incidents")
+    rep = slo_report.incident_causes(rep)
+    if rep.incidents:
+        inc = pd.DataFrame(rep.incidents)
+        inc["length_min"] = (inc["end"] - inc["start"]).dt.total_seconds() / 60
+        st.dataframe(
+            inc[["number", "start", "length_min", "severity", "budget_consumed", "cause"]],
+            hide_index=True,
+            column_config={
+                "budget_consumed": st.column_config.ProgressColumn(
+                    "share of this report's budget",
+                    min_value=0,
+                    max_value=1,
+                    format="percent",
+                    help="The share of this report's error budget the incident spent (what the burn-down fell "
+                    "by while it lasted); the incidents' shares add up to at most the budget consumed.",
+                ),
+                "length_min": st.column_config.NumberColumn("length (min)", format="%.0f"),
+            },
         )
-else:
-    st.success("No incidents in this window.")
+        state.chart(state.figure(charts.incident_cost_chart, inc), "incident_cost", clickable=False)
+        for i in rep.incidents:
+            st.page_link(
+                "pages/incident.py",
+                label=f"Open incident {i['number']} ({i['start']:%b %d %H:%M})",
+                query_params={"incident": str(i["number"])},
+            )
+    else:
+        st.success("No incidents in this window.")
 
-if rep.hop_budgets:
-    st.subheader("Hop sub-budgets")
-    state.chart(
-        state.figure(charts.hop_budget_chart, pd.DataFrame(rep.hop_budgets)), "hop_budgets", clickable=False
+    if rep.hop_budgets:
+        st.subheader("Hop sub-budgets")
+        state.chart(
+            state.figure(charts.hop_budget_chart, pd.DataFrame(rep.hop_budgets)),
+            "hop_budgets",
+            clickable=False,
+        )
+
+    st.subheader("Export")
+    e = st.columns(3)
+    stem = f"slo-report-{slo}-{window}"
+    # The HTML (charts and plotly.js inline, ~5 MB) is built when the button is clicked, not on every rerun.
+    e[0].download_button(
+        "HTML (self-contained)", lambda: report.to_html(rep), f"{stem}.html", "text/html", on_click="ignore"
+    )
+    e[1].download_button("CSV", report.to_csv(rep), f"{stem}.csv", "text/csv", on_click="ignore")
+    e[2].download_button(
+        "Markdown", report.to_markdown(rep), f"{stem}.md", "text/markdown", on_click="ignore"
+    )
+    st.caption(
+        f"From the command line: `hopscope report --slo {slo} --window {window} --format html -o {stem}.html`"
     )
 
-st.subheader("Export")
-e = st.columns(3)
-stem = f"slo-report-{slo}-{window}"
-# The HTML (charts and plotly.js inline, ~5 MB) is built when the button is clicked, not on every rerun.
-e[0].download_button(
-    "HTML (self-contained)", lambda: report.to_html(rep), f"{stem}.html", "text/html", on_click="ignore"
-)
-e[1].download_button("CSV", report.to_csv(rep), f"{stem}.csv", "text/csv", on_click="ignore")
-e[2].download_button("Markdown", report.to_markdown(rep), f"{stem}.md", "text/markdown", on_click="ignore")
-st.caption(
-    f"From the command line: `hopscope report --slo {slo} --window {window} --format html -o {stem}.html`"
-)
+
+incidents_and_exports(rep, slo, window)

@@ -40,13 +40,17 @@ def incident_picker() -> tuple[pd.DataFrame, str]:
     numbers = list(labels)
     picked = str(st.selectbox("Incident", numbers, index=numbers.index(key), format_func=lambda n: labels[n]))
     state.set_param("incident", picked)
+    return table, picked
+
+
+def breach_list(table: pd.DataFrame) -> None:
+    """Every breach in a table, folded away under the picker."""
     with st.expander(f"All {len(table)} breaches", expanded=False):
         st.dataframe(
             table,
             hide_index=True,
             column_config={"budget_consumed": st.column_config.ProgressColumn(min_value=0, max_value=1)},
         )
-    return table, picked
 
 
 def cause_sections(d: dict[str, Any], incident: tuple[datetime, datetime]) -> None:
